@@ -1,0 +1,3 @@
+"""etcdops: keeps etcd recoverable."""
+
+__version__ = "0.1.0"
