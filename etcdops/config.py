@@ -71,7 +71,11 @@ class Config:
     source: str = field(default="built-in defaults", metadata={"kind": "internal"})
 
 
-_SECTIONS: dict[str, type] = {"etcd": EtcdConfig, "encryption": EncryptionConfig, "local": LocalConfig}
+_SECTIONS: dict[str, type] = {
+    "etcd": EtcdConfig,
+    "encryption": EncryptionConfig,
+    "local": LocalConfig,
+}
 _ETCDCTL_VARIABLES = {
     "ETCDCTL_ENDPOINTS": "endpoints",
     "ETCDCTL_CACERT": "cacert",

@@ -1,0 +1,96 @@
+"""The manifest: what a backup is, written beside its object and always last.
+
+A backup without its manifest does not exist: the object may be half-written or half-deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from etcdops.errors import IntegrityError
+
+SCHEMA_VERSION = 1
+OBJECT_SUFFIX = ".db.zst.age"
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+@dataclass(frozen=True)
+class EtcdSource:
+    endpoint: str
+    cluster_id: str
+    member_id: str
+    version: str
+    revision: int
+    raft_index: int
+    db_size: int
+    keys: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    cluster: str
+    created_at: datetime
+    etcd: EtcdSource
+    snapshot_size: int
+    snapshot_db_sha256: str
+    object_key: str
+    object_size: int
+    object_sha256: str
+    compression: dict[str, Any]
+    encryption: dict[str, Any]
+    tool_version: str
+    durations: dict[str, float] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        """The manifest as stored: stable key order so that copies compare equal."""
+        doc = asdict(self)
+        doc["created_at"] = _iso(self.created_at)
+        doc["tool"] = {"name": "etcdops", "version": doc.pop("tool_version")}
+        return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, source: str) -> Manifest:
+        """Parse a stored manifest; IntegrityError names the file when it is not one."""
+        try:
+            doc = json.loads(data)
+            if doc.get("schema_version") != SCHEMA_VERSION:
+                raise ValueError(f"unsupported schema_version {doc.get('schema_version')!r}")
+            doc["created_at"] = datetime.fromisoformat(doc["created_at"])
+            doc["etcd"] = EtcdSource(**doc["etcd"])
+            doc["tool_version"] = doc.pop("tool")["version"]
+            return cls(**doc)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError(
+                f"manifest {source} is unreadable: {exc}",
+                "the backup's manifest is damaged; use another copy or another backup",
+            ) from exc
+
+    @property
+    def manifest_key(self) -> str:
+        return self.object_key.removesuffix(OBJECT_SUFFIX) + MANIFEST_SUFFIX
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def new_backup_id(created: datetime) -> str:
+    """A sortable, unique id: the UTC time plus randomness for two saves in one second."""
+    return created.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def object_key(prefix: str, cluster: str, backup_id: str, created: datetime) -> str:
+    """The design's layout: {prefix}{cluster}/snapshots/{YYYY}/{MM}/{DD}/{id}.db.zst.age."""
+    day = created.astimezone(UTC).strftime("%Y/%m/%d")
+    return f"{prefix}{cluster}/snapshots/{day}/{backup_id}{OBJECT_SUFFIX}"
+
+
+def snapshots_prefix(prefix: str, cluster: str) -> str:
+    """Where every backup of one cluster lives in a store."""
+    return f"{prefix}{cluster}/snapshots/"

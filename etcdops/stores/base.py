@@ -1,0 +1,61 @@
+"""The one interface every store (local directory, S3) implements.
+
+Stores move bytes by key. They know nothing of etcd, encryption or manifests: the catalogue
+decides what the keys mean.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+from etcdops.errors import UsageError
+
+_KEY = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime
+
+
+class ObjectWriter(Protocol):
+    """An object being written: invisible under its key until commit()."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Store(Protocol):
+    name: str
+
+    def open_writer(self, key: str) -> ObjectWriter: ...
+
+    def open_reader(self, key: str) -> BinaryIO: ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def head(self, key: str) -> ObjectInfo | None: ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def describe(self, key: str) -> str: ...
+
+
+def check_key(key: str) -> str:
+    """Reject keys that could escape a store's root or mean different things in different stores."""
+    if not _KEY.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):
+        raise UsageError(f"invalid object key {key!r}", "keys are relative paths of [A-Za-z0-9._-]")
+    return key

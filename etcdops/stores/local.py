@@ -1,0 +1,160 @@
+"""A store in a local directory, with the same crash-safety promises as the S3 store.
+
+An object is written under a hidden temporary name, fsynced, renamed into place and its
+directory fsynced: after a crash a key either holds its complete object or does not exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from etcdops.errors import NotFoundError, StorageError
+from etcdops.stores.base import ObjectInfo, check_key
+
+_TEMP_PREFIX = ".tmp-"
+
+
+def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
+    hint = {
+        28: "free space on that filesystem or point [local] dir elsewhere",
+        13: "run as a user that can write there, or change [local] dir",
+        30: "the filesystem is read-only; point [local] dir at a writable one",
+    }.get(exc.errno or 0, "check the directory, its permissions and free space")
+    return StorageError(f"cannot {action} {path}: {exc.strerror or exc}", hint)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in this directory survive a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicFile:
+    """A file that appears at its path only when commit() has made it durable."""
+
+    def __init__(self, path: Path, mode: int = 0o600) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._temp = path.with_name(f"{_TEMP_PREFIX}{secrets.token_hex(6)}-{path.name}")
+            fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except OSError as exc:
+            raise _storage_error("create", path, exc) from exc
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+
+    def write(self, data: bytes, /) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise _storage_error("write", self.path, exc) from exc
+
+    def commit(self) -> None:
+        """Flush, fsync and rename into place."""
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._temp, self.path)
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            self.abort()
+            raise _storage_error("write", self.path, exc) from exc
+
+    def abort(self) -> None:
+        """Drop the partial file; safe to call more than once."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._temp.unlink()
+
+
+class LocalStore:
+    """Objects as files below one root directory."""
+
+    def __init__(self, root: Path, name: str = "local") -> None:
+        self.root = root
+        self.name = name
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def describe(self, key: str) -> str:
+        """Where an object lives, for messages."""
+        return str(self._path(key))
+
+    def open_writer(self, key: str) -> AtomicFile:
+        """Start writing an object; it exists only after commit()."""
+        return AtomicFile(self._path(key))
+
+    def open_reader(self, key: str) -> BinaryIO:
+        """Read an object as a stream."""
+        path = self._path(key)
+        try:
+            return path.open("rb")
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{path} does not exist", "run 'etcdops snapshot list'") from exc
+        except OSError as exc:
+            raise _storage_error("read", path, exc) from exc
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write a small object (a manifest) atomically."""
+        writer = self.open_writer(key)
+        writer.write(data)
+        writer.commit()
+
+    def get_bytes(self, key: str) -> bytes:
+        """Read a small object whole."""
+        with self.open_reader(key) as reader:
+            return reader.read()
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and time of an object, or None when it does not exist."""
+        path = self._path(key)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _storage_error("stat", path, exc) from exc
+        return ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every complete object whose key starts with prefix, in key order."""
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return
+        try:
+            for dirpath, dirnames, filenames in os.walk(base):
+                dirnames.sort()
+                for filename in sorted(filenames):
+                    if filename.startswith(_TEMP_PREFIX):
+                        continue
+                    path = Path(dirpath, filename)
+                    key = path.relative_to(self.root).as_posix()
+                    if key.startswith(prefix):
+                        info = self.head(key)
+                        if info is not None:
+                            yield info
+        except OSError as exc:
+            raise _storage_error("list", base, exc) from exc
+
+    def delete(self, key: str) -> None:
+        """Remove an object; removing a missing one is not an error."""
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _storage_error("delete", path, exc) from exc
+        fsync_dir(path.parent)

@@ -1,0 +1,176 @@
+"""Pass-through writers that snapshot bytes flow through, one stage each.
+
+A pipeline is a chain of writers ending in a sink (a file, an upload, or nothing). Each stage
+holds at most a chunk or two, so memory stays flat whatever the snapshot size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from etcdops.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from etcdops.crypto.age import Identity, Recipient
+
+TRAILER_SIZE = 32
+# Output slices handed downstream by the decompressor: large enough to be cheap, small enough
+# that a block of zero pages (which zstd shrinks a thousandfold) never balloons in memory.
+DECOMPRESS_WRITE_SIZE = 1 << 20
+
+
+class Writer(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+class Discard:
+    """A sink that drops everything: for checks that read a backup without keeping it."""
+
+    def write(self, data: bytes, /) -> int:
+        return len(data)
+
+
+class Digest:
+    """Counts and hashes what passes, to compare a stored object with its manifest."""
+
+    def __init__(self, downstream: Writer) -> None:
+        self._downstream = downstream
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes, /) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        self._downstream.write(data)
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class SnapshotTrailerCheck:
+    """Checks the sha256 trailer etcd appends to a snapshot stream, passing every byte on.
+
+    etcd's snapshot is the bbolt database followed by 32 bytes of sha256 over the database;
+    etcdctl does not check it when saving, etcdutl does when restoring. Checking it as the bytes
+    flow means a torn or corrupted snapshot is caught before the backup counts as taken.
+    """
+
+    def __init__(self, downstream: Writer) -> None:
+        self._downstream = downstream
+        self._hash = hashlib.sha256()
+        self._tail = b""
+        self.size = 0
+
+    def write(self, data: bytes, /) -> int:
+        self.size += len(data)
+        if len(data) >= TRAILER_SIZE:
+            self._hash.update(self._tail)
+            view = memoryview(data)
+            self._hash.update(view[:-TRAILER_SIZE])
+            self._tail = bytes(view[-TRAILER_SIZE:])
+        else:
+            joined = self._tail + data
+            self._hash.update(joined[:-TRAILER_SIZE])
+            self._tail = joined[-TRAILER_SIZE:]
+        self._downstream.write(data)
+        return len(data)
+
+    def verify(self, source: str) -> str:
+        """The database's sha256 in hex; IntegrityError when the trailer does not match."""
+        if self.size < TRAILER_SIZE + 1:
+            raise IntegrityError(
+                f"{source} is too short to be an etcd snapshot ({self.size} bytes)",
+                "take a new snapshot; this one is truncated",
+            )
+        digest = self._hash.digest()
+        if digest != self._tail:
+            raise IntegrityError(
+                f"{source} failed etcd's sha256 check: the database does not match its trailer",
+                "the snapshot is corrupt or truncated; take a new one or use an older backup",
+            )
+        return digest.hex()
+
+
+class ZstdCompress:
+    """zstd compression, multi-threaded so that it keeps pace with the etcd stream."""
+
+    def __init__(self, downstream: Writer, level: int) -> None:
+        import zstandard
+
+        self._flush_frame = zstandard.FLUSH_FRAME
+        self._writer = zstandard.ZstdCompressor(level=level, threads=-1).stream_writer(
+            downstream, closefd=False
+        )
+
+    def write(self, data: bytes, /) -> int:
+        return self._writer.write(data)
+
+    def close(self) -> None:
+        self._writer.flush(self._flush_frame)
+
+
+class ZstdDecompress:
+    """zstd decompression with bounded output slices."""
+
+    def __init__(self, downstream: Writer) -> None:
+        import zstandard
+
+        self._error = zstandard.ZstdError
+        self._writer = zstandard.ZstdDecompressor().stream_writer(
+            downstream, write_size=DECOMPRESS_WRITE_SIZE, closefd=False
+        )
+
+    def write(self, data: bytes, /) -> int:
+        try:
+            return self._writer.write(data)
+        except self._error as exc:
+            raise IntegrityError(
+                f"compressed snapshot is corrupt: {exc}",
+                "use another copy of this backup or an older backup",
+            ) from exc
+
+    def close(self) -> None:
+        self._writer.flush()
+
+
+class AgeEncrypt:
+    """age encryption to the configured recipients."""
+
+    def __init__(self, downstream: Writer, recipients: Sequence[Recipient]) -> None:
+        from etcdops.crypto.age import Encryptor
+
+        self._downstream = downstream
+        self._encryptor = Encryptor(recipients)
+
+    def write(self, data: bytes, /) -> int:
+        out = self._encryptor.update(data)
+        if out:
+            self._downstream.write(out)
+        return len(data)
+
+    def close(self) -> None:
+        self._downstream.write(self._encryptor.finish())
+
+
+class AgeDecrypt:
+    """age decryption; nothing unauthenticated is passed on."""
+
+    def __init__(self, downstream: Writer, identities: Sequence[Identity]) -> None:
+        from etcdops.crypto.age import Decryptor
+
+        self._downstream = downstream
+        self._decryptor = Decryptor(identities)
+
+    def write(self, data: bytes, /) -> int:
+        out = self._decryptor.update(data)
+        if out:
+            self._downstream.write(out)
+        return len(data)
+
+    def close(self) -> None:
+        out = self._decryptor.finish()
+        if out:
+            self._downstream.write(out)
