@@ -23,7 +23,8 @@ DEFAULT_PATHS = (Path("etcdops.toml"), Path("/etc/etcdops/etcdops.toml"))
 
 
 def _opt(kind: str, default: Any = None, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"kind": kind, "secret": secret})
+    # Secrets stay out of repr() so that a logged or printed config never shows them.
+    return field(default=default, repr=not secret, metadata={"kind": kind})
 
 
 @dataclass(frozen=True)

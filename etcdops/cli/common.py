@@ -1,0 +1,171 @@
+"""What every command shares: --output/--config/-v/-q, config loading, errors to exit codes.
+
+Each command is written as `def cmd(run: Invocation, ...)` and decorated with @command: the
+decorator adds the shared options to its signature, so they work after any subcommand
+(`etcdops snapshot save --output json`), and turns every failure into one line and its exit code.
+"""
+
+import enum
+import functools
+import inspect
+import json
+import logging
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from etcdops.cli import exitcodes
+from etcdops.errors import EtcdopsError
+
+
+class OutputFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+class Invocation:
+    """One run of one command: its shared options and the means to report."""
+
+    def __init__(self, output: OutputFormat, config_path: Path | None, verbosity: int) -> None:
+        self.output = output
+        self.config_path = config_path
+        self.verbosity = verbosity
+        self._console: Any = None
+        self._err_console: Any = None
+
+    @property
+    def json(self) -> bool:
+        return self.output is OutputFormat.json
+
+    def config(self, **overrides: Any) -> Any:
+        """The merged configuration, flags given as dotted keys ("local.dir")."""
+        from etcdops.config import load_config
+
+        return load_config(self.config_path, overrides=overrides)
+
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False)
+        return self._console
+
+    @property
+    def err_console(self) -> Any:
+        if self._err_console is None:
+            from rich.console import Console
+
+            self._err_console = Console(stderr=True, highlight=False)
+        return self._err_console
+
+    def reporter(self) -> Any:
+        """Progress bars on a terminal (stderr), log lines otherwise."""
+        from etcdops.cli.render import TerminalReporter
+        from etcdops.report import LogReporter
+
+        if self.verbosity < 0 or not self.err_console.is_terminal:
+            return LogReporter()
+        return TerminalReporter(self.err_console)
+
+    def emit(self, document: Any, render_text: Callable[[Any], None]) -> None:
+        """The result: one JSON document on stdout, or text drawn by render_text."""
+        if self.json:
+            sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+        else:
+            render_text(self.console)
+
+    def fail(self, error: BaseException) -> int:
+        """Print a failure as one line (JSON on stdout too) and return its exit code."""
+        code = exitcodes.exit_code_for(error)
+        if isinstance(error, EtcdopsError):
+            message, hint = error.message, error.hint
+        elif isinstance(error, KeyboardInterrupt):
+            message, hint = "interrupted; nothing half-written was kept", None
+        else:
+            message = f"internal error: {type(error).__name__}: {error}"
+            hint = "rerun with -v for the traceback, and report it"
+        if self.verbosity > 0 and not isinstance(error, KeyboardInterrupt):
+            traceback.print_exception(error, file=sys.stderr)
+        line = f"error: {message}" + (f" — {hint}" if hint else "")
+        sys.stderr.write(line + "\n")
+        if self.json:
+            document = {"error": {"message": message, "hint": hint, "exit_code": code,
+                                  "type": type(error).__name__}}
+            sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return code
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("etcdops")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # systemd stops a unit with SIGTERM: unwind like Ctrl-C so that partial files are removed.
+    raise KeyboardInterrupt
+
+
+_SHARED = [
+    inspect.Parameter(
+        "output", inspect.Parameter.KEYWORD_ONLY, default=OutputFormat.text,
+        annotation=Annotated[OutputFormat, typer.Option(
+            "--output", "-o", help="text (tables, progress) or json (one document on stdout).")],
+    ),
+    inspect.Parameter(
+        "config_path", inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=Annotated[Path | None, typer.Option(
+            "--config", "-c", help="Config file [default: $ETCDOPS_CONFIG, ./etcdops.toml, "
+            "/etc/etcdops/etcdops.toml].", show_default=False)],
+    ),
+    inspect.Parameter(
+        "verbose", inspect.Parameter.KEYWORD_ONLY, default=0,
+        annotation=Annotated[int, typer.Option(
+            "--verbose", "-v", count=True, help="More detail; tracebacks on errors.")],
+    ),
+    inspect.Parameter(
+        "quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
+        annotation=Annotated[bool, typer.Option(
+            "--quiet", "-q", help="Only warnings and errors on stderr.")],
+    ),
+]
+
+
+def command(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the shared options and the one error-to-exit-code path."""
+    signature = inspect.signature(func)
+    own = [p for name, p in signature.parameters.items() if name != "run"]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, output: OutputFormat, config_path: Path | None, verbose: int,
+                quiet: bool, **kwargs: Any) -> None:
+        run = Invocation(output, config_path, -1 if quiet else verbose)
+        _setup_logging(run.verbosity)
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+        try:
+            code = func(run, *args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Exit):
+            raise
+        except (Exception, KeyboardInterrupt) as error:  # one line and its exit code, always
+            raise typer.Exit(run.fail(error)) from None
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
+        if code:
+            raise typer.Exit(code)
+
+    wrapper.__signature__ = signature.replace(parameters=own + _SHARED)  # type: ignore[attr-defined]
+    return wrapper

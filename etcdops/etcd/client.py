@@ -1,0 +1,523 @@
+"""Talking to etcd: connections with TLS, auth and timeouts, the calls etcdops needs, and errors.
+
+This is the only module of etcdops that touches etcd3 and grpc, and it imports them inside
+functions so that `etcdops --help` stays instant. Every grpc failure is turned into an
+EtcdopsError in one place (`_rpc_error`), so messages name the endpoint and say what to check.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from etcdops.config import EtcdConfig
+from etcdops.errors import ConfigError, EtcdopsError, EtcdUnavailableError, IntegrityError
+
+ENDPOINT_HINT = "check [etcd] endpoints / ETCDCTL_ENDPOINTS and that etcd is running"
+AUTH_HINT = "check [etcd] user / ETCDCTL_USER and password_file (or ETCDCTL_PASSWORD)"
+TLS_HINT = (
+    "check [etcd] cacert / cert / key (ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY) and that "
+    "the endpoint scheme matches the server (https:// for TLS)"
+)
+DEFAULT_CLIENT_PORT = 2379
+
+# etcd 3.5 sends these fields, but the protos of python3-etcd3 predate them: they arrive as
+# unknown fields, read by number (see etcd's api/etcdserverpb/rpc.proto).
+_STATUS_RAFT_APPLIED_INDEX = 7
+_STATUS_ERRORS = 8
+_STATUS_DB_SIZE_IN_USE = 9
+_STATUS_IS_LEARNER = 10
+_MEMBER_IS_LEARNER = 5
+_ALARM_KINDS = {1: "NOSPACE", 2: "CORRUPT"}  # CORRUPT is also newer than those protos
+_PROBE_TIMEOUT = 0.5
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """What one member says about itself (Maintenance.Status)."""
+
+    endpoint: str
+    member_id: int
+    cluster_id: int
+    leader_id: int
+    version: str
+    db_size: int
+    db_size_in_use: int
+    revision: int
+    raft_index: int
+    raft_term: int
+    raft_applied_index: int
+    errors: tuple[str, ...]
+    is_learner: bool
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this member is the raft leader (defrag does the leader last)."""
+        return self.leader_id != 0 and self.member_id == self.leader_id
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry of the cluster's member list."""
+
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """A raised alarm: NOSPACE (quota reached, writes refused) or CORRUPT."""
+
+    member_id: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class SnapshotSource:
+    """The member a snapshot came from, and its status just before streaming began."""
+
+    endpoint: str
+    status: MemberStatus
+
+
+class _Unreachable(EtcdUnavailableError):
+    """The endpoint did not answer at all: another endpoint may serve the call instead."""
+
+
+@dataclass
+class _Connection:
+    channel: Any
+    metadata: tuple[tuple[str, str], ...] = ()
+    stubs: dict[str, Any] = field(default_factory=dict)
+
+    def stub(self, name: str) -> Any:
+        from etcd3 import etcdrpc
+
+        if name not in self.stubs:
+            self.stubs[name] = getattr(etcdrpc, f"{name}Stub")(self.channel)
+        return self.stubs[name]
+
+
+class SnapshotStream(Iterator[bytes]):
+    """The raw snapshot as it arrives, checked to be complete when the stream ends."""
+
+    def __init__(
+        self, source: SnapshotSource, call: Any, on_error: Callable[[Any], EtcdopsError]
+    ) -> None:
+        self.source = source
+        self.bytes_received = 0
+        self._call = call
+        self._on_error = on_error
+        self._remaining: int | None = None
+        self._finished = False
+
+    def __next__(self) -> bytes:
+        import grpc
+
+        if self._finished:
+            raise StopIteration
+        try:
+            response = next(self._call)
+        except StopIteration:
+            self._finished = True
+            self._check_complete()
+            raise
+        except grpc.RpcError as exc:
+            self._finished = True
+            raise self._on_error(exc) from exc
+        self._remaining = response.remaining_bytes
+        self.bytes_received += len(response.blob)
+        return response.blob
+
+    def close(self) -> None:
+        """Stop the stream early (the server stops sending)."""
+        self._finished = True
+        self._call.cancel()
+
+    def _check_complete(self) -> None:
+        # etcd says on every message how much is still to come: a stream that ends without the
+        # last message saying 0 lost data, even though grpc reported a clean end
+        if self._remaining is None:
+            missing = "no data at all"
+        elif self._remaining != 0:
+            missing = f"{self._remaining} bytes missing"
+        else:
+            return
+        raise IntegrityError(
+            f"snapshot stream from {self.source.endpoint} ended early: {missing}",
+            "take the snapshot again; if it keeps failing, check that member's log and disk",
+        )
+
+
+class EtcdSession:
+    """Connections to the configured etcd endpoints, opened on first use and closed together."""
+
+    def __init__(self, config: EtcdConfig, endpoints: Sequence[str] | None = None) -> None:
+        # etcdctl's rule for endpoints without a scheme: TLS when TLS files are configured
+        self._tls = config.cacert is not None or config.cert is not None
+        self.config = config
+        self.endpoints = tuple(
+            _normalize(e, self._tls) for e in (config.endpoints if endpoints is None else endpoints)
+        )
+        if not self.endpoints:
+            raise ConfigError("no etcd endpoints configured", ENDPOINT_HINT)
+        self._connections: dict[str, _Connection] = {}
+        self._down: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> EtcdSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection (and so cancel any stream still open)."""
+        with self._lock:
+            connections, self._connections = list(self._connections.values()), {}
+        for connection in connections:
+            connection.channel.close()
+
+    def status(self, endpoint: str) -> MemberStatus:
+        """Status of one member: leader, revision, raft indexes, db size and size in use."""
+        from etcd3 import etcdrpc
+        from google.protobuf.unknown_fields import UnknownFieldSet
+
+        url = _normalize(endpoint, self._tls)
+        response = self._unary(url, "Maintenance", "Status", etcdrpc.StatusRequest(), "Status")
+        extra: dict[int, list[Any]] = {}
+        for unknown in UnknownFieldSet(response):
+            extra.setdefault(unknown.field_number, []).append(unknown.data)
+        return MemberStatus(
+            endpoint=url,
+            member_id=response.header.member_id,
+            cluster_id=response.header.cluster_id,
+            leader_id=response.leader,
+            version=response.version,
+            db_size=response.dbSize,
+            db_size_in_use=extra.get(_STATUS_DB_SIZE_IN_USE, [0])[-1],
+            revision=response.header.revision,
+            raft_index=response.raftIndex,
+            raft_term=response.raftTerm,
+            raft_applied_index=extra.get(_STATUS_RAFT_APPLIED_INDEX, [0])[-1],
+            errors=tuple(e.decode("utf-8", "replace") for e in extra.get(_STATUS_ERRORS, [])),
+            is_learner=bool(extra.get(_STATUS_IS_LEARNER, [0])[-1]),
+        )
+
+    def statuses(self) -> list[MemberStatus]:
+        """Status of every configured endpoint, asked in parallel; any unreachable one fails it."""
+        with ThreadPoolExecutor(max_workers=len(self.endpoints)) as pool:
+            futures = [pool.submit(self.status, endpoint) for endpoint in self.endpoints]
+        results: list[MemberStatus] = []
+        unreachable: list[EtcdUnavailableError] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except _Unreachable as exc:
+                unreachable.append(exc)
+        if unreachable:
+            raise EtcdUnavailableError(
+                f"{len(unreachable)} of {len(self.endpoints)} etcd endpoints did not answer: "
+                + "; ".join(exc.message for exc in unreachable),
+                ENDPOINT_HINT,
+            )
+        return results
+
+    def members(self) -> list[Member]:
+        """The cluster's member list, from the first endpoint that answers."""
+        from etcd3 import etcdrpc
+        from google.protobuf.unknown_fields import UnknownFieldSet
+
+        def call(url: str) -> Any:
+            request = etcdrpc.MemberListRequest()
+            return self._unary(url, "Cluster", "MemberList", request, "MemberList")
+
+        response = self._first_answer("MemberList", call)
+        members = []
+        for member in response.members:
+            learner = any(
+                unknown.field_number == _MEMBER_IS_LEARNER and unknown.data
+                for unknown in UnknownFieldSet(member)
+            )
+            members.append(
+                Member(
+                    id=member.ID,
+                    name=member.name,
+                    peer_urls=tuple(member.peerURLs),
+                    client_urls=tuple(member.clientURLs),
+                    is_learner=learner,
+                )
+            )
+        return members
+
+    def alarms(self) -> list[Alarm]:
+        """Every alarm raised in the cluster (etcd keeps them cluster-wide)."""
+        from etcd3 import etcdrpc
+
+        def call(url: str) -> Any:
+            request = etcdrpc.AlarmRequest(
+                action=etcdrpc.AlarmRequest.GET, memberID=0, alarm=etcdrpc.NONE
+            )
+            return self._unary(url, "Maintenance", "Alarm", request, "Alarm list")
+
+        response = self._first_answer("Alarm list", call)
+        return [
+            Alarm(member_id=a.memberID, kind=_ALARM_KINDS.get(a.alarm, f"UNKNOWN({a.alarm})"))
+            for a in response.alarms
+        ]
+
+    def count_keys(self, revision: int | None = None) -> int:
+        """How many keys the whole keyspace holds (at a revision), without reading any value."""
+        from etcd3 import etcdrpc
+
+        def call(url: str) -> Any:
+            # key and range_end "\0" mean every key; count_only returns no key-values
+            request = etcdrpc.RangeRequest(
+                key=b"\0", range_end=b"\0", count_only=True, revision=revision or 0
+            )
+            return self._unary(url, "KV", "Range", request, "key count")
+
+        return int(self._first_answer("key count", call).count)
+
+    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> int:
+        """Write key-values in one transaction (one raft entry); returns the new revision."""
+        from etcd3 import etcdrpc
+
+        def call(url: str) -> Any:
+            request = etcdrpc.TxnRequest(
+                success=[
+                    etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value))
+                    for key, value in items
+                ]
+            )
+            return self._unary(url, "KV", "Txn", request, f"a transaction of {len(items)} puts")
+
+        return int(self._first_answer("put", call).header.revision)
+
+    def snapshot_stream(self, endpoint: str | None = None) -> SnapshotStream:
+        """Stream a snapshot from one member (the first that answers), without buffering it."""
+        from etcd3 import etcdrpc
+
+        def open_stream(url: str) -> SnapshotStream:
+            status = self.status(url)
+            connection = self._connection(url)
+            call = connection.stub("Maintenance").Snapshot(
+                etcdrpc.SnapshotRequest(),
+                timeout=self.config.snapshot_timeout,
+                metadata=connection.metadata,
+            )
+            timeout, user = self.config.snapshot_timeout, self.config.user
+            return SnapshotStream(
+                SnapshotSource(url, status),
+                call,
+                lambda exc: _rpc_error(exc, url, "the snapshot", timeout, user),
+            )
+
+        if endpoint is not None:
+            return open_stream(_normalize(endpoint, self._tls))
+        return self._first_answer("Snapshot", open_stream)
+
+    def _unary(self, url: str, service: str, method: str, request: Any, what: str) -> Any:
+        import grpc
+
+        connection = self._connection(url)
+        timeout = self.config.command_timeout
+        try:
+            return getattr(connection.stub(service), method)(
+                request, timeout=timeout, metadata=connection.metadata
+            )
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc, url, what, timeout, self.config.user) from exc
+
+    def _first_answer(self, what: str, call: Callable[[str], T]) -> T:
+        # members that failed earlier in this session go last, so one dead member does not
+        # cost a dial timeout on every call
+        ordered = sorted(self.endpoints, key=lambda url: url in self._down)
+        failures: list[str] = []
+        for url in ordered:
+            try:
+                result = call(url)
+            except _Unreachable as exc:
+                self._down.add(url)
+                failures.append(exc.message)
+                continue
+            self._down.discard(url)
+            return result
+        raise EtcdUnavailableError(
+            f"no etcd endpoint answered {what}: " + "; ".join(failures), ENDPOINT_HINT
+        )
+
+    def _connection(self, url: str) -> _Connection:
+        with self._lock:
+            connection = self._connections.get(url)
+        if connection is not None:
+            return connection
+        connection = self._connect(url)
+        with self._lock:
+            existing = self._connections.setdefault(url, connection)
+        if existing is not connection:  # another thread connected first
+            connection.channel.close()
+        return existing
+
+    def _connect(self, url: str) -> _Connection:
+        import grpc
+
+        target = urlsplit(url).netloc
+        if url.startswith("https://"):
+            channel = grpc.secure_channel(target, self._tls_credentials())
+        else:
+            channel = grpc.insecure_channel(target)
+        connection = _Connection(channel)
+        try:
+            self._wait_ready(connection, url)
+            connection.metadata = self._authenticate(connection, url)
+        except BaseException:
+            channel.close()
+            raise
+        return connection
+
+    def _wait_ready(self, connection: _Connection, url: str) -> None:
+        import grpc
+        from etcd3 import etcdrpc
+
+        dial = self.config.dial_timeout
+        try:
+            grpc.channel_ready_future(connection.channel).result(timeout=dial)
+            return
+        except grpc.FutureTimeoutError:
+            pass
+        # the ready future only says "not ready"; a fail-fast call returns grpc's last connect
+        # error, which tells a refused connection from a TLS or DNS problem
+        try:
+            connection.stub("Maintenance").Status(etcdrpc.StatusRequest(), timeout=_PROBE_TIMEOUT)
+            return
+        except grpc.RpcError as exc:
+            details = exc.details() or ""
+        reason = details.rsplit("last error: ", 1)[-1]
+        lowered = reason.lower()
+        if any(marker in lowered for marker in ("handshake", "ssl", "certificate", "tls")):
+            raise EtcdUnavailableError(
+                f"etcd at {url} failed the TLS handshake: {reason}", TLS_HINT
+            )
+        if "connection refused" in lowered:
+            reason = "connection refused"
+        elif "deadline" in lowered or not reason:
+            reason = "no answer"
+        raise _Unreachable(
+            f"etcd at {url} is unreachable: {reason} within {dial:g}s", ENDPOINT_HINT
+        )
+
+    def _authenticate(self, connection: _Connection, url: str) -> tuple[tuple[str, str], ...]:
+        import grpc
+        from etcd3 import etcdrpc
+
+        if not self.config.user:
+            return ()
+        try:
+            password = self.config.resolved_password()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the etcd password file {self.config.password_file}: {exc.strerror}",
+                "check [etcd] password_file and its permissions",
+            ) from exc
+        if password is None:
+            raise ConfigError(
+                f"[etcd] user {self.config.user!r} is set but no password is configured",
+                "set [etcd] password_file, or ETCDCTL_PASSWORD / ETCDOPS_ETCD_PASSWORD",
+            )
+        request = etcdrpc.AuthenticateRequest(name=self.config.user, password=password)
+        try:
+            response = connection.stub("Auth").Authenticate(
+                request, timeout=self.config.command_timeout
+            )
+        except grpc.RpcError as exc:
+            if "authentication is not enabled" in (exc.details() or ""):
+                return ()  # as etcdctl does: credentials for a cluster without auth are unused
+            timeout = self.config.command_timeout
+            raise _rpc_error(exc, url, "authentication", timeout, self.config.user) from exc
+        # simple tokens are per member, so each connection authenticates on its own
+        return (("token", response.token),)
+
+    def _tls_credentials(self) -> Any:
+        import grpc
+
+        if (self.config.cert is None) != (self.config.key is None):
+            raise ConfigError(
+                "[etcd] cert and key must be set together for client-certificate auth",
+                "set both [etcd] cert and key (ETCDCTL_CERT / ETCDCTL_KEY), or neither",
+            )
+        files = {}
+        for name in ("cacert", "cert", "key"):
+            path = getattr(self.config, name)
+            try:
+                files[name] = path.read_bytes() if path is not None else None
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read [etcd] {name} {path}: {exc.strerror}",
+                    "check the path and its permissions",
+                ) from exc
+        # no cacert means the system's trust store, as etcdctl does
+        return grpc.ssl_channel_credentials(
+            root_certificates=files["cacert"],
+            private_key=files["key"],
+            certificate_chain=files["cert"],
+        )
+
+
+def _rpc_error(exc: Any, url: str, what: str, timeout: float, user: str | None) -> EtcdopsError:
+    """The operator's view of a grpc error: names the endpoint and what to check."""
+    import grpc
+
+    code, details = exc.code(), exc.details() or ""
+    lowered = details.lower()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return _Unreachable(
+            f"etcd at {url} did not finish {what} within {timeout:g}s",
+            "the member may be overloaded or without a leader; if it is only slow, raise "
+            "the timeout in [etcd]",
+        )
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or any(
+        marker in lowered
+        for marker in ("authentication failed", "user name is empty", "invalid auth token")
+    ):
+        who = f"user {user!r}" if user else "no user"
+        return EtcdUnavailableError(
+            f"etcd at {url} refused {what}: authentication failed ({details}) as {who}",
+            AUTH_HINT + "; snapshot, defrag and alarms need the root role",
+        )
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return _Unreachable(f"etcd at {url} could not serve {what}: {details}", ENDPOINT_HINT)
+    if "database space exceeded" in lowered:
+        return EtcdUnavailableError(
+            f"etcd at {url} refused {what}: {details} (NOSPACE alarm)",
+            "compact and defragment (etcdops compact, etcdops defrag), then disarm the alarm",
+        )
+    return EtcdUnavailableError(f"etcd at {url} failed {what}: {details} ({code.name})")
+
+
+def _normalize(endpoint: str, tls: bool) -> str:
+    """scheme://host:port for an endpoint given as a URL or as host:port (etcdctl accepts both)."""
+    text = endpoint.strip()
+    if "://" not in text:
+        text = ("https://" if tls else "http://") + text
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+        raise ConfigError(
+            f"invalid etcd endpoint {endpoint!r}",
+            "write endpoints as http://host:port or https://host:port",
+        )
+    netloc = parts.netloc if port else f"{parts.netloc}:{DEFAULT_CLIENT_PORT}"
+    return f"{parts.scheme}://{netloc}"
