@@ -511,7 +511,12 @@ class Decryptor:
     def finish(self) -> bytes:
         """Return the final chunk's plaintext; IntegrityError if the file ended early."""
         if self._payload is None:
-            where = "is empty" if not self._head else "ends inside its header"
+            if not self._head:
+                where = "is empty"
+            elif not self._header_len:
+                where = "ends inside its header"
+            else:
+                where = "ends before its payload"
             raise IntegrityError(f"age file is truncated: it {where}", _TRUNCATED_HINT)
         return self._payload.finish()
 
@@ -535,7 +540,7 @@ class Decryptor:
         start = bytes(head[: len(AGE_MAGIC)])
         if not AGE_MAGIC.startswith(start):
             if start.startswith(_VERSION_PREFIX):
-                version = start.splitlines()[0].decode("ascii", "replace")
+                version = start.split(b"\n")[0].decode("ascii", "replace")
                 raise _header_error(f"unsupported version line {version!r}")
             raise IntegrityError(
                 "not an age file (it does not start with the age header)", _DAMAGED_HINT

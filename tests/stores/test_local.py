@@ -1,0 +1,23 @@
+import stat
+
+import pytest
+
+from etcdops.errors import StorageError
+from etcdops.stores.local import LocalStore
+
+
+def test_objects_are_private_and_temp_files_leave_no_trace(tmp_path):
+    store = LocalStore(tmp_path)
+    writer = store.open_writer("c/snap.age")
+    writer.write(b"x" * 100)
+    temps = [p for p in (tmp_path / "c").iterdir()]
+    assert len(temps) == 1 and temps[0].name.startswith(".tmp-")
+    writer.commit()
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["snap.age"]
+    assert stat.S_IMODE((tmp_path / "c" / "snap.age").stat().st_mode) == 0o600
+
+
+def test_write_to_a_file_path_is_a_storage_error(tmp_path):
+    (tmp_path / "c").write_text("I am a file, not a directory")
+    with pytest.raises(StorageError, match="cannot create"):
+        LocalStore(tmp_path).open_writer("c/x")

@@ -1,0 +1,31 @@
+import subprocess
+import sys
+
+import pytest
+
+from etcdops.errors import LockedError
+from etcdops.lock import HostLock
+
+
+def test_second_holder_is_refused_with_the_holders_pid(tmp_path):
+    path = tmp_path / "job.lock"
+    with HostLock(path, "snapshot save"):
+        holder = subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from pathlib import Path; from etcdops.lock import HostLock\n"
+             "from etcdops.errors import LockedError\n"
+             f"try:\n  HostLock(Path({str(path)!r}), 'snapshot save').__enter__()\n"
+             "except LockedError as e:\n  print(e.message); sys.exit(11)\n"],
+            capture_output=True, text=True, check=False,
+        )
+        assert holder.returncode == 11
+        assert "another snapshot save is running" in holder.stdout
+        assert str(__import__("os").getpid()) in holder.stdout
+    with HostLock(path, "snapshot save"):
+        pass  # released on exit, so it can be taken again
+
+
+def test_lock_in_same_process_is_also_exclusive(tmp_path):
+    path = tmp_path / "job.lock"
+    with HostLock(path, "job"), pytest.raises(LockedError):
+        HostLock(path, "job").__enter__()
