@@ -40,8 +40,9 @@ def save_snapshot(
         backup_id = new_backup_id(created)
         key = object_key("", config.cluster, backup_id, created)
         stream = etcd.snapshot_stream()
-        member = stream.status
-        reporter.event(f"streaming snapshot from {stream.endpoint} (revision {member.revision})")
+        endpoint, member = stream.source.endpoint, stream.source.status
+        keys = etcd.count_keys(member.revision)
+        reporter.event(f"streaming snapshot from {endpoint} (revision {member.revision})")
         writer = store.open_writer(key)
         try:
             stored = Digest(writer)
@@ -52,21 +53,21 @@ def save_snapshot(
                 for chunk in stream:
                     plain.write(chunk)
                     bar.advance(len(chunk))
-            db_sha256 = plain.verify(f"snapshot from {stream.endpoint}")
+            db_sha256 = plain.verify(f"snapshot from {endpoint}")
             compress.close()
             encrypt.close()
             writer.commit()
         except BaseException:
+            stream.close()
             writer.abort()
             raise
         streamed = time.monotonic() - started
-        keys = etcd.count_keys(member.revision)
     manifest = Manifest(
         id=backup_id,
         cluster=config.cluster,
         created_at=created,
         etcd=EtcdSource(
-            endpoint=stream.endpoint,
+            endpoint=endpoint,
             cluster_id=f"{member.cluster_id:x}",
             member_id=f"{member.member_id:x}",
             version=member.version,
@@ -88,6 +89,10 @@ def save_snapshot(
         tool_version=__version__,
         durations={"stream": round(streamed, 3), "total": round(time.monotonic() - started, 3)},
     )
-    store.put_bytes(manifest.manifest_key, manifest.to_json())
+    try:
+        store.put_bytes(manifest.manifest_key, manifest.to_json())
+    except BaseException:
+        store.delete(key)  # an object without a manifest is not a backup: do not leave it behind
+        raise
     reporter.event(f"backup {backup_id} written to {store.describe(key)}")
     return manifest
