@@ -51,6 +51,7 @@ class SnapshotStatus:
     created_at: str | None
     revision: int | None
     keys: int | None
+    keys_counted: str | None  # what `keys` counts: live keys, or etcdutl's bbolt entries
     snapshot_size: int
     stored_size: int
     db_sha256: str
@@ -169,6 +170,10 @@ def _status(source: BackupSource, decoded: _Decoded, **found: int) -> SnapshotSt
         created_at=manifest.created_at.isoformat() if manifest else None,
         revision=found.get("revision", manifest.etcd.revision if manifest else None),
         keys=found.get("keys", manifest.etcd.keys if manifest else None),
+        keys_counted=(
+            "bbolt entries, as etcdutl counts them" if "keys" in found
+            else "live keys at the revision" if manifest else None
+        ),
         snapshot_size=decoded.plain.size,
         stored_size=decoded.stored.size,
         db_sha256=decoded.db_sha256,

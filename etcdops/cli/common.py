@@ -25,7 +25,7 @@ from etcdops.cli import exitcodes
 from etcdops.errors import EtcdopsError
 
 
-class OutputFormat(str, enum.Enum):
+class OutputFormat(enum.StrEnum):
     text = "text"
     json = "json"
 

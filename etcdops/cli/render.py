@@ -60,8 +60,9 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Any:
     from rich.table import Table
 
     result = Table(title=title, title_justify="left", header_style="bold")
-    for column in columns:
-        result.add_column(column)
+    for index, column in enumerate(columns):
+        # the first column is the id an operator copies: never wrap or truncate it
+        result.add_column(column, no_wrap=index == 0, min_width=None)
     for row in rows:
         result.add_row(*("" if cell is None else str(cell) for cell in row))
     return result

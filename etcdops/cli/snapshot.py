@@ -97,7 +97,7 @@ def _status_text(status: Any) -> Any:
         ("created", status.created_at),
         ("integrity", "ok (" + ", ".join(status.checks) + ")"),
         ("revision", status.revision),
-        ("keys", status.keys),
+        ("keys", f"{status.keys} ({status.keys_counted})" if status.keys is not None else None),
         ("snapshot size", format_size(status.snapshot_size)),
         ("stored size", format_size(status.stored_size)),
         ("db sha256", status.db_sha256),
