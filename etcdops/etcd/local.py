@@ -110,7 +110,7 @@ class LocalEtcd:
         return _config((self.client_url,), self.tls, overrides)
 
     def start(self, wait: float = 20.0) -> None:
-        """Start etcd and wait until it answers Status with a leader; ToolError with its log if not."""
+        """Start etcd and wait until it has a leader; ToolError with its last log lines if not."""
         fresh = not self.data_dir.exists()
         for attempt in range(_PORT_ATTEMPTS):
             self.launch()
@@ -148,7 +148,7 @@ class LocalEtcd:
         _RUNNING.add(self)
 
     def wait_healthy(self, deadline: float) -> None:
-        """Block until the member answers Status and knows a leader, by a time.monotonic() deadline."""
+        """Wait until the member answers Status with a leader, by a time.monotonic() deadline."""
         config = self.etcd_config(dial_timeout=0.5, command_timeout=2.0)
         with EtcdSession(config) as session:
             while True:
