@@ -77,7 +77,8 @@ class Manifest:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    # milliseconds: two backups in one second must still sort in the order they were taken
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_backup_id(created: datetime) -> str:

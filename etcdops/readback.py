@@ -10,11 +10,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from etcdops.catalog import Catalog
 from etcdops.config import Config
-from etcdops.errors import IntegrityError, UsageError
+from etcdops.errors import CryptoError, EtcdopsError, IntegrityError, UsageError
 from etcdops.manifest import MANIFEST_SUFFIX, OBJECT_SUFFIX, Manifest
 from etcdops.report import Reporter
 from etcdops.stores.local import AtomicFile, LocalStore
@@ -26,6 +26,9 @@ from etcdops.stream.writers import (
     Writer,
     ZstdDecompress,
 )
+
+if TYPE_CHECKING:
+    from etcdops.crypto.age import Identity
 
 READ_SIZE = 1 << 20
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -119,20 +122,25 @@ def _read(config: Config, source: BackupSource, sink: Writer, reporter: Reporter
     plain = SnapshotTrailerCheck(sink)
     closers: list[AgeDecrypt | ZstdDecompress] = []
     first: Writer = plain
+    identities: list[Identity] = []
     if source.encrypted:
         from etcdops.keys import configured_identities
 
+        identities = configured_identities(config.encryption)
         decompress = ZstdDecompress(plain)
-        decrypt = AgeDecrypt(decompress, configured_identities(config.encryption))
+        decrypt = AgeDecrypt(decompress, identities)
         closers = [decrypt, decompress]
         first = decrypt
     stored = Digest(first)
-    with source.opener() as reader, reporter.progress("reading", total=source.size) as bar:
-        while block := reader.read(READ_SIZE):
-            stored.write(block)
-            bar.advance(len(block))
-    for closer in closers:
-        closer.close()
+    try:
+        with source.opener() as reader, reporter.progress("reading", total=source.size) as bar:
+            while block := reader.read(READ_SIZE):
+                stored.write(block)
+                bar.advance(len(block))
+        for closer in closers:
+            closer.close()
+    except CryptoError as exc:
+        raise _damage_or_wrong_key(exc, source, identities) from exc
     db_sha256 = plain.verify(source.label)
     checks = ["age authentication", "etcd sha256 trailer"] if source.encrypted else [
         "etcd sha256 trailer"
@@ -141,6 +149,22 @@ def _read(config: Config, source: BackupSource, sink: Writer, reporter: Reporter
         _compare(source.manifest, source.label, stored, plain, db_sha256)
         checks.append("manifest sizes and sha256")
     return _Decoded(stored, plain, db_sha256, tuple(checks))
+
+
+def _damage_or_wrong_key(
+    error: CryptoError, source: BackupSource, identities: list[Identity]
+) -> EtcdopsError:
+    """Tell a damaged header from a wrong key, which age alone cannot: the manifest knows."""
+    if source.manifest is None:
+        return error
+    ours = {identity.recipient().fingerprint() for identity in identities}
+    if ours.isdisjoint(source.manifest.encryption.get("recipients", ())):
+        return error
+    return IntegrityError(
+        f"{source.label}: the age header is damaged (the identity given is one of this backup's "
+        "recipients, yet it cannot open the header)",
+        "use another copy of this backup, or an older backup",
+    )
 
 
 def _compare(

@@ -50,7 +50,7 @@ _ARGUMENT = re.compile(rb"[\x21-\x7e]+")
 _RECIPIENT_HINT = "a recipient looks like age1... (62 characters), as printed by age-keygen -y"
 _IDENTITY_HINT = "an identity is an AGE-SECRET-KEY-1... line (74 characters), as age-keygen writes"
 _DAMAGED_HINT = "the file is damaged or is not an age file; use another copy of the backup"
-_TRUNCATED_HINT = "the copy is incomplete (interrupted transfer?); fetch it again or use another"
+_TRUNCATED_HINT = "the copy is incomplete (interrupted transfer?); fetch it again or use a replica"
 
 
 # ---- keys ---------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def load_identities(path: Path) -> list[Identity]:
 
 
 def parse_recipients(lines: Iterable[str], source: str) -> list[Recipient]:
-    """Read recipients one per line (blanks and # comments skipped); may return an empty list."""
+    """Read recipients from a file or config list, naming `source` in errors; may return []."""
     recipients = []
     for number, line in enumerate(lines, start=1):
         line = line.strip()
@@ -341,7 +341,8 @@ def _open_header(header: bytes, identities: Sequence[Identity]) -> bytes:
         kinds = ", ".join(sorted({s.args[0].decode("ascii") for s in stanzas}))
         raise CryptoError(
             f"this file is encrypted to no X25519 recipient (only to: {kinds})",
-            "etcdops decrypts with X25519 identities only; decrypt it with the age tool",
+            "etcdops writes only X25519 stanzas, so an etcdops backup like this has a damaged "
+            "header (use another copy); other age files need the age tool",
         )
     file_key = _unwrap_file_key(wrapped, identities)
     if file_key is None:
@@ -372,7 +373,9 @@ class _HoldBack:
         self._size = size
         self._pending = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[bytes | bytearray | memoryview]:
+    def feed(
+        self, data: bytes | bytearray | memoryview
+    ) -> Iterator[bytes | bytearray | memoryview]:
         """Yield every chunk that more data is now known to follow."""
         view = memoryview(data)
         pos = 0
@@ -411,13 +414,13 @@ class Encryptor:
         self._counter = 0
 
     def update(self, data: bytes) -> bytes:
-        """Take plaintext; return whatever ciphertext is ready (header first)."""
+        """Encrypt the next slice; returns what can be written now, so memory stays flat."""
         out = [self._take_prefix()]
         out.extend(self._seal(chunk, last=False) for chunk in self._chunks.feed(data))
         return b"".join(out)
 
     def finish(self) -> bytes:
-        """Return the rest of the file: the final chunk, empty only for an empty file."""
+        """Seal the final chunk (STREAM needs one to detect truncation); call exactly once."""
         return self._take_prefix() + self._seal(self._chunks.tail(), last=True)
 
     def _take_prefix(self) -> bytes:
@@ -438,8 +441,9 @@ class _PayloadOpener:
         self._chunks = _HoldBack(_ENC_CHUNK)
         self._counter = 0
 
-    def update(self, data: bytes) -> bytes:
-        return b"".join([self._open_middle(chunk) for chunk in self._chunks.feed(data)])
+    def update(self, *parts: bytes | bytearray | memoryview) -> bytes:
+        chunks = (chunk for part in parts for chunk in self._chunks.feed(part))
+        return b"".join([self._open_middle(chunk) for chunk in chunks])
 
     def finish(self) -> bytes:
         chunk = self._chunks.tail()
@@ -499,17 +503,23 @@ class Decryptor:
         self._payload: _PayloadOpener | None = None
 
     def update(self, data: bytes) -> bytes:
-        """Take ciphertext; return the plaintext authenticated so far."""
-        if self._payload is None:
-            self._head += data
-            if not self._read_head():
-                return b""
-            data = bytes(self._head[self._header_len + _NONCE_LEN :])
-            self._head = bytearray()
-        return self._payload.update(data)
+        """Decrypt the next slice; returns only plaintext already authenticated, so callers
+        never write unverified bytes (the last full chunk waits until it is known not final)."""
+        if self._payload is not None:
+            return self._payload.update(data)
+        # Buffer only as much as a header and nonce can span, so that a first slice of many
+        # MiB reaches the payload without being copied.
+        view = memoryview(data)
+        room = _MAX_HEADER + _NONCE_LEN - len(self._head)
+        self._head += view[:room]
+        if not self._read_head():
+            return b""
+        rest = self._head[self._header_len + _NONCE_LEN :]
+        self._head = bytearray()
+        return self._payload.update(rest, view[room:])
 
     def finish(self) -> bytes:
-        """Return the final chunk's plaintext; IntegrityError if the file ended early."""
+        """Release the final chunk, or fail if the file was truncated: call exactly once."""
         if self._payload is None:
             if not self._head:
                 where = "is empty"
@@ -548,12 +558,12 @@ class Decryptor:
         # The first line starting with "---" ends the header: no stanza line can start so.
         dashes = head.find(b"\n---", max(self._scanned, len(AGE_MAGIC) - 1))
         end = -1 if dashes < 0 else head.find(b"\n", dashes + 1)
-        if end >= 0:
-            return end + 1
-        self._scanned = dashes if dashes >= 0 else max(len(head) - 3, 0)
-        if len(head) > _MAX_HEADER:
-            raise _header_error("no end line within the first MiB")
-        return None
+        if end < 0 and len(head) <= _MAX_HEADER:
+            self._scanned = dashes if dashes >= 0 else max(len(head) - 3, 0)
+            return None
+        if end < 0 or end >= _MAX_HEADER:
+            raise _header_error("it is longer than 1 MiB")
+        return end + 1
 
 
 def encrypt_file(src: BinaryIO, dst: BinaryIO, recipients: Sequence[Recipient]) -> None:

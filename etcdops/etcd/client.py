@@ -7,6 +7,8 @@ EtcdopsError in one place (`_rpc_error`), so messages name the endpoint and say 
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +36,12 @@ _STATUS_IS_LEARNER = 10
 _MEMBER_IS_LEARNER = 5
 _ALARM_KINDS = {1: "NOSPACE", 2: "CORRUPT"}  # CORRUPT is also newer than those protos
 _PROBE_TIMEOUT = 0.5
+_TLS_FAILURES = {
+    "CERTIFICATE_VERIFY_FAILED": "the server's certificate is not signed by the configured CA",
+    "BAD_CERTIFICATE": "the server wants a client certificate it trusts",
+    "CERTIFICATE_REQUIRED": "the server wants a client certificate it trusts",
+    "WRONG_VERSION_NUMBER": "the server does not speak TLS (use http://)",
+}
 
 T = TypeVar("T")
 
@@ -100,8 +108,7 @@ class _Connection:
     stubs: dict[str, Any] = field(default_factory=dict)
 
     def stub(self, name: str) -> Any:
-        from etcd3 import etcdrpc
-
+        etcdrpc = _etcdrpc()
         if name not in self.stubs:
             self.stubs[name] = getattr(etcdrpc, f"{name}Stub")(self.channel)
         return self.stubs[name]
@@ -121,8 +128,7 @@ class SnapshotStream(Iterator[bytes]):
         self._finished = False
 
     def __next__(self) -> bytes:
-        import grpc
-
+        grpc = _grpc()
         if self._finished:
             raise StopIteration
         try:
@@ -189,14 +195,10 @@ class EtcdSession:
 
     def status(self, endpoint: str) -> MemberStatus:
         """Status of one member: leader, revision, raft indexes, db size and size in use."""
-        from etcd3 import etcdrpc
-        from google.protobuf.unknown_fields import UnknownFieldSet
-
+        etcdrpc = _etcdrpc()
         url = _normalize(endpoint, self._tls)
         response = self._unary(url, "Maintenance", "Status", etcdrpc.StatusRequest(), "Status")
-        extra: dict[int, list[Any]] = {}
-        for unknown in UnknownFieldSet(response):
-            extra.setdefault(unknown.field_number, []).append(unknown.data)
+        extra = _unknown_fields(response)
         return MemberStatus(
             endpoint=url,
             member_id=response.header.member_id,
@@ -234,34 +236,27 @@ class EtcdSession:
 
     def members(self) -> list[Member]:
         """The cluster's member list, from the first endpoint that answers."""
-        from etcd3 import etcdrpc
-        from google.protobuf.unknown_fields import UnknownFieldSet
+        etcdrpc = _etcdrpc()
 
         def call(url: str) -> Any:
             request = etcdrpc.MemberListRequest()
             return self._unary(url, "Cluster", "MemberList", request, "MemberList")
 
         response = self._first_answer("MemberList", call)
-        members = []
-        for member in response.members:
-            learner = any(
-                unknown.field_number == _MEMBER_IS_LEARNER and unknown.data
-                for unknown in UnknownFieldSet(member)
+        return [
+            Member(
+                id=member.ID,
+                name=member.name,
+                peer_urls=tuple(member.peerURLs),
+                client_urls=tuple(member.clientURLs),
+                is_learner=bool(_unknown_fields(member).get(_MEMBER_IS_LEARNER, [0])[-1]),
             )
-            members.append(
-                Member(
-                    id=member.ID,
-                    name=member.name,
-                    peer_urls=tuple(member.peerURLs),
-                    client_urls=tuple(member.clientURLs),
-                    is_learner=learner,
-                )
-            )
-        return members
+            for member in response.members
+        ]
 
     def alarms(self) -> list[Alarm]:
         """Every alarm raised in the cluster (etcd keeps them cluster-wide)."""
-        from etcd3 import etcdrpc
+        etcdrpc = _etcdrpc()
 
         def call(url: str) -> Any:
             request = etcdrpc.AlarmRequest(
@@ -277,7 +272,7 @@ class EtcdSession:
 
     def count_keys(self, revision: int | None = None) -> int:
         """How many keys the whole keyspace holds (at a revision), without reading any value."""
-        from etcd3 import etcdrpc
+        etcdrpc = _etcdrpc()
 
         def call(url: str) -> Any:
             # key and range_end "\0" mean every key; count_only returns no key-values
@@ -290,7 +285,7 @@ class EtcdSession:
 
     def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> int:
         """Write key-values in one transaction (one raft entry); returns the new revision."""
-        from etcd3 import etcdrpc
+        etcdrpc = _etcdrpc()
 
         def call(url: str) -> Any:
             request = etcdrpc.TxnRequest(
@@ -305,7 +300,7 @@ class EtcdSession:
 
     def snapshot_stream(self, endpoint: str | None = None) -> SnapshotStream:
         """Stream a snapshot from one member (the first that answers), without buffering it."""
-        from etcd3 import etcdrpc
+        etcdrpc = _etcdrpc()
 
         def open_stream(url: str) -> SnapshotStream:
             status = self.status(url)
@@ -327,8 +322,7 @@ class EtcdSession:
         return self._first_answer("Snapshot", open_stream)
 
     def _unary(self, url: str, service: str, method: str, request: Any, what: str) -> Any:
-        import grpc
-
+        grpc = _grpc()
         connection = self._connection(url)
         timeout = self.config.command_timeout
         try:
@@ -369,8 +363,7 @@ class EtcdSession:
         return existing
 
     def _connect(self, url: str) -> _Connection:
-        import grpc
-
+        grpc = _grpc()
         target = urlsplit(url).netloc
         if url.startswith("https://"):
             channel = grpc.secure_channel(target, self._tls_credentials())
@@ -386,9 +379,7 @@ class EtcdSession:
         return connection
 
     def _wait_ready(self, connection: _Connection, url: str) -> None:
-        import grpc
-        from etcd3 import etcdrpc
-
+        grpc, etcdrpc = _grpc(), _etcdrpc()
         dial = self.config.dial_timeout
         try:
             grpc.channel_ready_future(connection.channel).result(timeout=dial)
@@ -402,24 +393,10 @@ class EtcdSession:
             return
         except grpc.RpcError as exc:
             details = exc.details() or ""
-        reason = details.rsplit("last error: ", 1)[-1]
-        lowered = reason.lower()
-        if any(marker in lowered for marker in ("handshake", "ssl", "certificate", "tls")):
-            raise EtcdUnavailableError(
-                f"etcd at {url} failed the TLS handshake: {reason}", TLS_HINT
-            )
-        if "connection refused" in lowered:
-            reason = "connection refused"
-        elif "deadline" in lowered or not reason:
-            reason = "no answer"
-        raise _Unreachable(
-            f"etcd at {url} is unreachable: {reason} within {dial:g}s", ENDPOINT_HINT
-        )
+        raise _dial_error(url, details, dial)
 
     def _authenticate(self, connection: _Connection, url: str) -> tuple[tuple[str, str], ...]:
-        import grpc
-        from etcd3 import etcdrpc
-
+        grpc, etcdrpc = _grpc(), _etcdrpc()
         if not self.config.user:
             return ()
         try:
@@ -448,8 +425,7 @@ class EtcdSession:
         return (("token", response.token),)
 
     def _tls_credentials(self) -> Any:
-        import grpc
-
+        grpc = _grpc()
         if (self.config.cert is None) != (self.config.key is None):
             raise ConfigError(
                 "[etcd] cert and key must be set together for client-certificate auth",
@@ -473,10 +449,58 @@ class EtcdSession:
         )
 
 
-def _rpc_error(exc: Any, url: str, what: str, timeout: float, user: str | None) -> EtcdopsError:
-    """The operator's view of a grpc error: names the endpoint and what to check."""
+def _grpc() -> Any:
+    # grpc's C core logs failed TLS handshakes to stderr; etcdops reports them itself, once
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     import grpc
 
+    return grpc
+
+
+def _etcdrpc() -> Any:
+    _grpc()  # etcd3 imports grpc: the environment above must be set first
+    from etcd3 import etcdrpc
+
+    return etcdrpc
+
+
+def _unknown_fields(message: Any) -> dict[int, list[Any]]:
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    fields: dict[int, list[Any]] = {}
+    for unknown in UnknownFieldSet(message):
+        fields.setdefault(unknown.field_number, []).append(unknown.data)
+    return fields
+
+
+def _dial_error(url: str, details: str, dial: float) -> EtcdopsError:
+    """Why a connection failed, from grpc's last connect error, in the operator's terms."""
+    reason = details.rsplit("last error: ", 1)[-1]
+    reason = re.sub(r"^\w+: ipv[46]:\S+: ", "", reason)  # "UNKNOWN: ipv4:127.0.0.1:2379: "
+    lowered = reason.lower()
+    if any(marker in lowered for marker in ("handshake", "ssl", "tls")):
+        openssl = re.search(r"OPENSSL_internal:(.*?)(?:: OK)?$", reason)
+        detail = openssl.group(1) if openssl else reason
+        meaning = next((text for code, text in _TLS_FAILURES.items() if code in detail), None)
+        return EtcdUnavailableError(
+            f"TLS handshake with etcd at {url} failed: "
+            + (f"{meaning} ({detail})" if meaning else detail),
+            TLS_HINT,
+        )
+    if "socket closed" in lowered and url.startswith("http://"):
+        return EtcdUnavailableError(
+            f"etcd at {url} closed the plaintext connection: does it serve TLS only?", TLS_HINT
+        )
+    if "connection refused" in lowered:
+        reason = "connection refused"
+    elif "deadline" in lowered or not reason:
+        reason = "no answer"
+    return _Unreachable(f"etcd at {url} is unreachable: {reason} within {dial:g}s", ENDPOINT_HINT)
+
+
+def _rpc_error(exc: Any, url: str, what: str, timeout: float, user: str | None) -> EtcdopsError:
+    """The operator's view of a grpc error: names the endpoint and what to check."""
+    grpc = _grpc()
     code, details = exc.code(), exc.details() or ""
     lowered = details.lower()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -485,14 +509,18 @@ def _rpc_error(exc: Any, url: str, what: str, timeout: float, user: str | None) 
             "the member may be overloaded or without a leader; if it is only slow, raise "
             "the timeout in [etcd]",
         )
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or any(
+    who = f"user {user!r}" if user else "no user"
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return EtcdUnavailableError(
+            f"etcd at {url} refused {what} to {who}: permission denied",
+            "snapshot, defrag and alarms are admin calls: use a user with the root role",
+        )
+    if code == grpc.StatusCode.UNAUTHENTICATED or any(
         marker in lowered
         for marker in ("authentication failed", "user name is empty", "invalid auth token")
     ):
-        who = f"user {user!r}" if user else "no user"
         return EtcdUnavailableError(
-            f"etcd at {url} refused {what}: authentication failed ({details}) as {who}",
-            AUTH_HINT + "; snapshot, defrag and alarms need the root role",
+            f"etcd at {url} refused {what}: authentication failed as {who} ({details})", AUTH_HINT
         )
     if code == grpc.StatusCode.UNAVAILABLE:
         return _Unreachable(f"etcd at {url} could not serve {what}: {details}", ENDPOINT_HINT)

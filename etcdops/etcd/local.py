@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -28,6 +29,7 @@ LOOPBACK = "127.0.0.1"
 _PORT_ATTEMPTS = 3
 _LOG_TAIL_LINES = 15
 _STOP_GRACE = 10.0
+_ERROR_LINE = re.compile(r'"level":"(error|fatal|panic)"|^(error|flag provided)', re.IGNORECASE)
 _RUNNING: set[LocalEtcd] = set()
 
 
@@ -218,14 +220,17 @@ class LocalEtcd:
         return arguments
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        """The last lines etcd logged since this start, for error messages."""
+        """What etcd logged since this start that explains a failure: its errors, else the end."""
         try:
             with self.log_path.open("rb") as log:
                 log.seek(self._log_offset)
                 text = log.read().decode("utf-8", "replace")
         except OSError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+        logged = text.splitlines()
+        # the reason is often not last: a bad flag is followed by the whole usage text
+        errors = [line for line in logged if _ERROR_LINE.search(line)]
+        return "\n".join((errors or logged)[-lines:]) or "(empty log)"
 
     def _raise_exited(self) -> None:
         code = self.process.returncode if self.process else None

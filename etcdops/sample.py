@@ -1,0 +1,348 @@
+"""Kubernetes-shaped sample data, and counting keys by resource type.
+
+The demo, the tests and the benchmarks need an etcd that looks like a Kubernetes control plane:
+`/registry/{type}/{namespace}/{name}` for namespaced resources, `/registry/{type}/{name}` for
+cluster-scoped ones, JSON values shaped like the seed's pods, services, nodes and volumes. The
+same seed always gives the same keys and values, so a test knows what a restore must bring back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from etcdops.errors import UsageError
+
+REGISTRY = b"/registry/"
+OTHER = "(other)"
+NAMESPACED = ("pods", "services", "deployments", "configmaps", "secrets")
+CLUSTER_SCOPED = ("nodes", "persistentvolumes", "namespaces")
+NAMESPACES = (
+    "default",
+    "kube-system",
+    "kube-public",
+    "monitoring",
+    "ingress-nginx",
+    "production",
+    "staging",
+    "payments",
+)
+# etcd's defaults are --max-txn-ops 128 and --max-request-bytes 1.5 MiB; leave room for framing
+MAX_TXN_OPS = 128
+MAX_TXN_BYTES = 1024 * 1024
+MAX_VALUE_SIZE = MAX_TXN_BYTES
+
+# roughly the mix of a busy cluster; namespaces come first and are not weighted
+_WEIGHTS = {
+    "pods": 40,
+    "configmaps": 14,
+    "secrets": 12,
+    "services": 10,
+    "deployments": 10,
+    "nodes": 8,
+    "persistentvolumes": 6,
+}
+_APPS = ("web", "api", "worker", "cache", "auth", "billing", "search", "gateway", "scheduler")
+_EPOCH = datetime(2026, 1, 8, 10, 0, 0, tzinfo=UTC)
+_ZONES = ("us-west-2a", "us-west-2b", "us-west-2c")
+
+
+def resource_type(key: bytes) -> str:
+    """The resource type a key belongs to: `pods` for /registry/pods/..., `(other)` outside."""
+    if not key.startswith(REGISTRY):
+        return OTHER
+    parts = key[len(REGISTRY) :].split(b"/")
+    kind = parts[0].decode("utf-8", "replace")
+    if not kind:
+        return OTHER
+    # API groups come first for non-core resources (/registry/apiregistration.k8s.io/apiservices/
+    # ...); name them resource.group, as kubectl does
+    if "." in kind and len(parts) > 2 and parts[1]:
+        return f"{parts[1].decode('utf-8', 'replace')}.{kind}"
+    return kind
+
+
+def inventory(keys: Iterable[bytes]) -> dict[str, int]:
+    """Keys per resource type: what a restore drill reports and compares."""
+    return dict(Counter(resource_type(key) for key in keys))
+
+
+def kubernetes_objects(
+    count: int, *, value_size: int | None = None, seed: int = 0
+) -> Iterator[tuple[bytes, bytes]]:
+    """The key-values that load_kubernetes_objects writes, without etcd (tests compare with it)."""
+    if value_size is not None and value_size > MAX_VALUE_SIZE:
+        raise UsageError(
+            f"value size {value_size} is above {MAX_VALUE_SIZE} bytes",
+            "etcd refuses requests over 1.5 MiB; use more keys instead of bigger values",
+        )
+    rng = random.Random(seed)
+    namespaces = NAMESPACES[: min(count, len(NAMESPACES))]
+    for name in namespaces:
+        yield _encode("namespaces", None, name, _namespace(rng, name), value_size, rng)
+    for kind, amount in _allocate(count - len(namespaces)).items():
+        for index in range(amount):
+            if kind in CLUSTER_SCOPED:
+                name, body = _cluster_object(rng, kind, index)
+                yield _encode(kind, None, name, body, value_size, rng)
+            else:
+                app = rng.choice(_APPS)
+                namespace = rng.choice(namespaces)
+                name = _object_name(rng, kind, app, index)
+                body = _BUILDERS[kind](rng, name, namespace, app)
+                yield _encode(kind, namespace, name, body, value_size, rng)
+
+
+def load_kubernetes_objects(
+    target: Any, count: int, *, value_size: int | None = None, seed: int = 0
+) -> dict[str, int]:
+    """Fill etcd (an EtcdSession or an etcd3 client) with sample objects; counts per type."""
+    write = _writer(target)
+    counts: Counter[str] = Counter()
+    batch: list[tuple[bytes, bytes]] = []
+    batch_bytes = 0
+    for key, value in kubernetes_objects(count, value_size=value_size, seed=seed):
+        size = len(key) + len(value)
+        if batch and (len(batch) == MAX_TXN_OPS or batch_bytes + size > MAX_TXN_BYTES):
+            write(batch)
+            batch, batch_bytes = [], 0
+        batch.append((key, value))
+        batch_bytes += size
+        counts[resource_type(key)] += 1
+    if batch:
+        write(batch)
+    return dict(counts)
+
+
+def _writer(target: Any) -> Callable[[list[tuple[bytes, bytes]]], object]:
+    if hasattr(target, "put_many"):
+        writer: Callable[[list[tuple[bytes, bytes]]], object] = target.put_many
+        return writer
+
+    def etcd3_transaction(batch: list[tuple[bytes, bytes]]) -> object:
+        puts = [target.transactions.put(key, value) for key, value in batch]
+        return target.transaction(compare=[], success=puts, failure=[])
+
+    return etcd3_transaction
+
+
+def _allocate(total: int) -> dict[str, int]:
+    # largest remainder: the counts add up to exactly `total`
+    weight_sum = sum(_WEIGHTS.values())
+    shares = {kind: total * weight / weight_sum for kind, weight in _WEIGHTS.items()}
+    counts = {kind: int(share) for kind, share in shares.items()}
+    by_remainder = sorted(shares, key=lambda kind: shares[kind] - counts[kind], reverse=True)
+    for kind in by_remainder[: total - sum(counts.values())]:
+        counts[kind] += 1
+    return counts
+
+
+def _encode(
+    kind: str,
+    namespace: str | None,
+    name: str,
+    body: dict[str, Any],
+    value_size: int | None,
+    rng: random.Random,
+) -> tuple[bytes, bytes]:
+    path = f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+    value = _dumps(body)
+    if value_size is not None and len(value) < value_size:
+        annotations = body["metadata"].setdefault("annotations", {})
+        annotations["etcdops.io/padding"] = ""
+        missing = value_size - len(_dumps(body))
+        if missing > 0:
+            # random base64, not one repeated character: compression must not look better
+            # than it would on real objects
+            filler = base64.b64encode(rng.randbytes(missing * 3 // 4 + 3))[:missing]
+            annotations["etcdops.io/padding"] = filler.decode("ascii")
+        value = _dumps(body)
+    return REGISTRY + path.encode(), value
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _object_name(rng: random.Random, kind: str, app: str, index: int) -> str:
+    if kind == "pods":
+        return f"{app}-{rng.getrandbits(40):010x}-{index}"
+    suffix = {"configmaps": "-config", "secrets": "-tls"}.get(kind, "")
+    return f"{app}{suffix}-{index}"
+
+
+def _metadata(rng: random.Random, name: str, namespace: str | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    created = _EPOCH + timedelta(seconds=rng.randrange(86_400))
+    metadata["uid"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    metadata["resourceVersion"] = str(rng.randrange(1, 10_000_000))
+    metadata["creationTimestamp"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return metadata
+
+
+def _namespace(rng: random.Random, name: str) -> dict[str, Any]:
+    metadata = _metadata(rng, name)
+    metadata["labels"] = {"kubernetes.io/metadata.name": name}
+    return {
+        "kind": "Namespace",
+        "apiVersion": "v1",
+        "metadata": metadata,
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"},
+    }
+
+
+def _pod(rng: random.Random, name: str, namespace: str, app: str) -> dict[str, Any]:
+    metadata = _metadata(rng, name, namespace)
+    metadata["labels"] = {"app": app, "tier": rng.choice(("frontend", "backend"))}
+    started = metadata["creationTimestamp"]
+    return {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": metadata,
+        "spec": {
+            "containers": [
+                {
+                    "name": app,
+                    "image": f"registry.example.com/{app}:1.{rng.randrange(30)}",
+                    "ports": [{"containerPort": rng.choice((80, 8080, 9090))}],
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                        "limits": {"cpu": "200m", "memory": "256Mi"},
+                    },
+                }
+            ],
+            "nodeName": f"node-{rng.randrange(1, 50)}",
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": f"10.0.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+            "startTime": started,
+            "containerStatuses": [
+                {
+                    "name": app,
+                    "ready": True,
+                    "restartCount": rng.choice((0, 0, 0, 1, 2)),
+                    "state": {"running": {"startedAt": started}},
+                }
+            ],
+        },
+    }
+
+
+def _service(rng: random.Random, name: str, namespace: str, app: str) -> dict[str, Any]:
+    return {
+        "kind": "Service",
+        "apiVersion": "v1",
+        "metadata": _metadata(rng, name, namespace),
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": f"10.96.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+            "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}],
+            "selector": {"app": app},
+        },
+        "status": {"loadBalancer": {}},
+    }
+
+
+def _deployment(rng: random.Random, name: str, namespace: str, app: str) -> dict[str, Any]:
+    replicas = rng.choice((1, 2, 3, 5))
+    return {
+        "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "metadata": _metadata(rng, name, namespace),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {"containers": [{"name": app, "image": f"registry.example.com/{app}:1.0"}]},
+            },
+        },
+        "status": {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas},
+    }
+
+
+def _configmap(rng: random.Random, name: str, namespace: str, app: str) -> dict[str, Any]:
+    return {
+        "kind": "ConfigMap",
+        "apiVersion": "v1",
+        "metadata": _metadata(rng, name, namespace),
+        "data": {
+            "LOG_LEVEL": rng.choice(("info", "debug", "warn")),
+            "UPSTREAM": f"http://{app}.{namespace}.svc.cluster.local:8080",
+        },
+    }
+
+
+def _secret(rng: random.Random, name: str, namespace: str, app: str) -> dict[str, Any]:
+    return {
+        "kind": "Secret",
+        "apiVersion": "v1",
+        "metadata": _metadata(rng, name, namespace),
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(rng.randbytes(96)).decode(),
+            "tls.key": base64.b64encode(rng.randbytes(48)).decode(),
+        },
+    }
+
+
+def _cluster_object(rng: random.Random, kind: str, index: int) -> tuple[str, dict[str, Any]]:
+    if kind == "nodes":
+        name = f"node-{index + 1}"
+        zone = rng.choice(_ZONES)
+        return name, {
+            "kind": "Node",
+            "apiVersion": "v1",
+            "metadata": {
+                **_metadata(rng, name),
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "node.kubernetes.io/instance-type": "m5.2xlarge",
+                    "topology.kubernetes.io/zone": zone,
+                },
+            },
+            "spec": {
+                "podCIDR": f"10.0.{index % 256}.0/24",
+                "providerID": f"aws:///{zone}/i-{rng.getrandbits(56):014x}",
+            },
+            "status": {
+                "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                "allocatable": {"cpu": "7800m", "memory": "30Gi", "pods": "110"},
+                "conditions": [
+                    {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-08T10:00:00Z"}
+                ],
+            },
+        }
+    # dynamically provisioned volumes are named after their claim's uid
+    name = f"pvc-{uuid.UUID(int=rng.getrandbits(128), version=4)}"
+    return name, {
+        "kind": "PersistentVolume",
+        "apiVersion": "v1",
+        "metadata": _metadata(rng, name),
+        "spec": {
+            "capacity": {"storage": f"{rng.choice((10, 50, 100))}Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "fast-ssd",
+            "hostPath": {"path": f"/mnt/data/{index}"},
+        },
+        "status": {"phase": "Bound"},
+    }
+
+
+_BUILDERS: dict[str, Callable[[random.Random, str, str, str], dict[str, Any]]] = {
+    "pods": _pod,
+    "services": _service,
+    "deployments": _deployment,
+    "configmaps": _configmap,
+    "secrets": _secret,
+}

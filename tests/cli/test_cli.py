@@ -1,0 +1,161 @@
+"""The command line as operators and automation use it: exit codes, one-line errors, JSON."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from etcdops.cli.main import app
+from etcdops.lock import HostLock
+from etcdops.snapshot import LOCK_NAME
+
+
+@pytest.fixture
+def cli(backup_toml):
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(app, [*args, "--config", str(backup_toml)])
+
+    return invoke
+
+
+def test_help_lists_every_exit_code():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for code in ["0 ok", "2 usage", "3 partial", "10 configuration", "11 locked", "12 key",
+                 "13 etcd", "14 storage", "15 integrity", "16 a recovery target", "130"]:
+        assert code in " ".join(result.output.split())
+
+
+def test_help_imports_no_heavy_modules():
+    code = (
+        "import sys\n"
+        "from etcdops.cli.main import app\n"
+        "heavy = [m for m in ('grpc', 'etcd3', 'boto3', 'cryptography', 'zstandard', 'rich.progress')"
+        " if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_save_json_prints_the_manifest_and_list_shows_it(cli, etcd_loaded):
+    saved = cli("snapshot", "save", "--local-only", "--output", "json")
+    assert saved.exit_code == 0, saved.output
+    manifest = json.loads(saved.stdout)
+    assert manifest["etcd"]["keys"] == len(etcd_loaded.objects)
+    listed = cli("snapshot", "list", "-o", "json")
+    assert listed.exit_code == 0
+    [entry] = json.loads(listed.stdout)
+    assert entry["id"] == manifest["id"]
+    assert entry["verified"] is True
+    status = cli("snapshot", "status", manifest["id"][:12], "-o", "json")
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["integrity"] == "ok"
+    text = cli("snapshot", "list")
+    assert manifest["id"] in text.stdout
+
+
+def test_keys_generate_is_private_and_never_overwrites(tmp_path):
+    out = tmp_path / "id.txt"
+    first = CliRunner().invoke(app, ["keys", "generate", "--out", str(out), "-o", "json"])
+    assert first.exit_code == 0
+    assert json.loads(first.stdout)["recipient"].startswith("age1")
+    assert out.stat().st_mode & 0o777 == 0o600
+    before = out.read_text()
+    again = CliRunner().invoke(app, ["keys", "generate", "--out", str(out)])
+    assert again.exit_code == 2
+    assert "refusing to overwrite" in again.stderr
+    assert out.read_text() == before
+
+
+def test_bad_config_exits_10_with_one_line_and_no_traceback(tmp_path):
+    bad = tmp_path / "etcdops.toml"
+    bad.write_text('[etcd]\nendpoints = "http://x:2379"\ntimeout = "5s"\n')
+    result = CliRunner().invoke(app, ["snapshot", "list", "--config", str(bad)])
+    assert result.exit_code == 10
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert f"{bad}:3" in lines[0] and "etcd.timeout" in lines[0]
+    assert "Traceback" not in result.output
+    verbose = CliRunner().invoke(app, ["snapshot", "list", "--config", str(bad), "-v"])
+    assert verbose.exit_code == 10
+    assert "Traceback" in verbose.stderr
+
+
+def test_errors_in_json_mode_are_a_json_document(tmp_path):
+    bad = tmp_path / "etcdops.toml"
+    bad.write_text("cluster = \n")
+    result = CliRunner().invoke(app, ["snapshot", "list", "--config", str(bad), "-o", "json"])
+    assert result.exit_code == 10
+    error = json.loads(result.stdout)["error"]
+    assert error["exit_code"] == 10
+    assert error["type"] == "ConfigError"
+
+
+def test_second_save_on_a_host_exits_11(cli, backup_config, etcd_loaded):
+    with HostLock(backup_config.local.dir / LOCK_NAME, "snapshot save"):
+        result = cli("snapshot", "save")
+    assert result.exit_code == 11
+    assert "another snapshot save is running" in result.stderr
+
+
+def test_unreachable_etcd_exits_13_naming_the_endpoint_in_time(tmp_path, age_identity):
+    config = tmp_path / "etcdops.toml"
+    config.write_text(
+        f'[etcd]\nendpoints = ["http://127.0.0.1:9"]\ndial_timeout = "1s"\n'
+        f'[encryption]\nrecipients = ["{age_identity.recipient}"]\n'
+        f'[local]\ndir = "{tmp_path}/backups"\n'
+    )
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["snapshot", "save", "--config", str(config)])
+    assert result.exit_code == 13
+    assert "127.0.0.1:9" in result.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_fetch_refuses_to_overwrite_and_exits_2(cli, backup_config, etcd_loaded, tmp_path):
+    assert cli("snapshot", "save").exit_code == 0
+    out = tmp_path / "existing.db"
+    out.write_text("precious")
+    result = cli("snapshot", "fetch", "latest", "--out", str(out))
+    assert result.exit_code == 2
+    assert out.read_text() == "precious"
+
+
+def test_damaged_backup_exits_15(cli, backup_config, etcd_loaded):
+    saved = json.loads(cli("snapshot", "save", "-o", "json").stdout)
+    path = backup_config.local.dir / saved["object_key"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = cli("snapshot", "status", saved["id"])
+    assert result.exit_code == 15
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_during_save_exits_130_and_leaves_no_partial_object(
+    backup_toml, backup_config, etcd_loaded, slow_etcd_proxy
+):
+    env = dict(os.environ, ETCDOPS_ETCD_ENDPOINTS=slow_etcd_proxy.url)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etcdops", "snapshot", "save", "--config", str(backup_toml)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not list(backup_config.local.dir.rglob(".tmp-*")):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the save never started writing"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    leftovers = [p.name for p in backup_config.local.dir.rglob("*") if p.is_file()]
+    assert [n for n in leftovers if not n.startswith(".etcdops")] == []

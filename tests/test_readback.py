@@ -1,0 +1,146 @@
+"""Reading backups back: every check, every refusal, and nothing written when a check fails."""
+
+import dataclasses
+import shutil
+
+import pytest
+
+from etcdops.crypto.age import Identity
+from etcdops.errors import CryptoError, IntegrityError, NotFoundError, UsageError
+from etcdops.readback import fetch_snapshot, snapshot_status
+from etcdops.report import LogReporter
+from etcdops.snapshot import save_snapshot
+
+
+@pytest.fixture
+def saved(backup_config, etcd_loaded):
+    return save_snapshot(backup_config, LogReporter())
+
+
+def object_path(config, manifest):
+    return config.local.dir / manifest.object_key
+
+
+def test_status_of_a_backup_checks_everything(backup_config, saved, etcd_loaded):
+    status = snapshot_status(backup_config, saved.id, LogReporter())
+    assert status.kind == "backup"
+    assert status.backup_id == saved.id
+    assert status.revision == saved.etcd.revision
+    assert status.keys == len(etcd_loaded.objects)
+    assert status.snapshot_size == saved.snapshot_size
+    assert status.stored_size == saved.object_size
+    assert status.db_sha256 == saved.snapshot_db_sha256
+    assert status.checks == (
+        "age authentication", "etcd sha256 trailer", "manifest sizes and sha256"
+    )
+
+
+def test_refs_latest_prefix_and_ambiguity(backup_config, saved):
+    second = save_snapshot(backup_config, LogReporter())
+    assert snapshot_status(backup_config, "latest", LogReporter()).backup_id == second.id
+    assert snapshot_status(backup_config, saved.id[:-2], LogReporter()).backup_id == saved.id
+    with pytest.raises(UsageError, match="matches 2 backups"):
+        snapshot_status(backup_config, "2", LogReporter())
+    with pytest.raises(NotFoundError, match="no backup 'nope'"):
+        snapshot_status(backup_config, "nope", LogReporter())
+
+
+def test_wrong_identity_is_a_key_error(backup_config, saved, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text(str(Identity.generate()) + "\n")
+    config = dataclasses.replace(
+        backup_config, encryption=dataclasses.replace(backup_config.encryption, identity_file=other)
+    )
+    with pytest.raises(CryptoError):
+        snapshot_status(config, saved.id, LogReporter())
+
+
+def test_missing_identity_is_a_key_error(backup_config, saved):
+    config = dataclasses.replace(
+        backup_config, encryption=dataclasses.replace(backup_config.encryption, identity_file=None)
+    )
+    with pytest.raises(CryptoError, match="no identity configured"):
+        snapshot_status(config, saved.id, LogReporter())
+
+
+@pytest.mark.parametrize("where", ["wrapped file key", "header mac", "payload", "last chunk"])
+def test_flipped_byte_is_an_integrity_error_and_fetch_writes_nothing(
+    backup_config, saved, tmp_path, where
+):
+    path = object_path(backup_config, saved)
+    data = bytearray(path.read_bytes())
+    mac_line = data.index(b"\n--- ")
+    offset = {
+        "wrapped file key": mac_line - 5,
+        "header mac": mac_line + 10,
+        "payload": mac_line + 200,
+        "last chunk": len(data) - 20,
+    }[where]
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError):
+        snapshot_status(backup_config, saved.id, LogReporter())
+    out = tmp_path / "out.db"
+    with pytest.raises(IntegrityError):
+        fetch_snapshot(backup_config, saved.id, out, LogReporter())
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_truncated_object_is_an_integrity_error(backup_config, saved):
+    path = object_path(backup_config, saved)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IntegrityError, match="object is"):
+        snapshot_status(backup_config, saved.id, LogReporter())
+    # the same truncated copy given as a file, without the catalogue's size check
+    loose = backup_config.local.dir / "loose.db.zst.age"
+    loose.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IntegrityError):
+        snapshot_status(backup_config, str(loose), LogReporter())
+
+
+def test_object_swapped_for_another_backup_fails_the_manifest_check(backup_config, saved):
+    other = save_snapshot(backup_config, LogReporter())
+    shutil.copy(object_path(backup_config, other), object_path(backup_config, saved))
+    # same size (same data) but a different encryption: the stored sha256 tells them apart
+    with pytest.raises(IntegrityError, match="stored sha256|object is"):
+        snapshot_status(backup_config, saved.id, LogReporter())
+
+
+def test_encrypted_file_with_and_without_manifest(backup_config, saved, tmp_path):
+    with_manifest = snapshot_status(
+        backup_config, str(object_path(backup_config, saved)), LogReporter()
+    )
+    assert with_manifest.kind == "backup"
+    assert with_manifest.revision == saved.etcd.revision
+    copy = tmp_path / "copy.age"
+    shutil.copy(object_path(backup_config, saved), copy)
+    alone = snapshot_status(backup_config, str(copy), LogReporter())
+    assert alone.kind == "encrypted file"
+    assert alone.revision is None
+    assert alone.db_sha256 == saved.snapshot_db_sha256
+
+
+def test_fetch_gives_a_plain_snapshot_that_etcdutl_reads(backup_config, saved, tmp_path):
+    out = tmp_path / "plain.db"
+    fetch_snapshot(backup_config, saved.id, out, LogReporter())
+    assert out.stat().st_mode & 0o077 == 0
+    status = snapshot_status(backup_config, str(out), LogReporter())
+    assert status.kind == "plain snapshot"
+    assert status.revision == saved.etcd.revision
+    assert status.keys > saved.etcd.keys  # bbolt entries include etcd's own meta keys
+    assert status.db_sha256 == saved.snapshot_db_sha256
+    assert "etcdutl snapshot status" in status.checks
+    with pytest.raises(UsageError, match="already exists"):
+        fetch_snapshot(backup_config, saved.id, out, LogReporter())
+    fetch_snapshot(backup_config, saved.id, out, LogReporter(), force=True)
+    with pytest.raises(UsageError, match="already a plain snapshot"):
+        fetch_snapshot(backup_config, str(out), tmp_path / "again.db", LogReporter())
+
+
+def test_a_file_that_is_not_a_snapshot(backup_config, tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a snapshot at all" * 100)
+    with pytest.raises(IntegrityError, match="sha256"):
+        snapshot_status(backup_config, str(junk), LogReporter())

@@ -1,0 +1,99 @@
+"""Taking backups from a real etcd: the manifest, the round trip, and failures that keep nothing."""
+
+import dataclasses
+import json
+import subprocess
+
+import etcd3
+import pytest
+
+from etcdops.errors import ConfigError, EtcdUnavailableError, IntegrityError
+from etcdops.etcd.binaries import find_binary
+from etcdops.etcd.local import LocalEtcd
+from etcdops.readback import fetch_snapshot
+from etcdops.report import LogReporter
+from etcdops.snapshot import save_snapshot
+from tests.faultproxy import FaultProxy, Faults
+
+
+def stored_files(config):
+    return sorted(p.name for p in config.local.dir.rglob("*") if p.is_file())
+
+
+def test_manifest_describes_the_backup(backup_config, etcd_loaded):
+    manifest = save_snapshot(backup_config, LogReporter())
+    doc = json.loads(manifest.to_json())
+    assert doc["schema_version"] == 1
+    assert doc["cluster"] == backup_config.cluster
+    assert doc["etcd"]["keys"] == len(etcd_loaded.objects)
+    with etcd3.client(*etcd_loaded.cluster.client_urls[0][7:].split(":")) as client:
+        assert doc["etcd"]["revision"] == client.get_response(b"\0").header.revision
+    assert doc["etcd"]["version"] == "3.5.1"
+    assert doc["encryption"]["format"] == "age-encryption.org/v1"
+    assert len(doc["encryption"]["recipients"]) == 1
+    assert doc["compression"]["format"] == "zstd"
+    assert doc["object_size"] < doc["snapshot_size"]
+    assert doc["object_key"].startswith(f"{backup_config.cluster}/snapshots/")
+    object_path = backup_config.local.dir / manifest.object_key
+    assert object_path.stat().st_size == manifest.object_size
+    assert (backup_config.local.dir / manifest.manifest_key).is_file()
+    assert object_path.read_bytes().startswith(b"age-encryption.org/v1\n")
+
+
+def test_round_trip_restores_every_key_and_value(backup_config, etcd_loaded, tmp_path):
+    manifest = save_snapshot(backup_config, LogReporter())
+    plain = tmp_path / "restore.db"
+    fetch_snapshot(backup_config, manifest.id, plain, LogReporter())
+    restored = LocalEtcd("restored", tmp_path / "restored")
+    etcdutl = find_binary("etcdutl")
+    subprocess.run(
+        [str(etcdutl), "snapshot", "restore", str(plain), "--data-dir", str(restored.data_dir),
+         "--name", restored.name, "--initial-cluster", f"{restored.name}={restored.peer_url}",
+         "--initial-advertise-peer-urls", restored.peer_url],
+        check=True, capture_output=True,
+    )
+    restored.start()
+    try:
+        port = int(restored.client_url.rsplit(":", 1)[1])
+        client = etcd3.client(host="127.0.0.1", port=port)
+        got = {meta.key: value for value, meta in client.get_all()}
+        client.close()
+    finally:
+        restored.stop()
+    assert got == etcd_loaded.objects
+
+
+def test_corruption_in_flight_fails_the_trailer_check_and_keeps_nothing(backup_config, etcd_loaded):
+    host, port = etcd_loaded.cluster.client_urls[0].removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port), Faults(flip_at=200_000))
+    try:
+        config = dataclasses.replace(
+            backup_config, etcd=dataclasses.replace(backup_config.etcd, endpoints=(proxy.url,))
+        )
+        with pytest.raises(IntegrityError, match="sha256"):
+            save_snapshot(config, LogReporter())
+    finally:
+        proxy.close()
+    assert [n for n in stored_files(backup_config) if not n.startswith(".etcdops")] == []
+
+
+def test_stream_cut_midway_keeps_nothing(backup_config, etcd_loaded):
+    host, port = etcd_loaded.cluster.client_urls[0].removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port), Faults(cut_after=150_000))
+    try:
+        config = dataclasses.replace(
+            backup_config, etcd=dataclasses.replace(backup_config.etcd, endpoints=(proxy.url,))
+        )
+        with pytest.raises((EtcdUnavailableError, IntegrityError)):
+            save_snapshot(config, LogReporter())
+    finally:
+        proxy.close()
+    assert [n for n in stored_files(backup_config) if not n.startswith(".etcdops")] == []
+
+
+def test_no_recipients_is_a_configuration_error(backup_config):
+    config = dataclasses.replace(
+        backup_config, encryption=dataclasses.replace(backup_config.encryption, recipients=())
+    )
+    with pytest.raises(ConfigError, match="recipients"):
+        save_snapshot(config, LogReporter())
