@@ -41,7 +41,6 @@ def save_snapshot(
         key = object_key("", config.cluster, backup_id, created)
         stream = etcd.snapshot_stream()
         endpoint, member = stream.source.endpoint, stream.source.status
-        keys = etcd.count_keys(member.revision)
         reporter.event(f"streaming snapshot from {endpoint} (revision {member.revision})")
         writer = store.open_writer(key)
         try:
@@ -56,6 +55,9 @@ def save_snapshot(
             db_sha256 = plain.verify(f"snapshot from {endpoint}")
             compress.close()
             encrypt.close()
+            # counted after the stream so that the count's reply never queues behind it, and
+            # before the commit so that a failure here leaves no object without a manifest
+            keys = etcd.count_keys(member.revision)
             writer.commit()
         except BaseException:
             stream.close()

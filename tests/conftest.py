@@ -9,10 +9,12 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
+import etcd3
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -68,6 +70,24 @@ def etcd_loaded(etcd_single: LocalCluster) -> LoadedEtcd:
     with EtcdSession(etcd_single.etcd_config()) as session:
         load_kubernetes_objects(session, SAMPLE_OBJECTS, seed=0)
     return LoadedEtcd(etcd_single, dict(kubernetes_objects(SAMPLE_OBJECTS, seed=0)))
+
+
+@pytest.fixture
+def etcd3_client() -> Iterator[Callable[[str], etcd3.Etcd3Client]]:
+    """Opens python-etcd3 clients by URL (to check etcdops against the library); closes them."""
+    clients: list[etcd3.Etcd3Client] = []
+
+    def connect(url: str) -> etcd3.Etcd3Client:
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        # snapshots and padded sample values exceed grpc's default 4 MiB receive limit
+        options = [("grpc.max_receive_message_length", -1)]
+        client = etcd3.client(host=host, port=port, timeout=10, grpc_options=options)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ Nothing is mocked: the client and the server speak their real protocols through 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -66,10 +67,8 @@ class FaultProxy:
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def _damage(self, data: bytes) -> bytes | None:
         faults = self.faults

@@ -29,7 +29,7 @@ LOOPBACK = "127.0.0.1"
 _PORT_ATTEMPTS = 3
 _LOG_TAIL_LINES = 15
 _STOP_GRACE = 10.0
-_ERROR_LINE = re.compile(r'"level":"(error|fatal|panic)"|^(error|flag provided)', re.IGNORECASE)
+_ERROR_LINE = re.compile(r'"level":"(error|fatal|panic)"')
 _RUNNING: set[LocalEtcd] = set()
 
 
@@ -228,7 +228,8 @@ class LocalEtcd:
         except OSError:
             return "(no log)"
         logged = text.splitlines()
-        # the reason is often not last: a bad flag is followed by the whole usage text
+        if "Usage:" in logged:  # a bad flag: etcd names it, then prints its whole usage text
+            logged = logged[: logged.index("Usage:")]
         errors = [line for line in logged if _ERROR_LINE.search(line)]
         return "\n".join((errors or logged)[-lines:]) or "(empty log)"
 

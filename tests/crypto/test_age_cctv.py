@@ -86,14 +86,15 @@ IN_SCOPE = [p for p in ALL_VECTORS if out_of_scope(read_vector(p)[0]) is None]
 def test_filter_selects_the_x25519_vectors() -> None:
     assert len(IN_SCOPE) >= MIN_IN_SCOPE, [p.name for p in IN_SCOPE]
     assert {p.name for p in IN_SCOPE} >= WITHHELD
+    # what is left out is left out for a stated reason: armor, passphrases, post-quantum keys
+    reasons = {out_of_scope(read_vector(p)[0]) for p in ALL_VECTORS if p not in IN_SCOPE}
+    assert None not in reasons
+    assert not any(r.startswith("unknown header keys") for r in reasons), reasons
 
 
-@pytest.mark.parametrize("path", ALL_VECTORS, ids=[p.name for p in ALL_VECTORS])
+@pytest.mark.parametrize("path", IN_SCOPE, ids=[p.name for p in IN_SCOPE])
 def test_vector(path: Path) -> None:
     meta, body = read_vector(path)
-    reason = out_of_scope(meta)
-    if reason:
-        pytest.skip(f"out of scope: {reason}")
     (expect,) = meta["expect"]
     if meta.get("compressed") == ["zlib"]:
         body = zlib.decompress(body)

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import time
 
-import etcd3
 import pytest
 from etcd3 import etcdrpc
 
@@ -24,11 +23,6 @@ from etcdops.etcd.local import LocalCluster, free_port
 from etcdops.sample import load_kubernetes_objects
 
 SHA256_TRAILER = 32
-
-
-def _etcd3_client(url: str) -> etcd3.Etcd3Client:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return etcd3.client(host=host, port=int(port), timeout=10)
 
 
 # --- status, members, alarms -------------------------------------------------------------------
@@ -294,11 +288,7 @@ def test_user_without_a_password_is_a_configuration_error(etcd_single: LocalClus
         session.count_keys()
 
 
-def test_the_etcd3_library_sees_the_same_data(etcd_loaded) -> None:
+def test_the_etcd3_library_sees_the_same_data(etcd_loaded, etcd3_client) -> None:
     cluster, objects = etcd_loaded
-    client = _etcd3_client(cluster.client_urls[0])
-    try:
-        stored = {meta.key: value for value, meta in client.get_prefix("/registry/")}
-    finally:
-        client.close()
-    assert stored == objects
+    client = etcd3_client(cluster.client_urls[0])
+    assert {meta.key: value for value, meta in client.get_prefix("/registry/")} == objects

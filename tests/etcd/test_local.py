@@ -9,7 +9,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import etcd3
 import pytest
 
 from etcdops.errors import ToolError
@@ -63,7 +62,9 @@ def test_member_restarts_on_its_existing_data_dir(etcd_single: LocalCluster) -> 
     assert after.revision == before.revision
 
 
-def test_restored_data_dirs_boot_as_a_new_three_member_cluster(etcd_loaded, tmp_path) -> None:
+def test_restored_data_dirs_boot_as_a_new_three_member_cluster(
+    etcd_loaded, etcd3_client, tmp_path: Path
+) -> None:
     source, objects = etcd_loaded
     snapshot = tmp_path / "snapshot.db"
     with EtcdSession(source.etcd_config()) as session, snapshot.open("wb") as file:
@@ -91,11 +92,8 @@ def test_restored_data_dirs_boot_as_a_new_three_member_cluster(etcd_loaded, tmp_
     with restored:
         with EtcdSession(restored.etcd_config()) as session:
             statuses = session.statuses()
-        client = _etcd3(restored.client_urls[1])
-        try:
-            stored = {meta.key: value for value, meta in client.get_prefix("/registry/")}
-        finally:
-            client.close()
+        client = etcd3_client(restored.client_urls[1])
+        stored = {meta.key: value for value, meta in client.get_prefix("/registry/")}
     assert stored == objects
     assert inventory(stored) == inventory(objects)
     assert sum(s.is_leader for s in statuses) == 1
@@ -192,11 +190,6 @@ def test_etcdutl_features_come_from_its_help() -> None:
     assert etcdutl_supports(etcdutl, "--skip-hash-check")
     assert not etcdutl_supports(etcdutl, "--bump-revision")  # 3.5.10+ only
     assert not etcdutl_supports(etcdutl, "--skip-hash")  # whole flags, not prefixes
-
-
-def _etcd3(url: str) -> etcd3.Etcd3Client:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return etcd3.client(host=host, port=int(port), timeout=10)
 
 
 class _listening:
