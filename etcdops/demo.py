@@ -16,6 +16,7 @@ from pathlib import Path
 
 from etcdops.config import Config, EncryptionConfig, LocalConfig
 from etcdops.report import Reporter
+from etcdops.units import format_size
 
 
 @dataclass
@@ -69,8 +70,14 @@ def run_demo(reporter: Reporter, *, objects: int = 3000, keep: bool = False) -> 
             report.steps.append(DemoStep(name, round(time.monotonic() - started, 3), detail))
             reporter.event(f"{name}: {detail}")
 
-        with LocalCluster.single(workdir / "etcd") as cluster:
-            step("start etcd", lambda: f"single member at {cluster.client_urls[0]}")
+        cluster = LocalCluster.single(workdir / "etcd")
+        try:
+
+            def start() -> str:
+                cluster.start()
+                return f"single member at {cluster.client_urls[0]}"
+
+            step("start etcd", start)
             etcd_config = cluster.etcd_config()
 
             def load() -> str:
@@ -98,8 +105,8 @@ def run_demo(reporter: Reporter, *, objects: int = 3000, keep: bool = False) -> 
                 saved.append(manifest.id)
                 return (
                     f"backup {manifest.id} at revision {manifest.etcd.revision}: "
-                    f"{manifest.snapshot_size} bytes -> {manifest.object_size} stored "
-                    f"(zstd + age)"
+                    f"{format_size(manifest.snapshot_size)} snapshot stored as "
+                    f"{format_size(manifest.object_size)} (zstd + age)"
                 )
 
             step("snapshot save", save)
@@ -116,4 +123,6 @@ def run_demo(reporter: Reporter, *, objects: int = 3000, keep: bool = False) -> 
                 return f"plain snapshot for etcdutl at {out}"
 
             step("snapshot fetch", fetch)
+        finally:
+            cluster.stop()
         return report

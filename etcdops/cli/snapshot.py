@@ -24,11 +24,15 @@ def save(
     local_only: Annotated[
         bool, typer.Option("--local-only", help="Write to the local store only.")
     ] = False,
+    endpoints: Annotated[
+        str | None,
+        typer.Option("--endpoints", help="etcd endpoints, comma-separated (overrides config)."),
+    ] = None,
 ) -> None:
     """Stream a snapshot from etcd, verify it, compress, encrypt and store it; print its id."""
     from etcdops.snapshot import save_snapshot
 
-    manifest = save_snapshot(run.config(), run.reporter())
+    manifest = save_snapshot(run.config(**{"etcd.endpoints": endpoints}), run.reporter())
     doc = manifest_document(manifest)
     run.emit(doc, lambda console: console.print(
         f"backup {manifest.id}: revision {manifest.etcd.revision}, "

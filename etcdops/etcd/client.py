@@ -284,11 +284,9 @@ class EtcdSession:
         return int(self._first_answer("key count", call).count)
 
     def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> int:
-        """Write key-values in one transaction (one raft entry); returns the new revision.
-
-        A member that times out may still have applied the puts before another member is
-        asked: writing the same values twice is harmless for the sample data this serves.
-        """
+        """Write key-values in one transaction (one raft entry); returns the new revision."""
+        # a member that timed out may have applied the puts before the next one is asked:
+        # writing the same values twice is harmless for the sample data this serves
         etcdrpc = _etcdrpc()
 
         def call(url: str) -> Any:

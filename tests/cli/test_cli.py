@@ -61,6 +61,23 @@ def test_save_json_prints_the_manifest_and_list_shows_it(cli, etcd_loaded):
     assert manifest["id"] in text.stdout
 
 
+def test_endpoints_flag_overrides_the_file(tmp_path, backup_config, age_identity):
+    config = tmp_path / "other.toml"
+    config.write_text(
+        f'[etcd]\nendpoints = ["http://127.0.0.1:9"]\ndial_timeout = "1s"\n'
+        f'[encryption]\nrecipients = ["{age_identity.recipient}"]\n'
+        f'[local]\ndir = "{backup_config.local.dir}"\n'
+    )
+    runner = CliRunner()
+    unreachable = runner.invoke(app, ["snapshot", "save", "--config", str(config)])
+    assert unreachable.exit_code == 13
+    endpoint = backup_config.etcd.endpoints[0]
+    result = runner.invoke(
+        app, ["snapshot", "save", "--config", str(config), "--endpoints", endpoint]
+    )
+    assert result.exit_code == 0, result.output
+
+
 def test_keys_generate_is_private_and_never_overwrites(tmp_path):
     out = tmp_path / "id.txt"
     first = CliRunner().invoke(app, ["keys", "generate", "--out", str(out), "-o", "json"])
