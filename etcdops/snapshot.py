@@ -1,8 +1,9 @@
 """Taking a backup: etcd's snapshot stream, checked, compressed and encrypted on its way to a store.
 
-The bytes go through one pass of writers: etcd trailer check -> zstd -> age -> store. No plaintext
-reaches the disk, nothing holds the whole snapshot, and the manifest is written only after the
-object is complete and checked, so a failure at any point leaves no backup that looks good.
+The bytes go through one pass of writers: etcd trailer check -> zstd -> age -> store, on a worker
+thread so that they overlap the gRPC receive. No plaintext reaches the disk, nothing holds the
+whole snapshot, and the manifest is written only after the object is complete and checked, so a
+failure at any point leaves no backup that looks good.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from etcdops.lock import HostLock
 from etcdops.manifest import EtcdSource, Manifest, new_backup_id, object_key
 from etcdops.report import Reporter
 from etcdops.stores.local import LocalStore
+from etcdops.stream.handoff import Handoff
 from etcdops.stream.writers import AgeEncrypt, Digest, SnapshotTrailerCheck, ZstdCompress
 
 LOCK_NAME = ".etcdops-snapshot.lock"
@@ -43,15 +45,18 @@ def save_snapshot(
         endpoint, member = stream.source.endpoint, stream.source.status
         reporter.event(f"streaming snapshot from {endpoint} (revision {member.revision})")
         writer = store.open_writer(key)
+        handoff: Handoff | None = None
         try:
             stored = Digest(writer)
             encrypt = AgeEncrypt(stored, recipients)
             compress = ZstdCompress(encrypt, config.local.compression_level)
             plain = SnapshotTrailerCheck(compress)
+            handoff = Handoff(plain)
             with reporter.progress("snapshot", total=member.db_size) as bar:
                 for chunk in stream:
-                    plain.write(chunk)
+                    handoff.write(chunk)
                     bar.advance(len(chunk))
+            handoff.close()
             db_sha256 = plain.verify(f"snapshot from {endpoint}")
             compress.close()
             encrypt.close()
@@ -60,6 +65,8 @@ def save_snapshot(
             keys = etcd.count_keys(member.revision)
             writer.commit()
         except BaseException:
+            if handoff is not None:
+                handoff.abandon()
             stream.close()
             writer.abort()
             raise
