@@ -529,7 +529,7 @@ def _rpc_error(exc: Any, url: str, what: str, timeout: float, user: str | None) 
     if "database space exceeded" in lowered:
         return EtcdUnavailableError(
             f"etcd at {url} refused {what}: {details} (NOSPACE alarm)",
-            "compact and defragment (etcdops compact, etcdops defrag), then disarm the alarm",
+            "compact and defragment etcd (etcdctl compact / defrag), then disarm the alarm",
         )
     return EtcdUnavailableError(f"etcd at {url} failed {what}: {details} ({code.name})")
 
