@@ -22,9 +22,14 @@ from etcdops.units import parse_duration, parse_size
 DEFAULT_PATHS = (Path("etcdops.toml"), Path("/etc/etcdops/etcdops.toml"))
 
 
-def _opt(kind: str, default: Any = None, *, secret: bool = False) -> Any:
+def _opt(kind: str, default: Any = None, *, secret: bool = False, required: bool = False) -> Any:
     # Secrets stay out of repr() so that a logged or printed config never shows them.
-    return field(default=default, repr=not secret, metadata={"kind": kind})
+    return field(default=default, repr=not secret, metadata={"kind": kind, "required": required})
+
+
+def _section(cls: type) -> Any:
+    """A nested table ([s3.replica]); None when the file does not have it."""
+    return field(default=None, metadata={"kind": "section", "cls": cls})
 
 
 @dataclass(frozen=True)
@@ -64,11 +69,37 @@ class LocalConfig:
 
 
 @dataclass(frozen=True)
+class S3Location:
+    """One bucket in one region; credentials come from the standard AWS chain."""
+
+    bucket: str = _opt("str", required=True)
+    region: str | None = _opt("str")
+    prefix: str = _opt("prefix", "")
+    endpoint_url: str | None = _opt("str")
+    sse: str | None = _opt("sse")
+    kms_key_id: str | None = _opt("str")
+    storage_class: str | None = _opt("str")
+
+
+@dataclass(frozen=True)
+class S3Config(S3Location):
+    replica: S3Location | None = _section(S3Location)
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    keep_within: float = _opt("duration", 24 * 3600.0)
+    keep_min: int = _opt("int", 3)
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str = _opt("str", "default")
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
+    s3: S3Config | None = None
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: str = field(default="built-in defaults", metadata={"kind": "internal"})
 
 
@@ -76,6 +107,8 @@ _SECTIONS: dict[str, type] = {
     "etcd": EtcdConfig,
     "encryption": EncryptionConfig,
     "local": LocalConfig,
+    "s3": S3Config,
+    "retention": RetentionConfig,
 }
 _ETCDCTL_VARIABLES = {
     "ETCDCTL_ENDPOINTS": "endpoints",
@@ -116,6 +149,10 @@ class _Origin:
                     break
                 continue
             if in_section and re.match(rf"{re.escape(key)}\s*=", line):
+                return number
+        table = "[" + ".".join(keypath) + "]"  # the keypath may name a table itself
+        for number, raw in enumerate(self.lines, start=1):
+            if raw.split("#")[0].strip() == table:
                 return number
         return None
 
@@ -205,6 +242,8 @@ def _apply_environment(raw: dict[str, Any], env: Mapping[str, str], origin: _Ori
             if section not in _SECTIONS or not key:
                 continue  # variables of other tools or later versions are not ours to reject
             keypath = (section, key)
+            if section == "s3" and key.startswith("replica_"):
+                keypath = ("s3", "replica", key.removeprefix("replica_"))
         target = raw
         for part in keypath[:-1]:
             target = target.setdefault(part, {})
@@ -237,6 +276,9 @@ def _build(cls: type, raw: Any, prefix: tuple[str, ...], origin: _Origin) -> Any
         if name in _SECTIONS and not prefix:
             values[name] = _build(_SECTIONS[name], raw[name], keypath, origin)
             continue
+        if spec.metadata["kind"] == "section":
+            values[name] = _build(spec.metadata["cls"], raw[name], keypath, origin)
+            continue
         try:
             values[name] = _convert(spec.metadata["kind"], raw[name])
         except ValueError as exc:
@@ -244,6 +286,13 @@ def _build(cls: type, raw: Any, prefix: tuple[str, ...], origin: _Origin) -> Any
                 f"{origin.describe(keypath)}: invalid value for '{'.'.join(keypath)}': {exc}",
                 _fix_for(spec.metadata["kind"]),
             ) from exc
+    missing = [n for n, spec in known.items() if spec.metadata.get("required") and n not in values]
+    if missing:
+        keypath = prefix + (missing[0],)
+        raise ConfigError(
+            f"{origin.describe(prefix)}: missing required key '{'.'.join(keypath)}'",
+            f"add {missing[0]} = \"...\" to [{where}]",
+        )
     if not prefix and "cluster" in values and not _CLUSTER_NAME.fullmatch(values["cluster"]):
         raise ConfigError(
             f"{origin.describe(('cluster',))}: invalid cluster name {values['cluster']!r}",
@@ -262,6 +311,14 @@ def _convert(kind: str, value: Any) -> Any:
             return int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"expected a whole number, got {value!r}")
+        return value
+    if kind == "sse":
+        if value not in ("AES256", "aws:kms"):
+            raise ValueError(f"expected \"AES256\" or \"aws:kms\", got {value!r}")
+        return value
+    if kind == "prefix":
+        if not isinstance(value, str) or value.startswith("/") or (value and value[-1] != "/"):
+            raise ValueError(f"expected a key prefix ending in '/' (or empty), got {value!r}")
         return value
     if kind == "duration":
         return parse_duration(value)
@@ -285,6 +342,8 @@ def _convert(kind: str, value: Any) -> Any:
 def _fix_for(kind: str) -> str:
     return {
         "str": "write a quoted string",
+        "sse": "use \"AES256\" (S3-managed keys) or \"aws:kms\" with kms_key_id",
+        "prefix": "write a prefix such as \"etcd/\" (no leading '/', a trailing '/')",
         "int": "write a whole number",
         "duration": "write a duration such as \"30s\", \"5m\" or \"24h\"",
         "size": "write a size such as \"200MiB\" or \"8GB\"",

@@ -133,3 +133,49 @@ def test_password_file_is_read_not_logged(tmp_path):
     config = load_config(write(tmp_path, f'[etcd]\npassword_file = "{secret}"\n'), env={})
     assert config.etcd.resolved_password() == "hunter2"
     assert "hunter2" not in repr(config)
+
+
+def test_s3_sections_and_their_environment_variables(tmp_path):
+    path = write(tmp_path, """
+[s3]
+bucket = "etcd-backups"
+region = "us-east-1"
+prefix = "prod/"
+sse = "aws:kms"
+kms_key_id = "alias/etcd"
+
+[s3.replica]
+bucket = "etcd-backups-dr"
+region = "us-west-2"
+
+[retention]
+keep_within = "24h"
+keep_min = 5
+""")
+    config = load_config(path, env={"ETCDOPS_S3_REPLICA_REGION": "eu-west-1"})
+    assert config.s3.bucket == "etcd-backups"
+    assert config.s3.prefix == "prod/"
+    assert config.s3.sse == "aws:kms"
+    assert config.s3.replica.bucket == "etcd-backups-dr"
+    assert config.s3.replica.region == "eu-west-1"
+    assert config.retention.keep_within == 86400
+    assert config.retention.keep_min == 5
+    assert load_config(write(tmp_path, ""), env={}).s3 is None
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[s3]\nregion = "us-east-1"\n', "missing required key 's3.bucket'"),
+        ('[s3]\nbucket = "b"\n[s3.replica]\nregion = "x"\n', "required key 's3.replica.bucket'"),
+        ('[s3]\nbucket = "b"\nsse = "aes"\n', "s3.sse"),
+        ('[s3]\nbucket = "b"\nprefix = "/abs"\n', "s3.prefix"),
+        ('[s3]\nbucket = "b"\n[s3.replica]\nbucket = "c"\nsse = "none"\n', "s3.replica.sse"),
+    ],
+)
+def test_s3_mistakes_name_the_key(tmp_path, text, needle):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert needle in caught.value.message
+    assert str(path) in caught.value.message

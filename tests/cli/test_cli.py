@@ -175,3 +175,15 @@ def test_sigterm_during_save_exits_130_and_leaves_no_partial_object(
     assert "interrupted" in stderr
     leftovers = [p.name for p in backup_config.local.dir.rglob("*") if p.is_file()]
     assert [n for n in leftovers if not n.startswith(".etcdops")] == []
+
+
+def test_wrong_identity_exits_12(cli, backup_toml, tmp_path, etcd_loaded):
+    assert cli("snapshot", "save").exit_code == 0
+    other = tmp_path / "other-identity.txt"
+    assert CliRunner().invoke(app, ["keys", "generate", "--out", str(other)]).exit_code == 0
+    result = CliRunner().invoke(
+        app, ["snapshot", "status", "latest", "--config", str(backup_toml)],
+        env={"ETCDOPS_ENCRYPTION_IDENTITY_FILE": str(other)},
+    )
+    assert result.exit_code == 12
+    assert "no identity given matches" in result.stderr
