@@ -1,0 +1,70 @@
+"""Which backups to keep: a pure function of the catalogue, the policy and the time.
+
+No I/O here, so the policy can be tested case by case and shown with --dry-run exactly as it
+will be applied. The rules, in order of strength:
+- never delete a backup that claims to be from the future (a skewed clock must not prune);
+- never delete the newest verified backup, and keep the keep_min newest verified ones;
+- keep everything taken within keep_within (the seed's 24 hours);
+- anything else goes: older verified backups, damaged ones, and incomplete leftovers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from etcdops.units import format_duration
+
+
+class Condition(StrEnum):
+    VERIFIED = "verified"  # manifest and object agree
+    DAMAGED = "damaged"  # manifest present, object missing or of the wrong size
+    INCOMPLETE = "incomplete"  # object without a manifest: an interrupted save
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    created_at: datetime
+    condition: Condition
+
+
+@dataclass(frozen=True)
+class Decision:
+    candidate: Candidate
+    keep: bool
+    reasons: tuple[str, ...]
+
+
+def decide(
+    candidates: Sequence[Candidate], *, keep_within: float, keep_min: int, now: datetime
+) -> list[Decision]:
+    """Keep or delete each candidate, with every reason that applies, oldest first."""
+    ordered = sorted(candidates, key=lambda c: (c.created_at, c.id))
+    verified = [c for c in ordered if c.condition is Condition.VERIFIED]
+    newest_verified = verified[-1] if verified else None
+    protected = set(c.id for c in verified[-keep_min:]) if keep_min > 0 else set()
+    window = timedelta(seconds=keep_within)
+    decisions = []
+    for candidate in ordered:
+        age = now - candidate.created_at
+        keep_reasons = []
+        if candidate.created_at > now:
+            keep_reasons.append("taken after 'now': the clocks disagree, so it is kept")
+        if candidate is newest_verified:
+            keep_reasons.append("the newest verified backup")
+        elif candidate.id in protected:
+            keep_reasons.append(f"one of the {keep_min} newest verified backups (keep_min)")
+        if timedelta(0) <= age <= window:
+            keep_reasons.append(f"within keep_within ({format_duration(keep_within)})")
+        if keep_reasons:
+            decisions.append(Decision(candidate, True, tuple(keep_reasons)))
+            continue
+        if candidate.condition is Condition.VERIFIED:
+            why = f"older than keep_within ({format_duration(keep_within)}) and not protected"
+        else:
+            why = f"{candidate.condition.value} and older than {format_duration(keep_within)}"
+        decisions.append(Decision(candidate, False, (why,)))
+    return decisions

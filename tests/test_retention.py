@@ -1,0 +1,90 @@
+"""The retention policy, case by case (a pure function: no etcd, no stores)."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from etcdops.retention import Candidate, Condition, decide
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+DAY = 24 * 3600.0
+V, D, INC = Condition.VERIFIED, Condition.DAMAGED, Condition.INCOMPLETE
+
+
+def backups(*spec):
+    """(hours ago, condition) pairs -> candidates named b<hours>."""
+    return [Candidate(f"b{h:g}", NOW - timedelta(hours=h), c) for h, c in spec]
+
+
+def kept(decisions):
+    return {d.candidate.id for d in decisions if d.keep}
+
+
+@pytest.mark.parametrize(
+    ("spec", "keep_min", "expected_kept"),
+    [
+        # hourly backups over two days: the last 24 hours stay, the rest go
+        ([(h, V) for h in range(48)], 3, {f"b{h}" for h in range(25)}),
+        # nothing new for three days: the newest verified ones stay whatever their age
+        ([(72, V), (73, V), (74, V), (75, V), (76, V)], 3, {"b72", "b73", "b74"}),
+        # keep_min 0 still never deletes the newest verified backup
+        ([(50, V), (60, V)], 0, {"b50"}),
+        # a damaged newest backup does not count as the newest verified one
+        ([(30, D), (40, V), (50, V)], 1, {"b40"}),
+        # damaged and incomplete ones are deleted once old, kept while recent
+        ([(1, INC), (2, D), (30, INC), (31, D), (32, V)], 1, {"b1", "b2", "b32"}),
+        # no verified backup at all: only the window protects
+        ([(5, D), (30, D)], 3, {"b5"}),
+        # exactly at the window's edge is still inside it
+        ([(24, V), (100, V)], 0, {"b24"}),
+        ([], 3, set()),
+    ],
+)
+def test_policy_table(spec, keep_min, expected_kept):
+    decisions = decide(backups(*spec), keep_within=DAY, keep_min=keep_min, now=NOW)
+    assert kept(decisions) == expected_kept
+    assert len(decisions) == len(spec)
+
+
+def test_backups_from_the_future_are_never_deleted():
+    future = [Candidate("ahead", NOW + timedelta(hours=5), V), *backups((30, V), (40, V))]
+    decisions = decide(future, keep_within=DAY, keep_min=1, now=NOW)
+    assert kept(decisions) == {"ahead"}
+    [ahead] = [d for d in decisions if d.candidate.id == "ahead"]
+    assert "clocks disagree" in ahead.reasons[0]
+
+
+def test_every_decision_says_why():
+    decisions = decide(backups((1, V), (30, V), (31, V), (40, INC)), keep_within=DAY,
+                       keep_min=2, now=NOW)
+    reasons = {d.candidate.id: d.reasons for d in decisions}
+    assert reasons["b1"] == ("the newest verified backup", "within keep_within (24h00m)")
+    assert reasons["b30"] == ("one of the 2 newest verified backups (keep_min)",)
+    assert reasons["b31"] == ("older than keep_within (24h00m) and not protected",)
+    assert reasons["b40"] == ("incomplete and older than 24h00m",)
+    assert [d.candidate.id for d in decisions] == ["b40", "b31", "b30", "b1"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ages=st.lists(st.tuples(st.floats(-10, 200), st.sampled_from(list(Condition))), max_size=30),
+    keep_min=st.integers(0, 5),
+    keep_hours=st.floats(0, 72),
+)
+def test_invariants(ages, keep_min, keep_hours):
+    candidates = [Candidate(f"b{i}", NOW - timedelta(hours=h), c) for i, (h, c) in
+                  enumerate(ages)]
+    decisions = decide(candidates, keep_within=keep_hours * 3600, keep_min=keep_min, now=NOW)
+    keep = kept(decisions)
+    verified = sorted((c for c in candidates if c.condition is V), key=lambda c: (c.created_at,
+                                                                                  c.id))
+    if verified:
+        assert verified[-1].id in keep  # the newest verified backup survives every policy
+    for c in verified[-keep_min:] if keep_min else []:
+        assert c.id in keep
+    for c in candidates:
+        if c.created_at > NOW or NOW - c.created_at <= timedelta(hours=keep_hours):
+            assert c.id in keep
+    assert all(d.reasons for d in decisions)
