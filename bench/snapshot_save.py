@@ -11,7 +11,8 @@ Why it is built this way:
 - The two tools alternate (etcdctl, etcdops, etcdctl, ...) so drift on the machine (page cache,
   a noisy neighbour, CPU frequency) hits both alike; the ratio is taken per pair, then the median.
 - Peak memory is the child's own ru_maxrss from os.wait4: per process, no psutil needed, and not
-  confused with this script's memory.
+  confused with this script's memory. CPU time comes from the same rusage, and etcd's own CPU
+  from /proc, because on a small machine the server and the client compete for the same cores.
 - The database is filled with etcdops.sample's Kubernetes-shaped objects padded with random
   base64, so zstd sees data no more compressible than real objects (rather less: see README).
 - Every etcd, child process and temporary directory is removed on exit, Ctrl-C or SIGTERM.
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -46,30 +47,43 @@ MiB = 1 << 20
 GiB = 1 << 30
 DEFAULT_SIZES = "256MiB,1GiB"
 DEFAULT_VALUE_SIZE = 100 * 1024
-# the database must never hit etcd's quota (2 GiB by default) while the benchmark fills it
+# far above the largest database benchmarked, so etcd never raises NOSPACE while filling
 QUOTA_BACKEND_BYTES = 8 * GiB
-# targets the etcdops design promises (see bench/README.md)
+# the targets etcdops is held to (bench/README.md)
 TARGET_RATIO = 1.15
 TARGET_RATIO_AT = 1 * GiB
 TARGET_RSS_MIB = 100.0
 TARGET_STARTUP_S = 0.35
 STARTUP_RUNS = 5
-# bbolt stores a 100 KiB value in overflow pages plus a little b-tree and freelist: measured
-# about 2% over the raw bytes, so the first fill lands just under the target and is topped up
+# bbolt stores a 100 KiB value in overflow pages plus a little b-tree: about 2% over the raw
+# bytes, so one load lands close to the target and a second one tops it up if needed
 FILL_OVERHEAD = 1.02
 FILL_ROUNDS = 5
 CLUSTER_NAME = "bench"
 ETCDCTL = "etcdctl"
 ETCDOPS = "etcdops"
+TOOLS = (ETCDCTL, ETCDOPS)
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    """What one child process cost: wall time, its own CPU time and peak RSS."""
+
+    wall_s: float
+    cpu_s: float
+    max_rss_mib: float
 
 
 @dataclass
 class Sample:
-    """One measured run of one tool."""
+    """One run of one tool against the benchmark etcd (round 0 is a warm-up)."""
 
     tool: str
     round: int
     wall_s: float
+    cpu_s: float
+    etcd_cpu_s: float
     max_rss_mib: float
     snapshot_bytes: int
     stored_bytes: int
@@ -86,17 +100,17 @@ class SizeResult:
     fill_s: float = 0.0
     samples: list[Sample] = field(default_factory=list)
 
-    def of(self, tool: str) -> list[Sample]:
-        """The measured samples of one tool, in round order."""
-        return [s for s in self.samples if s.tool == tool]
+    def of(self, tool: str, *, warmups: bool = False) -> list[Sample]:
+        """One tool's samples in round order; warm-ups only when asked for."""
+        return [s for s in self.samples if s.tool == tool and (warmups or s.round > 0)]
 
-    def median_wall(self, tool: str) -> float:
-        """Median wall time of one tool."""
-        return statistics.median(s.wall_s for s in self.of(tool))
+    def median(self, tool: str, attribute: str) -> float:
+        """Median of a per-run figure (wall_s, cpu_s, etcd_cpu_s) over the measured rounds."""
+        return statistics.median(getattr(s, attribute) for s in self.of(tool))
 
     def peak_rss(self, tool: str) -> float:
-        """The worst peak RSS over the rounds: a target on memory is a ceiling, not a mean."""
-        return max(s.max_rss_mib for s in self.of(tool))
+        """The worst peak RSS of any run, warm-ups included: a memory target is a ceiling."""
+        return max(s.max_rss_mib for s in self.of(tool, warmups=True))
 
     def ratio(self) -> float:
         """Median over rounds of etcdops/etcdctl wall time, each pair taken back to back."""
@@ -112,8 +126,10 @@ class SizeResult:
         """JSON form, with the derived figures next to the raw samples."""
         snapshot, stored = self.stored()
         return asdict(self) | {
-            "median_wall_s": {t: self.median_wall(t) for t in (ETCDCTL, ETCDOPS)},
-            "peak_rss_mib": {t: self.peak_rss(t) for t in (ETCDCTL, ETCDOPS)},
+            "median_wall_s": {t: self.median(t, "wall_s") for t in TOOLS},
+            "median_cpu_s": {t: self.median(t, "cpu_s") for t in TOOLS},
+            "median_etcd_cpu_s": {t: self.median(t, "etcd_cpu_s") for t in TOOLS},
+            "peak_rss_mib": {t: self.peak_rss(t) for t in TOOLS},
             "ratio": self.ratio(),
             "compression_ratio": snapshot / stored,
         }
@@ -129,8 +145,8 @@ class Children:
     def __init__(self) -> None:
         self.current: subprocess.Popen[bytes] | None = None
 
-    def run(self, argv: Sequence[str], out: Path, err: Path) -> tuple[float, float]:
-        """Run argv to completion: wall seconds and peak RSS in MiB; ChildFailed if it fails.
+    def run(self, argv: Sequence[str], out: Path, err: Path) -> Run:
+        """Run argv to completion and measure it; ChildFailed if it exits non-zero.
 
         os.wait4 reaps the child itself, which is what gives its rusage; Popen is told the exit
         code afterwards so it never waits on a pid that is gone.
@@ -147,8 +163,9 @@ class Children:
         self.current = None
         if code != 0:
             tail = err.read_text(errors="replace").strip().splitlines()[-5:]
-            raise ChildFailed(f"{argv[0]} exited {code}: " + " | ".join(tail))
-        return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+            raise ChildFailed(f"{Path(argv[0]).name} exited {code}: " + " | ".join(tail))
+        # Linux reports ru_maxrss in KiB
+        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
     def kill(self) -> None:
         """Kill and reap the running child, if any."""
@@ -178,6 +195,18 @@ def _etcdops_binary() -> str:
     if found is None:
         sys.exit("etcdops console script not found: pip install -e . in this virtualenv")
     return found
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+
+def load_average() -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load: a benchmark on a busy machine should say so."""
+    return os.getloadavg()
 
 
 def fill(
@@ -222,56 +251,61 @@ def bench_size(
     """Start etcd, fill it to target, then time the two tools alternately."""
     result = SizeResult(target)
     etcdctl, etcdops = str(find_binary("etcdctl")), _etcdops_binary()
-    # no fsync while filling: this etcd is a fixture, and the snapshot reads its db, not its WAL
+    # no fsync while filling: this etcd is a fixture, and a snapshot reads its db, not its WAL
     with LocalCluster.single(
         workdir / "etcd", quota_backend_bytes=QUOTA_BACKEND_BYTES, unsafe_no_fsync=True
     ) as cluster:
-        endpoint = cluster.client_urls[0]
+        member = cluster.members[0]
+        assert member.process is not None
+        etcd_pid = member.process.pid
+        endpoint = member.client_url
         etcd_config = cluster.etcd_config(command_timeout=60.0)
         with EtcdSession(etcd_config) as session:
             result.keys, result.fill_s = fill(session, endpoint, target, args.value_size)
             status = session.status(endpoint)
         print(
-            f"  etcd {endpoint}: dbSize {format_size(status.db_size)} "
+            f"  etcd {endpoint}: dbSize {format_size(status.db_size)} after the load "
             f"({format_size(status.db_size_in_use)} in use), {result.keys} keys, "
             f"filled in {result.fill_s:.1f} s",
             flush=True,
         )
         config = write_config(workdir, etcdops, endpoint, children)
-        store = workdir / "store"
-        commands = {
+        snapshot_file, store = workdir / "etcdctl.db", workdir / "store"
+        commands: dict[str, Callable[[], list[str]]] = {
             ETCDCTL: lambda: [
-                etcdctl, f"--endpoints={endpoint}", "snapshot", "save", str(workdir / "ctl.db")
+                etcdctl, f"--endpoints={endpoint}", "snapshot", "save", str(snapshot_file)
             ],
             ETCDOPS: lambda: [
                 etcdops, "snapshot", "save", "--local-only", "--config", str(config),
                 "--output", "json",
             ],
         }
-        total = args.warmup + args.rounds
-        for index in range(total):
-            measured = index >= args.warmup
-            for tool in (ETCDCTL, ETCDOPS):
+        for index in range(args.warmup + args.rounds):
+            number = max(0, index - args.warmup + 1)  # 0 for warm-ups
+            for tool in TOOLS:
                 out, err = workdir / f"{tool}.out", workdir / f"{tool}.err"
-                wall, rss = children.run(commands[tool](), out, err)
-                snapshot = stored = 0
+                etcd_before = process_cpu(etcd_pid)
+                run = children.run(commands[tool](), out, err)
+                etcd_cpu = process_cpu(etcd_pid) - etcd_before
                 if tool == ETCDCTL:
-                    snapshot = stored = (workdir / "ctl.db").stat().st_size
-                    (workdir / "ctl.db").unlink()
+                    snapshot = stored = snapshot_file.stat().st_size
+                    snapshot_file.unlink()
                 else:
                     manifest = json.loads(out.read_text())
                     snapshot, stored = manifest["snapshot_size"], manifest["object_size"]
                     shutil.rmtree(store / CLUSTER_NAME)
-                label = f"round {index - args.warmup + 1}" if measured else "warm-up"
+                sample = Sample(
+                    tool, number, run.wall_s, run.cpu_s, etcd_cpu, run.max_rss_mib,
+                    snapshot, stored,
+                )
+                result.samples.append(sample)
+                label = f"round {number}" if number else "warm-up"
                 print(
-                    f"  {label:8} {tool:8} {wall:7.2f}s  peak RSS {rss:6.1f} MiB  "
+                    f"  {label:8} {tool:8} {run.wall_s:6.2f} s  cpu {run.cpu_s:5.2f} s  "
+                    f"etcd cpu {etcd_cpu:5.2f} s  peak RSS {run.max_rss_mib:6.1f} MiB  "
                     f"{format_size(snapshot)} -> {format_size(stored)}",
                     flush=True,
                 )
-                if measured:
-                    result.samples.append(
-                        Sample(tool, index - args.warmup + 1, wall, rss, snapshot, stored)
-                    )
         # the first snapshot commits etcd's pending batch, so dbSize is final only now
         with EtcdSession(etcd_config) as session:
             status = session.status(endpoint)
@@ -279,42 +313,33 @@ def bench_size(
     return result
 
 
-def bench_startup(workdir: Path, children: Children) -> tuple[float, list[float]]:
-    """Median wall time of `etcdops --help` as a subprocess: what every cron run pays first."""
+def bench_startup(workdir: Path, children: Children) -> list[Run]:
+    """`etcdops --help` as a subprocess: what every cron run pays before any work."""
     etcdops = _etcdops_binary()
-    times = [
-        children.run([etcdops, "--help"], workdir / "help.out", workdir / "help.err")[0]
+    return [
+        children.run([etcdops, "--help"], workdir / "help.out", workdir / "help.err")
         for _ in range(STARTUP_RUNS)
     ]
-    return statistics.median(times), times
 
 
 def print_table(result: SizeResult) -> None:
     """The per-size summary the README quotes."""
     snapshot, stored = result.stored()
-    rows = [
-        ("tool", "median wall", "peak RSS", "stored"),
-        (
-            ETCDCTL,
-            f"{result.median_wall(ETCDCTL):.2f} s",
-            f"{result.peak_rss(ETCDCTL):.1f} MiB",
-            format_size(result.of(ETCDCTL)[-1].stored_bytes),
-        ),
-        (
-            ETCDOPS,
-            f"{result.median_wall(ETCDOPS):.2f} s",
-            f"{result.peak_rss(ETCDOPS):.1f} MiB",
-            format_size(stored),
-        ),
-    ]
-    rate = snapshot / MiB / result.median_wall(ETCDOPS)
     print(
-        f"\n== target {format_size(result.target_bytes)}: etcd dbSize {result.db_size} bytes "
+        f"\n== {format_size(result.target_bytes)}: etcd dbSize {result.db_size} bytes "
         f"({format_size(result.db_size)}), {result.keys} keys, "
-        f"{len(result.of(ETCDOPS))} rounds"
+        f"{len(result.of(ETCDOPS))} rounds (medians; RSS is the peak of every run)"
     )
-    for row in rows:
-        print(f"  {row[0]:<8} {row[1]:>12} {row[2]:>12} {row[3]:>12}")
+    header = ("tool", "wall", "own cpu", "etcd cpu", "peak RSS", "stored")
+    print("  {:<8} {:>9} {:>9} {:>9} {:>10} {:>10}".format(*header))
+    for tool in TOOLS:
+        stored_bytes = result.of(tool)[-1].stored_bytes
+        print(
+            f"  {tool:<8} {result.median(tool, 'wall_s'):>7.2f} s "
+            f"{result.median(tool, 'cpu_s'):>7.2f} s {result.median(tool, 'etcd_cpu_s'):>7.2f} s "
+            f"{result.peak_rss(tool):>6.1f} MiB {format_size(stored_bytes):>10}"
+        )
+    rate = snapshot / MiB / result.median(ETCDOPS, "wall_s")
     print(
         f"  ratio etcdops/etcdctl (median of pairs): {result.ratio():.2f}   "
         f"etcdops throughput {rate:.0f} MiB/s\n"
@@ -325,14 +350,13 @@ def print_table(result: SizeResult) -> None:
 
 def verdict(results: list[SizeResult], startup: float) -> tuple[bool, list[str]]:
     """Each target met or missed, in words; the ratio target applies at the size nearest 1 GiB."""
-    lines = []
     at = min(results, key=lambda r: abs(r.db_size - TARGET_RATIO_AT))
     ratio = at.ratio()
-    lines.append(
+    ok = ratio <= TARGET_RATIO
+    lines = [
         f"ratio {ratio:.2f} at {format_size(at.db_size)} (target <= {TARGET_RATIO} at ~1 GiB): "
         + ("PASS" if ratio <= TARGET_RATIO else "FAIL")
-    )
-    ok = ratio <= TARGET_RATIO
+    ]
     for result in results:
         rss = result.peak_rss(ETCDOPS)
         ok &= rss <= TARGET_RSS_MIB
@@ -366,11 +390,12 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; sizes use the same units as etcdops.toml."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated db sizes")
     parser.add_argument("--rounds", type=int, default=3, help="measured runs of each tool")
     parser.add_argument(
-        "--warmup", type=int, default=1, help="unmeasured runs of each tool before the rounds"
+        "--warmup", type=int, default=1,
+        help="unmeasured runs of each tool first (their RSS still counts toward the peak)",
     )
     parser.add_argument(
         "--value-size", type=parse_size, default=DEFAULT_VALUE_SIZE, help="bytes per object"
@@ -383,7 +408,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.sizes = [parse_size(s.strip()) for s in args.sizes.split(",") if s.strip()]
     if not args.sizes or args.rounds < 1 or args.warmup < 0:
-        parser.error("need at least one size and one round")
+        parser.error("need at least one size, one round and no negative warm-up")
     return args
 
 
@@ -395,10 +420,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[SizeResult] = []
     try:
         with interrupts_as_keyboard_interrupt():
+            load_before = load_average()
             free = shutil.disk_usage(workdir).free
-            print(f"workdir {workdir} ({format_size(free)} free), {os.cpu_count()} CPUs")
-            startup, startup_runs = bench_startup(workdir, children)
-            print(f"etcdops --help: median {startup:.3f} s over {startup_runs}")
+            print(
+                f"workdir {workdir} ({format_size(free)} free), {os.cpu_count()} CPUs, "
+                "load average {:.2f} {:.2f} {:.2f}".format(*load_before)
+            )
+            startup_runs = bench_startup(workdir, children)
+            startup = statistics.median(r.wall_s for r in startup_runs)
+            print(
+                f"etcdops --help: median {startup:.3f} s of "
+                + ", ".join(f"{r.wall_s:.3f}" for r in startup_runs)
+                + f" (peak RSS {max(r.max_rss_mib for r in startup_runs):.1f} MiB)"
+            )
             for target in args.sizes:
                 print(f"\n-- {format_size(target)}", flush=True)
                 sized = workdir / f"size-{target}"
@@ -410,14 +444,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for result in results:
                 print_table(result)
             ok, lines = verdict(results, startup)
-            print("\n" + "\n".join(lines))
+            load_after = load_average()
+            print("\nload average at the end {:.2f} {:.2f} {:.2f}".format(*load_after))
+            print("\n".join(lines))
             print("VERDICT: " + ("all targets met" if ok else "targets missed"))
             if args.json:
                 document = {
                     "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "cpus": os.cpu_count(),
-                    "startup_s": startup,
-                    "startup_runs_s": startup_runs,
+                    "load_average": {"start": load_before, "end": load_after},
+                    "startup_median_s": startup,
+                    "startup_runs": [asdict(r) for r in startup_runs],
                     "sizes": [r.as_dict() for r in results],
                     "verdict": lines,
                     "ok": ok,

@@ -45,6 +45,11 @@ class EtcdConfig:
     command_timeout: float = _opt("duration", 30.0)
     snapshot_timeout: float = _opt("duration", 3600.0)
     etcdutl: str | None = _opt("str")
+    # one per endpoint, in the same order; empty: each member's client URL + /metrics
+    metrics_urls: tuple[str, ...] = _opt("list", ())
+    # etcd's --quota-backend-bytes; 8 GiB is the seed's limit (a member that reports a lower
+    # quota on /metrics is held to its own)
+    quota_backend_bytes: int = _opt("size", 8 * 1024**3)
 
     def resolved_password(self) -> str | None:
         """The etcd password, read from its file when one is configured."""
@@ -93,6 +98,33 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class CompactionConfig:
+    retain: float = _opt("duration", 300.0)
+    prefix: str = _opt("str", "/etcdops/compaction/")
+    timeout: float = _opt("duration", 300.0)  # --physical on a big db takes a while
+
+
+@dataclass(frozen=True)
+class DefragConfig:
+    window: str = _opt("str", "02:00-05:00")
+    timezone: str = _opt("str", "UTC")
+    free_threshold: int = _opt("size", 200 * 1024**2)
+    quota_percent: int = _opt("int", 80)
+    timeout: float = _opt("duration", 600.0)  # per member: a multi-GiB db takes minutes
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    wal_fsync_p99: float = _opt("duration", 0.010)
+    backend_commit_p99: float = _opt("duration", 0.050)
+    compaction_p99: float | None = _opt("duration")
+    db_size_percent: int = _opt("int", 80)
+    raft_index_lag: int = _opt("int", 5000)
+    # the hourly schedule plus slack for the timer's randomized delay and the save itself
+    backup_max_age: float = _opt("duration", 70 * 60.0)
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str = _opt("str", "default")
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
@@ -100,6 +132,9 @@ class Config:
     local: LocalConfig = field(default_factory=LocalConfig)
     s3: S3Config | None = None
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    compaction: CompactionConfig = field(default_factory=CompactionConfig)
+    defrag: DefragConfig = field(default_factory=DefragConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     source: str = field(default="built-in defaults", metadata={"kind": "internal"})
 
 
@@ -107,6 +142,9 @@ _SECTIONS: dict[str, type] = {
     "etcd": EtcdConfig,
     "encryption": EncryptionConfig,
     "local": LocalConfig,
+    "compaction": CompactionConfig,
+    "defrag": DefragConfig,
+    "health": HealthConfig,
     "s3": S3Config,
     "retention": RetentionConfig,
 }

@@ -101,7 +101,7 @@ def run_demo(reporter: Reporter, *, objects: int = 3000, keep: bool = False) -> 
             saved: list[str] = []
 
             def save() -> str:
-                manifest = save_snapshot(config, reporter)
+                manifest = save_snapshot(config, reporter).manifest
                 saved.append(manifest.id)
                 return (
                     f"backup {manifest.id} at revision {manifest.etcd.revision}: "

@@ -8,34 +8,52 @@ failure at any point leaves no backup that looks good.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from etcdops import __version__
 from etcdops.config import Config
+from etcdops.errors import EtcdopsError, StorageError
 from etcdops.keys import configured_recipients
 from etcdops.lock import HostLock
 from etcdops.manifest import EtcdSource, Manifest, new_backup_id, object_key
+from etcdops.replicate import copy_backup
 from etcdops.report import Reporter
-from etcdops.stores.local import LocalStore
+from etcdops.stores.base import Store
+from etcdops.stores.configured import LOCAL, PRIMARY, REPLICA, open_stores
+from etcdops.stores.fanout import Fanout
 from etcdops.stream.handoff import Handoff
 from etcdops.stream.writers import AgeEncrypt, Digest, SnapshotTrailerCheck, ZstdCompress
 
 LOCK_NAME = ".etcdops-snapshot.lock"
 
 
+@dataclass(frozen=True)
+class SaveResult:
+    manifest: Manifest
+    stored: tuple[str, ...]  # the stores that hold the backup, manifest included
+    failures: dict[str, str]  # the stores that do not, and why
+
+
 def save_snapshot(
     config: Config,
     reporter: Reporter,
     *,
+    local_only: bool = False,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> Manifest:
-    """Take one verified, encrypted backup into the local store and return its manifest."""
+) -> SaveResult:
+    """Take one verified, encrypted backup into every configured store, replica included.
+
+    A store that fails does not cost the others their copy: the result says which stores hold
+    the backup and why the rest do not. Only when no store holds it is that an exception.
+    """
     from etcdops.etcd.client import EtcdSession
 
     recipients = configured_recipients(config.encryption)
-    store = LocalStore(config.local.dir)
+    stores = open_stores(config, local_only=local_only)
     with HostLock(config.local.dir / LOCK_NAME, "snapshot save"), EtcdSession(config.etcd) as etcd:
         started = time.monotonic()
         created = clock()
@@ -44,10 +62,10 @@ def save_snapshot(
         stream = etcd.snapshot_stream()
         endpoint, member = stream.source.endpoint, stream.source.status
         reporter.event(f"streaming snapshot from {endpoint} (revision {member.revision})")
-        writer = store.open_writer(key)
+        fanout = _open_writers(stores, key, member.db_size)
         handoff: Handoff | None = None
         try:
-            stored = Digest(writer)
+            stored = Digest(fanout)
             encrypt = AgeEncrypt(stored, recipients)
             compress = ZstdCompress(encrypt, config.local.compression_level)
             plain = SnapshotTrailerCheck(compress)
@@ -63,12 +81,12 @@ def save_snapshot(
             # counted after the stream so that the count's reply never queues behind it, and
             # before the commit so that a failure here leaves no object without a manifest
             keys = etcd.count_keys(member.revision)
-            writer.commit()
+            committed = fanout.commit()
         except BaseException:
             if handoff is not None:
                 handoff.abandon()
             stream.close()
-            writer.abort()
+            fanout.abort()
             raise
         streamed = time.monotonic() - started
     manifest = Manifest(
@@ -98,10 +116,50 @@ def save_snapshot(
         tool_version=__version__,
         durations={"stream": round(streamed, 3), "total": round(time.monotonic() - started, 3)},
     )
+    failures = {name: str(exc) for name, exc in fanout.failures.items()}
+    holders = [name for name in committed if _write_manifest(stores[name], manifest, failures)]
+    if not holders:
+        raise fanout.failures.get(LOCAL) or StorageError(
+            f"backup {backup_id} could not be stored anywhere: "
+            + "; ".join(f"{name}: {why}" for name, why in failures.items()),
+            "fix the stores named and run 'etcdops snapshot save' again",
+        )
+    if REPLICA in stores:
+        source = PRIMARY if PRIMARY in holders else holders[0]
+        try:
+            copy_backup(manifest, stores[source], stores[REPLICA], reporter)
+            holders.append(REPLICA)
+        except EtcdopsError as exc:
+            failures[REPLICA] = str(exc)
+    for name in holders:
+        reporter.event(f"backup {backup_id} stored in {stores[name].describe(key)}")
+    return SaveResult(manifest, tuple(holders), failures)
+
+
+def _open_writers(stores: dict[str, Store], key: str, expected_size: int) -> Fanout:
+    # The replica is filled by a server-side copy afterwards, not from this stream.
+    writers, failures = {}, {}
+    for name in (LOCAL, PRIMARY):
+        if name not in stores:
+            continue
+        try:
+            writers[name] = stores[name].open_writer(key, expected_size=expected_size)
+        except EtcdopsError as exc:
+            if name == LOCAL:
+                raise  # the local copy is the one this host can always vouch for
+            failures[name] = exc
+    fanout = Fanout(writers)
+    fanout.failures.update(failures)
+    return fanout
+
+
+def _write_manifest(store: Store, manifest: Manifest, failures: dict[str, str]) -> bool:
     try:
         store.put_bytes(manifest.manifest_key, manifest.to_json())
-    except BaseException:
-        store.delete(key)  # an object without a manifest is not a backup: do not leave it behind
-        raise
-    reporter.event(f"backup {backup_id} written to {store.describe(key)}")
-    return manifest
+        return True
+    except EtcdopsError as exc:
+        failures[store.name] = str(exc)
+        # an object without a manifest is not a backup: do not leave it behind
+        with contextlib.suppress(EtcdopsError):
+            store.delete(manifest.object_key)
+        return False

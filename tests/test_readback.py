@@ -14,7 +14,7 @@ from etcdops.snapshot import save_snapshot
 
 @pytest.fixture
 def saved(backup_config, etcd_loaded):
-    return save_snapshot(backup_config, LogReporter())
+    return save_snapshot(backup_config, LogReporter()).manifest
 
 
 def object_path(config, manifest):
@@ -36,7 +36,7 @@ def test_status_of_a_backup_checks_everything(backup_config, saved, etcd_loaded)
 
 
 def test_refs_latest_prefix_and_ambiguity(backup_config, saved):
-    second = save_snapshot(backup_config, LogReporter())
+    second = save_snapshot(backup_config, LogReporter()).manifest
     assert snapshot_status(backup_config, "latest", LogReporter()).backup_id == second.id
     assert snapshot_status(backup_config, saved.id[:-2], LogReporter()).backup_id == saved.id
     with pytest.raises(UsageError, match="matches 2 backups"):
@@ -101,7 +101,7 @@ def test_truncated_object_is_an_integrity_error(backup_config, saved):
 
 
 def test_object_swapped_for_another_backup_fails_the_manifest_check(backup_config, saved):
-    other = save_snapshot(backup_config, LogReporter())
+    other = save_snapshot(backup_config, LogReporter()).manifest
     shutil.copy(object_path(backup_config, other), object_path(backup_config, saved))
     # same size (same data) but a different encryption: the stored sha256 tells them apart
     with pytest.raises(IntegrityError, match="stored sha256|object is"):

@@ -21,7 +21,7 @@ def stored_files(config):
 
 
 def test_manifest_describes_the_backup(backup_config, etcd_loaded):
-    manifest = save_snapshot(backup_config, LogReporter())
+    manifest = save_snapshot(backup_config, LogReporter()).manifest
     doc = json.loads(manifest.to_json())
     assert doc["schema_version"] == 1
     assert doc["cluster"] == backup_config.cluster
@@ -41,7 +41,7 @@ def test_manifest_describes_the_backup(backup_config, etcd_loaded):
 
 
 def test_round_trip_restores_every_key_and_value(backup_config, etcd_loaded, tmp_path):
-    manifest = save_snapshot(backup_config, LogReporter())
+    manifest = save_snapshot(backup_config, LogReporter()).manifest
     plain = tmp_path / "restore.db"
     fetch_snapshot(backup_config, manifest.id, plain, LogReporter())
     restored = LocalEtcd("restored", tmp_path / "restored")

@@ -82,6 +82,10 @@ class Invocation:
         else:
             render_text(self.console)
 
+    def warn(self, message: str) -> None:
+        """One line on stderr about something that went wrong without stopping the job."""
+        sys.stderr.write(f"warning: {message}\n")
+
     def fail(self, error: BaseException) -> int:
         """Print a failure as one line (JSON on stdout too) and return its exit code."""
         code = exitcodes.exit_code_for(error)

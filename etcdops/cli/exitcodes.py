@@ -38,6 +38,13 @@ HELP_TABLE = (
 )
 
 
+def for_stores(failures: dict[str, str]) -> int:
+    """A job that succeeded in some stores: 14 when local or primary failed, 3 for the replica."""
+    if not failures:
+        return OK
+    return PARTIAL if set(failures) == {"replica"} else STORAGE
+
+
 def exit_code_for(error: BaseException) -> int:
     """The documented exit code of a failure."""
     if isinstance(error, KeyboardInterrupt):

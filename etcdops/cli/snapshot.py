@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from etcdops.cli import exitcodes
 from etcdops.cli.common import Invocation, command
 from etcdops.cli.render import key_values, table
 from etcdops.units import format_duration, format_size
@@ -28,18 +29,29 @@ def save(
         str | None,
         typer.Option("--endpoints", help="etcd endpoints, comma-separated (overrides config)."),
     ] = None,
-) -> None:
+) -> int:
     """Stream a snapshot from etcd, verify it, compress, encrypt and store it; print its id."""
     from etcdops.snapshot import save_snapshot
 
-    manifest = save_snapshot(run.config(**{"etcd.endpoints": endpoints}), run.reporter())
-    doc = manifest_document(manifest)
-    run.emit(doc, lambda console: console.print(
-        f"backup {manifest.id}: revision {manifest.etcd.revision}, "
-        f"{format_size(manifest.snapshot_size)} snapshot stored as "
-        f"{format_size(manifest.object_size)} in {format_duration(manifest.durations['total'])}",
-        markup=False,
-    ))
+    config = run.config(**{"etcd.endpoints": endpoints})
+    result = save_snapshot(config, run.reporter(), local_only=local_only)
+    manifest = result.manifest
+    doc = manifest_document(manifest) | {"stored_in": list(result.stored),
+                                         "failed": result.failures}
+
+    def render(console: Any) -> None:
+        console.print(
+            f"backup {manifest.id}: revision {manifest.etcd.revision}, "
+            f"{format_size(manifest.snapshot_size)} snapshot stored as "
+            f"{format_size(manifest.object_size)} in {', '.join(result.stored)} "
+            f"({format_duration(manifest.durations['total'])})",
+            markup=False,
+        )
+
+    run.emit(doc, render)
+    for store, why in result.failures.items():
+        run.warn(f"backup {manifest.id} is not in the {store} store: {why}")
+    return exitcodes.for_stores(result.failures)
 
 
 def manifest_document(manifest: Any) -> dict[str, Any]:

@@ -92,8 +92,8 @@ class LocalStore:
         """Where an object lives, for messages."""
         return str(self._path(key))
 
-    def open_writer(self, key: str) -> AtomicFile:
-        """Start writing an object; it exists only after commit()."""
+    def open_writer(self, key: str, expected_size: int | None = None) -> AtomicFile:
+        """Start writing an object; it exists only after commit() (the size hint is unused)."""
         return AtomicFile(self._path(key))
 
     def open_reader(self, key: str) -> BinaryIO:

@@ -1,0 +1,113 @@
+"""Copying backups to the stores that lack them, and checking each copy before it counts.
+
+The replica region gets a server-side copy from the primary (no bytes through this host); a
+store that can only be reached through this host (local -> S3) gets a streamed copy whose
+sha256 is checked against the manifest before it is committed. Either way the manifest is
+written last, so a copy that failed halfway is never listed as a backup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from etcdops.catalog import Catalog, CatalogEntry
+from etcdops.errors import EtcdopsError, IntegrityError, UsageError
+from etcdops.manifest import Manifest
+from etcdops.report import Reporter
+from etcdops.stores.base import Store
+from etcdops.stores.configured import LOCAL, PRIMARY, REPLICA
+from etcdops.stream.writers import Digest
+
+COPY_BLOCK = 1 << 20
+
+
+def copy_backup(manifest: Manifest, source: Store, target: Store, reporter: Reporter) -> None:
+    """Put one backup into target, checked, manifest last."""
+    from etcdops.stores.s3 import S3Store
+
+    key = manifest.object_key
+    if isinstance(source, S3Store) and isinstance(target, S3Store):
+        target.copy_from(source, key, manifest.object_size)
+    else:
+        _stream_copy(manifest, source, target, reporter)
+    info = target.head(key)
+    if info is None or info.size != manifest.object_size:
+        found = "nothing" if info is None else f"{info.size} bytes"
+        target.delete(key)
+        raise IntegrityError(
+            f"copy of backup {manifest.id} to {target.name} holds {found}, "
+            f"expected {manifest.object_size} bytes",
+            "run 'etcdops snapshot replicate --missing' again",
+        )
+    target.put_bytes(manifest.manifest_key, manifest.to_json())
+    reporter.event(f"backup {manifest.id} copied from {source.name} to {target.name}")
+
+
+def _stream_copy(manifest: Manifest, source: Store, target: Store, reporter: Reporter) -> None:
+    writer = target.open_writer(manifest.object_key)
+    try:
+        digest = Digest(writer)
+        with source.open_reader(manifest.object_key) as reader, reporter.progress(
+            f"copy to {target.name}", total=manifest.object_size
+        ) as bar:
+            while block := reader.read(COPY_BLOCK):
+                digest.write(block)
+                bar.advance(len(block))
+        if (digest.size, digest.hexdigest()) != (manifest.object_size, manifest.object_sha256):
+            raise IntegrityError(
+                f"backup {manifest.id} in {source.name} does not match its manifest",
+                "check it with 'etcdops snapshot status'; copy from another store",
+            )
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+@dataclass
+class ReplicationReport:
+    copied: list[tuple[str, str]] = field(default_factory=list)  # (backup id, store)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (id, store, error)
+    already: int = 0
+
+
+def replicate(
+    stores: dict[str, Store], cluster: str, reporter: Reporter, *, ref: str | None = None
+) -> ReplicationReport:
+    """Copy to primary and replica each good backup (or the one named) they do not hold yet."""
+    targets = [name for name in (PRIMARY, REPLICA) if name in stores]
+    if not targets:
+        raise UsageError(
+            "no S3 store is configured, so there is nowhere to replicate to",
+            "configure [s3] (and [s3.replica]) in etcdops.toml",
+        )
+    held = {name: _good_by_id(Catalog(store, cluster)) for name, store in stores.items()}
+    wanted = sorted({i for entries in held.values() for i in entries})
+    if ref is not None:
+        wanted = [i for i in wanted if i.startswith(ref)] if ref != "latest" else wanted[-1:]
+        if len(wanted) != 1:
+            raise UsageError(
+                f"'{ref}' names {len(wanted)} backups held in a good state",
+                "give a backup id from 'etcdops snapshot list --store all'",
+            )
+    report = ReplicationReport()
+    for backup_id in wanted:
+        for target in targets:
+            if backup_id in held[target]:
+                report.already += 1
+                continue
+            # server-side from the primary when it can, else through this host from local
+            source = next(n for n in (PRIMARY, REPLICA, LOCAL) if backup_id in held.get(n, {}))
+            manifest = held[source][backup_id].manifest
+            try:
+                copy_backup(manifest, stores[source], stores[target], reporter)
+            except EtcdopsError as exc:
+                report.failed.append((backup_id, target, str(exc)))
+                continue
+            report.copied.append((backup_id, target))
+            held[target][backup_id] = held[source][backup_id]
+    return report
+
+
+def _good_by_id(catalog: Catalog) -> dict[str, CatalogEntry]:
+    return {e.manifest.id: e for e in catalog.entries() if e.good}
