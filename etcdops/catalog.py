@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from etcdops.errors import IntegrityError, NotFoundError, UsageError
-from etcdops.manifest import MANIFEST_SUFFIX, Manifest, snapshots_prefix
-from etcdops.stores.base import Store
+from etcdops.errors import IntegrityError, NotFoundError, StorageError, UsageError
+from etcdops.manifest import MANIFEST_SUFFIX, OBJECT_SUFFIX, Manifest, snapshots_prefix
+from etcdops.stores.base import ObjectInfo, Store
 
 
 @dataclass(frozen=True)
@@ -53,23 +54,71 @@ class Catalog:
     def resolve(self, ref: str) -> CatalogEntry:
         """The backup a reference names: an id, a unique id prefix, or 'latest' (newest good)."""
         entries = self.entries()
-        if ref == "latest":
-            good = [e for e in entries if e.good]
-            if not good:
-                raise NotFoundError(
-                    f"no complete backup of cluster '{self.cluster}' in {self.store.name} store",
-                    "take one with 'etcdops snapshot save'",
-                )
-            return good[-1]
-        matches = [e for e in entries if e.manifest.id.startswith(ref)]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            raise NotFoundError(
-                f"no backup '{ref}' of cluster '{self.cluster}' in {self.store.name} store",
-                "run 'etcdops snapshot list' to see the backup ids, or give a file path",
-            )
-        raise UsageError(
-            f"'{ref}' matches {len(matches)} backups",
-            "give more of the id (see 'etcdops snapshot list')",
+        backup_id = resolve_ref(
+            [(e.manifest.id, e.good) for e in entries], ref, f"{self.store.name} store"
         )
+        return next(e for e in entries if e.manifest.id == backup_id)
+
+    def incomplete(self) -> list[ObjectInfo]:
+        """Objects without a manifest: saves or copies that did not finish."""
+        objects = list(self.store.list(self.prefix))
+        manifests = {i.key for i in objects if i.key.endswith(MANIFEST_SUFFIX)}
+        return [
+            info for info in objects
+            if info.key.endswith(OBJECT_SUFFIX)
+            and info.key.removesuffix(OBJECT_SUFFIX) + MANIFEST_SUFFIX not in manifests
+        ]
+
+
+def resolve_ref(backups: Sequence[tuple[str, bool]], ref: str, where: str) -> str:
+    """The id a reference names among (id, good) pairs sorted oldest first."""
+    if ref == "latest":
+        good = [backup_id for backup_id, ok in backups if ok]
+        if not good:
+            raise NotFoundError(
+                f"no complete backup in {where}", "take one with 'etcdops snapshot save'"
+            )
+        return good[-1]
+    matches = sorted({backup_id for backup_id, _ in backups if backup_id.startswith(ref)})
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise NotFoundError(
+            f"no backup '{ref}' in {where}",
+            "run 'etcdops snapshot list --store all' to see the backup ids, or give a file path",
+        )
+    raise UsageError(
+        f"'{ref}' matches {len(matches)} backups",
+        "give more of the id (see 'etcdops snapshot list')",
+    )
+
+
+@dataclass(frozen=True)
+class BackupView:
+    """One backup across stores: its manifest and, per store holding it, its condition."""
+
+    manifest: Manifest
+    copies: dict[str, str | None]  # store name -> problem, None when the copy is good
+
+    @property
+    def good_in(self) -> list[str]:
+        return [name for name, problem in self.copies.items() if problem is None]
+
+
+def combined_view(
+    stores: dict[str, Store], cluster: str
+) -> tuple[list[BackupView], dict[str, StorageError]]:
+    """Every backup in any store (newest last), and the stores that could not be listed."""
+    views: dict[str, BackupView] = {}
+    unreachable: dict[str, StorageError] = {}
+    for name, store in stores.items():
+        try:
+            entries = Catalog(store, cluster).entries()
+        except StorageError as exc:
+            unreachable[name] = exc
+            continue
+        for entry in entries:
+            view = views.setdefault(entry.manifest.id, BackupView(entry.manifest, {}))
+            view.copies[name] = entry.problem
+    ordered = sorted(views.values(), key=lambda v: (v.manifest.created_at, v.manifest.id))
+    return ordered, unreachable

@@ -10,14 +10,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from etcdops.catalog import Catalog
+from etcdops.catalog import combined_view, resolve_ref
 from etcdops.config import Config
-from etcdops.errors import CryptoError, EtcdopsError, IntegrityError, UsageError
+from etcdops.errors import CryptoError, EtcdopsError, IntegrityError, StorageError, UsageError
 from etcdops.manifest import MANIFEST_SUFFIX, OBJECT_SUFFIX, Manifest
 from etcdops.report import Reporter
-from etcdops.stores.local import AtomicFile, LocalStore
+from etcdops.stores.base import Store
+from etcdops.stores.configured import open_stores
+from etcdops.stores.local import AtomicFile
 from etcdops.stream.writers import (
     AgeDecrypt,
     Digest,
@@ -30,6 +32,7 @@ from etcdops.stream.writers import (
 if TYPE_CHECKING:
     from etcdops.crypto.age import Identity
 
+T = TypeVar("T")
 READ_SIZE = 1 << 20
 AGE_MAGIC = b"age-encryption.org/v1\n"
 
@@ -44,6 +47,7 @@ class BackupSource:
     path: Path | None = None
     manifest: Manifest | None = None
     encrypted: bool = True
+    store: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,36 +63,77 @@ class SnapshotStatus:
     stored_size: int
     db_sha256: str
     checks: tuple[str, ...]
+    store: str | None  # which store the copy that was read came from
+    fallbacks: tuple[str, ...]  # copies that were tried first and failed, and why
 
     def as_dict(self) -> dict[str, object]:
         """The JSON form of a status report."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__} | {
             "integrity": "ok",
             "checks": list(self.checks),
+            "fallbacks": list(self.fallbacks),
         }
 
 
-def locate(config: Config, ref: str) -> BackupSource:
-    """A backup id (or unique prefix, or 'latest') in the local store, or a file path."""
+def locate(
+    config: Config, ref: str, reporter: Reporter, *, store: str | None = None
+) -> list[BackupSource]:
+    """Where to read a backup from, in the order to try: a file path, or an id (or unique
+    prefix, or 'latest') in each store holding a good copy (local, primary, then replica)."""
     path = Path(ref)
     if path.is_file():
-        return _file_source(path)
+        return [_file_source(path)]
     if os.sep in ref or ref.endswith((".db", OBJECT_SUFFIX)):
         raise UsageError(f"file {ref} does not exist", "check the path")
-    store = LocalStore(config.local.dir)
-    entry = Catalog(store, config.cluster).resolve(ref)
-    manifest = entry.manifest
-    if not entry.good:
+    stores = open_stores(config)
+    if store is not None:
+        if store not in stores:
+            raise UsageError(
+                f"no {store} store is configured", f"choose one of: {', '.join(stores)}"
+            )
+        stores = {store: stores[store]}
+    views, unreachable = combined_view(stores, config.cluster)
+    for name, exc in unreachable.items():
+        reporter.event(f"{name} store cannot be listed: {exc.message}")
+    if not views and unreachable:
+        raise next(iter(unreachable.values()))
+    where = " or ".join(f"{name} store" for name in stores)
+    backup_id = resolve_ref([(v.manifest.id, bool(v.good_in)) for v in views], ref, where)
+    view = next(v for v in views if v.manifest.id == backup_id)
+    if not view.good_in:
+        problems = "; ".join(f"{name}: {problem}" for name, problem in view.copies.items())
         raise IntegrityError(
-            f"backup {manifest.id} in {store.name} store is damaged: {entry.problem}",
-            "use another backup ('etcdops snapshot list')",
+            f"backup {backup_id} has no good copy ({problems})",
+            "use another backup ('etcdops snapshot list --store all')",
         )
+    return [_store_source(stores[name], view.manifest) for name in view.good_in]
+
+
+def _store_source(store: Store, manifest: Manifest) -> BackupSource:
     return BackupSource(
-        label=f"backup {manifest.id}",
+        label=f"backup {manifest.id} in {store.name} store",
         size=manifest.object_size,
         opener=lambda: store.open_reader(manifest.object_key),
         manifest=manifest,
+        store=store.name,
     )
+
+
+def _first_good(
+    sources: list[BackupSource], attempt: Callable[[BackupSource], T], reporter: Reporter
+) -> tuple[BackupSource, T, list[str]]:
+    """Try each copy in turn: a copy that is unreachable or damaged gives way to the next."""
+    fallbacks: list[str] = []
+    for index, source in enumerate(sources):
+        try:
+            return source, attempt(source), fallbacks
+        except (StorageError, IntegrityError) as exc:
+            if index == len(sources) - 1:
+                raise
+            note = f"{source.label} failed ({exc.message}); reading {sources[index + 1].label}"
+            reporter.event(note)
+            fallbacks.append(note)
+    raise AssertionError("locate() returns at least one source")
 
 
 def _file_source(path: Path) -> BackupSource:
@@ -184,7 +229,9 @@ def _compare(
             )
 
 
-def _status(source: BackupSource, decoded: _Decoded, **found: int) -> SnapshotStatus:
+def _status(
+    source: BackupSource, decoded: _Decoded, fallbacks: list[str], **found: int
+) -> SnapshotStatus:
     manifest = source.manifest
     kind = "backup" if manifest else ("encrypted file" if source.encrypted else "plain snapshot")
     return SnapshotStatus(
@@ -202,15 +249,21 @@ def _status(source: BackupSource, decoded: _Decoded, **found: int) -> SnapshotSt
         stored_size=decoded.stored.size,
         db_sha256=decoded.db_sha256,
         checks=decoded.checks,
+        store=source.store,
+        fallbacks=tuple(fallbacks),
     )
 
 
-def snapshot_status(config: Config, ref: str, reporter: Reporter) -> SnapshotStatus:
+def snapshot_status(
+    config: Config, ref: str, reporter: Reporter, *, store: str | None = None
+) -> SnapshotStatus:
     """Read a backup or snapshot file end to end and report what it is and that it is intact."""
-    source = locate(config, ref)
-    decoded = _read(config, source, Discard(), reporter)
+    sources = locate(config, ref, reporter, store=store)
+    source, decoded, fallbacks = _first_good(
+        sources, lambda s: _read(config, s, Discard(), reporter), reporter
+    )
     if source.encrypted or source.path is None:
-        return _status(source, decoded)
+        return _status(source, decoded, fallbacks)
     # A plain snapshot has no manifest: etcdutl reads its revision and key count from bbolt.
     from etcdops.etcd.etcdutl import snapshot_status as etcdutl_status
 
@@ -219,23 +272,34 @@ def snapshot_status(config: Config, ref: str, reporter: Reporter) -> SnapshotSta
         decoded.stored, decoded.plain, decoded.db_sha256,
         decoded.checks + ("etcdutl snapshot status",),
     )
-    return _status(source, decoded, revision=found.revision, keys=found.total_keys)
+    return _status(source, decoded, fallbacks, revision=found.revision, keys=found.total_keys)
 
 
 def fetch_snapshot(
-    config: Config, ref: str, out: Path, reporter: Reporter, *, force: bool = False
+    config: Config,
+    ref: str,
+    out: Path,
+    reporter: Reporter,
+    *,
+    force: bool = False,
+    store: str | None = None,
 ) -> SnapshotStatus:
     """Write the plain snapshot of a backup to out, only once every check has passed."""
-    source = locate(config, ref)
-    if not source.encrypted:
-        raise UsageError(f"{source.label} is already a plain snapshot", "use it as it is")
     if out.exists() and not force:
         raise UsageError(f"{out} already exists", "choose another --out path or pass --force")
-    target = AtomicFile(out)
-    try:
-        decoded = _read(config, source, target, reporter)
-        target.commit()
-    except BaseException:
-        target.abort()
-        raise
-    return _status(source, decoded)
+    sources = locate(config, ref, reporter, store=store)
+    if not sources[0].encrypted:
+        raise UsageError(f"{sources[0].label} is already a plain snapshot", "use it as it is")
+
+    def attempt(source: BackupSource) -> _Decoded:
+        target = AtomicFile(out)
+        try:
+            decoded = _read(config, source, target, reporter)
+            target.commit()
+        except BaseException:
+            target.abort()
+            raise
+        return decoded
+
+    source, decoded, fallbacks = _first_good(sources, attempt, reporter)
+    return _status(source, decoded, fallbacks)

@@ -1,5 +1,6 @@
 """`etcdops snapshot`: take, list, check and fetch backups."""
 
+import enum
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,6 +10,7 @@ import typer
 from etcdops.cli import exitcodes
 from etcdops.cli.common import Invocation, command
 from etcdops.cli.render import key_values, table
+from etcdops.errors import UsageError
 from etcdops.units import format_duration, format_size
 
 app = typer.Typer(help="Take, list, check and fetch backups.", no_args_is_help=True)
@@ -61,48 +63,101 @@ def manifest_document(manifest: Any) -> dict[str, Any]:
     return json.loads(manifest.to_json())
 
 
+class StoreChoice(enum.StrEnum):
+    local = "local"
+    primary = "primary"
+    replica = "replica"
+    all = "all"
+
+
+class ReadStore(enum.StrEnum):
+    local = "local"
+    primary = "primary"
+    replica = "replica"
+
+
+FromOption = Annotated[
+    ReadStore | None,
+    typer.Option("--from", help="Read only this store [default: local, primary, then replica]."),
+]
+
+
 @app.command("list")
 @command
-def list_backups(run: Invocation) -> None:
-    """The catalogue: every backup with its revision, sizes and whether it is complete."""
-    from etcdops.catalog import Catalog
-    from etcdops.stores.local import LocalStore
+def list_backups(
+    run: Invocation,
+    store: Annotated[
+        StoreChoice, typer.Option("--store", help="Which store to list.")
+    ] = StoreChoice.all,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also show incomplete objects (no manifest).")
+    ] = False,
+) -> int:
+    """The catalogue: every backup, where it is, its revision and sizes, and if it is good."""
+    from etcdops.catalog import Catalog, combined_view
+    from etcdops.stores.configured import open_stores
 
     config = run.config()
-    entries = Catalog(LocalStore(config.local.dir), config.cluster).entries()
+    stores = open_stores(config)
+    if store is not StoreChoice.all:
+        if store.value not in stores:
+            raise UsageError(f"no {store.value} store is configured", "configure [s3] first")
+        stores = {store.value: stores[store.value]}
+    views, unreachable = combined_view(stores, config.cluster)
+    incomplete = {
+        name: [i.key for i in Catalog(s, config.cluster).incomplete()]
+        for name, s in stores.items() if show_all and name not in unreachable
+    }
     now = datetime.now(UTC)
-    doc = [
-        {
-            "id": e.manifest.id,
-            "created_at": e.manifest.created_at.isoformat(),
-            "revision": e.manifest.etcd.revision,
-            "keys": e.manifest.etcd.keys,
-            "snapshot_size": e.manifest.snapshot_size,
-            "stored_size": e.manifest.object_size,
-            "stores": [e.store],
-            "verified": e.good,
-            "problem": e.problem,
-        }
-        for e in entries
-    ]
+    doc = {
+        "backups": [
+            {
+                "id": v.manifest.id,
+                "created_at": v.manifest.created_at.isoformat(),
+                "revision": v.manifest.etcd.revision,
+                "keys": v.manifest.etcd.keys,
+                "snapshot_size": v.manifest.snapshot_size,
+                "stored_size": v.manifest.object_size,
+                "stores": v.copies,
+                "verified": len(v.good_in) == len(v.copies),
+            }
+            for v in views
+        ],
+        "unreachable": {name: str(exc) for name, exc in unreachable.items()},
+    } | ({"incomplete": incomplete} if show_all else {})
+
+    def condition(copies: dict[str, str | None]) -> str:
+        bad = {name: problem for name, problem in copies.items() if problem}
+        return "yes" if not bad else "NO: " + "; ".join(f"{n}: {p}" for n, p in bad.items())
+
     rows = [
         [
-            e.manifest.id,
-            f"{format_duration((now - e.manifest.created_at).total_seconds())} ago",
-            e.manifest.etcd.revision,
-            e.manifest.etcd.keys,
-            format_size(e.manifest.snapshot_size),
-            format_size(e.manifest.object_size),
-            e.store,
-            "yes" if e.good else f"NO: {e.problem}",
+            v.manifest.id,
+            f"{format_duration((now - v.manifest.created_at).total_seconds())} ago",
+            v.manifest.etcd.revision,
+            v.manifest.etcd.keys,
+            format_size(v.manifest.snapshot_size),
+            format_size(v.manifest.object_size),
+            " ".join(v.copies),
+            condition(v.copies),
         ]
-        for e in entries
+        for v in views
     ]
     columns = ["id", "created", "revision", "keys", "snapshot", "stored", "stores", "verified"]
-    run.emit(doc, lambda console: console.print(
-        table(f"backups of {config.cluster} in {config.local.dir}", columns, rows)
-        if rows else f"no backups of cluster '{config.cluster}' in {config.local.dir}"
-    ))
+
+    def render(console: Any) -> None:
+        if rows:
+            console.print(table(f"backups of {config.cluster}", columns, rows))
+        else:
+            console.print(f"no backups of cluster '{config.cluster}' in {', '.join(stores)}")
+        for name, keys in incomplete.items():
+            for key in keys:
+                console.print(f"incomplete (no manifest) in {name}: {key}", markup=False)
+
+    run.emit(doc, render)
+    for name, exc in unreachable.items():
+        run.warn(f"the {name} store could not be listed: {exc}")
+    return exitcodes.for_stores({name: str(exc) for name, exc in unreachable.items()})
 
 
 def _status_text(status: Any) -> Any:
@@ -117,16 +172,19 @@ def _status_text(status: Any) -> Any:
         ("snapshot size", format_size(status.snapshot_size)),
         ("stored size", format_size(status.stored_size)),
         ("db sha256", status.db_sha256),
+        *(("fell back", note) for note in status.fallbacks),
     ])
 
 
 @app.command("status")
 @command
-def status(run: Invocation, ref: RefArgument) -> None:
+def status(run: Invocation, ref: RefArgument, source: FromOption = None) -> None:
     """Read a backup or snapshot file end to end: integrity, revision, keys, sizes."""
     from etcdops.readback import snapshot_status
 
-    result = snapshot_status(run.config(), ref, run.reporter())
+    result = snapshot_status(
+        run.config(), ref, run.reporter(), store=source.value if source else None
+    )
     run.emit(result.as_dict(), lambda console: console.print(_status_text(result)))
 
 
@@ -136,14 +194,109 @@ def fetch(
     run: Invocation,
     ref: RefArgument,
     out: Annotated[Path, typer.Option("--out", help="Where to write the plain snapshot.")],
+    source: FromOption = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Download, check, decrypt and decompress a backup into a snapshot etcdutl restores."""
     from etcdops.readback import fetch_snapshot
 
-    result = fetch_snapshot(run.config(), ref, out, run.reporter(), force=force)
+    result = fetch_snapshot(
+        run.config(), ref, out, run.reporter(), force=force,
+        store=source.value if source else None,
+    )
     run.emit(result.as_dict() | {"out": str(out)}, lambda console: console.print(
         f"{out}: plain snapshot of {result.source}, {format_size(result.snapshot_size)}, "
         f"integrity ok; restore it with 'etcdutl snapshot restore {out} ...'",
         markup=False,
     ))
+
+
+@app.command("replicate")
+@command
+def replicate(
+    run: Invocation,
+    ref: Annotated[str | None, typer.Argument(help="The backup to copy (id or 'latest').")] = None,
+    missing: Annotated[
+        bool, typer.Option("--missing", help="Copy every good backup the S3 stores lack.")
+    ] = False,
+) -> int:
+    """Copy backups to the S3 primary and replica where they are not yet, and check them."""
+    from etcdops.replicate import replicate as replicate_backups
+    from etcdops.stores.configured import open_stores
+
+    if (ref is None) == (not missing):
+        raise UsageError("give either a backup REF or --missing", "e.g. 'snapshot replicate "
+                         "--missing' after a replica outage")
+    config = run.config()
+    report = replicate_backups(open_stores(config), config.cluster, run.reporter(), ref=ref)
+    doc = {
+        "copied": [{"id": i, "store": s} for i, s in report.copied],
+        "failed": [{"id": i, "store": s, "error": e} for i, s, e in report.failed],
+        "already_present": report.already,
+    }
+
+    def render(console: Any) -> None:
+        for backup_id, store_name in report.copied:
+            console.print(f"copied {backup_id} to {store_name}", markup=False)
+        console.print(f"{len(report.copied)} copied, {report.already} already in place, "
+                      f"{len(report.failed)} failed", markup=False)
+
+    run.emit(doc, render)
+    for backup_id, store_name, error in report.failed:
+        run.warn(f"could not copy {backup_id} to {store_name}: {error}")
+    return exitcodes.for_stores({s: e for _, s, e in report.failed})
+
+
+@app.command("prune")
+@command
+def prune(
+    run: Invocation,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show each decision; delete nothing.")
+    ] = False,
+    now: Annotated[
+        datetime | None,
+        typer.Option("--now", help="Decide as if it were this time (ISO-8601) [default: now].",
+                     formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    ] = None,
+) -> int:
+    """Apply retention to every store, saying why each backup is kept or deleted."""
+    from etcdops.prune import prune as prune_stores
+    from etcdops.stores.configured import open_stores
+
+    config = run.config()
+    moment = (now or datetime.now(UTC))
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    results = prune_stores(
+        open_stores(config), config.cluster, config.retention, moment, run.reporter(),
+        dry_run=dry_run,
+    )
+    doc = {
+        "now": moment.isoformat(),
+        "dry_run": dry_run,
+        "stores": {
+            r.store: {
+                "decisions": [
+                    {"id": d.candidate.id, "condition": d.candidate.condition.value,
+                     "action": "keep" if d.keep else "delete", "reasons": list(d.reasons)}
+                    for d in r.decisions
+                ],
+                "deleted": r.deleted,
+                "error": r.error,
+            }
+            for r in results
+        },
+    }
+
+    def render(console: Any) -> None:
+        for r in results:
+            rows = [[d.candidate.id, d.candidate.condition.value,
+                     "keep" if d.keep else ("would delete" if dry_run else "delete"),
+                     "; ".join(d.reasons)] for d in r.decisions]
+            console.print(table(f"{r.store} store", ["id", "condition", "action", "why"], rows))
+
+    run.emit(doc, render)
+    failures = {r.store: r.error for r in results if r.error}
+    for store_name, error in failures.items():
+        run.warn(f"pruning the {store_name} store failed: {error}")
+    return exitcodes.for_stores(failures)

@@ -51,9 +51,11 @@ def test_save_json_prints_the_manifest_and_list_shows_it(cli, etcd_loaded):
     assert manifest["etcd"]["keys"] == len(etcd_loaded.objects)
     listed = cli("snapshot", "list", "-o", "json")
     assert listed.exit_code == 0
-    [entry] = json.loads(listed.stdout)
+    [entry] = json.loads(listed.stdout)["backups"]
     assert entry["id"] == manifest["id"]
     assert entry["verified"] is True
+    assert entry["stores"] == {"local": None}
+    assert manifest["stored_in"] == ["local"] and manifest["failed"] == {}
     status = cli("snapshot", "status", manifest["id"][:12], "-o", "json")
     assert status.exit_code == 0, status.output
     assert json.loads(status.stdout)["integrity"] == "ok"
