@@ -77,12 +77,13 @@ class SnapshotStatus:
 
 def locate(
     config: Config, ref: str, reporter: Reporter, *, store: str | None = None
-) -> list[BackupSource]:
+) -> tuple[list[BackupSource], list[str]]:
     """Where to read a backup from, in the order to try: a file path, or an id (or unique
-    prefix, or 'latest') in each store holding a good copy (local, primary, then replica)."""
+    prefix, or 'latest') in each store holding a good copy (local, primary, then replica);
+    and a note for each store that could not even be listed."""
     path = Path(ref)
     if path.is_file():
-        return [_file_source(path)]
+        return [_file_source(path)], []
     if os.sep in ref or ref.endswith((".db", OBJECT_SUFFIX)):
         raise UsageError(f"file {ref} does not exist", "check the path")
     stores = open_stores(config)
@@ -93,8 +94,9 @@ def locate(
             )
         stores = {store: stores[store]}
     views, unreachable = combined_view(stores, config.cluster)
-    for name, exc in unreachable.items():
-        reporter.event(f"{name} store cannot be listed: {exc.message}")
+    notes = [f"{name} store could not be listed ({e.message})" for name, e in unreachable.items()]
+    for note in notes:
+        reporter.event(note)
     if not views and unreachable:
         raise next(iter(unreachable.values()))
     where = " or ".join(f"{name} store" for name in stores)
@@ -106,7 +108,7 @@ def locate(
             f"backup {backup_id} has no good copy ({problems})",
             "use another backup ('etcdops snapshot list --store all')",
         )
-    return [_store_source(stores[name], view.manifest) for name in view.good_in]
+    return [_store_source(stores[name], view.manifest) for name in view.good_in], notes
 
 
 def _store_source(store: Store, manifest: Manifest) -> BackupSource:
@@ -120,10 +122,13 @@ def _store_source(store: Store, manifest: Manifest) -> BackupSource:
 
 
 def _first_good(
-    sources: list[BackupSource], attempt: Callable[[BackupSource], T], reporter: Reporter
+    located: tuple[list[BackupSource], list[str]],
+    attempt: Callable[[BackupSource], T],
+    reporter: Reporter,
 ) -> tuple[BackupSource, T, list[str]]:
     """Try each copy in turn: a copy that is unreachable or damaged gives way to the next."""
-    fallbacks: list[str] = []
+    sources, notes = located
+    fallbacks = list(notes)
     for index, source in enumerate(sources):
         try:
             return source, attempt(source), fallbacks
@@ -258,9 +263,10 @@ def snapshot_status(
     config: Config, ref: str, reporter: Reporter, *, store: str | None = None
 ) -> SnapshotStatus:
     """Read a backup or snapshot file end to end and report what it is and that it is intact."""
-    sources = locate(config, ref, reporter, store=store)
     source, decoded, fallbacks = _first_good(
-        sources, lambda s: _read(config, s, Discard(), reporter), reporter
+        locate(config, ref, reporter, store=store),
+        lambda s: _read(config, s, Discard(), reporter),
+        reporter,
     )
     if source.encrypted or source.path is None:
         return _status(source, decoded, fallbacks)
@@ -287,9 +293,9 @@ def fetch_snapshot(
     """Write the plain snapshot of a backup to out, only once every check has passed."""
     if out.exists() and not force:
         raise UsageError(f"{out} already exists", "choose another --out path or pass --force")
-    sources = locate(config, ref, reporter, store=store)
-    if not sources[0].encrypted:
-        raise UsageError(f"{sources[0].label} is already a plain snapshot", "use it as it is")
+    located = locate(config, ref, reporter, store=store)
+    if not located[0][0].encrypted:
+        raise UsageError(f"{located[0][0].label} is already a plain snapshot", "use it as it is")
 
     def attempt(source: BackupSource) -> _Decoded:
         target = AtomicFile(out)
@@ -301,5 +307,5 @@ def fetch_snapshot(
             raise
         return decoded
 
-    source, decoded, fallbacks = _first_good(sources, attempt, reporter)
+    source, decoded, fallbacks = _first_good(located, attempt, reporter)
     return _status(source, decoded, fallbacks)

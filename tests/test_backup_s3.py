@@ -1,0 +1,221 @@
+"""Backups in two S3 regions on a real (moto) S3 server over HTTP, with faults injected."""
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from etcdops.cli.main import app
+from etcdops.config import RetentionConfig, S3Config
+from etcdops.prune import prune
+from etcdops.readback import fetch_snapshot, snapshot_status
+from etcdops.report import LogReporter
+from etcdops.snapshot import save_snapshot
+from etcdops.stores.configured import open_stores
+from tests.s3proxy import upload_part
+
+
+def with_s3(config, s3, *, primary_url=None, replica_url=None):
+    primary = dataclasses.replace(s3.primary, endpoint_url=primary_url or s3.endpoint_url)
+    replica = dataclasses.replace(s3.replica, endpoint_url=replica_url or s3.endpoint_url)
+    return dataclasses.replace(
+        config, s3=S3Config(**dataclasses.asdict(primary), replica=replica)
+    )
+
+
+def toml_for(config, path):
+    """The config as an operator's etcdops.toml."""
+    lines = [f'cluster = "{config.cluster}"', "[etcd]",
+             f'endpoints = ["{config.etcd.endpoints[0]}"]', "[encryption]",
+             f'recipients = ["{config.encryption.recipients[0]}"]',
+             f'identity_file = "{config.encryption.identity_file}"',
+             "[local]", f'dir = "{config.local.dir}"']
+    for table, location in (("s3", config.s3), ("s3.replica", config.s3.replica)):
+        lines.append(f"[{table}]")
+        for name in ("bucket", "region", "prefix", "endpoint_url"):
+            lines.append(f'{name} = "{getattr(location, name)}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def keys_in(client, bucket):
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+@pytest.fixture
+def etcd_big(etcd_loaded):
+    """etcd_loaded plus 24 MiB that does not compress: the object spans several parts."""
+    import etcd3
+
+    host, port = etcd_loaded.cluster.client_urls[0].removeprefix("http://").split(":")
+    with etcd3.client(host=host, port=int(port)) as client:
+        for index in range(24):
+            client.put(f"/registry/secrets/big/blob-{index}", os.urandom(1 << 20))
+    return etcd_loaded
+
+
+def test_save_lands_in_both_regions_with_manifests(backup_config, s3):
+    config = with_s3(backup_config, s3)
+    result = save_snapshot(config, LogReporter())
+    assert result.stored == ("local", "primary", "replica")
+    assert result.failures == {}
+    manifest = result.manifest
+    primary_keys = keys_in(s3.client("us-east-1"), "etcdops-primary")
+    replica_keys = keys_in(s3.client("us-west-2"), "etcdops-replica")
+    assert primary_keys == ["backups/" + manifest.object_key, "backups/" + manifest.manifest_key]
+    assert replica_keys == [manifest.object_key, manifest.manifest_key]
+    body = s3.client("us-west-2").get_object(Bucket="etcdops-replica", Key=manifest.object_key)
+    assert hashlib.sha256(body["Body"].read()).hexdigest() == manifest.object_sha256
+    status = snapshot_status(config, manifest.id, LogReporter(), store="replica")
+    assert status.store == "replica" and status.fallbacks == ()
+
+
+def test_replica_region_down_is_partial_and_replicate_heals_it(
+    backup_config, s3, s3_proxy, tmp_path
+):
+    dead = s3_proxy()
+    dead.down()
+    broken = toml_for(with_s3(backup_config, s3, replica_url=dead.url), tmp_path / "broken.toml")
+    runner = CliRunner()
+    saved = runner.invoke(app, ["snapshot", "save", "-o", "json", "--config", str(broken)])
+    assert saved.exit_code == 3, saved.output
+    doc = json.loads(saved.stdout)
+    assert doc["stored_in"] == ["local", "primary"]
+    assert "replica" in doc["failed"]
+    assert "warning: backup" in saved.stderr and "replica" in saved.stderr
+
+    healthy = toml_for(with_s3(backup_config, s3), tmp_path / "healthy.toml")
+    listed = json.loads(runner.invoke(app, ["snapshot", "list", "-o", "json", "--config",
+                                            str(healthy)]).stdout)
+    assert listed["backups"][0]["stores"] == {"local": None, "primary": None}
+    healed = runner.invoke(app, ["snapshot", "replicate", "--missing", "-o", "json",
+                                 "--config", str(healthy)])
+    assert healed.exit_code == 0, healed.output
+    assert json.loads(healed.stdout)["copied"] == [{"id": doc["id"], "store": "replica"}]
+    listed = json.loads(runner.invoke(app, ["snapshot", "list", "-o", "json", "--config",
+                                            str(healthy)]).stdout)
+    assert listed["backups"][0]["stores"] == {"local": None, "primary": None, "replica": None}
+    again = runner.invoke(app, ["snapshot", "replicate", "--missing", "-o", "json",
+                                "--config", str(healthy)])
+    assert json.loads(again.stdout)["copied"] == []
+
+
+def test_corrupt_primary_copy_falls_back_to_the_replica(backup_config, s3, tmp_path):
+    config = with_s3(backup_config, s3)
+    manifest = save_snapshot(config, LogReporter()).manifest
+    (config.local.dir / manifest.object_key).unlink()  # this host lost its local copy
+    client = s3.client("us-east-1")
+    key = "backups/" + manifest.object_key
+    data = bytearray(client.get_object(Bucket="etcdops-primary", Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01  # same size: only reading it end to end finds the damage
+    client.put_object(Bucket="etcdops-primary", Key=key, Body=bytes(data))
+
+    status = snapshot_status(config, manifest.id, LogReporter())
+    assert status.store == "replica"
+    assert any("primary store failed" in note for note in status.fallbacks)
+    out = tmp_path / "restore.db"
+    fetched = fetch_snapshot(config, "latest", out, LogReporter())
+    assert fetched.store == "replica"
+    assert fetched.db_sha256 == manifest.snapshot_db_sha256
+
+
+def test_unreachable_primary_region_reads_from_the_replica(backup_config, s3, s3_proxy):
+    manifest = save_snapshot(with_s3(backup_config, s3), LogReporter()).manifest
+    (backup_config.local.dir / manifest.object_key).unlink()
+    dead = s3_proxy()
+    dead.down()
+    config = with_s3(backup_config, s3, primary_url=dead.url)
+    status = snapshot_status(config, manifest.id, LogReporter())
+    assert status.store == "replica"
+    assert any("primary store could not be listed" in note for note in status.fallbacks)
+
+
+def test_a_transient_part_failure_is_retried(backup_config, etcd_big, s3, s3_proxy):
+    proxy = s3_proxy()
+    proxy.fail(upload_part(2), times=1)
+    result = save_snapshot(with_s3(backup_config, s3, primary_url=proxy.url), LogReporter())
+    assert result.stored == ("local", "primary", "replica")
+    assert proxy.count(upload_part(2)) == 2  # failed once, retried once
+    assert result.manifest.object_size > 16 << 20
+
+
+def test_a_failing_primary_upload_is_aborted_and_the_local_copy_kept(
+    backup_config, etcd_big, s3, s3_proxy, tmp_path
+):
+    proxy = s3_proxy()
+    proxy.fail(upload_part(2), times=100)
+    config = with_s3(backup_config, s3, primary_url=proxy.url)
+    result = CliRunner().invoke(
+        app, ["snapshot", "save", "-o", "json", "--config", str(toml_for(config, tmp_path / "c"))]
+    )
+    assert result.exit_code == 14, result.output
+    doc = json.loads(result.stdout)
+    assert doc["stored_in"] == ["local", "replica"]  # the replica was filled from local
+    assert "primary" in doc["failed"]
+    assert keys_in(s3.client(), "etcdops-primary") == []
+    assert open_stores(with_s3(backup_config, s3))["primary"].incomplete_uploads() == []
+
+
+def test_sigterm_during_an_upload_aborts_it(backup_config, etcd_big, s3, tmp_path):
+    from tests.faultproxy import FaultProxy, Faults
+
+    host, port = etcd_big.cluster.client_urls[0].removeprefix("http://").split(":")
+    slow = FaultProxy(host, int(port), Faults(delay_per_chunk=0.02))
+    config = with_s3(backup_config, s3)
+    config = dataclasses.replace(
+        config, etcd=dataclasses.replace(config.etcd, endpoints=(slow.url,))
+    )
+    primary = open_stores(config)["primary"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etcdops", "snapshot", "save", "--config",
+         str(toml_for(config, tmp_path / "etcdops.toml"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=60)
+        while not primary.incomplete_uploads():
+            assert process.poll() is None, process.communicate()
+            assert datetime.now(UTC) < deadline, "no multipart upload started"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        slow.close()
+    assert process.returncode == 130, stderr
+    assert primary.incomplete_uploads() == []
+    assert keys_in(s3.client(), "etcdops-primary") == []
+    assert not list(config.local.dir.rglob("*.manifest.json"))
+
+
+def test_prune_applies_retention_to_every_store(backup_config, s3):
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    config = with_s3(backup_config, s3)
+    ids = {}
+    for hours in (50, 30, 26, 1):
+        moment = now - timedelta(hours=hours)
+        ids[hours] = save_snapshot(config, LogReporter(), clock=lambda m=moment: m).manifest.id
+    stores = open_stores(config)
+    policy = RetentionConfig(keep_within=24 * 3600, keep_min=2)
+
+    planned = prune(stores, config.cluster, policy, now, LogReporter(), dry_run=True)
+    assert all(r.deleted == [] for r in planned)
+    assert len(keys_in(s3.client(), "etcdops-primary")) == 8
+
+    results = prune(stores, config.cluster, policy, now, LogReporter())
+    for result in results:
+        assert result.error is None
+        assert sorted(result.deleted) == sorted([ids[50], ids[30]])
+        kept = {d.candidate.id: d.reasons for d in result.decisions if d.keep}
+        assert set(kept) == {ids[26], ids[1]}
+        assert "keep_min" in kept[ids[26]][0]
+    for client, bucket in ((s3.client(), "etcdops-primary"),
+                           (s3.client("us-west-2"), "etcdops-replica")):
+        remaining = keys_in(client, bucket)
+        assert len(remaining) == 4
+        assert not any(ids[50] in key or ids[30] in key for key in remaining)
