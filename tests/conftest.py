@@ -8,25 +8,29 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import etcd3
+import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from etcdops.config import Config, EncryptionConfig, EtcdConfig, LocalConfig
+from etcdops.config import Config, EncryptionConfig, EtcdConfig, LocalConfig, S3Location
 from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.client import EtcdSession
 from etcdops.etcd.local import LocalCluster, TLSFiles, free_port
 from etcdops.sample import kubernetes_objects, load_kubernetes_objects
 from tests.faultproxy import FaultProxy, Faults
+from tests.s3proxy import S3FaultProxy
 
 # --- etcd clusters -----------------------------------------------------------------------------
 
@@ -263,3 +267,149 @@ def slow_etcd_proxy(etcd_loaded: LoadedEtcd) -> Iterator[FaultProxy]:
     proxy = FaultProxy(host, int(port), Faults(delay_per_chunk=0.5))
     yield proxy
     proxy.close()
+
+
+# --- maintenance -------------------------------------------------------------------------------
+
+CHURN_KEYS = 100
+CHURN_VALUE_SIZE = 16 * 1024
+TINY_QUOTA = 16 * 1024 * 1024
+
+
+@pytest.fixture
+def etcd_churned3(
+    etcd_cluster3: LocalCluster, etcd3_client: Callable[[str], etcd3.Etcd3Client]
+) -> LocalCluster:
+    """etcd_cluster3 after puts and deletes, compacted: megabytes of free pages on each member."""
+    client = etcd3_client(etcd_cluster3.client_urls[0])
+    keys = [f"/registry/configmaps/churn/cm-{index}".encode() for index in range(CHURN_KEYS)]
+    with EtcdSession(etcd_cluster3.etcd_config()) as session:
+        for _ in range(5):
+            for start in range(0, CHURN_KEYS, 25):
+                session.put_many([(key, b"x" * CHURN_VALUE_SIZE) for key in keys[start:start + 25]])
+    for key in keys[::2]:
+        client.delete(key)
+    # history is in use until compacted; compaction turns it into free pages for defrag
+    client.compact(client.get_response("/").header.revision, physical=True)
+    wait_for_stable_sizes(etcd_cluster3)
+    # bbolt frees the compacted pages at the next write's commit: until then they count in use
+    client.put("/registry/configmaps/churn/after-compaction", "x")
+    wait_for_stable_sizes(etcd_cluster3)
+    return etcd_cluster3
+
+
+def wait_for_stable_sizes(cluster: LocalCluster, timeout: float = 15.0) -> None:
+    """Wait until no member's db size changes: each applies a compaction on its own time."""
+    deadline = time.monotonic() + timeout
+    previous = None
+    with EtcdSession(cluster.etcd_config()) as session:
+        while time.monotonic() < deadline:
+            current = [(s.db_size, s.db_size_in_use) for s in session.statuses()]
+            if current == previous:
+                return
+            previous = current
+            time.sleep(0.3)  # longer than etcd's 100 ms backend commit interval
+    raise AssertionError(f"db sizes still changing after {timeout}s: {previous}")
+
+
+@pytest.fixture
+def etcd_tiny_quota(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A running one-member cluster whose --quota-backend-bytes is 16 MiB: NOSPACE is near."""
+    with LocalCluster.single(tmp_path / "etcd-tiny", quota_backend_bytes=TINY_QUOTA) as cluster:
+        yield cluster
+
+
+def fill_until_nospace(client: etcd3.Etcd3Client) -> int:
+    """Overwrite four keys with 512 KiB values until etcd refuses: returns the puts accepted."""
+    value = b"n" * (512 * 1024)
+    for count in range(4 * TINY_QUOTA // len(value)):
+        try:
+            client.put(f"/registry/secrets/fill/s-{count % 4}", value)
+        except grpc.RpcError as exc:  # python-etcd3 passes RESOURCE_EXHAUSTED through
+            assert "database space exceeded" in exc.details(), exc
+            return count
+    raise AssertionError("etcd never raised NOSPACE")
+
+
+# --- S3 (moto) ---------------------------------------------------------------------------------
+
+
+class S3Env(NamedTuple):
+    endpoint_url: str  # the moto server
+    primary: S3Location  # bucket etcdops-primary in us-east-1, prefix "backups/"
+    replica: S3Location  # bucket etcdops-replica in us-west-2, no prefix
+
+    def client(self, region: str = "us-east-1") -> Any:
+        """A plain boto3 S3 client on moto, to look at what a store wrote."""
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        return boto3.client(
+            "s3",
+            region_name=region,
+            endpoint_url=self.endpoint_url,
+            config=BotoConfig(s3={"addressing_style": "path"}),
+        )
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """One moto server on a free loopback port for the session; its endpoint URL."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake credentials only: no profile, config file, instance role or endpoint from the host."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def s3(moto_server: str, aws_env: None) -> S3Env:
+    """Empty moto with the primary bucket in us-east-1 and the replica bucket in us-west-2."""
+    import urllib.request
+
+    reset = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
+    env = S3Env(
+        moto_server,
+        S3Location(bucket="etcdops-primary", region="us-east-1", prefix="backups/",
+                   endpoint_url=moto_server),
+        S3Location(bucket="etcdops-replica", region="us-west-2", endpoint_url=moto_server),
+    )
+    env.client("us-east-1").create_bucket(Bucket=env.primary.bucket)
+    env.client("us-west-2").create_bucket(
+        Bucket=env.replica.bucket,
+        CreateBucketConfiguration={"LocationConstraint": "us-west-2"},
+    )
+    return env
+
+
+@pytest.fixture
+def s3_proxy(moto_server: str) -> Iterator[Callable[[], S3FaultProxy]]:
+    """Starts S3 fault proxies in front of moto (point an S3Location's endpoint_url at .url)."""
+    proxies: list[S3FaultProxy] = []
+
+    def start() -> S3FaultProxy:
+        proxies.append(S3FaultProxy(moto_server))
+        return proxies[-1]
+
+    yield start
+    for proxy in proxies:
+        proxy.close()

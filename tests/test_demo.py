@@ -17,13 +17,16 @@ def test_demo_runs_the_whole_job_as_a_real_process_and_cleans_up():
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert [s["name"] for s in report["steps"]] == [
-        "start etcd", "load objects", "generate key", "snapshot save", "snapshot status",
-        "snapshot fetch",
+    steps = {s["name"]: s["detail"] for s in report["steps"]}
+    assert list(steps) == [
+        "start etcd", "start S3", "load objects", "generate key", "snapshot save",
+        "snapshot list", "snapshot status", "snapshot fetch",
     ]
-    assert "400 Kubernetes objects" in report["steps"][1]["detail"]
-    assert "integrity ok" in report["steps"][4]["detail"]
-    assert "400 keys" in report["steps"][4]["detail"]
+    assert "400 Kubernetes objects" in steps["load objects"]
+    assert "in local, primary, replica" in steps["snapshot save"]
+    assert "verified in local, primary, replica" in steps["snapshot list"]
+    assert "read from the replica region: integrity ok" in steps["snapshot status"]
+    assert "400 keys" in steps["snapshot status"]
     assert not Path(report["workdir"]).exists()
 
 

@@ -6,11 +6,20 @@ import pytest
 
 from etcdops.errors import NotFoundError, UsageError
 from etcdops.stores.local import LocalStore
+from etcdops.stores.s3 import MIN_PART_SIZE, S3Store
+
+# more than two parts of the S3 stores' part size: a multipart upload, not a single PUT
+LARGE = 2 * MIN_PART_SIZE + 123_457
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "s3-primary", "s3-replica"])
 def store(request, tmp_path):
-    return LocalStore(tmp_path / "store")
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    s3 = request.getfixturevalue("s3")
+    location = s3.primary if request.param == "s3-primary" else s3.replica
+    # S3's smallest part size, so that the 3 MiB objects below are single PUTs, LARGE is not
+    return S3Store(location, request.param.removeprefix("s3-"), part_size=MIN_PART_SIZE)
 
 
 def put_stream(store, key, chunks):
@@ -75,3 +84,55 @@ def test_delete(store):
 def test_keys_cannot_escape(store, key):
     with pytest.raises(UsageError):
         store.head(key)
+
+
+def test_stream_of_many_parts_reads_back_in_pieces(store):
+    data, mib = os.urandom(LARGE), 1 << 20
+    put_stream(store, "c/snapshots/big.bin", [data[i:i + mib] for i in range(0, LARGE, mib)])
+    assert store.head("c/snapshots/big.bin").size == LARGE
+    pieces = []
+    with store.open_reader("c/snapshots/big.bin") as reader:
+        while piece := reader.read(mib):
+            assert len(piece) <= mib
+            pieces.append(piece)
+    assert b"".join(pieces) == data
+
+
+def test_abort_of_a_many_part_write_leaves_nothing(store):
+    writer = store.open_writer("c/big.bin")
+    writer.write(os.urandom(LARGE))
+    assert store.head("c/big.bin") is None
+    writer.abort()
+    writer.abort()  # a second abort (an error path after a failed commit) is harmless
+    assert store.head("c/big.bin") is None
+    assert list(store.list("")) == []
+
+
+def test_empty_object(store):
+    put_stream(store, "c/empty", [])
+    assert store.head("c/empty").size == 0
+    assert store.get_bytes("c/empty") == b""
+
+
+def test_writer_overwrite_keeps_old_object_until_commit(store):
+    store.put_bytes("c/m.json", b"old")
+    writer = store.open_writer("c/m.json")
+    writer.write(b"new, longer")
+    assert store.get_bytes("c/m.json") == b"old"
+    writer.commit()
+    assert store.get_bytes("c/m.json") == b"new, longer"
+    writer.abort()  # abort after commit changes nothing
+    assert store.get_bytes("c/m.json") == b"new, longer"
+    aborted = store.open_writer("c/m.json")
+    aborted.write(b"never")
+    aborted.abort()
+    assert store.get_bytes("c/m.json") == b"new, longer"
+
+
+def test_list_reports_size_and_aware_time_and_matches_partial_names(store):
+    store.put_bytes("c/snapshots/x.db", b"12345")
+    store.put_bytes("c/snap-other", b"1")
+    store.put_bytes("c/other", b"1")
+    infos = list(store.list("c/snap"))
+    assert [(i.key, i.size) for i in infos] == [("c/snap-other", 1), ("c/snapshots/x.db", 5)]
+    assert all(i.modified.tzinfo is not None for i in infos)

@@ -1,0 +1,304 @@
+"""The S3 store against a real moto server over HTTP, with faults injected by an HTTP proxy."""
+
+import dataclasses
+import hashlib
+import os
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+import pytest
+
+from etcdops.errors import ConfigError, NotFoundError, StorageError
+from etcdops.stores.s3 import (
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    MiB,
+    S3Store,
+    choose_part_size,
+    composite_checksum,
+)
+from tests.faultproxy import FaultProxy, Faults
+from tests.s3proxy import complete_upload, upload_part
+
+PART = MIN_PART_SIZE
+KEY = "c/snapshots/2026/11/25/ID.db.zst.age"
+
+
+def primary(location, **options):
+    return S3Store(location, "primary", part_size=PART, **options)
+
+
+def write(store, key, data, chunk=1 << 20):
+    writer = store.open_writer(key)
+    for start in range(0, len(data), chunk):
+        writer.write(data[start:start + chunk])
+    writer.commit()
+
+
+def raw_head(s3, location, key):
+    client = s3.client(location.region)
+    key = location.prefix + key
+    return client.head_object(Bucket=location.bucket, Key=key, ChecksumMode="ENABLED")
+
+
+def through(proxy, location):
+    return dataclasses.replace(location, endpoint_url=proxy.url)
+
+
+def assert_nothing_left(store, key=KEY):
+    assert store.head(key) is None
+    assert store.incomplete_uploads() == []
+
+
+def test_import_does_not_load_botocore():
+    code = "import sys, etcdops.stores.s3; assert not {'boto3', 'botocore'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("size", [1, 200 * MiB, 8 * 1024 * MiB, 500 * 1024 * MiB])
+def test_part_size_keeps_objects_under_10000_parts(size):
+    part_size = choose_part_size(size)
+    assert part_size >= 8 * MiB and part_size % MiB == 0
+    # room for a stream 5% bigger than announced
+    assert size * 1.05 / part_size < MAX_PARTS
+
+
+def test_part_size_without_expected_size_is_8_mib():
+    assert choose_part_size(None) == 8 * MiB
+
+
+@pytest.mark.parametrize("size", [0, 1, PART - 1, PART, PART + 1, 3 * PART])
+def test_round_trip(s3, size):
+    store = primary(s3.primary)
+    data = os.urandom(size)
+    write(store, KEY, data)
+    assert hashlib.sha256(store.get_bytes(KEY)).digest() == hashlib.sha256(data).digest()
+    parts = -(-size // PART)
+    etag = raw_head(s3, s3.primary, KEY)["ETag"]
+    assert etag.endswith(f'-{parts}"') if parts > 1 else "-" not in etag
+    assert store.incomplete_uploads() == []
+
+
+def test_composite_checksum_is_what_s3_computes(s3):
+    store = primary(s3.primary)
+    data = os.urandom(2 * PART + 10)
+    write(store, KEY, data)
+    digests = [hashlib.sha256(data[i:i + PART]).digest() for i in range(0, len(data), PART)]
+    stored = raw_head(s3, s3.primary, KEY)["ChecksumSHA256"]
+    # moto omits the "-3" that real S3 appends
+    assert stored.partition("-")[0] == composite_checksum(digests).partition("-")[0]
+
+
+def test_every_part_carries_its_sha256(s3, s3_proxy):
+    proxy = s3_proxy()
+    write(primary(through(proxy, s3.primary)), KEY, os.urandom(2 * PART + 1))
+    parts = [r for r in proxy.requests if r.param("partNumber")]
+    assert len(parts) == 3
+    assert all("x-amz-checksum-sha256" in r.headers for r in parts)
+
+
+def test_parts_in_flight_are_bounded(s3, s3_proxy):
+    proxy = s3_proxy()
+    proxy.delay(lambda r: r.param("partNumber") is not None, 0.2)
+    store = primary(through(proxy, s3.primary), max_concurrency=2)
+    data = os.urandom(6 * PART + 1)
+    write(store, KEY, data)
+    assert proxy.peak_in_flight == 2
+    assert store.get_bytes(KEY) == data
+
+
+def test_abort_leaves_no_parts_and_no_object(s3):
+    store = primary(s3.primary)
+    writer = store.open_writer(KEY)
+    writer.write(os.urandom(2 * PART + PART // 2))
+    assert store.incomplete_uploads() == [KEY]  # the upload really was in progress
+    writer.abort()
+    assert_nothing_left(store)
+    writer.abort()
+    with pytest.raises(StorageError, match="aborted"):
+        writer.write(b"more")
+    with pytest.raises(StorageError, match="aborted"):
+        writer.commit()
+
+
+def test_a_transient_500_on_a_part_is_retried(s3, s3_proxy):
+    proxy = s3_proxy()
+    proxy.fail(upload_part(2))
+    data = os.urandom(3 * PART)
+    write(primary(through(proxy, s3.primary)), KEY, data)
+    assert proxy.count(upload_part(2)) == 2
+    assert primary(s3.primary).get_bytes(KEY) == data
+
+
+def test_repeated_500s_abort_the_upload(s3, s3_proxy):
+    proxy = s3_proxy()
+    # botocore's max_attempts=5 counts retries: the first attempt and 5 retries all fail
+    proxy.fail(upload_part(2), times=6)
+    with pytest.raises(StorageError) as caught:
+        write(primary(through(proxy, s3.primary)), KEY, os.urandom(3 * PART))
+    assert caught.value.retryable
+    assert "primary" in caught.value.message and "etcdops-primary" in caught.value.message
+    assert "InternalError" in caught.value.message
+    assert proxy.count(upload_part(2)) == 6
+    assert_nothing_left(primary(s3.primary))
+
+
+def test_a_connection_reset_mid_part_is_retried(s3, s3_proxy):
+    proxy = s3_proxy()
+    proxy.reset(upload_part(2))
+    data = os.urandom(2 * PART + 1)
+    write(primary(through(proxy, s3.primary)), KEY, data)
+    assert proxy.count(upload_part(2)) == 2
+    assert primary(s3.primary).get_bytes(KEY) == data
+
+
+def test_a_lost_reply_to_complete_is_retried_and_checked(s3, s3_proxy):
+    proxy = s3_proxy()
+    proxy.reset(complete_upload, after_forward=True)
+    data = os.urandom(PART + 1)
+    write(primary(through(proxy, s3.primary)), KEY, data)
+    assert proxy.count(complete_upload) == 2
+    assert primary(s3.primary).get_bytes(KEY) == data
+
+
+def test_access_denied_is_not_retried(s3, s3_proxy):
+    proxy = s3_proxy()
+    proxy.fail(lambda r: r.method == "PUT", status=403, code="AccessDenied")
+    with pytest.raises(StorageError) as caught:
+        primary(through(proxy, s3.primary)).put_bytes(KEY, b"manifest")
+    assert not caught.value.retryable
+    assert "access denied" in caught.value.message and "credential" in caught.value.hint
+    assert proxy.count(lambda r: r.method == "PUT") == 1
+
+
+@pytest.mark.parametrize(
+    "faults, words",
+    [(Faults(cut_after=1 << 20), "connection"), (Faults(flip_at=100_000), "checksum")],
+)
+def test_a_damaged_download_is_a_retryable_error(s3, faults, words):
+    primary(s3.primary).put_bytes(KEY, os.urandom(2 * PART))
+    target = urlsplit(s3.endpoint_url)
+    proxy = FaultProxy(target.hostname, target.port, faults)
+    try:
+        store = primary(dataclasses.replace(s3.primary, endpoint_url=proxy.url))
+        with pytest.raises(StorageError, match=words) as caught, store.open_reader(KEY) as reader:
+            while reader.read(1 << 16):
+                pass
+    finally:
+        proxy.close()
+    assert caught.value.retryable and KEY in caught.value.message
+
+
+def test_endpoint_down(s3, s3_proxy):
+    proxy = s3_proxy()
+    store = primary(through(proxy, s3.primary))
+    store.put_bytes(KEY, b"x")  # leaves a pooled connection open, which must fail too
+    proxy.down()
+    for action in (lambda: store.put_bytes(KEY, b"y"), lambda: list(store.list("c/"))):
+        with pytest.raises(StorageError) as caught:
+            action()
+        assert caught.value.retryable
+        assert proxy.url in caught.value.message and "primary" in caught.value.message
+
+
+def test_missing_bucket_is_named(s3):
+    store = primary(dataclasses.replace(s3.primary, bucket="etcdops-missing"))
+    actions = [
+        lambda: store.put_bytes(KEY, b"x"),
+        lambda: list(store.list("")),
+        lambda: write(store, KEY, os.urandom(PART + 1)),
+        lambda: store.open_reader(KEY),
+    ]
+    for action in actions:
+        with pytest.raises(StorageError) as caught:
+            action()
+        assert not isinstance(caught.value, NotFoundError)
+        assert "etcdops-missing" in caught.value.message and "us-east-1" in caught.value.message
+        assert "s3.bucket" in caught.value.hint
+
+
+def test_no_credentials_is_a_configuration_error(s3, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(ConfigError, match="no AWS credentials") as caught:
+        primary(s3.primary).put_bytes(KEY, b"x")
+    assert "AWS_ACCESS_KEY_ID" in caught.value.hint
+
+
+def test_kms_key_without_kms_encryption_is_a_configuration_error(s3):
+    location = dataclasses.replace(s3.primary, sse="AES256", kms_key_id="alias/etcdops")
+    with pytest.raises(ConfigError, match=r"s3\.kms_key_id"):
+        S3Store(location, "primary")
+
+
+def test_encryption_and_storage_class_on_every_object(s3):
+    location = dataclasses.replace(s3.primary, sse="AES256", storage_class="STANDARD_IA")
+    store = primary(location)
+    store.put_bytes("c/m.json", b"{}")
+    write(store, "c/small", os.urandom(10))
+    write(store, "c/big", os.urandom(PART + 1))
+    for key in ("c/m.json", "c/small", "c/big"):
+        head = raw_head(s3, location, key)
+        assert (head["ServerSideEncryption"], head["StorageClass"]) == ("AES256", "STANDARD_IA")
+
+
+def test_kms_key_is_recorded(s3):
+    key_id = "arn:aws:kms:us-west-2:123456789012:key/etcdops"
+    location = dataclasses.replace(s3.replica, sse="aws:kms", kms_key_id=key_id)
+    S3Store(location, "replica").put_bytes(KEY, b"x")
+    head = raw_head(s3, location, KEY)
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key_id)
+
+
+@pytest.mark.parametrize("threshold, etag_suffix", [(5 * 1024**3, '"'), (PART, '-3"')])
+def test_copy_to_the_replica(s3, threshold, etag_suffix):
+    source = primary(s3.primary)
+    data = os.urandom(2 * PART + 7)
+    write(source, KEY, data)
+    location = dataclasses.replace(s3.replica, storage_class="ONEZONE_IA")
+    replica = S3Store(location, "replica", part_size=PART, copy_part_threshold=threshold)
+    replica.copy_from(source, KEY, len(data))
+    assert replica.get_bytes(KEY) == data
+    head = raw_head(s3, location, KEY)
+    # CopyObject gives a plain ETag, UploadPartCopy a multipart one ending in the part count
+    assert head["ETag"].endswith(etag_suffix) and ("-" in head["ETag"]) == (etag_suffix != '"')
+    assert head["StorageClass"] == "ONEZONE_IA"
+    assert replica.incomplete_uploads() == []
+
+
+@pytest.mark.parametrize("threshold", [5 * 1024**3, PART])
+def test_copy_of_a_missing_source(s3, threshold):
+    replica = S3Store(s3.replica, "replica", part_size=PART, copy_part_threshold=threshold)
+    with pytest.raises(NotFoundError, match="etcdops-primary"):
+        replica.copy_from(primary(s3.primary), KEY, 3 * PART)
+    assert_nothing_left(replica)
+
+
+def test_copy_checks_the_source_size(s3):
+    source = primary(s3.primary)
+    source.put_bytes(KEY, b"12345")
+    replica = S3Store(s3.replica, "replica")
+    with pytest.raises(StorageError, match="5 bytes"):
+        replica.copy_from(source, KEY, 4)
+    assert_nothing_left(replica)
+
+
+def test_prefix_is_the_stores_own(s3):
+    store = primary(s3.primary)
+    store.put_bytes("c/a", b"x")
+    listed = s3.client().list_objects_v2(Bucket="etcdops-primary")["Contents"]
+    assert [o["Key"] for o in listed] == ["backups/c/a"]
+    assert [i.key for i in store.list("c/")] == ["c/a"]
+    assert store.describe("c/a") == "s3://etcdops-primary/backups/c/a (us-east-1)"
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1"])
+def test_create_bucket_in_the_stores_region(s3, region):
+    location = dataclasses.replace(s3.primary, bucket="etcdops-new", region=region)
+    store = primary(location)
+    store.create_bucket()
+    store.create_bucket()  # again: the bucket is ours already
+    store.put_bytes(KEY, b"x")
+    answer = s3.client(region).get_bucket_location(Bucket="etcdops-new")["LocationConstraint"]
+    assert (answer or "us-east-1") == region
