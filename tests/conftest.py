@@ -261,12 +261,24 @@ def backup_toml(backup_config: Config, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def slow_etcd_proxy(etcd_loaded: LoadedEtcd) -> Iterator[FaultProxy]:
-    """A loopback proxy to etcd_loaded that slows what etcd sends, so a save takes seconds."""
+def etcd_proxy(etcd_loaded: LoadedEtcd) -> Iterator[Callable[[Faults], FaultProxy]]:
+    """Starts loopback proxies in front of etcd_loaded that damage or slow what etcd sends."""
     host, port = etcd_loaded.cluster.client_urls[0].removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port), Faults(delay_per_chunk=0.5))
-    yield proxy
-    proxy.close()
+    proxies: list[FaultProxy] = []
+
+    def start(faults: Faults) -> FaultProxy:
+        proxies.append(FaultProxy(host, int(port), faults))
+        return proxies[-1]
+
+    yield start
+    for proxy in proxies:
+        proxy.close()
+
+
+@pytest.fixture
+def slow_etcd_proxy(etcd_proxy: Callable[[Faults], FaultProxy]) -> FaultProxy:
+    """A proxy to etcd_loaded that slows what etcd sends, so a save takes seconds."""
+    return etcd_proxy(Faults(delay_per_chunk=0.5))
 
 
 # --- maintenance -------------------------------------------------------------------------------
@@ -308,7 +320,7 @@ def wait_for_stable_sizes(cluster: LocalCluster, timeout: float = 15.0) -> None:
             if current == previous:
                 return
             previous = current
-            time.sleep(0.3)  # longer than etcd's 100 ms backend commit interval
+            time.sleep(0.2)  # longer than etcd's 100 ms backend commit interval
     raise AssertionError(f"db sizes still changing after {timeout}s: {previous}")
 
 

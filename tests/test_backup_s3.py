@@ -183,11 +183,10 @@ def test_a_failing_primary_upload_is_aborted_and_the_local_copy_kept(
     assert_listing_honest(with_s3(backup_config, s3))
 
 
-def test_sigterm_during_an_upload_aborts_it(backup_config, etcd_big, s3, tmp_path):
-    from tests.faultproxy import FaultProxy, Faults
+def test_sigterm_during_an_upload_aborts_it(backup_config, etcd_big, etcd_proxy, s3, tmp_path):
+    from tests.faultproxy import Faults
 
-    host, port = etcd_big.cluster.client_urls[0].removeprefix("http://").split(":")
-    slow = FaultProxy(host, int(port), Faults(delay_per_chunk=0.02))
+    slow = etcd_proxy(Faults(delay_per_chunk=0.02))
     config = with_s3(backup_config, s3)
     config = dataclasses.replace(
         config, etcd=dataclasses.replace(config.etcd, endpoints=(slow.url,))
@@ -198,15 +197,12 @@ def test_sigterm_during_an_upload_aborts_it(backup_config, etcd_big, s3, tmp_pat
          str(toml_for(config, tmp_path / "etcdops.toml"))],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    try:
-        deadline = datetime.now(UTC) + timedelta(seconds=60)
-        while not primary.incomplete_uploads():
-            assert process.poll() is None, process.communicate()
-            assert datetime.now(UTC) < deadline, "no multipart upload started"
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        slow.close()
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    while not primary.incomplete_uploads():
+        assert process.poll() is None, process.communicate()
+        assert datetime.now(UTC) < deadline, "no multipart upload started"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
     assert primary.incomplete_uploads() == []
     assert keys_in(s3.client(), "etcdops-primary") == []

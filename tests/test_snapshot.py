@@ -13,7 +13,7 @@ from etcdops.etcd.local import LocalEtcd
 from etcdops.readback import fetch_snapshot
 from etcdops.report import LogReporter
 from etcdops.snapshot import save_snapshot
-from tests.faultproxy import FaultProxy, Faults
+from tests.faultproxy import Faults
 
 
 def stored_files(config):
@@ -63,31 +63,25 @@ def test_round_trip_restores_every_key_and_value(backup_config, etcd_loaded, tmp
     assert got == etcd_loaded.objects
 
 
-def test_corruption_in_flight_fails_the_trailer_check_and_keeps_nothing(backup_config, etcd_loaded):
-    host, port = etcd_loaded.cluster.client_urls[0].removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port), Faults(flip_at=200_000))
-    try:
-        config = dataclasses.replace(
-            backup_config, etcd=dataclasses.replace(backup_config.etcd, endpoints=(proxy.url,))
-        )
-        with pytest.raises(IntegrityError, match="sha256"):
-            save_snapshot(config, LogReporter())
-    finally:
-        proxy.close()
+def through(config, proxy):
+    return dataclasses.replace(
+        config, etcd=dataclasses.replace(config.etcd, endpoints=(proxy.url,))
+    )
+
+
+def test_corruption_in_flight_fails_the_trailer_check_and_keeps_nothing(
+    backup_config, etcd_proxy
+):
+    proxy = etcd_proxy(Faults(flip_at=200_000))
+    with pytest.raises(IntegrityError, match="sha256"):
+        save_snapshot(through(backup_config, proxy), LogReporter())
     assert [n for n in stored_files(backup_config) if not n.startswith(".etcdops")] == []
 
 
-def test_stream_cut_midway_keeps_nothing(backup_config, etcd_loaded):
-    host, port = etcd_loaded.cluster.client_urls[0].removeprefix("http://").split(":")
-    proxy = FaultProxy(host, int(port), Faults(cut_after=150_000))
-    try:
-        config = dataclasses.replace(
-            backup_config, etcd=dataclasses.replace(backup_config.etcd, endpoints=(proxy.url,))
-        )
-        with pytest.raises((EtcdUnavailableError, IntegrityError)):
-            save_snapshot(config, LogReporter())
-    finally:
-        proxy.close()
+def test_stream_cut_midway_keeps_nothing(backup_config, etcd_proxy):
+    proxy = etcd_proxy(Faults(cut_after=150_000))
+    with pytest.raises((EtcdUnavailableError, IntegrityError)):
+        save_snapshot(through(backup_config, proxy), LogReporter())
     assert [n for n in stored_files(backup_config) if not n.startswith(".etcdops")] == []
 
 
