@@ -3,7 +3,7 @@
 import typer
 
 from etcdops import __version__
-from etcdops.cli import demo, keys, snapshot
+from etcdops.cli import demo, health, keys, maintenance, snapshot
 from etcdops.cli.exitcodes import HELP_TABLE
 
 app = typer.Typer(
@@ -18,6 +18,10 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(snapshot.app, name="snapshot")
 app.command("demo")(demo.demo)
+app.command("compact")(maintenance.compact)
+app.command("defrag")(maintenance.defrag)
+app.command("maintain")(maintenance.maintain)
+app.command("health")(health.health)
 
 
 def _version(value: bool) -> None:

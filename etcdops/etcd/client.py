@@ -90,6 +90,18 @@ class Alarm:
 
 
 @dataclass(frozen=True)
+class KeyValue:
+    """One key and its value, as Range returns it."""
+
+    key: bytes
+    value: bytes
+
+
+class RevisionCompacted(EtcdopsError):
+    """A call named a revision that etcd has already compacted away."""
+
+
+@dataclass(frozen=True)
 class SnapshotSource:
     """The member a snapshot came from, and its status just before streaming began."""
 
@@ -300,6 +312,95 @@ class EtcdSession:
 
         return int(self._first_answer("put", call).header.revision)
 
+    def get_prefix(self, prefix: bytes) -> tuple[list[KeyValue], int]:
+        """Every key under a prefix, in key order, and the store's revision when it was read."""
+        etcdrpc = _etcdrpc()
+        request = etcdrpc.RangeRequest(key=prefix, range_end=_prefix_end(prefix))
+
+        def call(url: str) -> Any:
+            return self._unary(url, "KV", "Range", request, f"a read of {prefix!r}")
+
+        response = self._first_answer("Range", call)
+        kvs = [KeyValue(kv.key, kv.value) for kv in response.kvs]
+        return kvs, int(response.header.revision)
+
+    def delete_keys(self, keys: Sequence[bytes]) -> int:
+        """Delete exact keys in one transaction (etcd allows deletes under NOSPACE)."""
+        etcdrpc = _etcdrpc()
+        request = etcdrpc.TxnRequest(
+            success=[
+                etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key))
+                for key in keys
+            ]
+        )
+
+        def call(url: str) -> Any:
+            return self._unary(url, "KV", "Txn", request, f"a transaction of {len(keys)} deletes")
+
+        return int(self._first_answer("delete", call).header.revision)
+
+    def compact(self, revision: int, *, physical: bool, timeout: float) -> bool:
+        """Drop history before revision, cluster-wide; False when etcd had already dropped it."""
+        etcdrpc = _etcdrpc()
+        request = etcdrpc.CompactionRequest(revision=revision, physical=physical)
+
+        def call(url: str) -> bool:
+            what = f"compaction to revision {revision}"
+            try:
+                self._unary(url, "KV", "Compact", request, what, timeout=timeout)
+            except RevisionCompacted:
+                return False  # kube-apiserver (or another node) compacted further already
+            return True
+
+        return self._first_answer("Compact", call)
+
+    def oldest_revision(self, current: int) -> int:
+        """The oldest revision etcd still keeps (1 until the first compaction)."""
+        # etcd 3.5 does not report its compaction revision over gRPC; a read at a revision fails
+        # exactly when that revision was compacted away, so bisect on that (about 30 tiny reads)
+        etcdrpc = _etcdrpc()
+
+        def readable(revision: int) -> bool:
+            request = etcdrpc.RangeRequest(key=b"\0", revision=revision, count_only=True)
+
+            def call(url: str) -> bool:
+                try:
+                    self._unary(url, "KV", "Range", request, f"a read at revision {revision}")
+                except RevisionCompacted:
+                    return False
+                return True
+
+            return self._first_answer("Range", call)
+
+        unreadable, oldest = 0, current
+        while oldest - unreadable > 1:
+            middle = (unreadable + oldest) // 2
+            if readable(middle):
+                oldest = middle
+            else:
+                unreadable = middle
+        return oldest
+
+    def defragment(self, endpoint: str, timeout: float) -> None:
+        """Defragment one member's backend; it blocks that member (and only it) while it runs."""
+        etcdrpc = _etcdrpc()
+        url = _normalize(endpoint, self._tls)
+        request = etcdrpc.DefragmentRequest()
+        self._unary(url, "Maintenance", "Defragment", request, "defragmentation", timeout=timeout)
+
+    def disarm(self, alarm: Alarm) -> None:
+        """Clear a raised alarm once its cause is gone, so the cluster accepts writes again."""
+        etcdrpc = _etcdrpc()
+        kind = next(code for code, name in _ALARM_KINDS.items() if name == alarm.kind)
+        request = etcdrpc.AlarmRequest(
+            action=etcdrpc.AlarmRequest.DEACTIVATE, memberID=alarm.member_id, alarm=kind
+        )
+
+        def call(url: str) -> Any:
+            return self._unary(url, "Maintenance", "Alarm", request, f"disarming {alarm.kind}")
+
+        self._first_answer("Alarm disarm", call)
+
     def snapshot_stream(self, endpoint: str | None = None) -> SnapshotStream:
         """Stream a snapshot from one member (the first that answers), without buffering it."""
         etcdrpc = _etcdrpc()
@@ -323,10 +424,13 @@ class EtcdSession:
             return open_stream(_normalize(endpoint, self._tls))
         return self._first_answer("Snapshot", open_stream)
 
-    def _unary(self, url: str, service: str, method: str, request: Any, what: str) -> Any:
+    def _unary(
+        self, url: str, service: str, method: str, request: Any, what: str,
+        timeout: float | None = None,
+    ) -> Any:
         grpc = _grpc()
         connection = self._connection(url)
-        timeout = self.config.command_timeout
+        timeout = timeout or self.config.command_timeout
         try:
             return getattr(connection.stub(service), method)(
                 request, timeout=timeout, metadata=connection.metadata
@@ -524,6 +628,8 @@ def _rpc_error(exc: Any, url: str, what: str, timeout: float, user: str | None) 
         return EtcdUnavailableError(
             f"etcd at {url} refused {what}: authentication failed as {who} ({details})", AUTH_HINT
         )
+    if code == grpc.StatusCode.OUT_OF_RANGE and "has been compacted" in lowered:
+        return RevisionCompacted(f"etcd at {url} refused {what}: {details}")
     if code == grpc.StatusCode.UNAVAILABLE:
         return _Unreachable(f"etcd at {url} could not serve {what}: {details}", ENDPOINT_HINT)
     if "database space exceeded" in lowered:
@@ -532,6 +638,17 @@ def _rpc_error(exc: Any, url: str, what: str, timeout: float, user: str | None) 
             "compact and defragment etcd (etcdctl compact / defrag), then disarm the alarm",
         )
     return EtcdUnavailableError(f"etcd at {url} failed {what}: {details} ({code.name})")
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The range_end that makes a Range cover every key starting with prefix (as etcdctl does)."""
+    end = bytearray(prefix)
+    while end and end[-1] == 0xFF:
+        end.pop()
+    if not end:
+        return b"\0"  # a prefix of only 0xff bytes: every key from it to the end
+    end[-1] += 1
+    return bytes(end)
 
 
 def _normalize(endpoint: str, tls: bool) -> str:

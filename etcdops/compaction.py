@@ -1,0 +1,178 @@
+"""Compaction that keeps the last `retain` of history, like etcd's own periodic compactor.
+
+etcd keeps no timestamps, so every run records a sample: it reads the store's revision R, then
+the clock T. R existed at T, so once T is `retain` old, compacting to R drops only changes older
+than `retain`; compacting to the newest such sample keeps exactly that much history. Writing the
+sample itself bumps the revision past R, so the sample key always survives the compaction its
+own R will cause. (The key's mod_revision would not do: the put lands after the clock was read,
+and a change between the two would be dropped too early.)
+
+The samples live in etcd itself: they survive restarts and a change of the node that runs the
+job, and come back consistent with the revisions after a restore. Every sample is its own key
+(time and host in the name), so nodes running at once never overwrite each other's, and a run
+deletes only samples that can no longer matter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from etcdops.config import CompactionConfig
+from etcdops.etcd.client import EtcdSession, KeyValue
+from etcdops.units import format_duration
+
+log = logging.getLogger("etcdops.compaction")
+
+# one sample per run: with a run a minute and retain 5m there are six; the cap only matters
+# for a long retain with frequent runs, and dropping young samples only makes compaction later
+MAX_SAMPLES = 100
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The revision etcd was at, at a wall-clock time (seconds since the epoch)."""
+
+    time: float
+    revision: int
+    key: bytes | None  # None: taken in memory because etcd refused the write (NOSPACE)
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    """What a run decided, why, and what it did."""
+
+    retain: float
+    current_revision: int
+    oldest_revision_before: int
+    target_revision: int | None  # the sample's revision chosen, when one was old enough
+    compacted: bool
+    revisions_dropped: int
+    reason: str
+    physical: bool
+    dry_run: bool
+    sample_stored: bool
+    samples_deleted: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        """The result as `--output json` prints it."""
+        return asdict(self)
+
+
+def choose_sample(samples: list[Sample], now: float, retain: float) -> Sample | None:
+    """The newest sample at least retain old: the revision that keeps exactly retain of history."""
+    old_enough = [s for s in samples if now - s.time >= retain]
+    return max(old_enough, key=lambda s: s.revision, default=None)
+
+
+def obsolete_samples(samples: list[Sample], chosen: Sample | None) -> list[Sample]:
+    """Stored samples no later run needs: older than the chosen one, or beyond MAX_SAMPLES."""
+    stored = sorted((s for s in samples if s.key is not None), key=lambda s: s.revision)
+    # a later run picks the chosen sample or a newer one, never an older one
+    floor = chosen.revision if chosen is not None else 0
+    keep = [s for s in stored if s.revision >= floor]
+    if len(keep) > MAX_SAMPLES:
+        # the oldest kept sample is the next to be chosen: thin out the ones after it
+        keep = [keep[0], *keep[-(MAX_SAMPLES - 1):]]
+    return [s for s in stored if s not in keep]
+
+
+def compact(
+    session: EtcdSession,
+    config: CompactionConfig,
+    *,
+    retain: float | None = None,
+    dry_run: bool = False,
+    physical: bool = False,
+    clock: Callable[[], float] = time.time,
+    host: str | None = None,
+) -> CompactionResult:
+    """Compact to the newest revision at least retain old, then sample; a no-op says why."""
+    started = time.monotonic()
+    retain = config.retain if retain is None else retain
+    prefix = config.prefix.encode()
+    nospace = any(alarm.kind == "NOSPACE" for alarm in session.alarms())
+    kvs, current = session.get_prefix(prefix)
+    now = clock()  # after the read: revision `current` certainly existed at this moment
+    stored = [s for s in map(_parse, kvs) if s is not None]
+    # this run's own moment counts too (it is only old enough with retain 0)
+    samples = [*stored, Sample(now, current, None)]
+    chosen = choose_sample(samples, now, retain)
+    oldest = session.oldest_revision(current)
+    target = chosen.revision if chosen else None
+    compacted = False
+    if chosen is None:
+        reason = _too_young(samples, now, retain)
+    elif chosen.revision <= oldest:
+        reason = f"nothing to do: etcd keeps no history before revision {oldest} already" + (
+            " (compacted by another run or by kube-apiserver)" if oldest > 1 else ""
+        )
+    elif dry_run:
+        reason = f"would compact to revision {chosen.revision}, dropping {chosen.revision - oldest}"
+    else:
+        compacted = session.compact(chosen.revision, physical=physical, timeout=config.timeout)
+        reason = (
+            f"compacted to revision {chosen.revision}, the newest sample at least "
+            f"{format_duration(retain)} old (taken {format_duration(now - chosen.time)} ago)"
+            if compacted
+            else "nothing to do: etcd compacted past that revision while this run was deciding"
+        )
+    sample_stored = not dry_run and not nospace
+    if sample_stored:
+        # written after the compaction: its commit is also when bbolt reuses the pages the
+        # compaction freed, so a defragmentation right after sees them as free
+        sample = Sample(now, current, _sample_key(prefix, now, host or socket.gethostname()))
+        session.put_many([(sample.key, _sample_value(sample))])
+        stored.append(sample)
+    obsolete = [] if dry_run else obsolete_samples(stored, chosen)
+    if obsolete:
+        session.delete_keys([s.key for s in obsolete if s.key is not None])
+    if nospace:
+        reason += "; no sample stored: etcd has a NOSPACE alarm and refuses writes"
+    log.info("%s", reason)
+    return CompactionResult(
+        retain=retain,
+        current_revision=current,
+        oldest_revision_before=oldest,
+        target_revision=target,
+        compacted=compacted,
+        revisions_dropped=(target - oldest) if compacted and target else 0,
+        reason=reason,
+        physical=physical,
+        dry_run=dry_run,
+        sample_stored=sample_stored,
+        samples_deleted=len(obsolete),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _sample_key(prefix: bytes, now: float, host: str) -> bytes:
+    # the time leads the key so that samples list oldest first; the host keeps nodes apart
+    return prefix + f"{int(now * 1000):015d}-{host}".encode()
+
+
+def _sample_value(sample: Sample) -> bytes:
+    return json.dumps({"time": sample.time, "revision": sample.revision}).encode()
+
+
+def _parse(kv: KeyValue) -> Sample | None:
+    try:
+        doc = json.loads(kv.value)
+        return Sample(float(doc["time"]), int(doc["revision"]), kv.key)
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignoring %r: not an etcdops compaction sample", kv.key)
+        return None
+
+
+def _too_young(samples: list[Sample], now: float, retain: float) -> str:
+    oldest = min(samples, key=lambda s: s.time)
+    return (
+        f"nothing to do: no sample is {format_duration(retain)} old yet (the oldest was taken "
+        f"{format_duration(max(0.0, now - oldest.time))} ago); a run after "
+        f"{format_duration(retain - (now - oldest.time))} more can compact"
+    )

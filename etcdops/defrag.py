@@ -1,0 +1,235 @@
+"""Defragmentation, member by member, the way etcd's maintenance guide and etcd-defrag do it.
+
+Defragment blocks the member it runs on, so: only in the off-peak window (unless forced), one
+member at a time, followers first and the leader last (the leader's stall is the one clients
+feel), every member healthy before starting and after each member, and stop at the first
+problem. A member is defragmented when its free pages exceed a threshold, when its database
+nears the quota, or when it raised NOSPACE. A NOSPACE alarm is disarmed only once every member
+is below the quota threshold again, or it would simply be raised again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from etcdops.cluster import MemberState, survey, unhealthy
+from etcdops.config import Config, DefragConfig, EtcdConfig
+from etcdops.errors import EtcdUnavailableError
+from etcdops.etcd.client import Alarm, EtcdSession, MemberStatus
+from etcdops.lock import HostLock
+from etcdops.metrics import effective_quota, fetch_page, metrics_url
+from etcdops.report import Reporter
+from etcdops.units import format_size
+from etcdops.window import parse_window
+
+log = logging.getLogger("etcdops.defrag")
+
+LOCK_NAME = ".etcdops-defrag.lock"
+HEALTH_HINT = "fix that member (etcdctl endpoint status --cluster), then run etcdops defrag again"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether one member gets defragmented, and the rule that decided it."""
+
+    member: str
+    endpoint: str
+    is_leader: bool
+    defragment: bool
+    reason: str
+    db_size: int
+    db_size_in_use: int
+    quota: int
+
+
+@dataclass(frozen=True)
+class Defragmented:
+    """One member done: its size before and after, and how long it was blocked."""
+
+    member: str
+    endpoint: str
+    size_before: int
+    size_after: int
+    in_use_after: int
+    seconds: float
+
+
+@dataclass
+class DefragReport:
+    """What a run decided and did, member by member, and what became of NOSPACE."""
+
+    window: str
+    in_window: bool
+    forced: bool
+    dry_run: bool
+    skipped: str | None = None  # why nothing was touched
+    decisions: list[Decision] = field(default_factory=list)
+    done: list[Defragmented] = field(default_factory=list)
+    disarmed: list[str] = field(default_factory=list)
+    alarm_kept: str | None = None  # why a NOSPACE alarm stays raised
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """The report as `--output json` prints it."""
+        return asdict(self)
+
+
+def decide(
+    name: str, status: MemberStatus, nospace: bool, config: DefragConfig, quota: int
+) -> Decision:
+    """Apply etcd-defrag's rules to one member; the reason names each rule that fired."""
+    free = status.db_size - status.db_size_in_use
+    reasons = []
+    if nospace:
+        reasons.append("NOSPACE alarm raised")
+    if free > config.free_threshold:
+        reasons.append(f"{format_size(free)} free > {format_size(config.free_threshold)}")
+    # etcd measures its quota against the file's size, free pages included (as etcd-defrag)
+    if status.db_size * 100 > quota * config.quota_percent:
+        reasons.append(
+            f"db {format_size(status.db_size)} > {config.quota_percent}% of quota "
+            f"{format_size(quota)}"
+        )
+    reason = "; ".join(reasons) or (
+        f"{format_size(free)} free <= {format_size(config.free_threshold)} and db "
+        f"{format_size(status.db_size)} <= {config.quota_percent}% of quota {format_size(quota)}"
+    )
+    return Decision(
+        name, status.endpoint, status.is_leader, bool(reasons), reason,
+        status.db_size, status.db_size_in_use, quota,
+    )
+
+
+def plan(
+    states: list[MemberState], alarms: list[Alarm], quotas: dict[str, int], config: DefragConfig
+) -> list[Decision]:
+    """A decision for every member, in the order to work: followers first, the leader last."""
+    nospace = {alarm.member_id for alarm in alarms if alarm.kind == "NOSPACE"}
+    decisions = [
+        decide(state.name, state.status, state.id in nospace, config, quotas[state.name])
+        for state in states
+        if state.status is not None
+    ]
+    return sorted(decisions, key=lambda d: d.is_leader)  # stable: member order otherwise
+
+
+def member_quotas(
+    session: EtcdSession, states: list[MemberState], config: EtcdConfig
+) -> dict[str, int]:
+    """Each member's quota: the configured one, or the member's own when it reports less."""
+    quotas = {}
+    for state in states:
+        page = None
+        if state.endpoint is not None:
+            try:
+                page = fetch_page(metrics_url(state.endpoint, session.endpoints, config), config)
+            except EtcdUnavailableError as exc:
+                log.warning("%s; assuming the configured quota", exc.message)
+        quotas[state.name] = effective_quota(page, config.quota_backend_bytes)
+    return quotas
+
+
+def defragment_cluster(
+    session: EtcdSession,
+    config: Config,
+    reporter: Reporter,
+    *,
+    now: datetime,
+    force: bool = False,
+    dry_run: bool = False,
+) -> DefragReport:
+    """Defragment the members that need it, one at a time; EtcdUnavailableError at a problem."""
+    started = time.monotonic()
+    window = parse_window(config.defrag.window, config.defrag.timezone)
+    report = DefragReport(str(window), window.contains(now), force, dry_run)
+    if not report.in_window and not force:
+        local = now.astimezone(window.zone)
+        report.skipped = (
+            f"outside the off-peak window {window} (it is {local:%H:%M} there): nothing "
+            "touched; --force defragments anyway"
+        )
+        return report
+    with HostLock(config.local.dir / LOCK_NAME, "defrag"):
+        states = survey(session)
+        problem = unhealthy(states)
+        if problem:
+            raise EtcdUnavailableError(f"not defragmenting: {problem}", HEALTH_HINT)
+        quotas = member_quotas(session, states, config.etcd)
+        report.decisions = plan(states, session.alarms(), quotas, config.defrag)
+        if not dry_run:
+            states = _run(session, config, report, reporter, states)
+            _disarm_nospace(session, states, config, report, reporter)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _run(
+    session: EtcdSession,
+    config: Config,
+    report: DefragReport,
+    reporter: Reporter,
+    states: list[MemberState],
+) -> list[MemberState]:
+    pending = [d for d in report.decisions if d.defragment]
+    while pending:
+        decision = pending.pop(0)
+        stop = "stopped; not defragmented: " + (", ".join(d.member for d in pending) or "none")
+        reporter.event(f"defragmenting {decision.member} ({decision.reason})")
+        began = time.monotonic()
+        try:
+            session.defragment(decision.endpoint, config.defrag.timeout)
+            after = session.status(decision.endpoint)
+        except EtcdUnavailableError as exc:
+            raise EtcdUnavailableError(
+                f"defragmenting {decision.member} failed: {exc.message}; {stop}", HEALTH_HINT
+            ) from exc
+        report.done.append(Defragmented(
+            decision.member, decision.endpoint, decision.db_size, after.db_size,
+            after.db_size_in_use, time.monotonic() - began,
+        ))
+        reporter.event(
+            f"defragmented {decision.member}: {format_size(decision.db_size)} -> "
+            f"{format_size(after.db_size)}"
+        )
+        states = survey(session)
+        problem = unhealthy(states)
+        if problem:
+            raise EtcdUnavailableError(
+                f"after defragmenting {decision.member}: {problem}; {stop}", HEALTH_HINT
+            )
+        # leadership can move while a member is blocked: whoever leads now still goes last
+        leaders = {s.name for s in states if s.status and s.status.is_leader}
+        pending.sort(key=lambda d: d.member in leaders)
+    return states
+
+
+def _disarm_nospace(
+    session: EtcdSession,
+    states: list[MemberState],
+    config: Config,
+    report: DefragReport,
+    reporter: Reporter,
+) -> None:
+    nospace = [alarm for alarm in session.alarms() if alarm.kind == "NOSPACE"]
+    if not nospace:
+        return
+    quotas = {d.member: d.quota for d in report.decisions}
+    over = [
+        s.name for s in states
+        if s.status is None
+        or s.status.db_size * 100 > quotas[s.name] * config.defrag.quota_percent
+    ]
+    if over:
+        report.alarm_kept = (
+            f"NOSPACE stays raised: {', '.join(over)} still above {config.defrag.quota_percent}% "
+            "of the quota; compact (etcdops compact), delete data, then defragment again"
+        )
+        return
+    names = {s.id: s.name for s in states}
+    for alarm in nospace:
+        session.disarm(alarm)
+        report.disarmed.append(f"NOSPACE on {names.get(alarm.member_id, f'{alarm.member_id:x}')}")
+        reporter.event(f"disarmed {report.disarmed[-1]}")

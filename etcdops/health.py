@@ -1,0 +1,175 @@
+"""`etcdops health`: every member and the backups, checked against the seed's targets.
+
+One row per check, each with its value, its target and a verdict: fail, ok, or info for what has
+no target (the version). A check that cannot be evaluated (a member or its /metrics page does not
+answer) fails: unknown is not healthy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from etcdops.catalog import Catalog, CatalogEntry
+from etcdops.cluster import MemberState, survey
+from etcdops.config import Config, HealthConfig
+from etcdops.errors import EtcdopsError
+from etcdops.etcd.client import Alarm, EtcdSession, MemberStatus
+from etcdops.metrics import (
+    BACKEND_COMMIT,
+    COMPACTION,
+    WAL_FSYNC,
+    MetricsPage,
+    effective_quota,
+    fetch_page,
+    metrics_url,
+)
+from etcdops.stores.local import LocalStore
+from etcdops.units import format_duration, format_size
+
+OK, FAIL, INFO = "ok", "fail", "info"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of `etcdops health`: what was measured, against what, and the verdict."""
+
+    subject: str  # a member's name, "cluster" or "backups"
+    name: str
+    value: str
+    target: str
+    verdict: str
+
+    @property
+    def failed(self) -> bool:
+        """Whether this check makes `etcdops health` exit 13."""
+        return self.verdict == FAIL
+
+    def as_dict(self) -> dict[str, str]:
+        """The check as `--output json` prints it."""
+        return asdict(self)
+
+
+def _check(subject: str, name: str, value: str, target: str, passed: bool) -> Check:
+    return Check(subject, name, value, target, OK if passed else FAIL)
+
+
+def check_health(config: Config, now: datetime) -> list[Check]:
+    """Every check of `etcdops health`: the cluster's, then the backups'."""
+    with EtcdSession(config.etcd) as session:
+        checks = check_cluster(session, config)
+    where = f"local store {config.local.dir}"
+    try:
+        entries = Catalog(LocalStore(config.local.dir), config.cluster).entries()
+    except EtcdopsError as exc:
+        return checks + [_check("backups", "newest backup", exc.message, "readable", False)]
+    return checks + [backup_freshness(entries, now, config.health.backup_max_age, where)]
+
+
+def check_cluster(session: EtcdSession, config: Config) -> list[Check]:
+    """Every member's status, raft position, size, alarms and disk latencies."""
+    try:
+        states = survey(session)
+        alarms = session.alarms()
+    except EtcdopsError as exc:
+        return [_check("cluster", "reachable", exc.message, "members answer", False)]
+    leader = next((s.status for s in states if s.status and s.status.is_leader), None)
+    checks = []
+    for state in states:
+        checks += _member_checks(state, leader, alarms, config)
+        if state.endpoint is not None and state.status is not None:
+            url = metrics_url(state.endpoint, session.endpoints, config.etcd)
+            try:
+                page = fetch_page(url, config.etcd)
+            except EtcdopsError as exc:
+                checks.append(_check(state.name, "metrics", exc.message, "readable", False))
+                page = None
+            checks.append(_size_check(state.name, state.status, page, config))
+            if page is not None:
+                checks += latency_checks(state.name, page, config.health)
+    return checks
+
+
+def _member_checks(
+    state: MemberState, leader: MemberStatus | None, alarms: list[Alarm], config: Config
+) -> list[Check]:
+    status = state.status
+    if status is None:
+        return [_check(state.name, "status", state.problem or "", "answers", False)]
+    role = "leader" if status.is_leader else "learner" if status.is_learner else "follower"
+    checks = [
+        _check(state.name, "status", state.problem or f"{role} at {state.endpoint}",
+               "answers, has a leader, no errors", state.healthy),
+        Check(state.name, "version", status.version, "-", INFO),
+    ]
+    lag = config.health.raft_index_lag
+    if leader is not None:
+        behind = leader.raft_index - status.raft_index
+        checks.append(_check(
+            state.name, "raft", f"term {status.raft_term}, index {status.raft_index}",
+            f"term {leader.raft_term}, index within {lag} of the leader's {leader.raft_index}",
+            status.raft_term == leader.raft_term and behind <= lag,
+        ))
+    raised = sorted(a.kind for a in alarms if a.member_id == state.id)
+    checks.append(_check(state.name, "alarms", ", ".join(raised) or "none", "none", not raised))
+    return checks
+
+
+def _size_check(
+    name: str, status: MemberStatus, page: MetricsPage | None, config: Config
+) -> Check:
+    # etcd raises NOSPACE when the file, free pages included, reaches the member's quota
+    quota = effective_quota(page, config.etcd.quota_backend_bytes)
+    percent = config.health.db_size_percent
+    return _check(
+        name, "db size",
+        f"{format_size(status.db_size)} ({format_size(status.db_size_in_use)} in use)",
+        f"<= {percent}% of quota {format_size(quota)}",
+        status.db_size * 100 <= quota * percent,
+    )
+
+
+def latency_checks(name: str, page: MetricsPage, config: HealthConfig) -> list[Check]:
+    """WAL fsync and backend commit p99 against the seed's targets; compaction duration."""
+    return [
+        _latency(name, "wal fsync p99", page, WAL_FSYNC, 1.0, config.wal_fsync_p99),
+        _latency(name, "backend commit p99", page, BACKEND_COMMIT, 1.0, config.backend_commit_p99),
+        # etcd 3.5 reports compaction in milliseconds
+        _latency(name, "compaction p99", page, COMPACTION, 0.001, config.compaction_p99),
+    ]
+
+
+def _latency(
+    name: str, check: str, page: MetricsPage, metric: str, unit: float, target: float | None
+) -> Check:
+    estimate = page.quantile(metric, 0.99)
+    goal = f"< {_seconds(target)}" if target is not None else "-"
+    if estimate is None:
+        # no observations since the member started (no compaction yet, say): nothing to judge
+        return Check(name, check, f"no data ({metric})", goal, INFO)
+    seconds = estimate.value * unit
+    value = (
+        f"{'> ' if estimate.above_last_bucket else ''}{_seconds(seconds)} "
+        f"over {estimate.count} since the member started"
+    )
+    if target is None:
+        return Check(name, check, value, goal, INFO)
+    return _check(name, check, value, goal, not estimate.above_last_bucket and seconds < target)
+
+
+def backup_freshness(
+    entries: list[CatalogEntry], now: datetime, max_age: float, where: str
+) -> Check:
+    """The newest good backup's age against the hourly schedule (entries: newest last)."""
+    good = [entry for entry in entries if entry.good]
+    target = f"< {format_duration(max_age)} old"
+    if not good:
+        return _check("backups", "newest backup", f"no good backup in {where}", target, False)
+    newest = good[-1].manifest
+    age = (now - newest.created_at).total_seconds()
+    value = f"{format_duration(max(age, 0.0))} ago ({newest.id}, {where})"
+    return _check("backups", "newest backup", value, target, age < max_age)
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}ms" if seconds < 1 else format_duration(seconds)

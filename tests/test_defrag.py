@@ -1,0 +1,204 @@
+"""Defragmentation on real clusters: the rules, the order, the health gates, NOSPACE."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from etcdops.config import Config, DefragConfig, LocalConfig
+from etcdops.defrag import LOCK_NAME, decide, defragment_cluster
+from etcdops.errors import EtcdUnavailableError, LockedError
+from etcdops.etcd.client import EtcdSession, MemberStatus
+from etcdops.etcd.local import LocalCluster
+from etcdops.lock import HostLock
+from tests.conftest import TINY_QUOTA, fill_until_nospace
+
+MiB, GiB = 1024**2, 1024**3
+INSIDE = datetime(2026, 1, 15, 3, 0, tzinfo=UTC)  # inside the default 02:00-05:00 UTC
+OUTSIDE = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+
+
+class Events:
+    """A reporter that records each step and can act on one, as a failure would strike."""
+
+    def __init__(self, on_event: Callable[[str], None] | None = None) -> None:
+        self.lines: list[str] = []
+        self._on_event = on_event
+
+    def progress(self, description: str, total: int | None):
+        raise AssertionError("defrag reports steps, not progress")
+
+    def event(self, message: str) -> None:
+        self.lines.append(message)
+        if self._on_event:
+            self._on_event(message)
+
+
+def config_for(cluster: LocalCluster, tmp_path: Path) -> Config:
+    return Config(
+        cluster="test",
+        etcd=cluster.etcd_config(dial_timeout=1.0),
+        local=LocalConfig(dir=tmp_path / "state"),
+        defrag=DefragConfig(free_threshold=1 * MiB),
+    )
+
+
+def sizes(cluster: LocalCluster) -> dict[str, int]:
+    with EtcdSession(cluster.etcd_config(dial_timeout=1.0)) as session:
+        return {
+            member.name: session.status(member.client_url).db_size
+            for member in cluster.members
+            if member.running
+        }
+
+
+def leader_name(cluster: LocalCluster) -> str:
+    with EtcdSession(cluster.etcd_config()) as session:
+        return next(
+            member.name for member in cluster.members
+            if session.status(member.client_url).is_leader
+        )
+
+
+# --- the rules ----------------------------------------------------------------------------------
+
+
+def status(db_size: int, in_use: int) -> MemberStatus:
+    return MemberStatus(
+        endpoint="http://127.0.0.1:2379", member_id=1, cluster_id=9, leader_id=1,
+        version="3.5.1", db_size=db_size, db_size_in_use=in_use, revision=10, raft_index=10,
+        raft_term=2, raft_applied_index=10, errors=(), is_learner=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("db_size", "in_use", "nospace", "defragment", "reason"),
+    [
+        (1 * GiB, 900 * MiB, False, False, "124.0 MiB free <= 200.0 MiB and db 1.0 GiB <= 80%"),
+        (1 * GiB, 824 * MiB, False, False, "200.0 MiB free <= 200.0 MiB"),  # not over
+        (1 * GiB, 700 * MiB, False, True, "324.0 MiB free > 200.0 MiB"),
+        (7 * GiB, 7 * GiB - MiB, False, True, "db 7.0 GiB > 80% of quota 8.0 GiB"),
+        (64 * MiB, 60 * MiB, True, True, "NOSPACE alarm raised"),
+        (7 * GiB, 6 * GiB, True, True, "NOSPACE alarm raised; 1.0 GiB free > 200.0 MiB; db 7.0"),
+    ],
+)
+def test_decide(db_size, in_use, nospace, defragment, reason) -> None:
+    decision = decide("etcd-1", status(db_size, in_use), nospace, DefragConfig(), 8 * GiB)
+    assert decision.defragment is defragment
+    assert decision.reason.startswith(reason)
+
+
+def test_a_lower_quota_makes_the_same_member_due() -> None:
+    member = status(1800 * MiB, 1790 * MiB)
+    assert not decide("etcd-1", member, False, DefragConfig(), 8 * GiB).defragment
+    assert decide("etcd-1", member, False, DefragConfig(), 2 * GiB).defragment
+
+
+# --- real clusters ------------------------------------------------------------------------------
+
+
+def test_outside_the_window_nothing_is_touched(tmp_path, unreachable_endpoint) -> None:
+    # an endpoint where nothing listens proves that not even a status call was made
+    config = Config(local=LocalConfig(dir=tmp_path / "state"))
+    with EtcdSession(config.etcd, [unreachable_endpoint]) as session:
+        report = defragment_cluster(session, config, Events(), now=OUTSIDE)
+    assert not report.in_window
+    assert report.skipped.startswith("outside the off-peak window 02:00-05:00 UTC (it is 12:00")
+    assert report.decisions == [] and report.done == []
+
+
+def test_a_second_run_on_the_host_is_refused(tmp_path, unreachable_endpoint) -> None:
+    config = Config(local=LocalConfig(dir=tmp_path / "state"))
+    with (
+        HostLock(tmp_path / "state" / LOCK_NAME, "defrag"),
+        EtcdSession(config.etcd, [unreachable_endpoint]) as session,
+        pytest.raises(LockedError, match="another defrag is running"),
+    ):
+        defragment_cluster(session, config, Events(), now=INSIDE)
+
+
+def test_dry_run_then_defragment_followers_first_leader_last(
+    etcd_churned3: LocalCluster, tmp_path
+) -> None:
+    config = config_for(etcd_churned3, tmp_path)
+    before = sizes(etcd_churned3)
+    leader = leader_name(etcd_churned3)
+    events = Events()
+    with EtcdSession(config.etcd) as session:
+        dry = defragment_cluster(session, config, events, now=INSIDE, dry_run=True)
+        assert sizes(etcd_churned3) == before
+        report = defragment_cluster(session, config, events, now=INSIDE)
+
+    assert [d.defragment for d in dry.decisions] == [True, True, True]
+    assert all("free > 1.0 MiB" in d.reason for d in dry.decisions)
+    assert dry.done == [] and events.lines[0].startswith("defragmenting ")
+    order = [done.member for done in report.done]
+    assert sorted(order) == ["etcd-1", "etcd-2", "etcd-3"]
+    assert order[-1] == leader
+    assert [d.member for d in report.decisions] == order
+    assert [line.split()[1] for line in events.lines if line.startswith("defragmenting")] == order
+    after = sizes(etcd_churned3)
+    for done in report.done:
+        assert done.size_before == before[done.member]
+        assert done.size_after == after[done.member] < before[done.member] / 2
+        assert done.seconds > 0
+    assert report.disarmed == [] and report.alarm_kept is None
+
+
+def test_a_stopped_member_aborts_before_anything(etcd_churned3: LocalCluster, tmp_path) -> None:
+    config = config_for(etcd_churned3, tmp_path)
+    leader = leader_name(etcd_churned3)
+    stopped = next(m for m in etcd_churned3.members if m.name != leader)
+    stopped.stop()
+    before = sizes(etcd_churned3)
+    with EtcdSession(config.etcd) as session, pytest.raises(EtcdUnavailableError) as caught:
+        defragment_cluster(session, config, Events(), now=INSIDE, force=True)
+    assert caught.value.message.startswith(f"not defragmenting: {stopped.name} ")
+    assert stopped.client_url in caught.value.message
+    assert sizes(etcd_churned3) == before  # no member was defragmented
+
+
+def test_a_member_failing_midway_stops_the_rest(etcd_churned3: LocalCluster, tmp_path) -> None:
+    config = config_for(etcd_churned3, tmp_path)
+    leader = leader_name(etcd_churned3)
+    first, second = sorted(m.name for m in etcd_churned3.members if m.name != leader)
+    before = sizes(etcd_churned3)
+
+    def fail_the_other_follower(message: str) -> None:
+        if message.startswith(f"defragmented {first}:"):
+            next(m for m in etcd_churned3.members if m.name == second).stop()
+
+    with EtcdSession(config.etcd) as session, pytest.raises(EtcdUnavailableError) as caught:
+        defragment_cluster(
+            session, config, Events(fail_the_other_follower), now=INSIDE, force=True
+        )
+    message = caught.value.message
+    assert message.startswith(f"after defragmenting {first}: {second} ")
+    assert message.endswith(f"stopped; not defragmented: {second}, {leader}")
+    after = sizes(etcd_churned3)
+    assert after[first] < before[first] / 2
+    assert after[leader] == before[leader]  # the leader was never touched
+
+
+def test_nospace_stays_raised_while_the_member_is_still_full(
+    etcd_tiny_quota: LocalCluster, etcd3_client, tmp_path
+) -> None:
+    client = etcd3_client(etcd_tiny_quota.client_urls[0])
+    fill_until_nospace(client)
+    config = config_for(etcd_tiny_quota, tmp_path)
+    with EtcdSession(config.etcd) as session:
+        # no compaction first: the history is still in use and defragmentation cannot free it
+        report = defragment_cluster(session, config, Events(), now=OUTSIDE, force=True)
+        alarms = session.alarms()
+    [decision] = report.decisions
+    assert decision.defragment and decision.reason.startswith("NOSPACE alarm raised")
+    assert decision.quota == TINY_QUOTA  # the member's own quota, read from /metrics
+    assert report.disarmed == []
+    assert report.alarm_kept.startswith("NOSPACE stays raised: etcd-1 still above 80%")
+    assert [alarm.kind for alarm in alarms] == ["NOSPACE"]
+    with pytest.raises(grpc.RpcError, match="database space exceeded"):
+        client.put("/registry/secrets/fill/one-more", "x")
