@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from etcdops.catalog import Catalog, CatalogEntry
+from etcdops.catalog import BackupView, combined_view
 from etcdops.cluster import MemberState, survey
 from etcdops.config import Config, HealthConfig
 from etcdops.errors import EtcdopsError
@@ -24,7 +24,7 @@ from etcdops.metrics import (
     fetch_page,
     metrics_url,
 )
-from etcdops.stores.local import LocalStore
+from etcdops.stores.configured import REPLICA, open_stores
 from etcdops.units import format_duration, format_size
 
 OK, FAIL, INFO = "ok", "fail", "info"
@@ -58,12 +58,21 @@ def check_health(config: Config, now: datetime) -> list[Check]:
     """Every check of `etcdops health`: the cluster's, then the backups'."""
     with EtcdSession(config.etcd) as session:
         checks = check_cluster(session, config)
-    where = f"local store {config.local.dir}"
-    try:
-        entries = Catalog(LocalStore(config.local.dir), config.cluster).entries()
-    except EtcdopsError as exc:
-        return checks + [_check("backups", "newest backup", exc.message, "readable", False)]
-    return checks + [backup_freshness(entries, now, config.health.backup_max_age, where)]
+    return checks + check_backups(config, now)
+
+
+def check_backups(config: Config, now: datetime) -> list[Check]:
+    """The newest good backup's age in any store, and whether the replica region holds it."""
+    stores = open_stores(config)
+    views, unreachable = combined_view(stores, config.cluster)
+    checks = [
+        _check("backups", f"{name} store", exc.message, "listable", False)
+        for name, exc in unreachable.items()
+    ]
+    checks.append(backup_freshness(views, now, config.health.backup_max_age))
+    if REPLICA in stores and REPLICA not in unreachable:
+        checks.append(replica_holds_newest(views))
+    return checks
 
 
 def check_cluster(session: EtcdSession, config: Config) -> list[Check]:
@@ -157,18 +166,30 @@ def _latency(
     return _check(name, check, value, goal, not estimate.above_last_bucket and seconds < target)
 
 
-def backup_freshness(
-    entries: list[CatalogEntry], now: datetime, max_age: float, where: str
-) -> Check:
-    """The newest good backup's age against the hourly schedule (entries: newest last)."""
-    good = [entry for entry in entries if entry.good]
+def backup_freshness(views: list[BackupView], now: datetime, max_age: float) -> Check:
+    """The newest good backup's age against the hourly schedule (views: newest last)."""
+    good = [view for view in views if view.good_in]
     target = f"< {format_duration(max_age)} old"
     if not good:
-        return _check("backups", "newest backup", f"no good backup in {where}", target, False)
-    newest = good[-1].manifest
-    age = (now - newest.created_at).total_seconds()
-    value = f"{format_duration(max(age, 0.0))} ago ({newest.id}, {where})"
+        return _check("backups", "newest backup", "no good backup in any store", target, False)
+    newest = good[-1]
+    age = (now - newest.manifest.created_at).total_seconds()
+    value = (
+        f"{format_duration(max(age, 0.0))} ago "
+        f"({newest.manifest.id}, in {', '.join(newest.good_in)})"
+    )
     return _check("backups", "newest backup", value, target, age < max_age)
+
+
+def replica_holds_newest(views: list[BackupView]) -> Check:
+    """Whether the newest good backup has reached the second region."""
+    good = [view for view in views if view.good_in]
+    if not good:
+        return _check("backups", "replica region", "no good backup", "holds the newest", False)
+    newest = good[-1]
+    held = REPLICA in newest.good_in
+    value = f"{newest.manifest.id} {'is' if held else 'is NOT'} in the replica region"
+    return _check("backups", "replica region", value, "holds the newest", held)
 
 
 def _seconds(seconds: float) -> str:

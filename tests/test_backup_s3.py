@@ -121,6 +121,29 @@ def test_replica_region_down_is_partial_and_replicate_heals_it(
     assert json.loads(again.stdout)["copied"] == []
 
 
+def test_health_says_whether_the_replica_region_holds_the_newest_backup(
+    backup_config, s3, s3_proxy
+):
+    from etcdops.health import FAIL, OK, check_backups
+
+    dead = s3_proxy()
+    dead.down()
+    save_snapshot(with_s3(backup_config, s3, replica_url=dead.url), LogReporter())
+    config = with_s3(backup_config, s3)
+    checks = {c.name: c for c in check_backups(config, datetime.now(UTC))}
+    assert checks["newest backup"].verdict == OK
+    assert checks["replica region"].verdict == FAIL
+    assert "is NOT in the replica region" in checks["replica region"].value
+    down = {c.name: c for c in check_backups(with_s3(backup_config, s3, replica_url=dead.url),
+                                              datetime.now(UTC))}
+    assert down["replica store"].verdict == FAIL
+    from etcdops.replicate import replicate
+
+    replicate(open_stores(config), config.cluster, LogReporter())
+    checks = {c.name: c for c in check_backups(config, datetime.now(UTC))}
+    assert checks["replica region"].verdict == OK
+
+
 def test_corrupt_primary_copy_falls_back_to_the_replica(backup_config, s3, tmp_path):
     config = with_s3(backup_config, s3)
     manifest = save_snapshot(config, LogReporter()).manifest

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
-from etcdops.catalog import Catalog
+from etcdops.catalog import Catalog, combined_view
 from etcdops.config import Config, HealthConfig
 from etcdops.etcd.client import EtcdSession
 from etcdops.etcd.local import LocalCluster
 from etcdops.health import FAIL, INFO, OK, backup_freshness, check_cluster, check_health
 from etcdops.report import LogReporter
 from etcdops.snapshot import save_snapshot
+from etcdops.stores.configured import open_stores
 from etcdops.stores.local import LocalStore
 from tests.conftest import TINY_QUOTA, fill_until_nospace
 
@@ -112,15 +113,16 @@ def test_unreachable_cluster_is_one_failed_row(unreachable_endpoint) -> None:
 
 def test_backup_freshness_against_the_schedule(backup_config: Config) -> None:
     save_snapshot(backup_config, LogReporter())
-    entries = Catalog(LocalStore(backup_config.local.dir), backup_config.cluster).entries()
-    created = entries[-1].manifest.created_at
+    views, _ = combined_view(open_stores(backup_config), backup_config.cluster)
+    created = views[-1].manifest.created_at
     hour = 3600.0
-    fresh = backup_freshness(entries, created + timedelta(minutes=50), hour, "local")
-    stale = backup_freshness(entries, created + timedelta(minutes=61), hour, "local")
+    fresh = backup_freshness(views, created + timedelta(minutes=50), hour)
+    stale = backup_freshness(views, created + timedelta(minutes=61), hour)
     assert fresh.verdict == OK and fresh.value.startswith("50m00s ago")
+    assert fresh.value.endswith("in local)")
     assert stale.verdict == FAIL and stale.target == "< 60m00s old"
-    none = backup_freshness([], created, hour, "local store /x")
-    assert none.verdict == FAIL and none.value == "no good backup in local store /x"
+    none = backup_freshness([], created, hour)
+    assert none.verdict == FAIL and none.value == "no good backup in any store"
     # a backup whose object is missing does not count
-    broken = [dataclasses.replace(entries[-1], problem="object missing")]
-    assert backup_freshness(broken, created, hour, "local").verdict == FAIL
+    broken = [dataclasses.replace(views[-1], copies={"local": "object missing"})]
+    assert backup_freshness(broken, created, hour).verdict == FAIL
