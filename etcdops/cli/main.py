@@ -8,8 +8,8 @@ from etcdops.cli.exitcodes import HELP_TABLE
 
 app = typer.Typer(
     name="etcdops",
-    help="Keeps etcd recoverable: verified, compressed, age-encrypted snapshots; "
-    "restores; maintenance.\n\n" + HELP_TABLE,
+    help="Keeps etcd recoverable: verified, compressed, age-encrypted snapshots in two regions; "
+    "retention; compaction, defragmentation and health.\n\n" + HELP_TABLE,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
