@@ -7,7 +7,9 @@ import typer
 
 from etcdops.cli.common import Invocation, command
 
-app = typer.Typer(help="Manage the age keys that encrypt backups.", no_args_is_help=True)
+app = typer.Typer(
+    help="Manage the age keys that encrypt backups.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @app.command("generate")

@@ -13,7 +13,9 @@ from etcdops.cli.render import key_values, table
 from etcdops.errors import UsageError
 from etcdops.units import format_duration, format_size
 
-app = typer.Typer(help="Take, list, check and fetch backups.", no_args_is_help=True)
+app = typer.Typer(
+    help="Take, list, check and fetch backups.", no_args_is_help=True, rich_markup_mode=None
+)
 
 RefArgument = Annotated[
     str, typer.Argument(help="A backup id (or unique prefix, or 'latest'), or a file path.")
