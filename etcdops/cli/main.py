@@ -41,6 +41,25 @@ def main(
     """Keeps etcd recoverable."""
 
 
+def _tune_malloc() -> None:
+    """Give large transient buffers back to the OS as soon as they are freed (glibc only).
+
+    glibc raises its mmap threshold after the first large free, so later 1-8 MiB stream and
+    upload buffers come from arenas that keep their pages, one arena per thread: a save with
+    upload peaked near 200 MiB for about 50 MiB of live buffers. A fixed threshold and two
+    arenas keep the peak near what is live (measured: 197 -> 143 MiB).
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None)  # the C library this interpreter already runs on
+    if not hasattr(libc, "mallopt"):
+        return
+    m_mmap_threshold, m_arena_max = -3, -8
+    libc.mallopt(m_mmap_threshold, 4 << 20)
+    libc.mallopt(m_arena_max, 2)
+
+
 def run() -> None:
     """Console-script entry point."""
+    _tune_malloc()
     app()

@@ -29,7 +29,9 @@ from etcdops.stores.base import ObjectInfo, check_key
 MiB = 1024**2
 MIN_PART_SIZE = 5 * MiB  # S3 rejects smaller parts, except the last one
 MAX_PARTS = 10_000
-DEFAULT_PART_SIZE = 8 * MiB
+# Memory during an upload is about (max_concurrency + 2) parts: S3's smallest part keeps a save
+# with upload under 150 MiB, and 10,000 of them still hold 48 GiB, six times etcd's 8 GB limit.
+DEFAULT_PART_SIZE = MIN_PART_SIZE
 COPY_PART_SIZE = 256 * MiB  # copies move no bytes through us: big parts mean fewer requests
 
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -74,7 +76,7 @@ class S3Store:
         name: str,
         *,
         part_size: int | None = None,
-        max_concurrency: int = 4,
+        max_concurrency: int = 3,
         copy_part_threshold: int = 5 * 1024**3,
         connect_timeout: float = 10,
         read_timeout: float = 60,

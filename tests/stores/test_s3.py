@@ -59,13 +59,13 @@ def test_import_does_not_load_botocore():
 @pytest.mark.parametrize("size", [1, 200 * MiB, 8 * 1024 * MiB, 500 * 1024 * MiB])
 def test_part_size_keeps_objects_under_10000_parts(size):
     part_size = choose_part_size(size)
-    assert part_size >= 8 * MiB and part_size % MiB == 0
+    assert part_size >= 5 * MiB and part_size % MiB == 0
     # room for a stream 5% bigger than announced
     assert size * 1.05 / part_size < MAX_PARTS
 
 
-def test_part_size_without_expected_size_is_8_mib():
-    assert choose_part_size(None) == 8 * MiB
+def test_part_size_without_expected_size_is_s3s_minimum():
+    assert choose_part_size(None) == 5 * MiB
 
 
 @pytest.mark.parametrize("size", [0, 1, PART - 1, PART, PART + 1, 3 * PART])
