@@ -4,15 +4,17 @@ Run from the repository root with the virtualenv active:
 
     python bench/snapshot_save.py                    # 256MiB and 1GiB, 3 rounds each
     python bench/snapshot_save.py --sizes 64MiB --rounds 1 --json /tmp/bench.json
+    python bench/snapshot_save.py --patched st,coalesce,sync   # and a prototype, alternated
 
 Why it is built this way:
 - Both tools run as subprocesses, exactly as an operator runs them, so start-up, imports, config
   loading, the host lock, the fsync and the rename all count.
 - The two tools alternate (etcdctl, etcdops, etcdctl, ...) so drift on the machine (page cache,
   a noisy neighbour, CPU frequency) hits both alike; the ratio is taken per pair, then the median.
-- Peak memory is the child's own ru_maxrss from os.wait4: per process, no psutil needed, and not
-  confused with this script's memory. CPU time comes from the same rusage, and etcd's own CPU
-  from /proc, because on a small machine the server and the client compete for the same cores.
+- Peak memory is the child's own ru_maxrss from os.wait4, taken by a tiny trampoline that forks
+  the command (see _TRAMPOLINE: waited on from here, a child would inherit this script's RSS).
+  CPU time comes from the same rusage, and etcd's own CPU from /proc, because on a small
+  machine the server and the client compete for the same cores.
 - The database is filled with etcdops.sample's Kubernetes-shaped objects padded with random
   base64, so zstd sees data no more compressible than real objects (rather less: see README).
 - Every etcd, child process and temporary directory is removed on exit, Ctrl-C or SIGTERM.
@@ -30,15 +32,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
+from etcdops.config import EtcdConfig
 from etcdops.etcd.binaries import find_binary
-from etcdops.etcd.client import EtcdSession
+from etcdops.etcd.client import EtcdSession, MemberStatus
 from etcdops.etcd.local import LocalCluster
 from etcdops.sample import load_kubernetes_objects
 from etcdops.units import format_size, parse_size
@@ -62,8 +66,11 @@ FILL_ROUNDS = 5
 CLUSTER_NAME = "bench"
 ETCDCTL = "etcdctl"
 ETCDOPS = "etcdops"
-TOOLS = (ETCDCTL, ETCDOPS)
+# etcdops with the changes bench/_patched_etcdops.py prototypes, when --patched asks for it
+PATCHED = "patched"
+PATCHED_SCRIPT = Path(__file__).with_name("_patched_etcdops.py")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 
 @dataclass
@@ -112,9 +119,13 @@ class SizeResult:
         """The worst peak RSS of any run, warm-ups included: a memory target is a ceiling."""
         return max(s.max_rss_mib for s in self.of(tool, warmups=True))
 
-    def ratio(self) -> float:
-        """Median over rounds of etcdops/etcdctl wall time, each pair taken back to back."""
-        pairs = zip(self.of(ETCDOPS), self.of(ETCDCTL), strict=True)
+    def tools(self) -> list[str]:
+        """The tools measured, in the order they ran."""
+        return list(dict.fromkeys(s.tool for s in self.samples))
+
+    def ratio(self, tool: str = ETCDOPS) -> float:
+        """Median over rounds of tool/etcdctl wall time, each pair taken back to back."""
+        pairs = zip(self.of(tool), self.of(ETCDCTL), strict=True)
         return statistics.median(ops.wall_s / ctl.wall_s for ops, ctl in pairs)
 
     def stored(self) -> tuple[int, int]:
@@ -125,12 +136,14 @@ class SizeResult:
     def as_dict(self) -> dict[str, Any]:
         """JSON form, with the derived figures next to the raw samples."""
         snapshot, stored = self.stored()
+        tools = self.tools()
         return asdict(self) | {
-            "median_wall_s": {t: self.median(t, "wall_s") for t in TOOLS},
-            "median_cpu_s": {t: self.median(t, "cpu_s") for t in TOOLS},
-            "median_etcd_cpu_s": {t: self.median(t, "etcd_cpu_s") for t in TOOLS},
-            "peak_rss_mib": {t: self.peak_rss(t) for t in TOOLS},
+            "median_wall_s": {t: self.median(t, "wall_s") for t in tools},
+            "median_cpu_s": {t: self.median(t, "cpu_s") for t in tools},
+            "median_etcd_cpu_s": {t: self.median(t, "etcd_cpu_s") for t in tools},
+            "peak_rss_mib": {t: self.peak_rss(t) for t in tools},
             "ratio": self.ratio(),
+            "ratios": {t: self.ratio(t) for t in tools if t != ETCDCTL},
             "compression_ratio": snapshot / stored,
         }
 
@@ -139,44 +152,72 @@ class ChildFailed(RuntimeError):
     """A benchmarked command exited non-zero; its output files say why."""
 
 
+# Run by a fresh `python -S`: fork, exec the command, wait4 it, and write what wait4 says. Why not
+# os.wait4 on a child of this script: Linux counts the memory of the process that spawned a
+# child in the child's ru_maxrss (subprocess uses vfork, so the exec replaces this script's own
+# address space; a plain fork copies it), so every child would look at least as big as this
+# script, which holds grpc, etcdops and a session. Forked from this ~6 MiB trampoline, the
+# command's peak is its own (with a floor of ~6 MiB). The wall time is taken here too, so that
+# the trampoline's own start-up is not counted.
+_TRAMPOLINE = """
+import json, os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - started
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "wall_s": wall,
+               "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_kib": usage.ru_maxrss}, out)
+"""
+
+
 class Children:
-    """The one child process running at a time, so Ctrl-C can kill and reap it."""
+    """The one child process running at a time, so Ctrl-C can kill it and what it started."""
 
     def __init__(self) -> None:
         self.current: subprocess.Popen[bytes] | None = None
 
     def run(self, argv: Sequence[str], out: Path, err: Path) -> Run:
-        """Run argv to completion and measure it; ChildFailed if it exits non-zero.
+        """Run argv to completion through the trampoline and measure it; ChildFailed if it fails.
 
-        os.wait4 reaps the child itself, which is what gives its rusage; Popen is told the exit
-        code afterwards so it never waits on a pid that is gone.
+        The trampoline leads a session of its own, so kill() can take the command down with it
+        by process group, whatever this script was doing when it was interrupted.
         """
+        report = out.with_suffix(".rusage.json")
+        report.unlink(missing_ok=True)
         with out.open("wb") as stdout, err.open("wb") as stderr:
-            started = time.perf_counter()
             self.current = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=_env()
+                [sys.executable, "-S", "-c", _TRAMPOLINE, str(report), *argv],
+                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=_env(),
+                start_new_session=True,
             )
-            _, status, usage = os.wait4(self.current.pid, 0)
-            wall = time.perf_counter() - started
-        code = os.waitstatus_to_exitcode(status)
-        self.current.returncode = code
+            self.current.wait()
         self.current = None
-        if code != 0:
+        try:
+            measured = json.loads(report.read_text())
+        except (OSError, ValueError) as exc:
+            raise ChildFailed(f"no measurement for {Path(argv[0]).name}: {exc}") from exc
+        if measured["code"] != 0:
             tail = err.read_text(errors="replace").strip().splitlines()[-5:]
-            raise ChildFailed(f"{Path(argv[0]).name} exited {code}: " + " | ".join(tail))
+            raise ChildFailed(
+                f"{Path(argv[0]).name} exited {measured['code']}: " + " | ".join(tail)
+            )
         # Linux reports ru_maxrss in KiB
-        return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+        return Run(measured["wall_s"], measured["cpu_s"], measured["max_rss_kib"] / 1024)
 
     def kill(self) -> None:
-        """Kill and reap the running child, if any."""
+        """Kill the running trampoline and its command (one process group), then reap it."""
         child, self.current = self.current, None
-        if child is None or child.returncode is not None:
+        if child is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            child.kill()
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(child.pid, 0)
-        child.returncode = -signal.SIGKILL
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
 
 
 def _env() -> dict[str, str]:
@@ -209,20 +250,51 @@ def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 
 
-def fill(
-    session: EtcdSession, endpoint: str, target: int, value_size: int
-) -> tuple[int, float]:
+def in_thread(function: Callable[[], T]) -> T:
+    """Run a function that talks gRPC on a worker thread, this thread only waiting for it.
+
+    grpc Python deadlocks when a signal handler raises inside a call made on the main thread
+    (grpc/grpc#19973): Ctrl-C during the fill left this script hung in a channel's __del__,
+    with etcd and the temporary directory still there. Here Ctrl-C lands in the wait, the
+    cleanup stops etcd, and the worker's call then fails on its own.
+    """
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            results.append(function())
+        except BaseException as exc:  # handed to the waiting thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=target, name="etcd-calls", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)  # a timed wait, so that signals are handled while it waits
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+def fill(config: EtcdConfig, endpoint: str, target: int, value_size: int) -> tuple[int, float]:
     """Load Kubernetes-shaped objects until etcd's dbSize reaches target; (keys, seconds)."""
     started = time.monotonic()
-    for seed in range(FILL_ROUNDS):
-        missing = target - session.status(endpoint).db_size
-        if missing <= 0:
-            break
-        # distinct seeds give distinct pod names; objects named by index are overwritten, which
-        # still grows the database since etcd keeps the old revision (no compaction here)
-        count = max(8, int(missing / (value_size * FILL_OVERHEAD)) + 1)
-        load_kubernetes_objects(session, count, value_size=value_size, seed=seed)
-    return session.count_keys(), time.monotonic() - started
+    with EtcdSession(config) as session:
+        for seed in range(FILL_ROUNDS):
+            missing = target - session.status(endpoint).db_size
+            if missing <= 0:
+                break
+            # distinct seeds give distinct pod names; objects named by index are overwritten,
+            # which still grows the database since etcd keeps the old revision (no compaction)
+            count = max(8, int(missing / (value_size * FILL_OVERHEAD)) + 1)
+            load_kubernetes_objects(session, count, value_size=value_size, seed=seed)
+        return session.count_keys(), time.monotonic() - started
+
+
+def member_status(config: EtcdConfig, endpoint: str) -> MemberStatus:
+    """One member's status (dbSize, dbSizeInUse), on a session of its own."""
+    with EtcdSession(config) as session:
+        return session.status(endpoint)
 
 
 def write_config(workdir: Path, etcdops: str, endpoint: str, children: Children) -> Path:
@@ -252,17 +324,20 @@ def bench_size(
     result = SizeResult(target)
     etcdctl, etcdops = str(find_binary("etcdctl")), _etcdops_binary()
     # no fsync while filling: this etcd is a fixture, and a snapshot reads its db, not its WAL
-    with LocalCluster.single(
+    cluster = LocalCluster.single(
         workdir / "etcd", quota_backend_bytes=QUOTA_BACKEND_BYTES, unsafe_no_fsync=True
-    ) as cluster:
+    )
+    try:
+        in_thread(cluster.start)
         member = cluster.members[0]
         assert member.process is not None
         etcd_pid = member.process.pid
         endpoint = member.client_url
         etcd_config = cluster.etcd_config(command_timeout=60.0)
-        with EtcdSession(etcd_config) as session:
-            result.keys, result.fill_s = fill(session, endpoint, target, args.value_size)
-            status = session.status(endpoint)
+        result.keys, result.fill_s = in_thread(
+            lambda: fill(etcd_config, endpoint, target, args.value_size)
+        )
+        status = in_thread(lambda: member_status(etcd_config, endpoint))
         print(
             f"  etcd {endpoint}: dbSize {format_size(status.db_size)} after the load "
             f"({format_size(status.db_size_in_use)} in use), {result.keys} keys, "
@@ -280,9 +355,14 @@ def bench_size(
                 "--output", "json",
             ],
         }
+        if args.patched:
+            commands[PATCHED] = lambda: [
+                sys.executable, str(PATCHED_SCRIPT), f"--patches={args.patched}",
+                *commands[ETCDOPS]()[1:],
+            ]
         for index in range(args.warmup + args.rounds):
             number = max(0, index - args.warmup + 1)  # 0 for warm-ups
-            for tool in TOOLS:
+            for tool in commands:
                 out, err = workdir / f"{tool}.out", workdir / f"{tool}.err"
                 etcd_before = process_cpu(etcd_pid)
                 run = children.run(commands[tool](), out, err)
@@ -290,7 +370,7 @@ def bench_size(
                 if tool == ETCDCTL:
                     snapshot = stored = snapshot_file.stat().st_size
                     snapshot_file.unlink()
-                else:
+                else:  # etcdops, or etcdops patched
                     manifest = json.loads(out.read_text())
                     snapshot, stored = manifest["snapshot_size"], manifest["object_size"]
                     shutil.rmtree(store / CLUSTER_NAME)
@@ -307,9 +387,10 @@ def bench_size(
                     flush=True,
                 )
         # the first snapshot commits etcd's pending batch, so dbSize is final only now
-        with EtcdSession(etcd_config) as session:
-            status = session.status(endpoint)
+        status = in_thread(lambda: member_status(etcd_config, endpoint))
         result.db_size, result.db_size_in_use = status.db_size, status.db_size_in_use
+    finally:
+        cluster.stop()
     return result
 
 
@@ -330,12 +411,13 @@ def print_table(result: SizeResult) -> None:
         f"({format_size(result.db_size)}), {result.keys} keys, "
         f"{len(result.of(ETCDOPS))} rounds (medians; RSS is the peak of every run)"
     )
-    header = ("tool", "wall", "own cpu", "etcd cpu", "peak RSS", "stored")
-    print("  {:<8} {:>9} {:>9} {:>9} {:>10} {:>10}".format(*header))
-    for tool in TOOLS:
+    header = ("tool", "wall", "vs etcdctl", "own cpu", "etcd cpu", "peak RSS", "stored")
+    print("  {:<8} {:>9} {:>10} {:>9} {:>9} {:>10} {:>10}".format(*header))
+    for tool in result.tools():
+        ratio = "" if tool == ETCDCTL else f"{result.ratio(tool):.2f}x"
         stored_bytes = result.of(tool)[-1].stored_bytes
         print(
-            f"  {tool:<8} {result.median(tool, 'wall_s'):>7.2f} s "
+            f"  {tool:<8} {result.median(tool, 'wall_s'):>7.2f} s {ratio:>10} "
             f"{result.median(tool, 'cpu_s'):>7.2f} s {result.median(tool, 'etcd_cpu_s'):>7.2f} s "
             f"{result.peak_rss(tool):>6.1f} MiB {format_size(stored_bytes):>10}"
         )
@@ -370,17 +452,30 @@ def verdict(results: list[SizeResult], startup: float) -> tuple[bool, list[str]]
         f"etcdops --help {startup:.3f} s (target < {TARGET_STARTUP_S} s): "
         + ("PASS" if startup < TARGET_STARTUP_S else "FAIL")
     )
+    if PATCHED in at.tools():  # a prototype: reported, never part of the verdict
+        lines.append(
+            f"(prototype) patched ratio {at.ratio(PATCHED):.2f} at {format_size(at.db_size)}, "
+            "peak RSS " + ", ".join(f"{r.peak_rss(PATCHED):.1f}" for r in results) + " MiB"
+        )
     return ok, lines
 
 
 @contextlib.contextmanager
 def interrupts_as_keyboard_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so the finally blocks stop etcd and clean up."""
+    """SIGTERM and SIGHUP unwind like Ctrl-C, so the finally blocks stop etcd and clean up.
+
+    A signal this script was started with ignored (SIGHUP under nohup, SIGINT in a background
+    job) stays ignored: whoever started it asked for that.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        s: signal.signal(s, handler)
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(s) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:
@@ -405,6 +500,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="where the temporary directory goes (must be a real disk, not tmpfs)",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--patched", metavar="PATCHES",
+        help="also run etcdops under these bench/_patched_etcdops.py patches "
+        "(comma-separated: st, coalesce, sync, level1); reported, not judged",
+    )
     args = parser.parse_args(argv)
     args.sizes = [parse_size(s.strip()) for s in args.sizes.split(",") if s.strip()]
     if not args.sizes or args.rounds < 1 or args.warmup < 0:
