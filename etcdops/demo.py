@@ -8,6 +8,7 @@ to real AWS: the S3 endpoint is the embedded server and the credentials are fake
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -129,6 +130,7 @@ class _Demo:
         from etcdops.stores.s3 import S3Store
 
         self.cleanup.enter_context(_fake_aws_credentials())
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         self.cleanup.callback(server.stop)
