@@ -2,8 +2,10 @@
 
 An object appears under its key complete or not at all: big objects go up as a multipart
 upload that only a successful commit completes, and every failure aborts it, so neither a
-partial object nor orphan parts are left behind. Every part carries its own SHA-256, which S3
-checks on arrival; after completing, a HEAD checks the size (and S3's composite checksum).
+partial object nor orphan parts are left behind. Every part carries its own CRC32, which S3
+checks on arrival; after completing, a HEAD checks the size and S3's composite checksum. Those
+checks catch damage in transit; what proves a backup intact is the SHA-256 of the whole object
+that the manifest keeps (S3 has no whole-object SHA-256 of a multipart object).
 
 This is the only module that imports botocore, and only when a store is created, so that
 `etcdops --help` and local-only runs never pay for importing it.
@@ -17,10 +19,11 @@ import functools
 import hashlib
 import io
 import math
-import threading
+import queue
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from etcdops.config import S3Location
 from etcdops.errors import ConfigError, EtcdopsError, NotFoundError, StorageError
@@ -29,8 +32,8 @@ from etcdops.stores.base import ObjectInfo, check_key
 MiB = 1024**2
 MIN_PART_SIZE = 5 * MiB  # S3 rejects smaller parts, except the last one
 MAX_PARTS = 10_000
-# Memory during an upload is about (max_concurrency + 2) parts: S3's smallest part keeps a save
-# with upload under 150 MiB, and 10,000 of them still hold 48 GiB, six times etcd's 8 GB limit.
+# An upload holds max_concurrency + 1 part buffers: S3's smallest part keeps a save with upload
+# under 150 MiB, and 10,000 of them still hold 48 GiB, six times etcd's 8 GB limit.
 DEFAULT_PART_SIZE = MIN_PART_SIZE
 COPY_PART_SIZE = 256 * MiB  # copies move no bytes through us: big parts mean fewer requests
 
@@ -58,13 +61,31 @@ def _api_models() -> Any:
     return botocore.loaders.create_loader()
 
 
-def _sha256_b64(digest: bytes) -> str:
+class Checksum(NamedTuple):
+    """A checksum as S3 keeps it: the algorithm's name and the base64 value ("-N" when it is a
+    multipart object's composite of N parts)."""
+
+    algorithm: str
+    value: str
+
+
+def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def composite_checksum(part_digests: list[bytes]) -> str:
-    """S3's checksum of a multipart object: the SHA-256 of the parts' SHA-256s, with the count."""
-    return f"{_sha256_b64(hashlib.sha256(b''.join(part_digests)).digest())}-{len(part_digests)}"
+def sha256_checksum(data: bytes | bytearray | memoryview) -> str:
+    """S3's ChecksumSHA256 of data."""
+    return _b64(hashlib.sha256(data).digest())
+
+
+def crc32_digest(data: bytes | bytearray | memoryview) -> bytes:
+    """The CRC32 S3 computes (zlib's, big-endian), as 4 bytes."""
+    return zlib.crc32(data).to_bytes(4, "big")
+
+
+def composite_crc32(part_digests: list[bytes]) -> str:
+    """S3's checksum of a multipart object: the CRC32 of the parts' CRC32s, with the count."""
+    return f"{_b64(crc32_digest(b''.join(part_digests)))}-{len(part_digests)}"
 
 
 class S3Store:
@@ -104,9 +125,13 @@ class S3Store:
             # multipart objects have only a composite one: the manifest's sha256 covers those
             "response_checksum_validation": "when_supported",
         }
+        # Every body goes with a checksum header that S3 checks, and the headers are signed: a
+        # SigV4 hash of the body as well (botocore's habit over plain http) would be a third pass
+        # over every byte uploaded
+        options["s3"] = {"payload_signing_enabled": False}
         if location.endpoint_url:
             # moto and most S3-compatible services have no per-bucket DNS names
-            options["s3"] = {"addressing_style": "path"}
+            options["s3"]["addressing_style"] = "path"
         # a session per store resolves credentials through the standard AWS chain when the
         # store is made (boto3's default session would keep the first ones it found)
         session = botocore.session.Session()
@@ -251,17 +276,19 @@ class S3Store:
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write a small object (a manifest) in one request that S3 checks against its SHA-256."""
         with self._calling("write", self.describe(key)):
-            self._put(key, data, _sha256_b64(hashlib.sha256(data).digest()))
+            self._put(key, data)
 
-    def _put(self, key: str, data: bytes, checksum: str) -> None:
+    def _put(self, key: str, data: bytes | bytearray) -> Checksum:
+        checksum = Checksum("SHA256", sha256_checksum(data))
         self._client.put_object(
             Bucket=self.bucket,
             Key=self.full_key(key),
             Body=data,
-            ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=checksum,
+            ChecksumAlgorithm=checksum.algorithm,
+            ChecksumSHA256=checksum.value,
             **self._write_args,
         )
+        return checksum
 
     def get_bytes(self, key: str) -> bytes:
         """Read a small object whole."""
@@ -303,7 +330,7 @@ class S3Store:
         return sorted(keys)
 
     def verify(
-        self, key: str, size: int, checksum: str | None = None, *, ours: bool = True
+        self, key: str, size: int, checksum: Checksum | None = None, *, ours: bool = True
     ) -> None:
         """Check that what S3 holds under key is what was sent; delete it when it is not.
 
@@ -324,12 +351,12 @@ class S3Store:
         problem = None
         if response["ContentLength"] != size:
             problem = f"holds {response['ContentLength']} bytes, {size} were sent"
-        stored = response.get("ChecksumSHA256")
-        # Services that keep no SHA-256 (some S3-compatible ones) leave the size check alone.
-        # Only the hash before "-N" is compared: real S3 returns "hash-N" for a multipart
-        # object, moto returns the hash alone; the hash covers every part's digest anyway.
-        if checksum and stored and stored.partition("-")[0] != checksum.partition("-")[0]:
-            problem = f"has SHA-256 checksum {stored}, {checksum} was sent"
+        stored = response.get(f"Checksum{checksum.algorithm}") if checksum else None
+        # Services that keep no checksum (some S3-compatible ones) leave the size check alone.
+        # Only the value before "-N" is compared: real S3 returns "value-N" for a multipart
+        # object, moto the value alone; the value covers every part's checksum anyway.
+        if checksum and stored and stored.partition("-")[0] != checksum.value.partition("-")[0]:
+            problem = f"has {checksum.algorithm} checksum {stored}, {checksum.value} was sent"
         if problem:
             if ours:
                 with contextlib.suppress(StorageError):
@@ -362,12 +389,12 @@ class S3Store:
         target = f"{source.describe(key)} to {self.describe(key)}"
         with self._calling("copy", target):
             if size < self.copy_part_threshold:
-                # SHA256 asks S3 for a full-object checksum of the copy, which GETs then verify
-                # (moto would otherwise stamp the source's composite value on it as a
-                # full-object one, and every read of the copy would fail its check)
+                # a checksum algorithm asks S3 for a full-object checksum of the copy, which GETs
+                # then verify (moto would otherwise stamp the source's composite value on it as
+                # a full-object one, and every read of the copy would fail its check)
                 self._client.copy_object(
                     Bucket=self.bucket, Key=self.full_key(key), CopySource=copy_source,
-                    ChecksumAlgorithm="SHA256", **self._write_args,
+                    ChecksumAlgorithm="CRC32", **self._write_args,
                 )
             else:
                 self._copy_multipart(copy_source, key, size)
@@ -421,9 +448,11 @@ class S3Store:
 class S3Writer:
     """A streamed multipart upload with flat memory; the object appears only on commit().
 
-    Data is cut into parts of part_size; up to max_concurrency parts upload at once and write()
-    blocks while that many are pending, so memory stays near (max_concurrency + 1) parts. An
-    object that fits in one part is sent with a single PUT at commit().
+    Data is copied into part buffers of part_size, of which there are max_concurrency + 1: up to
+    max_concurrency parts upload while the next one fills, and write() waits for a buffer that a
+    finished part gives back. The same few buffers serve the whole upload, so memory is fixed
+    whatever the object's size and nothing is allocated per part. An object that fits in one
+    part is sent with a single PUT at commit().
     """
 
     def __init__(self, store: S3Store, key: str, part_size: int, max_concurrency: int) -> None:
@@ -432,11 +461,13 @@ class S3Writer:
         self._where = store.describe(key)  # checks the key before anything is sent
         self._part_size = part_size
         self._max_concurrency = max_concurrency
-        self._buffer = bytearray()
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._buffers = 0
+        self._part: bytearray | None = None
+        self._filled = 0
         self._size = 0
         self._upload_id: str | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._slots = threading.Semaphore(max_concurrency)
         self._parts: list[Future[tuple[dict[str, Any], bytes]]] = []
         self._failure: BaseException | None = None
         self._state = "open"  # open, committed or aborted
@@ -444,17 +475,23 @@ class S3Writer:
     def write(self, data: bytes, /) -> int:
         """Buffer data and send every full part; raises StorageError once any part failed."""
         self._check_open()
-        self._buffer += data
-        self._size += len(data)
-        # a part goes out only when more data follows it, so that the last part is never empty
-        # and an object of exactly one part is a single PUT
+        view = memoryview(data)
         try:
-            while len(self._buffer) > self._part_size:
-                part = bytes(self._buffer[: self._part_size])
-                del self._buffer[: self._part_size]
-                self._send_part(part)
+            while view:
+                if self._part is None:
+                    self._part, self._filled = self._take_buffer(), 0
+                elif self._filled == self._part_size:
+                    # a part goes out only when more data follows it, so that the last part is
+                    # never empty and an object of exactly one part is a single PUT
+                    self._send_part(self._part, self._part_size)
+                    self._part, self._filled = self._take_buffer(), 0
+                count = min(len(view), self._part_size - self._filled)
+                self._part[self._filled : self._filled + count] = view[:count]
+                self._filled += count
+                view = view[count:]
         except BaseException as exc:
             self._fail(exc)
+        self._size += len(data)
         return len(data)
 
     def commit(self) -> None:
@@ -463,15 +500,16 @@ class S3Writer:
         try:
             confirmed = True
             if self._upload_id is None:
-                checksum = _sha256_b64(hashlib.sha256(self._buffer).digest())
-                self._store._put(self._key, bytes(self._buffer), checksum)
+                rest = self._part[: self._filled] if self._part is not None else b""
+                checksum = self._store._put(self._key, rest)
             else:
-                self._send_part(bytes(self._buffer))
+                assert self._part is not None
+                self._send_part(self._part, self._filled)
                 checksum, confirmed = self._complete()
         except BaseException as exc:
             self._fail(exc)
         self._state = "committed"
-        self._buffer = bytearray()
+        self._drop_buffers()
         if self._pool is not None:
             self._pool.shutdown()
         self._store.verify(self._key, self._size, checksum, ours=confirmed)
@@ -481,10 +519,10 @@ class S3Writer:
         if self._state != "open":
             return
         self._state = "aborted"
-        self._buffer = bytearray()
         if self._pool is not None:
             # wait for parts in flight: one landing after the abort would be an orphan
             self._pool.shutdown(wait=True, cancel_futures=True)
+        self._drop_buffers()
         if self._upload_id is not None:
             self._store.abort_upload(self._key, self._upload_id)
 
@@ -505,13 +543,34 @@ class S3Writer:
             raise self._store.error(cause, "write", self._where) from cause
         raise cause
 
-    def _send_part(self, data: bytes) -> None:
-        """Queue one part, waiting while max_concurrency parts are still pending."""
+    def _take_buffer(self) -> bytearray:
+        """A part buffer to fill: a free one, a new one while there are fewer than
+        max_concurrency + 1, or else the next one that a finished part gives back."""
+        try:
+            buffer = self._free.get_nowait()
+        except queue.Empty:
+            if self._buffers <= self._max_concurrency:
+                self._buffers += 1
+                return bytearray(self._part_size)
+            buffer = self._free.get()
+        if self._failure is not None:
+            raise self._failure
+        return buffer
+
+    def _drop_buffers(self) -> None:
+        self._part, self._filled = None, 0
+        while not self._free.empty():
+            self._free.get_nowait()
+
+    def _send_part(self, buffer: bytearray, length: int) -> None:
+        """Queue one part; its buffer comes back to the free ones when its upload has ended."""
+        if self._failure is not None:
+            raise self._failure
         if self._upload_id is None:
             self._upload_id = self._store._client.create_multipart_upload(
                 Bucket=self._store.bucket,
                 Key=self._store.full_key(self._key),
-                ChecksumAlgorithm="SHA256",
+                ChecksumAlgorithm="CRC32",
                 **self._store._write_args,
             )["UploadId"]
             self._pool = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="s3-part")
@@ -522,41 +581,39 @@ class S3Writer:
                 f"of {self._part_size} bytes",
                 "pass the expected size when opening the writer, so that parts are big enough",
             )
-        self._slots.acquire()
-        if self._failure is not None:
-            self._slots.release()
-            raise self._failure
+        body = buffer if length == len(buffer) else buffer[:length]  # only the last is short
         assert self._pool is not None
-        future = self._pool.submit(self._upload_part, number, data)
-        future.add_done_callback(self._part_done)
+        future = self._pool.submit(self._upload_part, number, body)
+        future.add_done_callback(lambda done: self._part_done(done, buffer))
         self._parts.append(future)
 
-    def _part_done(self, future: Future[tuple[dict[str, Any], bytes]]) -> None:
+    def _part_done(self, future: Future[tuple[dict[str, Any], bytes]], buffer: bytearray) -> None:
         if not future.cancelled() and future.exception() is not None and self._failure is None:
             self._failure = future.exception()
-        self._slots.release()
+        self._free.put(buffer)  # after the failure is set, so that the writer waking sees it
 
-    def _upload_part(self, number: int, data: bytes) -> tuple[dict[str, Any], bytes]:
-        """Send one part with its SHA-256, which S3 checks before accepting it."""
-        digest = hashlib.sha256(data).digest()
-        checksum = _sha256_b64(digest)
+    def _upload_part(self, number: int, body: bytearray) -> tuple[dict[str, Any], bytes]:
+        """Send one part with its CRC32, which S3 checks before accepting it."""
+        digest = crc32_digest(body)
+        checksum = _b64(digest)
         response = self._store._client.upload_part(
             Bucket=self._store.bucket,
             Key=self._store.full_key(self._key),
             UploadId=self._upload_id,
             PartNumber=number,
-            Body=data,
-            ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=checksum,
+            Body=body,
+            ChecksumAlgorithm="CRC32",
+            ChecksumCRC32=checksum,
         )
-        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}, digest
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": checksum}, digest
 
-    def _complete(self) -> tuple[str, bool]:
+    def _complete(self) -> tuple[Checksum, bool]:
         """Complete the upload once every part is in: the composite checksum, and whether S3
         confirmed the completion."""
         from botocore.exceptions import ClientError
 
         results = [future.result() for future in self._parts]
+        checksum = Checksum("CRC32", composite_crc32([digest for _, digest in results]))
         try:
             self._store._client.complete_multipart_upload(
                 Bucket=self._store.bucket,
@@ -569,8 +626,8 @@ class S3Writer:
             # upload gone; then the HEAD check in commit() decides whether the object is ours
             if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
                 raise
-            return composite_checksum([digest for _, digest in results]), False
-        return composite_checksum([digest for _, digest in results]), True
+            return checksum, False
+        return checksum, True
 
 
 class S3Reader(io.IOBase):

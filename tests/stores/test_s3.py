@@ -1,5 +1,6 @@
 """The S3 store against a real moto server over HTTP, with faults injected by an HTTP proxy."""
 
+import base64
 import dataclasses
 import hashlib
 import os
@@ -16,7 +17,8 @@ from etcdops.stores.s3 import (
     MiB,
     S3Store,
     choose_part_size,
-    composite_checksum,
+    composite_crc32,
+    crc32_digest,
 )
 from tests.faultproxy import FaultProxy, Faults
 from tests.s3proxy import complete_upload, upload_part
@@ -84,18 +86,26 @@ def test_composite_checksum_is_what_s3_computes(s3):
     store = primary(s3.primary)
     data = os.urandom(2 * PART + 10)
     write(store, KEY, data)
-    digests = [hashlib.sha256(data[i:i + PART]).digest() for i in range(0, len(data), PART)]
-    stored = raw_head(s3, s3.primary, KEY)["ChecksumSHA256"]
+    digests = [crc32_digest(data[i:i + PART]) for i in range(0, len(data), PART)]
+    stored = raw_head(s3, s3.primary, KEY)["ChecksumCRC32"]
     # moto omits the "-3" that real S3 appends
-    assert stored.partition("-")[0] == composite_checksum(digests).partition("-")[0]
+    assert stored.partition("-")[0] == composite_crc32(digests).partition("-")[0]
 
 
-def test_every_part_carries_its_sha256(s3, s3_proxy):
+def test_every_part_carries_its_checksum_and_no_body_hash(s3, s3_proxy):
     proxy = s3_proxy()
-    write(primary(through(proxy, s3.primary)), KEY, os.urandom(2 * PART + 1))
-    parts = [r for r in proxy.requests if r.param("partNumber")]
+    data = os.urandom(2 * PART + 1)
+    write(primary(through(proxy, s3.primary)), KEY, data)
+    parts = sorted(
+        (r for r in proxy.requests if r.param("partNumber")),
+        key=lambda r: int(r.param("partNumber")),
+    )
     assert len(parts) == 3
-    assert all("x-amz-checksum-sha256" in r.headers for r in parts)
+    for request, start in zip(parts, range(0, len(data), PART), strict=True):
+        sent = request.headers["x-amz-checksum-crc32"]
+        assert base64.b64decode(sent) == crc32_digest(data[start:start + PART])
+        # the signed checksum header covers the body: no SigV4 hash of it on top
+        assert request.headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
 
 
 def test_parts_in_flight_are_bounded(s3, s3_proxy):
