@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from etcdops.cli import exitcodes
@@ -161,7 +160,7 @@ def command(func: Callable[..., Any]) -> Callable[..., Any]:
         previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
         try:
             code = func(run, *args, **kwargs)
-        except (click.exceptions.ClickException, click.exceptions.Exit):
+        except typer.Exit:
             raise
         except (Exception, KeyboardInterrupt) as error:  # one line and its exit code, always
             raise typer.Exit(run.fail(error)) from None

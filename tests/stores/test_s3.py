@@ -3,6 +3,7 @@
 import base64
 import dataclasses
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -116,6 +117,38 @@ def test_parts_in_flight_are_bounded(s3, s3_proxy):
     write(store, KEY, data)
     assert proxy.peak_in_flight == 2
     assert store.get_bytes(KEY) == data
+
+
+_UPLOAD_12_PARTS = """
+import dataclasses, hashlib, json, sys, tracemalloc
+from etcdops.config import S3Location
+from etcdops.stores.s3 import MiB, S3Store
+location, key, part = S3Location(**json.loads(sys.argv[1])), sys.argv[2], int(sys.argv[3])
+store = S3Store(location, "primary", part_size=part, max_concurrency=2)
+digest = hashlib.sha256()
+writer = store.open_writer(key)
+tracemalloc.start()
+for index in range(12 * part // MiB):
+    block = index.to_bytes(4, "big") * (MiB // 4)
+    digest.update(block)
+    writer.write(block)
+writer.commit()
+print(json.dumps([tracemalloc.get_traced_memory()[1], digest.hexdigest()]))
+"""
+
+
+def test_upload_memory_is_a_few_part_buffers_whatever_the_size(s3):
+    # 12 parts through 2 in flight: the writer's peak is its 3 part buffers (2 uploading, 1
+    # filling) and a block of input, not the parts it has sent, nor copies of them in botocore.
+    # In a process of its own, as moto runs in this one and keeps the object.
+    location = json.dumps(dataclasses.asdict(s3.primary))
+    done = subprocess.run(
+        [sys.executable, "-c", _UPLOAD_12_PARTS, location, KEY, str(PART)],
+        capture_output=True, text=True, check=True,
+    )
+    peak, sha256 = json.loads(done.stdout)
+    assert 3 * PART < peak < 3 * PART + 5 * MiB, f"peak {peak / MiB:.1f} MiB"
+    assert hashlib.sha256(primary(s3.primary).get_bytes(KEY)).hexdigest() == sha256
 
 
 def test_abort_leaves_no_parts_and_no_object(s3):
