@@ -83,7 +83,7 @@ from etcdops.units import format_size, parse_size
 MiB = 1 << 20
 GiB = 1 << 30
 DEFAULT_SIZES = "256MiB,1GiB"
-# the targets (bench/TWO_REGION.md)
+# the targets (bench/README.md)
 TARGET_RATIO = 0.6
 TARGET_RATIO_AT = 1 * GiB
 TARGET_RSS_MIB = 150.0

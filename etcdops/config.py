@@ -86,6 +86,10 @@ class S3Location:
     sse: str | None = _opt("sse")
     kms_key_id: str | None = _opt("str")
     storage_class: str | None = _opt("str")
+    # An upload holds (upload_concurrency + 1) parts in memory. Bigger parts mean fewer requests
+    # (each costs CPU on both ends); more of them in flight help on a link with a long round trip.
+    part_size: int = _opt("size", 10 * 1024**2)
+    upload_concurrency: int = _opt("int", 2)
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,6 @@ from etcdops.stores.base import ObjectInfo, check_key
 MiB = 1024**2
 MIN_PART_SIZE = 5 * MiB  # S3 rejects smaller parts, except the last one
 MAX_PARTS = 10_000
-# An upload holds max_concurrency + 1 part buffers: S3's smallest part keeps a save with upload
-# under 150 MiB, and 10,000 of them still hold 48 GiB, six times etcd's 8 GB limit.
-DEFAULT_PART_SIZE = MIN_PART_SIZE
 COPY_PART_SIZE = 256 * MiB  # copies move no bytes through us: big parts mean fewer requests
 
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -43,7 +40,7 @@ _TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout
               "ThrottlingException", "NoSuchUpload"}
 
 
-def choose_part_size(expected_size: int | None, minimum: int = DEFAULT_PART_SIZE) -> int:
+def choose_part_size(expected_size: int | None, minimum: int = MIN_PART_SIZE) -> int:
     """A part size that keeps an object of about expected_size well under S3's 10,000 parts."""
     if not expected_size:
         return minimum
@@ -97,23 +94,34 @@ class S3Store:
         name: str,
         *,
         part_size: int | None = None,
-        max_concurrency: int = 3,
+        max_concurrency: int | None = None,
         copy_part_threshold: int = 5 * 1024**3,
+        copy_part_size: int = COPY_PART_SIZE,
         connect_timeout: float = 10,
         read_timeout: float = 60,
     ) -> None:
         import botocore.session
         from botocore.config import Config
 
-        if part_size is not None and part_size < MIN_PART_SIZE:
-            raise ValueError(f"part_size {part_size} is below S3's minimum of {MIN_PART_SIZE}")
         self.name = name
+        self._section = "s3.replica" if name == "replica" else "s3"
+        self.part_size = part_size or location.part_size
+        if self.part_size < MIN_PART_SIZE:
+            raise ConfigError(
+                f"{self._section}.part_size is {self.part_size} bytes, below S3's minimum part "
+                f"of {MIN_PART_SIZE // MiB} MiB",
+                f'set {self._section}.part_size = "5MiB" or more',
+            )
+        self.max_concurrency = max_concurrency or location.upload_concurrency
+        if self.max_concurrency < 1:
+            raise ConfigError(
+                f"{self._section}.upload_concurrency is {self.max_concurrency}",
+                f"set {self._section}.upload_concurrency to 1 or more",
+            )
         self.bucket = location.bucket
         self.prefix = location.prefix
-        self.part_size = part_size
-        self.max_concurrency = max(1, max_concurrency)
         self.copy_part_threshold = copy_part_threshold
-        self._section = "s3.replica" if name == "replica" else "s3"
+        self.copy_part_size = copy_part_size
         self._write_args = self._object_settings(location)
         options: dict[str, Any] = {
             "retries": {"mode": "standard", "max_attempts": 5},
@@ -264,7 +272,7 @@ class S3Store:
 
     def open_writer(self, key: str, expected_size: int | None = None) -> S3Writer:
         """Start writing an object; it exists only after commit()."""
-        part_size = self.part_size or choose_part_size(expected_size)
+        part_size = choose_part_size(expected_size, self.part_size)
         return S3Writer(self, key, part_size, self.max_concurrency)
 
     def open_reader(self, key: str) -> S3Reader:
@@ -402,7 +410,7 @@ class S3Store:
 
     def _copy_multipart(self, copy_source: dict[str, str], key: str, size: int) -> None:
         """UploadPartCopy by byte ranges, for objects beyond CopyObject's 5 GB limit."""
-        part_size = self.part_size or choose_part_size(size, COPY_PART_SIZE)
+        part_size = choose_part_size(size, self.copy_part_size)
         full_key = self.full_key(key)
         upload_id = self._client.create_multipart_upload(
             Bucket=self.bucket, Key=full_key, **self._write_args

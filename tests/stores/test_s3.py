@@ -109,6 +109,30 @@ def test_every_part_carries_its_checksum_and_no_body_hash(s3, s3_proxy):
         assert request.headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
 
 
+def test_part_size_and_concurrency_come_from_the_config(s3, s3_proxy):
+    proxy = s3_proxy()
+    proxy.delay(lambda r: r.param("partNumber") is not None, 0.1)
+    location = dataclasses.replace(
+        through(proxy, s3.primary), part_size=6 * MiB, upload_concurrency=1
+    )
+    data = os.urandom(3 * 6 * MiB + 1)
+    write(S3Store(location, "primary"), KEY, data)
+    parts = [r for r in proxy.requests if r.param("partNumber")]
+    sizes = sorted(int(r.headers["content-length"]) for r in parts)
+    assert sizes == [1, 6 * MiB, 6 * MiB, 6 * MiB]
+    assert proxy.peak_in_flight == 1
+
+
+@pytest.mark.parametrize(
+    "setting, words",
+    [({"part_size": 4 * MiB}, "s3.part_size"),
+     ({"upload_concurrency": 0}, "s3.upload_concurrency")],
+)
+def test_bad_upload_settings_are_config_errors(s3, setting, words):
+    with pytest.raises(ConfigError, match=words):
+        S3Store(dataclasses.replace(s3.primary, **setting), "primary")
+
+
 def test_parts_in_flight_are_bounded(s3, s3_proxy):
     proxy = s3_proxy()
     proxy.delay(lambda r: r.param("partNumber") is not None, 0.2)
@@ -300,7 +324,7 @@ def test_copy_to_the_replica(s3, threshold, etag_suffix):
     data = os.urandom(2 * PART + 7)
     write(source, KEY, data)
     location = dataclasses.replace(s3.replica, storage_class="ONEZONE_IA")
-    replica = S3Store(location, "replica", part_size=PART, copy_part_threshold=threshold)
+    replica = S3Store(location, "replica", copy_part_threshold=threshold, copy_part_size=PART)
     replica.copy_from(source, KEY, len(data))
     assert replica.get_bytes(KEY) == data
     head = raw_head(s3, location, KEY)
@@ -312,7 +336,7 @@ def test_copy_to_the_replica(s3, threshold, etag_suffix):
 
 @pytest.mark.parametrize("threshold", [5 * 1024**3, PART])
 def test_copy_of_a_missing_source(s3, threshold):
-    replica = S3Store(s3.replica, "replica", part_size=PART, copy_part_threshold=threshold)
+    replica = S3Store(s3.replica, "replica", copy_part_threshold=threshold, copy_part_size=PART)
     with pytest.raises(NotFoundError, match="etcdops-primary"):
         replica.copy_from(primary(s3.primary), KEY, 3 * PART)
     assert_nothing_left(replica)
