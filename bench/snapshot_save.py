@@ -4,7 +4,6 @@ Run from the repository root with the virtualenv active:
 
     python bench/snapshot_save.py                    # 256MiB and 1GiB, 3 rounds each
     python bench/snapshot_save.py --sizes 64MiB --rounds 1 --json /tmp/bench.json
-    python bench/snapshot_save.py --patched st,coalesce,sync   # and a prototype, alternated
 
 Why it is built this way:
 - Both tools run as subprocesses, exactly as an operator runs them, so start-up, imports, config
@@ -66,9 +65,6 @@ FILL_ROUNDS = 5
 CLUSTER_NAME = "bench"
 ETCDCTL = "etcdctl"
 ETCDOPS = "etcdops"
-# etcdops with the changes bench/_patched_etcdops.py prototypes, when --patched asks for it
-PATCHED = "patched"
-PATCHED_SCRIPT = Path(__file__).with_name("_patched_etcdops.py")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 T = TypeVar("T")
 
@@ -355,11 +351,6 @@ def bench_size(
                 "--output", "json",
             ],
         }
-        if args.patched:
-            commands[PATCHED] = lambda: [
-                sys.executable, str(PATCHED_SCRIPT), f"--patches={args.patched}",
-                *commands[ETCDOPS]()[1:],
-            ]
         for index in range(args.warmup + args.rounds):
             number = max(0, index - args.warmup + 1)  # 0 for warm-ups
             for tool in commands:
@@ -370,7 +361,7 @@ def bench_size(
                 if tool == ETCDCTL:
                     snapshot = stored = snapshot_file.stat().st_size
                     snapshot_file.unlink()
-                else:  # etcdops, or etcdops patched
+                else:
                     manifest = json.loads(out.read_text())
                     snapshot, stored = manifest["snapshot_size"], manifest["object_size"]
                     shutil.rmtree(store / CLUSTER_NAME)
@@ -452,11 +443,6 @@ def verdict(results: list[SizeResult], startup: float) -> tuple[bool, list[str]]
         f"etcdops --help {startup:.3f} s (target < {TARGET_STARTUP_S} s): "
         + ("PASS" if startup < TARGET_STARTUP_S else "FAIL")
     )
-    if PATCHED in at.tools():  # a prototype: reported, never part of the verdict
-        lines.append(
-            f"(prototype) patched ratio {at.ratio(PATCHED):.2f} at {format_size(at.db_size)}, "
-            "peak RSS " + ", ".join(f"{r.peak_rss(PATCHED):.1f}" for r in results) + " MiB"
-        )
     return ok, lines
 
 
@@ -500,11 +486,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="where the temporary directory goes (must be a real disk, not tmpfs)",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
-    parser.add_argument(
-        "--patched", metavar="PATCHES",
-        help="also run etcdops under these bench/_patched_etcdops.py patches "
-        "(comma-separated: st, coalesce, sync, level1); reported, not judged",
-    )
     args = parser.parse_args(argv)
     args.sizes = [parse_size(s.strip()) for s in args.sizes.split(",") if s.strip()]
     if not args.sizes or args.rounds < 1 or args.warmup < 0:

@@ -14,8 +14,7 @@ age, and `aws s3 cp` to each region, one process after the other.
 Why it is built this way:
 - The database, the child-process measurement (wait4 through a small trampoline, so the peak RSS
   is the child's own), the alternation and the medians come from bench/snapshot_save.py, imported
-  rather than copied: both benchmarks then measure the same way. That file is being edited by its
-  owner, so nothing here changes it.
+  rather than copied: both benchmarks then measure the same way.
 - B's peak RSS is the max over every process of the pipeline, taken two ways that must agree:
   wait4 on the `bash -c` script, whose ru_maxrss Linux makes the max of bash and every child it
   waited for, and GNU time (wait4 again) around each step, which also gives each step's own wall,
@@ -97,7 +96,7 @@ FAKE_KEY = "testing"
 # another engineer's benchmark or the test suite: a run beside one measures the contention.
 # Their harnesses also run saves from scripts of their own, hence the last two.
 BUSY_PATTERN = (
-    "bench/snapshot_save.py|bench/_prototype_pipeline.py|pytest|etcdops snapshot|etcdctl snapshot"
+    "bench/snapshot_save.py|pytest|etcdops snapshot|etcdctl snapshot"
 )
 BUSY_POLL_S = 10.0
 # after the processes: until the machine idles (a previous run's writeback, say), at most this
