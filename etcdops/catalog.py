@@ -59,6 +59,10 @@ class Catalog:
         )
         return next(e for e in entries if e.manifest.id == backup_id)
 
+    def unfinished(self) -> list[ObjectInfo]:
+        """Writes of this cluster's backups that never finished: a save killed mid-write."""
+        return self.store.unfinished(self.prefix)
+
     def incomplete(self) -> list[ObjectInfo]:
         """Objects without a manifest: saves or copies that did not finish."""
         objects = list(self.store.list(self.prefix))

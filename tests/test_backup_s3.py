@@ -22,6 +22,10 @@ from etcdops.stores.configured import open_stores
 from tests.s3proxy import upload_part
 
 
+def unfinished_keys(store):
+    return [info.key for info in store.unfinished("")]
+
+
 def with_s3(config, s3, *, primary_url=None, replica_url=None):
     primary = dataclasses.replace(s3.primary, endpoint_url=primary_url or s3.endpoint_url)
     replica = dataclasses.replace(s3.replica, endpoint_url=replica_url or s3.endpoint_url)
@@ -202,7 +206,7 @@ def test_a_failing_primary_upload_is_aborted_and_the_local_copy_kept(
     assert doc["stored_in"] == ["local", "replica"]  # the replica was filled from local
     assert "primary" in doc["failed"]
     assert keys_in(s3.client(), "etcdops-primary") == []
-    assert open_stores(with_s3(backup_config, s3))["primary"].incomplete_uploads() == []
+    assert unfinished_keys(open_stores(with_s3(backup_config, s3))["primary"]) == []
     assert_listing_honest(with_s3(backup_config, s3))
 
 
@@ -221,17 +225,53 @@ def test_sigterm_during_an_upload_aborts_it(backup_config, etcd_big, etcd_proxy,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = datetime.now(UTC) + timedelta(seconds=60)
-    while not primary.incomplete_uploads():
+    while not unfinished_keys(primary):
         assert process.poll() is None, process.communicate()
         assert datetime.now(UTC) < deadline, "no multipart upload started"
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
-    assert primary.incomplete_uploads() == []
+    assert unfinished_keys(primary) == []
     assert keys_in(s3.client(), "etcdops-primary") == []
     assert not list(config.local.dir.rglob("*.manifest.json"))
     assert_listing_honest(with_s3(backup_config, s3))
 
+
+
+def test_a_killed_save_leaves_writes_that_list_all_shows(
+    backup_config, etcd_big, etcd_proxy, s3, tmp_path
+):
+    from tests.faultproxy import Faults
+
+    slow = etcd_proxy(Faults(delay_per_chunk=0.02))
+    config = with_s3(backup_config, s3)
+    config = dataclasses.replace(
+        config, etcd=dataclasses.replace(config.etcd, endpoints=(slow.url,))
+    )
+    toml = toml_for(config, tmp_path / "etcdops.toml")
+    primary = open_stores(config)["primary"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etcdops", "snapshot", "save", "--config", str(toml)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    while not unfinished_keys(primary):
+        assert process.poll() is None
+        assert datetime.now(UTC) < deadline, "no multipart upload started"
+    process.kill()  # SIGKILL: nothing runs to abort the upload or remove the temp file
+    process.wait()
+    listed = CliRunner().invoke(
+        app, ["snapshot", "list", "--all", "-o", "json", "--config", str(toml)]
+    )
+    assert listed.exit_code == 0, listed.output
+    doc = json.loads(listed.stdout)
+    assert doc["backups"] == []
+    key = unfinished_keys(primary)[0]
+    assert [u["key"] for u in doc["unfinished"]["primary"]] == [key]
+    assert [u["key"] for u in doc["unfinished"]["local"]] == [key]
+    assert doc["unfinished"]["replica"] == []
+    text = CliRunner().invoke(app, ["snapshot", "list", "--all", "--config", str(toml)])
+    assert "unfinished write in primary, started" in text.stdout and key in text.stdout
 
 def test_prune_applies_retention_to_every_store(backup_config, s3):
     now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

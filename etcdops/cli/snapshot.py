@@ -92,7 +92,11 @@ def list_backups(
         StoreChoice, typer.Option("--store", help="Which store to list.")
     ] = StoreChoice.all,
     show_all: Annotated[
-        bool, typer.Option("--all", help="Also show incomplete objects (no manifest).")
+        bool, typer.Option(
+            "--all",
+            help="Also show objects without a manifest, and writes that never finished (a save "
+            "killed mid-upload leaves parts that cost money until aborted).",
+        )
     ] = False,
 ) -> int:
     """The catalogue: every backup, where it is, its revision and sizes, and if it is good."""
@@ -106,10 +110,12 @@ def list_backups(
             raise UsageError(f"no {store.value} store is configured", "configure [s3] first")
         stores = {store.value: stores[store.value]}
     views, unreachable = combined_view(stores, config.cluster)
-    incomplete = {
-        name: [i.key for i in Catalog(s, config.cluster).incomplete()]
+    catalogs = {
+        name: Catalog(s, config.cluster)
         for name, s in stores.items() if show_all and name not in unreachable
     }
+    incomplete = {name: [i.key for i in c.incomplete()] for name, c in catalogs.items()}
+    unfinished = {name: c.unfinished() for name, c in catalogs.items()}
     now = datetime.now(UTC)
     doc = {
         "backups": [
@@ -126,7 +132,13 @@ def list_backups(
             for v in views
         ],
         "unreachable": {name: str(exc) for name, exc in unreachable.items()},
-    } | ({"incomplete": incomplete} if show_all else {})
+    } | ({
+        "incomplete": incomplete,
+        "unfinished": {
+            name: [{"key": i.key, "started_at": i.modified.isoformat()} for i in infos]
+            for name, infos in unfinished.items()
+        },
+    } if show_all else {})
 
     def condition(copies: dict[str, str | None]) -> str:
         bad = {name: problem for name, problem in copies.items() if problem}
@@ -155,6 +167,12 @@ def list_backups(
         for name, keys in incomplete.items():
             for key in keys:
                 console.print(f"incomplete (no manifest) in {name}: {key}", markup=False)
+        for name, infos in unfinished.items():
+            for info in infos:
+                started = format_duration((now - info.modified).total_seconds())
+                console.print(
+                    f"unfinished write in {name}, started {started} ago: {info.key}", markup=False
+                )
 
     run.emit(doc, render)
     for name, exc in unreachable.items():

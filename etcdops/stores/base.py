@@ -51,6 +51,11 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def unfinished(self, prefix: str) -> list[ObjectInfo]:
+        """Writes begun and never committed nor aborted (a process killed mid-write), by the key
+        they were writing: they hold space, and no listing of objects shows them."""
+        ...
+
     def describe(self, key: str) -> str: ...
 
 

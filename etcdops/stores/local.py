@@ -192,6 +192,24 @@ class LocalStore:
         except OSError as exc:
             raise _storage_error("list", base, exc) from exc
 
+    def unfinished(self, prefix: str) -> list[ObjectInfo]:
+        """Temporary files that no commit renamed nor abort removed (a process killed mid-write)."""
+        found = []
+        for path in sorted(self.root.rglob(f"{_TEMP_PREFIX}*")):
+            # .tmp-<12 hex digits>-<name>: the object it was to become is <name> beside it
+            name = path.name[len(_TEMP_PREFIX) + 13:]
+            key = path.with_name(name).relative_to(self.root).as_posix()
+            if not key.startswith(prefix):
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # committed or aborted meanwhile
+            except OSError as exc:
+                raise _storage_error("stat", path, exc) from exc
+            found.append(ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
+        return found
+
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing one is not an error."""
         path = self._path(key)

@@ -328,14 +328,18 @@ class S3Store:
         with self._calling("delete", self.describe(key)):
             self._client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
 
-    def incomplete_uploads(self, prefix: str = "") -> list[str]:
-        """Keys with a multipart upload in progress: parts that cost money and show nowhere."""
+    def unfinished(self, prefix: str = "") -> list[ObjectInfo]:
+        """Multipart uploads in progress: their parts cost money and no listing shows them. The
+        size is 0: S3 says what an upload holds only part by part."""
         paginator = self._client.get_paginator("list_multipart_uploads")
-        keys = []
+        found = []
         with self._calling("list uploads in", f"s3://{self.bucket}/{self.prefix}{prefix}"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-                keys += [u["Key"][len(self.prefix):] for u in page.get("Uploads", [])]
-        return sorted(keys)
+                found += [
+                    ObjectInfo(upload["Key"][len(self.prefix):], 0, upload["Initiated"])
+                    for upload in page.get("Uploads", [])
+                ]
+        return sorted(found, key=lambda info: (info.key, info.modified))
 
     def verify(
         self, key: str, size: int, checksum: Checksum | None = None, *, ours: bool = True
@@ -442,7 +446,7 @@ class S3Store:
     def abort_upload(self, key: str, upload_id: str) -> None:
         """Drop a multipart upload and its parts; best effort, as it runs after a failure.
 
-        What it cannot drop, incomplete_uploads() finds, and a lifecycle rule with
+        What it cannot drop, unfinished() finds, and a lifecycle rule with
         AbortIncompleteMultipartUpload removes.
         """
         from botocore.exceptions import BotoCoreError, ClientError

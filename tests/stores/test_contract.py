@@ -49,6 +49,18 @@ def test_object_is_invisible_until_commit_and_gone_after_abort(store):
     assert list(store.list("")) == []
 
 
+
+def test_a_write_never_finished_is_listed_as_unfinished(store):
+    writer = store.open_writer("c/snapshots/u.bin")
+    writer.write(os.urandom(LARGE))  # parts on their way, for S3
+    assert [i.key for i in store.unfinished("c/")] == ["c/snapshots/u.bin"]
+    assert store.unfinished("d/") == []
+    assert list(store.list("")) == []
+    writer.abort()
+    assert store.unfinished("") == []
+    put_stream(store, "c/snapshots/u.bin", [b"complete"])
+    assert store.unfinished("") == []
+
 def test_overwrite_replaces_whole_object(store):
     store.put_bytes("c/m.json", b"first version, longer")
     store.put_bytes("c/m.json", b"second")
