@@ -421,23 +421,32 @@ def print_table(result: SizeResult) -> None:
     )
 
 
-def verdict(results: list[SizeResult], startup: float) -> tuple[bool, list[str]]:
-    """Each target met or missed, in words; the ratio target applies at the size nearest 1 GiB."""
+def ratio_and_rss_verdict(
+    results: Sequence[Any], target_ratio: float, target_rss_mib: float
+) -> tuple[bool, list[str]]:
+    """The wall-time ratio at the size nearest 1 GiB and etcdops' peak RSS at every size, each
+    met or missed, in words (results: either benchmark's SizeResults)."""
     at = min(results, key=lambda r: abs(r.db_size - TARGET_RATIO_AT))
     ratio = at.ratio()
-    ok = ratio <= TARGET_RATIO
+    ok = ratio <= target_ratio
     lines = [
-        f"ratio {ratio:.2f} at {format_size(at.db_size)} (target <= {TARGET_RATIO} at ~1 GiB): "
-        + ("PASS" if ratio <= TARGET_RATIO else "FAIL")
+        f"ratio {ratio:.2f} at {format_size(at.db_size)} (target <= {target_ratio} at ~1 GiB): "
+        + ("PASS" if ratio <= target_ratio else "FAIL")
     ]
     for result in results:
         rss = result.peak_rss(ETCDOPS)
-        ok &= rss <= TARGET_RSS_MIB
+        ok &= rss <= target_rss_mib
         lines.append(
             f"etcdops peak RSS {rss:.1f} MiB at {format_size(result.db_size)} "
-            f"(target <= {TARGET_RSS_MIB:.0f} MiB): "
-            + ("PASS" if rss <= TARGET_RSS_MIB else "FAIL")
+            f"(target <= {target_rss_mib:.0f} MiB): "
+            + ("PASS" if rss <= target_rss_mib else "FAIL")
         )
+    return ok, lines
+
+
+def verdict(results: list[SizeResult], startup: float) -> tuple[bool, list[str]]:
+    """Each target met or missed, in words."""
+    ok, lines = ratio_and_rss_verdict(results, TARGET_RATIO, TARGET_RSS_MIB)
     ok &= startup < TARGET_STARTUP_S
     lines.append(
         f"etcdops --help {startup:.3f} s (target < {TARGET_STARTUP_S} s): "
@@ -469,14 +478,14 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
             signal.signal(signum, old)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options; sizes use the same units as etcdops.toml."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+def bench_arguments(doc: str | None, runs_of: str) -> argparse.ArgumentParser:
+    """The options every benchmark here takes; sizes use the same units as etcdops.toml."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated db sizes")
-    parser.add_argument("--rounds", type=int, default=3, help="measured runs of each tool")
+    parser.add_argument("--rounds", type=int, default=3, help=f"measured runs of each {runs_of}")
     parser.add_argument(
         "--warmup", type=int, default=1,
-        help="unmeasured runs of each tool first (their RSS still counts toward the peak)",
+        help=f"unmeasured runs of each {runs_of} first (their RSS still counts toward the peak)",
     )
     parser.add_argument(
         "--value-size", type=parse_size, default=DEFAULT_VALUE_SIZE, help="bytes per object"
@@ -486,6 +495,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="where the temporary directory goes (must be a real disk, not tmpfs)",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    return parser
+
+
+def parse_bench_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parse, with the sizes turned into bytes; a bad combination exits 2 with its reason."""
     args = parser.parse_args(argv)
     args.sizes = [parse_size(s.strip()) for s in args.sizes.split(",") if s.strip()]
     if not args.sizes or args.rounds < 1 or args.warmup < 0:
@@ -495,7 +511,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every size, print the tables and the verdict; exit 0 only if every target is met."""
-    args = parse_args(argv)
+    args = parse_bench_args(bench_arguments(__doc__, "tool"), argv)
     children = Children()
     workdir = Path(tempfile.mkdtemp(prefix="etcdops-bench-", dir=args.workdir))
     results: list[SizeResult] = []

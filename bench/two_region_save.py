@@ -58,18 +58,20 @@ from typing import Any
 
 from snapshot_save import (
     CLUSTER_NAME,
-    DEFAULT_VALUE_SIZE,
     QUOTA_BACKEND_BYTES,
     ChildFailed,
     Children,
     Run,
     _etcdops_binary,
+    bench_arguments,
     fill,
     in_thread,
     interrupts_as_keyboard_interrupt,
     load_average,
     member_status,
+    parse_bench_args,
     process_cpu,
+    ratio_and_rss_verdict,
     write_config,
 )
 
@@ -77,14 +79,12 @@ import etcdops
 from etcdops.errors import EtcdopsError
 from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.local import LocalCluster
-from etcdops.units import format_size, parse_size
+from etcdops.units import format_size
 
 MiB = 1 << 20
 GiB = 1 << 30
-DEFAULT_SIZES = "256MiB,1GiB"
 # the targets (bench/README.md)
 TARGET_RATIO = 0.6
-TARGET_RATIO_AT = 1 * GiB
 TARGET_RSS_MIB = 150.0
 ETCDOPS = "etcdops"
 SHELL = "shell"
@@ -735,51 +735,18 @@ def print_table(result: SizeResult) -> None:
 
 def verdict(results: list[SizeResult]) -> tuple[bool, list[str]]:
     """Each target met or missed; the ratio target applies at the size nearest 1 GiB."""
-    at = min(results, key=lambda r: abs(r.db_size - TARGET_RATIO_AT))
-    ratio = at.ratio()
-    ok = ratio <= TARGET_RATIO
-    lines = [
-        f"ratio {ratio:.2f} at {format_size(at.db_size)} (target <= {TARGET_RATIO} at ~1 GiB): "
-        + ("PASS" if ratio <= TARGET_RATIO else "FAIL")
-    ]
-    for result in results:
-        rss = result.peak_rss(ETCDOPS)
-        ok &= rss <= TARGET_RSS_MIB
-        lines.append(
-            f"etcdops peak RSS {rss:.1f} MiB at {format_size(result.db_size)} "
-            f"(target <= {TARGET_RSS_MIB:.0f} MiB): "
-            + ("PASS" if rss <= TARGET_RSS_MIB else "FAIL")
-        )
-    return ok, lines
+    return ratio_and_rss_verdict(results, TARGET_RATIO, TARGET_RSS_MIB)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options; sizes use the same units as etcdops.toml."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated db sizes")
-    parser.add_argument("--rounds", type=int, default=3, help="measured runs of each side")
-    parser.add_argument(
-        "--warmup", type=int, default=1,
-        help="unmeasured runs of each side first (their RSS still counts toward the peak)",
-    )
-    parser.add_argument(
-        "--value-size", type=parse_size, default=DEFAULT_VALUE_SIZE, help="bytes per object"
-    )
-    parser.add_argument(
-        "--workdir", type=Path, default=Path(tempfile.gettempdir()),
-        help="where the temporary directory goes (must be a real disk, not tmpfs)",
-    )
+    """snapshot_save's options, and the aws CLI and how long to wait for a quiet machine."""
+    parser = bench_arguments(__doc__, "side")
     parser.add_argument("--aws", help="the aws CLI to run (default: aws on PATH)")
     parser.add_argument(
         "--wait-quiet", type=float, default=1200.0, metavar="SECONDS",
         help="before each run, wait up to this long while another benchmark or pytest runs",
     )
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args(argv)
-    args.sizes = [parse_size(s.strip()) for s in args.sizes.split(",") if s.strip()]
-    if not args.sizes or args.rounds < 1 or args.warmup < 0:
-        parser.error("need at least one size, one round and no negative warm-up")
-    return args
+    return parse_bench_args(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
