@@ -129,8 +129,9 @@ class S3Store:
             "read_timeout": read_timeout,
             # parts in flight plus the reads and HEADs that may run beside an upload
             "max_pool_connections": max(10, 2 * self.max_concurrency),
-            # GETs check S3's full-object SHA-256 (objects sent in one PUT, copies) as they end;
-            # multipart objects have only a composite one: the manifest's sha256 covers those
+            # GETs check S3's full-object checksum as they end (the SHA-256 of an object sent in
+            # one PUT, the CRC32 of a copy); a multipart object has only a composite one, and the
+            # manifest's sha256 covers it
             "response_checksum_validation": "when_supported",
         }
         # Every body goes with a checksum header that S3 checks, and the headers are signed: a
