@@ -6,7 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from etcdops.errors import IntegrityError, NotFoundError, StorageError, UsageError
-from etcdops.manifest import MANIFEST_SUFFIX, OBJECT_SUFFIX, Manifest, snapshots_prefix
+from etcdops.manifest import (
+    MANIFEST_SUFFIX,
+    OBJECT_SUFFIX,
+    Manifest,
+    backup_id_time,
+    snapshots_prefix,
+)
 from etcdops.stores.base import ObjectInfo, Store
 
 
@@ -60,8 +66,17 @@ class Catalog:
         return next(e for e in entries if e.manifest.id == backup_id)
 
     def unfinished(self) -> list[ObjectInfo]:
-        """Writes of this cluster's backups that never finished: a save killed mid-write."""
-        return self.store.unfinished(self.prefix)
+        """Writes of this cluster's backups that never finished (a save killed mid-write), each
+        dated by its latest sign of life: the store's time (a local file's last write, an
+        upload's start) or the start of the save its backup id records, whichever is later.
+        A store's date alone is not enough: moto, for one, dates every upload in 2010."""
+        found = []
+        for info in self.store.unfinished(self.prefix):
+            backup_id = info.key.rsplit("/", 1)[-1].removesuffix(OBJECT_SUFFIX)
+            started = backup_id_time(backup_id)
+            latest = max(info.modified, started) if started else info.modified
+            found.append(ObjectInfo(info.key, info.size, latest))
+        return found
 
     def incomplete(self) -> list[ObjectInfo]:
         """Objects without a manifest: saves or copies that did not finish."""

@@ -86,6 +86,14 @@ def new_backup_id(created: datetime) -> str:
     return created.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+def backup_id_time(backup_id: str) -> datetime | None:
+    """When the save that chose this id began (to the second), or None for another name."""
+    try:
+        return datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def object_key(prefix: str, cluster: str, backup_id: str, created: datetime) -> str:
     """The design's layout: {prefix}{cluster}/snapshots/{YYYY}/{MM}/{DD}/{id}.db.zst.age."""
     day = created.astimezone(UTC).strftime("%Y/%m/%d")

@@ -2,6 +2,9 @@
 
 Each backup's manifest is deleted before its object, so that a prune interrupted halfway leaves
 an incomplete object (cleaned up next time) and never a manifest that lists a missing object.
+Writes that never finished (a save killed mid-upload: S3 parts, a local temporary file) are
+weighed like incomplete objects and aborted once they are older than keep_within: no save runs
+that long, so nothing in progress is touched.
 """
 
 from __future__ import annotations
@@ -52,7 +55,10 @@ def prune(
                 if decision.keep:
                     continue
                 for key in keys[decision.candidate.id]:
-                    store.delete(key)
+                    if decision.candidate.condition is Condition.UNFINISHED:
+                        store.abort_unfinished(key)
+                    else:
+                        store.delete(key)
                 result.deleted.append(decision.candidate.id)
                 reporter.event(f"deleted backup {decision.candidate.id} from {name} store")
         except EtcdopsError as exc:
@@ -73,4 +79,9 @@ def _candidates(catalog: Catalog) -> tuple[dict[str, list[str]], list[Candidate]
         backup_id = info.key.rsplit("/", 1)[-1].removesuffix(OBJECT_SUFFIX)
         keys[backup_id] = [info.key]
         candidates.append(Candidate(backup_id, info.modified, Condition.INCOMPLETE))
+    for info in catalog.unfinished():
+        # told apart from a finished object of the same backup, which may exist beside it
+        name = info.key.rsplit("/", 1)[-1].removesuffix(OBJECT_SUFFIX) + " (unfinished write)"
+        keys[name] = [info.key]
+        candidates.append(Candidate(name, info.modified, Condition.UNFINISHED))
     return keys, candidates

@@ -22,6 +22,7 @@ class Condition(StrEnum):
     VERIFIED = "verified"  # manifest and object agree
     DAMAGED = "damaged"  # manifest present, object missing or of the wrong size
     INCOMPLETE = "incomplete"  # object without a manifest: an interrupted save
+    UNFINISHED = "unfinished"  # a write never committed nor aborted: a save killed mid-write
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -238,9 +239,8 @@ def test_sigterm_during_an_upload_aborts_it(backup_config, etcd_big, etcd_proxy,
 
 
 
-def test_a_killed_save_leaves_writes_that_list_all_shows(
-    backup_config, etcd_big, etcd_proxy, s3, tmp_path
-):
+def kill_a_save_mid_upload(backup_config, etcd_proxy, s3, tmp_path):
+    """SIGKILL a save once its multipart upload is under way: (its config file, the key)."""
     from tests.faultproxy import Faults
 
     slow = etcd_proxy(Faults(delay_per_chunk=0.02))
@@ -258,20 +258,60 @@ def test_a_killed_save_leaves_writes_that_list_all_shows(
     while not unfinished_keys(primary):
         assert process.poll() is None
         assert datetime.now(UTC) < deadline, "no multipart upload started"
-    process.kill()  # SIGKILL: nothing runs to abort the upload or remove the temp file
+    process.kill()  # nothing runs to abort the upload or remove the temporary file
     process.wait()
+    return toml, unfinished_keys(primary)[0]
+
+
+def test_a_killed_save_leaves_writes_that_list_all_shows(
+    backup_config, etcd_big, etcd_proxy, s3, tmp_path
+):
+    toml, key = kill_a_save_mid_upload(backup_config, etcd_proxy, s3, tmp_path)
     listed = CliRunner().invoke(
         app, ["snapshot", "list", "--all", "-o", "json", "--config", str(toml)]
     )
     assert listed.exit_code == 0, listed.output
     doc = json.loads(listed.stdout)
     assert doc["backups"] == []
-    key = unfinished_keys(primary)[0]
     assert [u["key"] for u in doc["unfinished"]["primary"]] == [key]
     assert [u["key"] for u in doc["unfinished"]["local"]] == [key]
     assert doc["unfinished"]["replica"] == []
     text = CliRunner().invoke(app, ["snapshot", "list", "--all", "--config", str(toml)])
-    assert "unfinished write in primary, started" in text.stdout and key in text.stdout
+    assert "unfinished write in primary, last active" in text.stdout and key in text.stdout
+
+
+def test_prune_aborts_a_killed_saves_writes_once_they_are_a_day_old(
+    backup_config, etcd_big, etcd_proxy, s3, tmp_path
+):
+    toml, key = kill_a_save_mid_upload(backup_config, etcd_proxy, s3, tmp_path)
+
+    def prune_at(moment):
+        done = CliRunner().invoke(app, ["snapshot", "prune", "-o", "json", "--config", str(toml),
+                                        "--now", moment.strftime("%Y-%m-%dT%H:%M:%S%z")])
+        assert done.exit_code == 0, done.output
+        return json.loads(done.stdout)["stores"]
+
+    def unfinished():
+        listed = CliRunner().invoke(
+            app, ["snapshot", "list", "--all", "-o", "json", "--config", str(toml)]
+        )
+        return {name: [u["key"] for u in keys] for name, keys in
+                json.loads(listed.stdout)["unfinished"].items()}
+
+    # it may still be a save in progress: kept while within keep_within
+    stores = prune_at(datetime.now(UTC) + timedelta(minutes=1))
+    [decision] = stores["primary"]["decisions"]
+    assert (decision["condition"], decision["action"]) == ("unfinished", "keep")
+    assert unfinished() == {"local": [key], "primary": [key], "replica": []}
+    # a day later no save can still be running it
+    stores = prune_at(datetime.now(UTC) + timedelta(hours=25))
+    for name in ("local", "primary"):
+        [decision] = stores[name]["decisions"]
+        assert (decision["condition"], decision["action"]) == ("unfinished", "delete"), name
+        assert decision["id"].endswith("(unfinished write)")
+    assert unfinished() == {"local": [], "primary": [], "replica": []}
+    assert not list(Path(tmp_path).rglob(".tmp-*"))
+
 
 def test_prune_applies_retention_to_every_store(backup_config, s3):
     now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

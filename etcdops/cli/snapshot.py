@@ -135,7 +135,7 @@ def list_backups(
     } | ({
         "incomplete": incomplete,
         "unfinished": {
-            name: [{"key": i.key, "started_at": i.modified.isoformat()} for i in infos]
+            name: [{"key": i.key, "last_active_at": i.modified.isoformat()} for i in infos]
             for name, infos in unfinished.items()
         },
     } if show_all else {})
@@ -169,9 +169,10 @@ def list_backups(
                 console.print(f"incomplete (no manifest) in {name}: {key}", markup=False)
         for name, infos in unfinished.items():
             for info in infos:
-                started = format_duration((now - info.modified).total_seconds())
+                idle = format_duration((now - info.modified).total_seconds())
                 console.print(
-                    f"unfinished write in {name}, started {started} ago: {info.key}", markup=False
+                    f"unfinished write in {name}, last active {idle} ago: {info.key}",
+                    markup=False,
                 )
 
     run.emit(doc, render)

@@ -53,7 +53,11 @@ class Store(Protocol):
 
     def unfinished(self, prefix: str) -> list[ObjectInfo]:
         """Writes begun and never committed nor aborted (a process killed mid-write), by the key
-        they were writing: they hold space, and no listing of objects shows them."""
+        they were writing, in key order: they hold space, and no listing of objects shows them."""
+        ...
+
+    def abort_unfinished(self, key: str) -> None:
+        """Drop every unfinished write to key, and what it holds."""
         ...
 
     def describe(self, key: str) -> str: ...

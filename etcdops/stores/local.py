@@ -208,7 +208,18 @@ class LocalStore:
             except OSError as exc:
                 raise _storage_error("stat", path, exc) from exc
             found.append(ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
-        return found
+        return sorted(found, key=lambda info: (info.key, info.modified))
+
+    def abort_unfinished(self, key: str) -> None:
+        """Remove the temporary files of every unfinished write to key."""
+        path = self._path(key)
+        for temp in path.parent.glob(f"{_TEMP_PREFIX}*-{path.name}"):
+            try:
+                temp.unlink()
+            except FileNotFoundError:
+                continue  # committed or aborted meanwhile
+            except OSError as exc:
+                raise _storage_error("delete", temp, exc) from exc
 
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing one is not an error."""

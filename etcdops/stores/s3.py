@@ -342,6 +342,18 @@ class S3Store:
                 ]
         return sorted(found, key=lambda info: (info.key, info.modified))
 
+    def abort_unfinished(self, key: str) -> None:
+        """Abort every multipart upload in progress to key, and with it the parts it holds."""
+        full_key = self.full_key(key)
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        with self._calling("abort uploads of", self.describe(key)):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_key):
+                for upload in page.get("Uploads", []):
+                    if upload["Key"] == full_key:
+                        self._client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=full_key, UploadId=upload["UploadId"]
+                        )
+
     def verify(
         self, key: str, size: int, checksum: Checksum | None = None, *, ours: bool = True
     ) -> None:

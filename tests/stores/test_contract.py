@@ -61,6 +61,18 @@ def test_a_write_never_finished_is_listed_as_unfinished(store):
     put_stream(store, "c/snapshots/u.bin", [b"complete"])
     assert store.unfinished("") == []
 
+
+def test_abort_unfinished_drops_the_writes_to_that_key_only(store):
+    writers = {key: store.open_writer(key) for key in ("c/a.bin", "c/a.bin.more", "c/b.bin")}
+    for writer in writers.values():
+        writer.write(os.urandom(LARGE))
+    store.abort_unfinished("c/a.bin")
+    assert [i.key for i in store.unfinished("")] == ["c/a.bin.more", "c/b.bin"]
+    store.abort_unfinished("c/never-written.bin")  # nothing to drop is not an error
+    for writer in writers.values():
+        writer.abort()
+    assert store.unfinished("") == []
+
 def test_overwrite_replaces_whole_object(store):
     store.put_bytes("c/m.json", b"first version, longer")
     store.put_bytes("c/m.json", b"second")
