@@ -10,6 +10,7 @@ from etcdops.manifest import (
     MANIFEST_SUFFIX,
     OBJECT_SUFFIX,
     Manifest,
+    backup_id_of,
     backup_id_time,
     snapshots_prefix,
 )
@@ -72,8 +73,7 @@ class Catalog:
         A store's date alone is not enough: moto, for one, dates every upload in 2010."""
         found = []
         for info in self.store.unfinished(self.prefix):
-            backup_id = info.key.rsplit("/", 1)[-1].removesuffix(OBJECT_SUFFIX)
-            started = backup_id_time(backup_id)
+            started = backup_id_time(backup_id_of(info.key))
             latest = max(info.modified, started) if started else info.modified
             found.append(ObjectInfo(info.key, info.size, latest))
         return found

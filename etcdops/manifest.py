@@ -86,6 +86,11 @@ def new_backup_id(created: datetime) -> str:
     return created.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+def backup_id_of(object_key: str) -> str:
+    """The backup id an object key names: {...}/{id}.db.zst.age."""
+    return object_key.rsplit("/", 1)[-1].removesuffix(OBJECT_SUFFIX)
+
+
 def backup_id_time(backup_id: str) -> datetime | None:
     """When the save that chose this id began (to the second), or None for another name."""
     try:

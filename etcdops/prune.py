@@ -9,13 +9,15 @@ that long, so nothing in progress is touched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from etcdops.catalog import Catalog
 from etcdops.config import RetentionConfig
 from etcdops.errors import EtcdopsError
-from etcdops.manifest import OBJECT_SUFFIX
+from etcdops.manifest import backup_id_of
 from etcdops.report import Reporter
 from etcdops.retention import Candidate, Condition, Decision, decide
 from etcdops.stores.base import Store
@@ -45,7 +47,7 @@ def prune(
         results.append(result)
         try:
             catalog = Catalog(store, cluster)
-            keys, candidates = _candidates(catalog)
+            actions, candidates = _candidates(catalog)
             result.decisions = decide(
                 candidates, keep_within=policy.keep_within, keep_min=policy.keep_min, now=now
             )
@@ -54,11 +56,8 @@ def prune(
             for decision in result.decisions:
                 if decision.keep:
                     continue
-                for key in keys[decision.candidate.id]:
-                    if decision.candidate.condition is Condition.UNFINISHED:
-                        store.abort_unfinished(key)
-                    else:
-                        store.delete(key)
+                for action in actions[decision.candidate.id]:
+                    action()
                 result.deleted.append(decision.candidate.id)
                 reporter.event(f"deleted backup {decision.candidate.id} from {name} store")
         except EtcdopsError as exc:
@@ -66,22 +65,27 @@ def prune(
     return results
 
 
-def _candidates(catalog: Catalog) -> tuple[dict[str, list[str]], list[Candidate]]:
-    """What retention weighs, and for each, the keys to delete: manifest first."""
-    keys: dict[str, list[str]] = {}
+def _candidates(
+    catalog: Catalog,
+) -> tuple[dict[str, list[Callable[[], None]]], list[Candidate]]:
+    """What retention weighs, and for each, what deleting it takes: its manifest first."""
+    store = catalog.store
+    actions: dict[str, list[Callable[[], None]]] = {}
     candidates = []
     for entry in catalog.entries():
         manifest = entry.manifest
-        keys[manifest.id] = [manifest.manifest_key, manifest.object_key]
+        actions[manifest.id] = [
+            partial(store.delete, manifest.manifest_key), partial(store.delete, manifest.object_key)
+        ]
         condition = Condition.VERIFIED if entry.good else Condition.DAMAGED
         candidates.append(Candidate(manifest.id, manifest.created_at, condition))
     for info in catalog.incomplete():
-        backup_id = info.key.rsplit("/", 1)[-1].removesuffix(OBJECT_SUFFIX)
-        keys[backup_id] = [info.key]
+        backup_id = backup_id_of(info.key)
+        actions[backup_id] = [partial(store.delete, info.key)]
         candidates.append(Candidate(backup_id, info.modified, Condition.INCOMPLETE))
     for info in catalog.unfinished():
         # told apart from a finished object of the same backup, which may exist beside it
-        name = info.key.rsplit("/", 1)[-1].removesuffix(OBJECT_SUFFIX) + " (unfinished write)"
-        keys[name] = [info.key]
+        name = f"{backup_id_of(info.key)} (unfinished write)"
+        actions[name] = [partial(store.abort_unfinished, info.key)]
         candidates.append(Candidate(name, info.modified, Condition.UNFINISHED))
-    return keys, candidates
+    return actions, candidates

@@ -19,6 +19,17 @@ from etcdops.errors import NotFoundError, StorageError
 from etcdops.stores.base import ObjectInfo, check_key
 
 _TEMP_PREFIX = ".tmp-"
+_TEMP_TOKEN_HEX = 12
+
+
+def _temp_path(path: Path) -> Path:
+    """Where path is written before it is committed: beside it, under a hidden unique name."""
+    return path.with_name(f"{_TEMP_PREFIX}{secrets.token_hex(_TEMP_TOKEN_HEX // 2)}-{path.name}")
+
+
+def _target_of(temp: Path) -> Path:
+    """The path a temporary file of _temp_path() was to become."""
+    return temp.with_name(temp.name[len(_TEMP_PREFIX) + _TEMP_TOKEN_HEX + 1:])
 SYNC_EVERY = 32 << 20
 
 
@@ -79,7 +90,7 @@ class AtomicFile:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._temp = path.with_name(f"{_TEMP_PREFIX}{secrets.token_hex(6)}-{path.name}")
+            self._temp = _temp_path(path)
             fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         except OSError as exc:
             raise _storage_error("create", path, exc) from exc
@@ -195,10 +206,8 @@ class LocalStore:
     def unfinished(self, prefix: str) -> list[ObjectInfo]:
         """Temporary files that no commit renamed nor abort removed (a process killed mid-write)."""
         found = []
-        for path in sorted(self.root.rglob(f"{_TEMP_PREFIX}*")):
-            # .tmp-<12 hex digits>-<name>: the object it was to become is <name> beside it
-            name = path.name[len(_TEMP_PREFIX) + 13:]
-            key = path.with_name(name).relative_to(self.root).as_posix()
+        for path in self.root.rglob(f"{_TEMP_PREFIX}*"):
+            key = _target_of(path).relative_to(self.root).as_posix()
             if not key.startswith(prefix):
                 continue
             try:
@@ -213,7 +222,9 @@ class LocalStore:
     def abort_unfinished(self, key: str) -> None:
         """Remove the temporary files of every unfinished write to key."""
         path = self._path(key)
-        for temp in path.parent.glob(f"{_TEMP_PREFIX}*-{path.name}"):
+        for temp in path.parent.glob(f"{_TEMP_PREFIX}*"):
+            if _target_of(temp) != path:
+                continue
             try:
                 temp.unlink()
             except FileNotFoundError:

@@ -63,11 +63,12 @@ def test_a_write_never_finished_is_listed_as_unfinished(store):
 
 
 def test_abort_unfinished_drops_the_writes_to_that_key_only(store):
-    writers = {key: store.open_writer(key) for key in ("c/a.bin", "c/a.bin.more", "c/b.bin")}
+    keys = ("c/a.bin", "c/a.bin.more", "c/b.bin", "c/x-a.bin")
+    writers = {key: store.open_writer(key) for key in keys}
     for writer in writers.values():
         writer.write(os.urandom(LARGE))
     store.abort_unfinished("c/a.bin")
-    assert [i.key for i in store.unfinished("")] == ["c/a.bin.more", "c/b.bin"]
+    assert [i.key for i in store.unfinished("")] == ["c/a.bin.more", "c/b.bin", "c/x-a.bin"]
     store.abort_unfinished("c/never-written.bin")  # nothing to drop is not an error
     for writer in writers.values():
         writer.abort()
