@@ -583,7 +583,8 @@ class S3Writer:
         return buffer
 
     def _drop_buffers(self) -> None:
-        self._part, self._filled = None, 0
+        # the parts' futures hold their buffers too, through the callbacks that give them back
+        self._part, self._filled, self._parts = None, 0, []
         while not self._free.empty():
             self._free.get_nowait()
 
