@@ -211,36 +211,9 @@ def test_a_failing_primary_upload_is_aborted_and_the_local_copy_kept(
     assert_listing_honest(with_s3(backup_config, s3))
 
 
-def test_sigterm_during_an_upload_aborts_it(backup_config, etcd_big, etcd_proxy, s3, tmp_path):
-    from tests.faultproxy import Faults
-
-    slow = etcd_proxy(Faults(delay_per_chunk=0.02))
-    config = with_s3(backup_config, s3)
-    config = dataclasses.replace(
-        config, etcd=dataclasses.replace(config.etcd, endpoints=(slow.url,))
-    )
-    primary = open_stores(config)["primary"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "etcdops", "snapshot", "save", "--config",
-         str(toml_for(config, tmp_path / "etcdops.toml"))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = datetime.now(UTC) + timedelta(seconds=60)
-    while not unfinished_keys(primary):
-        assert process.poll() is None, process.communicate()
-        assert datetime.now(UTC) < deadline, "no multipart upload started"
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130, stderr
-    assert unfinished_keys(primary) == []
-    assert keys_in(s3.client(), "etcdops-primary") == []
-    assert not list(config.local.dir.rglob("*.manifest.json"))
-    assert_listing_honest(with_s3(backup_config, s3))
-
-
-
-def kill_a_save_mid_upload(backup_config, etcd_proxy, s3, tmp_path):
-    """SIGKILL a save once its multipart upload is under way: (its config file, the key)."""
+def save_until_mid_upload(backup_config, etcd_proxy, s3, tmp_path):
+    """A save in a process of its own, from a slowed etcd, once its multipart upload is under
+    way: (the process, its config file, the primary store)."""
     from tests.faultproxy import Faults
 
     slow = etcd_proxy(Faults(delay_per_chunk=0.02))
@@ -252,14 +225,31 @@ def kill_a_save_mid_upload(backup_config, etcd_proxy, s3, tmp_path):
     primary = open_stores(config)["primary"]
     process = subprocess.Popen(
         [sys.executable, "-m", "etcdops", "snapshot", "save", "--config", str(toml)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = datetime.now(UTC) + timedelta(seconds=60)
     while not unfinished_keys(primary):
-        assert process.poll() is None
+        assert process.poll() is None, process.communicate()
         assert datetime.now(UTC) < deadline, "no multipart upload started"
+    return process, toml, primary
+
+
+def test_sigterm_during_an_upload_aborts_it(backup_config, etcd_big, etcd_proxy, s3, tmp_path):
+    process, _, primary = save_until_mid_upload(backup_config, etcd_proxy, s3, tmp_path)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert unfinished_keys(primary) == []
+    assert keys_in(s3.client(), "etcdops-primary") == []
+    assert not list(backup_config.local.dir.rglob("*.manifest.json"))
+    assert_listing_honest(with_s3(backup_config, s3))
+
+
+def kill_a_save_mid_upload(backup_config, etcd_proxy, s3, tmp_path):
+    """SIGKILL a save once its multipart upload is under way: (its config file, the key)."""
+    process, toml, primary = save_until_mid_upload(backup_config, etcd_proxy, s3, tmp_path)
     process.kill()  # nothing runs to abort the upload or remove the temporary file
-    process.wait()
+    process.communicate()
     return toml, unfinished_keys(primary)[0]
 
 
