@@ -92,8 +92,27 @@ class Sample:
     stored_bytes: int
 
 
+class Rounds:
+    """The figures both benchmarks take over their runs: self.samples, each with its .tool,
+    its .round (0 for a warm-up), .max_rss_mib and per-run figures."""
+
+    samples: list[Any]
+
+    def of(self, tool: str, *, warmups: bool = False) -> list[Any]:
+        """One tool's samples in round order; warm-ups only when asked for."""
+        return [s for s in self.samples if s.tool == tool and (warmups or s.round > 0)]
+
+    def median(self, tool: str, attribute: str) -> float:
+        """Median of a per-run figure (wall_s, cpu_s, etcd_cpu_s...) over the measured rounds."""
+        return statistics.median(getattr(s, attribute) for s in self.of(tool))
+
+    def peak_rss(self, tool: str) -> float:
+        """The worst peak RSS of any run, warm-ups included: a memory target is a ceiling."""
+        return max(s.max_rss_mib for s in self.of(tool, warmups=True))
+
+
 @dataclass
-class SizeResult:
+class SizeResult(Rounds):
     """Everything measured for one database size."""
 
     target_bytes: int
@@ -102,18 +121,6 @@ class SizeResult:
     keys: int = 0
     fill_s: float = 0.0
     samples: list[Sample] = field(default_factory=list)
-
-    def of(self, tool: str, *, warmups: bool = False) -> list[Sample]:
-        """One tool's samples in round order; warm-ups only when asked for."""
-        return [s for s in self.samples if s.tool == tool and (warmups or s.round > 0)]
-
-    def median(self, tool: str, attribute: str) -> float:
-        """Median of a per-run figure (wall_s, cpu_s, etcd_cpu_s) over the measured rounds."""
-        return statistics.median(getattr(s, attribute) for s in self.of(tool))
-
-    def peak_rss(self, tool: str) -> float:
-        """The worst peak RSS of any run, warm-ups included: a memory target is a ceiling."""
-        return max(s.max_rss_mib for s in self.of(tool, warmups=True))
 
     def tools(self) -> list[str]:
         """The tools measured, in the order they ran."""

@@ -61,6 +61,7 @@ from snapshot_save import (
     QUOTA_BACKEND_BYTES,
     ChildFailed,
     Children,
+    Rounds,
     Run,
     _etcdops_binary,
     bench_arguments,
@@ -168,7 +169,7 @@ class Step:
 class Sample:
     """One run of one side (round 0 is a warm-up)."""
 
-    side: str
+    tool: str  # the side: etcdops or shell
     round: int
     wall_s: float
     cpu_s: float  # the child's own CPU, with every process it waited for
@@ -192,7 +193,7 @@ class Sample:
 
 
 @dataclass
-class SizeResult:
+class SizeResult(Rounds):
     """Everything measured for one database size."""
 
     target_bytes: int
@@ -203,18 +204,6 @@ class SizeResult:
     copy_probe: dict[str, float] = field(default_factory=dict)
     etcdops_zstd_level: int = 0  # from its manifest: etcdops' default has changed (3, then 1)
     moto_peak_rss_mib: float = 0.0
-
-    def of(self, side: str, *, warmups: bool = False) -> list[Sample]:
-        """One side's samples in round order; warm-ups only when asked for."""
-        return [s for s in self.samples if s.side == side and (warmups or s.round > 0)]
-
-    def median(self, side: str, attribute: str) -> float:
-        """Median of a per-run figure over the measured rounds."""
-        return statistics.median(getattr(s, attribute) for s in self.of(side))
-
-    def peak_rss(self, side: str) -> float:
-        """The worst peak of any run, warm-ups included: a memory target is a ceiling."""
-        return max(s.max_rss_mib for s in self.of(side, warmups=True))
 
     def ratio(self) -> float:
         """Median over rounds of etcdops/shell wall time, each pair run back to back."""
@@ -678,7 +667,7 @@ def print_sample(sample: Sample) -> None:
     label = f"round {sample.round}" if sample.round else "warm-up"
     flag = "  [BESIDE ANOTHER BENCHMARK]" if sample.beside else ""
     print(
-        f"  {label:8} {sample.side:8} {sample.wall_s:6.2f} s  cpu {sample.cpu_s:5.2f} s  "
+        f"  {label:8} {sample.tool:8} {sample.wall_s:6.2f} s  cpu {sample.cpu_s:5.2f} s  "
         f"etcd {sample.etcd_cpu_s:5.2f} s  moto {sample.moto_cpu_s:5.2f} s  "
         f"other {sample.other_cpu_s:5.2f} s  "
         f"peak RSS {sample.max_rss_mib:6.1f} MiB  "
