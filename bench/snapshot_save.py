@@ -516,6 +516,26 @@ def parse_bench_args(
     return args
 
 
+def conclude(
+    ok: bool, lines: list[str], load_before: tuple[float, ...], json_path: Path | None,
+    document: dict[str, Any],
+) -> int:
+    """Print the verdict, write the JSON document if asked, and return the exit code."""
+    load_after = load_average()
+    print("\nload average at the end {:.2f} {:.2f} {:.2f}".format(*load_after))
+    print("\n".join(lines))
+    print("VERDICT: " + ("all targets met" if ok else "targets missed"))
+    if json_path:
+        header = {
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "cpus": os.cpu_count(),
+            "load_average": {"start": load_before, "end": load_after},
+        }
+        result = header | document | {"verdict": lines, "ok": ok}
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every size, print the tables and the verdict; exit 0 only if every target is met."""
     args = parse_bench_args(bench_arguments(__doc__, "tool"), argv)
@@ -548,23 +568,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for result in results:
                 print_table(result)
             ok, lines = verdict(results, startup)
-            load_after = load_average()
-            print("\nload average at the end {:.2f} {:.2f} {:.2f}".format(*load_after))
-            print("\n".join(lines))
-            print("VERDICT: " + ("all targets met" if ok else "targets missed"))
-            if args.json:
-                document = {
-                    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "cpus": os.cpu_count(),
-                    "load_average": {"start": load_before, "end": load_after},
-                    "startup_median_s": startup,
-                    "startup_runs": [asdict(r) for r in startup_runs],
-                    "sizes": [r.as_dict() for r in results],
-                    "verdict": lines,
-                    "ok": ok,
-                }
-                args.json.write_text(json.dumps(document, indent=2) + "\n")
-            return 0 if ok else 1
+            return conclude(ok, lines, load_before, args.json, {
+                "startup_median_s": startup,
+                "startup_runs": [asdict(r) for r in startup_runs],
+                "sizes": [r.as_dict() for r in results],
+            })
     except KeyboardInterrupt:
         print("\ninterrupted: stopping etcd and removing the temporary files", file=sys.stderr)
         return 130

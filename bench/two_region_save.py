@@ -65,6 +65,7 @@ from snapshot_save import (
     Run,
     _etcdops_binary,
     bench_arguments,
+    conclude,
     fill,
     in_thread,
     interrupts_as_keyboard_interrupt,
@@ -781,24 +782,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"WARNING: etcdops' sources changed during the benchmark ({', '.join(codes)}; "
                     f"at the start {code}): the runs did not all measure the same code"
                 )
-            load_after = load_average()
-            print("\nload average at the end {:.2f} {:.2f} {:.2f}".format(*load_after))
-            print("\n".join(lines))
-            print("VERDICT: " + ("all targets met" if ok else "targets missed"))
-            if args.json:
-                document = {
-                    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "cpus": os.cpu_count(),
-                    "load_average": {"start": load_before, "end": load_after},
-                    "tools": versions,
-                    "etcdops": {"commit": commit, "sources": code, "at_end": git_state()},
-                    "targets": {"ratio": TARGET_RATIO, "rss_mib": TARGET_RSS_MIB},
-                    "sizes": [r.as_dict() for r in results],
-                    "verdict": lines,
-                    "ok": ok,
-                }
-                args.json.write_text(json.dumps(document, indent=2) + "\n")
-            return 0 if ok else 1
+            return conclude(ok, lines, load_before, args.json, {
+                "tools": versions,
+                "etcdops": {"commit": commit, "sources": code, "at_end": git_state()},
+                "targets": {"ratio": TARGET_RATIO, "rss_mib": TARGET_RSS_MIB},
+                "sizes": [r.as_dict() for r in results],
+            })
     except KeyboardInterrupt:
         print("\ninterrupted: stopping etcd and moto, removing the temporary files",
               file=sys.stderr)
