@@ -30,6 +30,8 @@ def _temp_path(path: Path) -> Path:
 def _target_of(temp: Path) -> Path:
     """The path a temporary file of _temp_path() was to become."""
     return temp.with_name(temp.name[len(_TEMP_PREFIX) + _TEMP_TOKEN_HEX + 1:])
+
+
 SYNC_EVERY = 32 << 20
 
 
