@@ -93,6 +93,12 @@ def test_save_lands_in_both_regions_with_manifests(backup_config, s3):
     assert hashlib.sha256(body["Body"].read()).hexdigest() == manifest.object_sha256
     status = snapshot_status(config, manifest.id, LogReporter(), store="replica")
     assert status.store == "replica" and status.fallbacks == ()
+    # the save's total takes in the replica copy, which comes after the manifest was written
+    took = result.durations
+    assert set(took) == {"stream", "replica_copy", "total"}
+    assert took["replica_copy"] > 0
+    assert took["total"] >= took["stream"] + took["replica_copy"] - 0.002  # each rounded to ms
+    assert manifest.durations["total"] < took["total"]
 
 
 def test_replica_region_down_is_partial_and_replicate_heals_it(
@@ -107,6 +113,7 @@ def test_replica_region_down_is_partial_and_replicate_heals_it(
     doc = json.loads(saved.stdout)
     assert doc["stored_in"] == ["local", "primary"]
     assert "replica" in doc["failed"]
+    assert doc["durations"]["total"] >= doc["durations"]["replica_copy"]  # the failed attempt
     assert "warning: backup" in saved.stderr and "replica" in saved.stderr
     assert_listing_honest(with_s3(backup_config, s3))
 

@@ -40,15 +40,18 @@ def save(
     config = run.config(**{"etcd.endpoints": endpoints})
     result = save_snapshot(config, run.reporter(), local_only=local_only)
     manifest = result.manifest
-    doc = manifest_document(manifest) | {"stored_in": list(result.stored),
-                                         "failed": result.failures}
+    doc = manifest_document(manifest) | {
+        "stored_in": list(result.stored),
+        "failed": result.failures,
+        "durations": result.durations,
+    }
 
     def render(console: Any) -> None:
         console.print(
             f"backup {manifest.id}: revision {manifest.etcd.revision}, "
             f"{format_size(manifest.snapshot_size)} snapshot stored as "
             f"{format_size(manifest.object_size)} in {', '.join(result.stored)} "
-            f"({format_duration(manifest.durations['total'])})",
+            f"({format_duration(result.durations['total'])})",
             markup=False,
         )
 
