@@ -641,11 +641,12 @@ class Bench:
         if sorted(doc["stored_in"]) != ["local", "primary", "replica"] or doc["failed"]:
             raise ChildFailed(f"etcdops stored in {doc['stored_in']}, failed {doc['failed']}")
         self.buckets.expect(ETCDOPS_PREFIX + doc["object_key"], doc["object_size"], ETCDOPS)
-        streamed = doc["durations"]["total"]
+        stream, copy = doc["durations"]["stream"], doc["durations"]["replica_copy"]
         phases = [
             # no process of its own: 0 MiB, the run's peak is the process's
-            Step("stream+zstd+age+local+primary", streamed, 0.0, 0.0),
-            Step("start-up+manifests+replica copy", run.wall_s - streamed, 0.0, 0.0),
+            Step("stream+zstd+age+local+primary", stream, 0.0, 0.0),
+            Step("replica copy", copy, 0.0, 0.0),
+            Step("start-up+manifests", run.wall_s - stream - copy, 0.0, 0.0),
         ]
         return (doc["snapshot_size"], doc["object_size"]), phases
 
