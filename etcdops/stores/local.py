@@ -27,6 +27,10 @@ def _temp_path(path: Path) -> Path:
     return path.with_name(f"{_TEMP_PREFIX}{secrets.token_hex(_TEMP_TOKEN_HEX // 2)}-{path.name}")
 
 
+# only names _temp_path() makes: a stray ".tmp-x" of someone else's is neither listed nor parsed
+_TEMP_GLOB = f"{_TEMP_PREFIX}{'[0-9a-f]' * _TEMP_TOKEN_HEX}-?*"
+
+
 def _target_of(temp: Path) -> Path:
     """The path a temporary file of _temp_path() was to become."""
     return temp.with_name(temp.name[len(_TEMP_PREFIX) + _TEMP_TOKEN_HEX + 1:])
@@ -208,7 +212,7 @@ class LocalStore:
     def unfinished(self, prefix: str) -> list[ObjectInfo]:
         """Temporary files that no commit renamed nor abort removed (a process killed mid-write)."""
         found = []
-        for path in self.root.rglob(f"{_TEMP_PREFIX}*"):
+        for path in self.root.rglob(_TEMP_GLOB):
             key = _target_of(path).relative_to(self.root).as_posix()
             if not key.startswith(prefix):
                 continue
@@ -224,7 +228,7 @@ class LocalStore:
     def abort_unfinished(self, key: str) -> None:
         """Remove the temporary files of every unfinished write to key."""
         path = self._path(key)
-        for temp in path.parent.glob(f"{_TEMP_PREFIX}*"):
+        for temp in path.parent.glob(_TEMP_GLOB):
             if _target_of(temp) != path:
                 continue
             try:

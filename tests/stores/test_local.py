@@ -21,3 +21,17 @@ def test_write_to_a_file_path_is_a_storage_error(tmp_path):
     (tmp_path / "c").write_text("I am a file, not a directory")
     with pytest.raises(StorageError, match="cannot create"):
         LocalStore(tmp_path).open_writer("c/x")
+
+
+def test_a_stray_temp_like_file_is_no_unfinished_write(tmp_path):
+    # someone else's ".tmp-x" beside the backups: neither listed nor taken apart as one of ours
+    store = LocalStore(tmp_path)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / ".tmp-x").write_bytes(b"not ours")
+    writer = store.open_writer("c/a.bin")
+    writer.write(b"partial")
+    assert [info.key for info in store.unfinished("c/")] == ["c/a.bin"]
+    store.abort_unfinished("c/a.bin")
+    assert store.unfinished("c/") == []
+    assert (tmp_path / "c" / ".tmp-x").read_bytes() == b"not ours"
+    writer.abort()
