@@ -92,11 +92,17 @@ class Sample:
     stored_bytes: int
 
 
+@dataclass
 class Rounds:
-    """The figures both benchmarks take over their runs: self.samples, each with its .tool,
-    its .round (0 for a warm-up), .max_rss_mib and per-run figures."""
+    """What both benchmarks record for one database size: the database, and the samples of
+    its runs, each with its .tool, its .round (0 for a warm-up), .max_rss_mib and per-run
+    figures."""
 
-    samples: list[Any]
+    target_bytes: int
+    db_size: int = 0
+    keys: int = 0
+    fill_s: float = 0.0
+    samples: list[Any] = field(default_factory=list)
 
     def of(self, tool: str, *, warmups: bool = False) -> list[Any]:
         """One tool's samples in round order; warm-ups only when asked for."""
@@ -115,12 +121,7 @@ class Rounds:
 class SizeResult(Rounds):
     """Everything measured for one database size."""
 
-    target_bytes: int
-    db_size: int = 0
     db_size_in_use: int = 0
-    keys: int = 0
-    fill_s: float = 0.0
-    samples: list[Sample] = field(default_factory=list)
 
     def tools(self) -> list[str]:
         """The tools measured, in the order they ran."""

@@ -197,11 +197,6 @@ class Sample:
 class SizeResult(Rounds):
     """Everything measured for one database size."""
 
-    target_bytes: int
-    db_size: int = 0
-    keys: int = 0
-    fill_s: float = 0.0
-    samples: list[Sample] = field(default_factory=list)
     copy_probe: dict[str, float] = field(default_factory=dict)
     etcdops_zstd_level: int = 0  # from its manifest: etcdops' default has changed (3, then 1)
     moto_peak_rss_mib: float = 0.0
