@@ -90,6 +90,13 @@ class S3Location:
     # (each costs CPU on both ends); more of them in flight help on a link with a long round trip.
     part_size: int = _opt("size", 10 * 1024**2)
     upload_concurrency: int = _opt("int", 2)
+    # A hung endpoint must end in minutes, not hold the save: each request gives up after
+    # connect_timeout / read_timeout, is tried max_attempts times, and the whole of one store's
+    # part of a save (upload, check, manifest, copy) after deadline.
+    connect_timeout: float = _opt("duration", 10.0)
+    read_timeout: float = _opt("duration", 30.0)
+    max_attempts: int = _opt("int", 3)
+    deadline: float = _opt("duration", 1800.0)
 
 
 @dataclass(frozen=True)
