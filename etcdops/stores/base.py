@@ -22,6 +22,10 @@ class ObjectInfo:
     key: str
     size: int
     modified: datetime
+    # Changes whenever the object is rewritten, whatever its new bytes: S3's ETag, a file's
+    # inode, size and times. A check of the bytes holds only while the fingerprint it saw does.
+    # None where a store cannot say (writes in progress).
+    fingerprint: str | None = None
 
 
 class ObjectWriter(Protocol):

@@ -161,3 +161,19 @@ def test_list_reports_size_and_aware_time_and_matches_partial_names(store):
     infos = list(store.list("c/snap"))
     assert [(i.key, i.size) for i in infos] == [("c/snap-other", 1), ("c/snapshots/x.db", 5)]
     assert all(i.modified.tzinfo is not None for i in infos)
+
+
+def test_fingerprint_holds_across_reads_and_changes_with_any_rewrite(store):
+    store.put_bytes("c/snapshots/f.bin", b"first bytes")
+    first = store.head("c/snapshots/f.bin").fingerprint
+    assert first
+    with store.open_reader("c/snapshots/f.bin") as reader:
+        reader.read()
+    assert store.head("c/snapshots/f.bin").fingerprint == first
+    [listed] = store.list("c/snapshots/")
+    assert listed.fingerprint == first
+    store.put_bytes("c/snapshots/f.bin", b"other bytes")  # same size, other content
+    second = store.head("c/snapshots/f.bin").fingerprint
+    assert second not in (None, first)
+    put_stream(store, "c/snapshots/f.bin", [os.urandom(LARGE)])
+    assert store.head("c/snapshots/f.bin").fingerprint not in (None, first, second)
