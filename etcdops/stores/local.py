@@ -187,7 +187,12 @@ class LocalStore:
             return None
         except OSError as exc:
             raise _storage_error("stat", path, exc) from exc
-        return ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+        # any rewrite moves ctime (a `cp` over the file keeps its inode and size), a new file
+        # has a new inode: a file's bytes are never read to fingerprint it
+        fingerprint = f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ctime_ns}"
+        return ObjectInfo(
+            key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC), fingerprint
+        )
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every complete object whose key starts with prefix, in key order."""

@@ -313,7 +313,9 @@ class S3Store:
             # HEAD has no error body: a missing bucket looks like a missing key here, but
             # list() and every write name the bucket
             return None
-        return ObjectInfo(key, response["ContentLength"], response["LastModified"])
+        return ObjectInfo(
+            key, response["ContentLength"], response["LastModified"], response.get("ETag")
+        )
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every complete object whose key starts with prefix, in key order."""
@@ -322,7 +324,7 @@ class S3Store:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for item in page.get("Contents", []):
                     key = item["Key"][len(self.prefix):]
-                    yield ObjectInfo(key, item["Size"], item["LastModified"])
+                    yield ObjectInfo(key, item["Size"], item["LastModified"], item.get("ETag"))
 
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing one is not an error (S3 says 204 either way)."""
