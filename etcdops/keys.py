@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,6 +42,23 @@ def configured_identities(config: EncryptionConfig) -> list[Identity]:
             "'etcdops keys generate' wrote",
         )
     return load_identities(config.identity_file)
+
+
+def identity_file_warning(config: EncryptionConfig) -> str | None:
+    """ssh's rule for private keys, as a warning: an identity file open to others is exposed."""
+    path = config.identity_file
+    if path is None:
+        return None
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None  # load_identities() says why it cannot be read
+    if not mode & 0o077:
+        return None
+    return (
+        f"identity file {path} is open to group or others (mode {mode:04o}): whoever can read "
+        f"it can decrypt every backup; run 'chmod 600 {path}'"
+    )
 
 
 def generate_identity_file(out: Path, now: datetime | None = None) -> Recipient:

@@ -7,6 +7,7 @@ decryption (authenticated) -> zstd -> etcd's sha256 trailer check -> a sink.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,14 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from etcdops.catalog import combined_view, resolve_ref
 from etcdops.config import Config
-from etcdops.errors import CryptoError, EtcdopsError, IntegrityError, StorageError, UsageError
+from etcdops.errors import (
+    CryptoError,
+    EtcdopsError,
+    IntegrityError,
+    NotFoundError,
+    StorageError,
+    UsageError,
+)
 from etcdops.manifest import MANIFEST_SUFFIX, OBJECT_SUFFIX, Manifest
 from etcdops.report import Reporter
 from etcdops.stores.base import Store
@@ -65,6 +73,7 @@ class SnapshotStatus:
     checks: tuple[str, ...]
     store: str | None  # which store the copy that was read came from
     fallbacks: tuple[str, ...]  # copies that were tried first and failed, and why
+    warnings: tuple[str, ...] = ()  # what the operator should fix although the read succeeded
 
     def as_dict(self) -> dict[str, object]:
         """The JSON form of a status report."""
@@ -72,6 +81,7 @@ class SnapshotStatus:
             "integrity": "ok",
             "checks": list(self.checks),
             "fallbacks": list(self.fallbacks),
+            "warnings": list(self.warnings),
         }
 
 
@@ -81,11 +91,8 @@ def locate(
     """Where to read a backup from, in the order to try: a file path, or an id (or unique
     prefix, or 'latest') in each store holding a good copy (local, primary, then replica);
     and a note for each store that could not even be listed."""
-    path = Path(ref)
-    if path.is_file():
-        return [_file_source(path)], []
-    if os.sep in ref or ref.endswith((".db", OBJECT_SUFFIX)):
-        raise UsageError(f"file {ref} does not exist", "check the path")
+    if is_file_ref(ref):
+        return [_file_source(Path(ref))], []
     stores = open_stores(config)
     if store is not None:
         if store not in stores:
@@ -100,7 +107,15 @@ def locate(
     if not views and unreachable:
         raise next(iter(unreachable.values()))
     where = " or ".join(f"{name} store" for name in stores)
-    backup_id = resolve_ref([(v.manifest.id, bool(v.good_in)) for v in views], ref, where)
+    try:
+        backup_id = resolve_ref([(v.manifest.id, bool(v.good_in)) for v in views], ref, where)
+    except NotFoundError as exc:
+        if Path(ref).exists():
+            raise NotFoundError(
+                exc.message,
+                f"a bare name is a backup reference; to read the file {ref} here, write './{ref}'",
+            ) from None
+        raise
     view = next(v for v in views if v.manifest.id == backup_id)
     if not view.good_in:
         problems = "; ".join(f"{name}: {problem}" for name, problem in view.copies.items())
@@ -109,6 +124,12 @@ def locate(
             "use another backup ('etcdops snapshot list --store all')",
         )
     return [_store_source(stores[name], view.manifest) for name in view.good_in], notes
+
+
+def is_file_ref(ref: str) -> bool:
+    """Whether a REF names a file: a path with a '/', or a name with a '.', which no backup id
+    has; 'latest' and every other bare name are backup references, whatever files exist."""
+    return "/" in ref or os.sep in ref or "." in ref
 
 
 def _store_source(store: Store, manifest: Manifest) -> BackupSource:
@@ -142,6 +163,13 @@ def _first_good(
 
 
 def _file_source(path: Path) -> BackupSource:
+    if not path.exists():
+        raise UsageError(f"file {path} does not exist", "check the path")
+    if not path.is_file():
+        raise UsageError(
+            f"{path} {_what_it_is(path)}, not a snapshot file",
+            "give the path of a plain snapshot or of a backup's .db.zst.age file",
+        )
     with path.open("rb") as handle:
         encrypted = handle.read(len(AGE_MAGIC)) == AGE_MAGIC
     manifest = None
@@ -159,6 +187,19 @@ def _file_source(path: Path) -> BackupSource:
     )
 
 
+def _what_it_is(path: Path) -> str:
+    """What stands at a path that exists but is not a regular file, in an operator's words."""
+    mode = path.stat().st_mode
+    kinds = [
+        (stat.S_ISDIR, "is a directory"),
+        (stat.S_ISCHR, "is a character device"),
+        (stat.S_ISBLK, "is a block device"),
+        (stat.S_ISFIFO, "is a named pipe"),
+        (stat.S_ISSOCK, "is a socket"),
+    ]
+    return next((what for test, what in kinds if test(mode)), "is not a regular file")
+
+
 @dataclass(frozen=True)
 class _Decoded:
     stored: Digest
@@ -169,7 +210,10 @@ class _Decoded:
 
 def _read(config: Config, source: BackupSource, sink: Writer, reporter: Reporter) -> _Decoded:
     """Decode a source end to end into sink, checking everything there is to check."""
-    plain = SnapshotTrailerCheck(sink)
+    # past age and zstd, a snapshot check failing means the backup holds something else
+    plain = SnapshotTrailerCheck(
+        sink, f"the decrypted contents of {source.label}" if source.encrypted else source.label
+    )
     closers: list[AgeDecrypt | ZstdDecompress] = []
     first: Writer = plain
     identities: list[Identity] = []
@@ -191,7 +235,7 @@ def _read(config: Config, source: BackupSource, sink: Writer, reporter: Reporter
             closer.close()
     except CryptoError as exc:
         raise _damage_or_wrong_key(exc, source, identities) from exc
-    db_sha256 = plain.verify(source.label)
+    db_sha256 = plain.verify()
     checks = ["age authentication", "etcd sha256 trailer"] if source.encrypted else [
         "etcd sha256 trailer"
     ]
@@ -235,9 +279,15 @@ def _compare(
 
 
 def _status(
-    source: BackupSource, decoded: _Decoded, fallbacks: list[str], **found: int
+    config: Config, source: BackupSource, decoded: _Decoded, fallbacks: list[str], **found: int
 ) -> SnapshotStatus:
     manifest = source.manifest
+    warnings: tuple[str, ...] = ()
+    if source.encrypted:
+        from etcdops.keys import identity_file_warning
+
+        exposed = identity_file_warning(config.encryption)
+        warnings = (exposed,) if exposed else ()
     kind = "backup" if manifest else ("encrypted file" if source.encrypted else "plain snapshot")
     return SnapshotStatus(
         source=source.label,
@@ -256,6 +306,7 @@ def _status(
         checks=decoded.checks,
         store=source.store,
         fallbacks=tuple(fallbacks),
+        warnings=warnings,
     )
 
 
@@ -269,7 +320,7 @@ def snapshot_status(
         reporter,
     )
     if source.encrypted or source.path is None:
-        return _status(source, decoded, fallbacks)
+        return _status(config, source, decoded, fallbacks)
     # A plain snapshot has no manifest: etcdutl reads its revision and key count from bbolt.
     from etcdops.etcd.etcdutl import snapshot_status as etcdutl_status
 
@@ -278,7 +329,9 @@ def snapshot_status(
         decoded.stored, decoded.plain, decoded.db_sha256,
         decoded.checks + ("etcdutl snapshot status",),
     )
-    return _status(source, decoded, fallbacks, revision=found.revision, keys=found.total_keys)
+    return _status(
+        config, source, decoded, fallbacks, revision=found.revision, keys=found.total_keys
+    )
 
 
 def fetch_snapshot(
@@ -294,8 +347,10 @@ def fetch_snapshot(
     if out.exists() and not force:
         raise UsageError(f"{out} already exists", "choose another --out path or pass --force")
     located = locate(config, ref, reporter, store=store)
-    if not located[0][0].encrypted:
-        raise UsageError(f"{located[0][0].label} is already a plain snapshot", "use it as it is")
+    first = located[0][0]
+    if not first.encrypted:
+        _read(config, first, Discard(), reporter)  # what is no snapshot must not be told "use it"
+        raise UsageError(f"{first.label} is already a plain snapshot (checked)", "use it as it is")
 
     def attempt(source: BackupSource) -> _Decoded:
         target = AtomicFile(out)
@@ -308,4 +363,4 @@ def fetch_snapshot(
         return decoded
 
     source, decoded, fallbacks = _first_good(located, attempt, reporter)
-    return _status(source, decoded, fallbacks)
+    return _status(config, source, decoded, fallbacks)

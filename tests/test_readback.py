@@ -1,15 +1,22 @@
 """Reading backups back: every check, every refusal, and nothing written when a check fails."""
 
 import dataclasses
+import hashlib
+import io
+import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
-from etcdops.crypto.age import Identity
+from etcdops.config import Config, EncryptionConfig, LocalConfig
+from etcdops.crypto.age import Identity, Recipient
 from etcdops.errors import CryptoError, IntegrityError, NotFoundError, UsageError
 from etcdops.readback import fetch_snapshot, snapshot_status
 from etcdops.report import LogReporter
 from etcdops.snapshot import save_snapshot
+from etcdops.stream.writers import AgeEncrypt, ZstdCompress
 
 
 @pytest.fixture
@@ -139,8 +146,94 @@ def test_fetch_gives_a_plain_snapshot_that_etcdutl_reads(backup_config, saved, t
         fetch_snapshot(backup_config, str(out), tmp_path / "again.db", LogReporter())
 
 
-def test_a_file_that_is_not_a_snapshot(backup_config, tmp_path):
+@pytest.fixture
+def offline_config(age_identity, tmp_path):
+    """Enough configuration to read files: no etcd is reached."""
+    return Config(
+        encryption=EncryptionConfig(
+            recipients=(age_identity.recipient,), identity_file=age_identity.path
+        ),
+        local=LocalConfig(dir=tmp_path / "backups"),
+    )
+
+
+NOT_SNAPSHOTS = {
+    "random bytes": lambda: os.urandom(256 << 10),
+    "zeros": lambda: bytes(256 << 10),
+    "a manifest": lambda: json.dumps({"schema_version": 1, "id": "20270101T000000Z-abcdef",
+                                      "object_size": 1234}, indent=2).encode(),
+}
+
+
+@pytest.mark.parametrize("what", list(NOT_SNAPSHOTS))
+def test_what_is_not_a_snapshot_is_refused_by_status_and_fetch(offline_config, tmp_path, what):
     junk = tmp_path / "junk.db"
-    junk.write_bytes(b"not a snapshot at all" * 100)
-    with pytest.raises(IntegrityError, match="sha256"):
-        snapshot_status(backup_config, str(junk), LogReporter())
+    junk.write_bytes(NOT_SNAPSHOTS[what]())
+    with pytest.raises(IntegrityError, match=f"{junk} is not an etcd snapshot"):
+        snapshot_status(offline_config, str(junk), LogReporter())
+    out = tmp_path / "out.db"
+    with pytest.raises(IntegrityError, match=f"{junk} is not an etcd snapshot"):
+        fetch_snapshot(offline_config, str(junk), out, LogReporter())
+    assert not out.exists()
+
+
+def test_an_encrypted_file_whose_plaintext_is_no_snapshot_says_so(offline_config, tmp_path):
+    # authentic age, valid zstd, even etcd's trailer right: only the bbolt page tells
+    db = os.urandom(64 << 10)
+    stored = io.BytesIO()
+    encrypt = AgeEncrypt(stored, [Recipient.parse(offline_config.encryption.recipients[0])])
+    compress = ZstdCompress(encrypt, level=1)
+    compress.write(db + hashlib.sha256(db).digest())
+    compress.close()
+    encrypt.close()
+    sealed = tmp_path / "sealed.db.zst.age"
+    sealed.write_bytes(stored.getvalue())
+    with pytest.raises(IntegrityError, match="decrypted .*sealed.db.zst.age is not an etcd snap"):
+        snapshot_status(offline_config, str(sealed), LogReporter())
+    out = tmp_path / "out.db"
+    with pytest.raises(IntegrityError, match="not an etcd snapshot"):
+        fetch_snapshot(offline_config, str(sealed), out, LogReporter())
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("ref, what", [("DIR", "is a directory"), (".", "is a directory"),
+                                       ("/dev/zero", "is a character device")])
+def test_what_is_not_a_regular_file_is_named_for_what_it_is(offline_config, tmp_path, ref, what):
+    ref = str(tmp_path) if ref == "DIR" else ref
+    for read in (
+        lambda: snapshot_status(offline_config, ref, LogReporter()),
+        lambda: fetch_snapshot(offline_config, ref, tmp_path / "out.db", LogReporter()),
+    ):
+        with pytest.raises(UsageError, match=f"{ref} {what}, not a snapshot file"):
+            read()
+
+
+def test_keywords_win_over_files_in_the_working_directory(
+    backup_config, saved, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    fetch_snapshot(backup_config, "latest", Path("latest"), LogReporter())
+    assert snapshot_status(backup_config, "latest", LogReporter()).backup_id == saved.id
+    assert snapshot_status(backup_config, "./latest", LogReporter()).kind == "plain snapshot"
+    Path(saved.id[:10]).write_bytes(b"a file named like an id prefix")
+    assert snapshot_status(backup_config, saved.id[:10], LogReporter()).backup_id == saved.id
+    # no backup id has a '.': a bare name with one is a file in this directory
+    shutil.copy("latest", "snap.db")
+    assert snapshot_status(backup_config, "snap.db", LogReporter()).kind == "plain snapshot"
+    with pytest.raises(NotFoundError, match="no backup 'snap'") as missing:
+        snapshot_status(backup_config, "snap", LogReporter())
+    assert "./snap" not in missing.value.hint
+    Path("snap").write_bytes(b"x")
+    with pytest.raises(NotFoundError, match="no backup 'snap'") as shadowed:
+        snapshot_status(backup_config, "snap", LogReporter())
+    assert "'./snap'" in shadowed.value.hint
+
+
+def test_an_identity_file_others_can_read_is_used_with_a_warning(backup_config, saved):
+    identity = backup_config.encryption.identity_file
+    assert snapshot_status(backup_config, saved.id, LogReporter()).warnings == ()
+    identity.chmod(0o644)
+    status = snapshot_status(backup_config, saved.id, LogReporter())
+    [warning] = status.warnings
+    assert str(identity) in warning and f"chmod 600 {identity}" in warning
+    assert status.as_dict()["warnings"] == [warning]

@@ -18,7 +18,10 @@ app = typer.Typer(
 )
 
 RefArgument = Annotated[
-    str, typer.Argument(help="A backup id (or unique prefix, or 'latest'), or a file path.")
+    str, typer.Argument(help=(
+        "'latest', a backup id or unique prefix, or a file. Keywords win: a file is a path with "
+        "a '/' (./latest) or a name with a '.' (snap.db), which no backup id has."
+    )),
 ]
 
 
@@ -210,6 +213,8 @@ def status(run: Invocation, ref: RefArgument, source: FromOption = None) -> None
         run.config(), ref, run.reporter(), store=source.value if source else None
     )
     run.emit(result.as_dict(), lambda console: console.print(_status_text(result)))
+    for warning in result.warnings:
+        run.warn(warning)
 
 
 @app.command("fetch")
@@ -233,6 +238,8 @@ def fetch(
         f"integrity ok; restore it with 'etcdutl snapshot restore {out} ...'",
         markup=False,
     ))
+    for warning in result.warnings:
+        run.warn(warning)
 
 
 @app.command("replicate")

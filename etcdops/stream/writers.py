@@ -7,6 +7,7 @@ holds at most a chunk or two, so memory stays flat whatever the snapshot size.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -16,6 +17,11 @@ if TYPE_CHECKING:
     from etcdops.crypto.age import Identity, Recipient
 
 TRAILER_SIZE = 32
+# bbolt's first page: its header and the meta page up to and including the meta's checksum
+BBOLT_HEAD_SIZE = 80
+_BBOLT_META_PAGE = 0x04
+_BBOLT_MAGIC = 0xED0CDAED
+_BBOLT_VERSION = 2
 # Output slices handed downstream by the decompressor: large enough to be cheap, small enough
 # that a block of zero pages (which zstd shrinks a thousandfold) never balloons in memory.
 DECOMPRESS_WRITE_SIZE = 1 << 20
@@ -51,20 +57,33 @@ class Digest:
 
 
 class SnapshotTrailerCheck:
-    """Checks the sha256 trailer etcd appends to a snapshot stream, passing every byte on.
+    """Checks that a stream is an etcd snapshot, passing every byte on: bbolt's first page, then
+    the sha256 trailer etcd appends.
 
     etcd's snapshot is the bbolt database followed by 32 bytes of sha256 over the database;
     etcdctl does not check it when saving, etcdutl does when restoring. Checking it as the bytes
-    flow means a torn or corrupted snapshot is caught before the backup counts as taken.
+    flow means a torn or corrupted snapshot is caught before the backup counts as taken. The
+    trailer alone would pass any file that ends in the sha256 of the rest, so the first page must
+    also be the meta page bbolt writes; what is not is refused before anything past it moves on.
     """
 
-    def __init__(self, downstream: Writer) -> None:
+    def __init__(self, downstream: Writer, source: str = "the snapshot stream") -> None:
         self._downstream = downstream
+        self._source = source
         self._hash = hashlib.sha256()
         self._tail = b""
+        self._head = b""
         self.size = 0
 
     def write(self, data: bytes, /) -> int:
+        if len(self._head) < BBOLT_HEAD_SIZE:
+            self._head += data[: BBOLT_HEAD_SIZE - len(self._head)]
+            if len(self._head) == BBOLT_HEAD_SIZE and (problem := _bbolt_head_problem(self._head)):
+                raise IntegrityError(
+                    f"{self._source} is not an etcd snapshot: {problem}",
+                    "an etcd snapshot is what 'etcdctl snapshot save' or 'etcdops snapshot fetch' "
+                    "writes; check that this is the file or backup you meant",
+                )
         self.size += len(data)
         if len(data) >= TRAILER_SIZE:
             self._hash.update(self._tail)
@@ -78,9 +97,10 @@ class SnapshotTrailerCheck:
         self._downstream.write(data)
         return len(data)
 
-    def verify(self, source: str) -> str:
+    def verify(self, source: str | None = None) -> str:
         """The database's sha256 in hex; IntegrityError when the trailer does not match."""
-        if self.size < TRAILER_SIZE + 1:
+        source = source or self._source
+        if self.size < BBOLT_HEAD_SIZE + TRAILER_SIZE:
             raise IntegrityError(
                 f"{source} is too short to be an etcd snapshot ({self.size} bytes)",
                 "take a new snapshot; this one is truncated",
@@ -92,6 +112,32 @@ class SnapshotTrailerCheck:
                 "the snapshot is corrupt or truncated; take a new one or use an older backup",
             )
         return digest.hex()
+
+
+def _bbolt_head_problem(head: bytes) -> str | None:
+    """Why the first bytes of a database are not bbolt's first meta page, None when they are.
+
+    bbolt's layout (little-endian): a 16-byte page header (id u64, flags u16, count u16,
+    overflow u32), then the meta (magic u32, version u32, page size u32, flags u32, root bucket
+    2 x u64, freelist, pgid, txid u64) and its checksum, FNV-1a 64 over the meta before it.
+    """
+    page_id, page_flags = struct.unpack_from("<QH", head, 0)
+    magic, version = struct.unpack_from("<II", head, 16)
+    (checksum,) = struct.unpack_from("<Q", head, BBOLT_HEAD_SIZE - 8)
+    if page_id != 0 or page_flags != _BBOLT_META_PAGE or magic != _BBOLT_MAGIC:
+        return "it does not begin with a bbolt meta page (etcd's database format)"
+    if version != _BBOLT_VERSION:
+        return f"its bbolt format version is {version}, not {_BBOLT_VERSION}"
+    if checksum != _fnv1a64(head[16 : BBOLT_HEAD_SIZE - 8]):
+        return "the checksum of its bbolt meta page does not match"
+    return None
+
+
+def _fnv1a64(data: bytes) -> int:
+    value = 0xCBF29CE484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
 
 
 class ZstdCompress:
