@@ -3,6 +3,9 @@
 Each command is written as `def cmd(run: Invocation, ...)` and decorated with @command: the
 decorator adds the shared options to its signature, so they work after any subcommand
 (`etcdops snapshot save --output json`), and turns every failure into one line and its exit code.
+The same options given before the subcommand (`etcdops -o json snapshot list`, as kubectl, aws
+and restic take them) reach it through the root context's SharedOptions; given in both places,
+the one after the subcommand wins.
 """
 
 import enum
@@ -15,6 +18,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +31,22 @@ from etcdops.errors import EtcdopsError
 class OutputFormat(enum.StrEnum):
     text = "text"
     json = "json"
+
+
+@dataclass(frozen=True)
+class SharedOptions:
+    """--output, --config, -v and -q as given before the subcommand (None: not given)."""
+
+    output: OutputFormat | None = None
+    config_path: Path | None = None
+    verbose: int = 0
+    quiet: bool = False
+
+
+def error_document(message: str, hint: str | None, code: int, kind: str) -> str:
+    """The JSON that `--output json` prints on stdout for a failure, whatever failed."""
+    document = {"error": {"message": message, "hint": hint, "exit_code": code, "type": kind}}
+    return json.dumps(document, indent=2) + "\n"
 
 
 class Invocation:
@@ -47,7 +67,10 @@ class Invocation:
         """The merged configuration, flags given as dotted keys ("local.dir")."""
         from etcdops.config import load_config
 
-        return load_config(self.config_path, overrides=overrides)
+        config = load_config(self.config_path, overrides=overrides)
+        for warning in config.warnings:
+            self.warn(warning)
+        return config
 
     @property
     def console(self) -> Any:
@@ -100,9 +123,7 @@ class Invocation:
         line = f"error: {message}" + (f" — {hint}" if hint else "")
         sys.stderr.write(line + "\n")
         if self.json:
-            document = {"error": {"message": message, "hint": hint, "exit_code": code,
-                                  "type": type(error).__name__}}
-            sys.stdout.write(json.dumps(document, indent=2) + "\n")
+            sys.stdout.write(error_document(message, hint, code, type(error).__name__))
         return code
 
 
@@ -122,10 +143,12 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 _SHARED = [
+    inspect.Parameter("context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
     inspect.Parameter(
-        "output", inspect.Parameter.KEYWORD_ONLY, default=OutputFormat.text,
-        annotation=Annotated[OutputFormat, typer.Option(
-            "--output", "-o", help="text (tables, progress) or json (one document on stdout).")],
+        "output", inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=Annotated[OutputFormat | None, typer.Option(
+            "--output", "-o", help="text (tables, progress) or json (one document on stdout) "
+            "[default: text].", show_default=False)],
     ),
     inspect.Parameter(
         "config_path", inspect.Parameter.KEYWORD_ONLY, default=None,
@@ -146,15 +169,42 @@ _SHARED = [
 ]
 
 
+def _invocation(context: typer.Context, after: SharedOptions) -> Invocation:
+    """The options in force: those after the subcommand, else those before it, else defaults."""
+    before = context.find_object(SharedOptions) or SharedOptions()
+    verbose = after.verbose or before.verbose
+    return Invocation(
+        after.output or before.output or OutputFormat.text,
+        after.config_path or before.config_path,
+        -1 if (after.quiet or before.quiet) else verbose,
+    )
+
+
+def before_subcommand(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give the root callback the shared options, kept in its context for every subcommand."""
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, context: typer.Context, output: OutputFormat | None,
+                config_path: Path | None, verbose: int, quiet: bool, **kwargs: Any) -> Any:
+        context.obj = SharedOptions(output, config_path, verbose, quiet)
+        return func(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values()) + _SHARED
+    )
+    return wrapper
+
+
 def command(func: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the shared options and the one error-to-exit-code path."""
     signature = inspect.signature(func)
     own = [p for name, p in signature.parameters.items() if name != "run"]
 
     @functools.wraps(func)
-    def wrapper(*args: Any, output: OutputFormat, config_path: Path | None, verbose: int,
-                quiet: bool, **kwargs: Any) -> None:
-        run = Invocation(output, config_path, -1 if quiet else verbose)
+    def wrapper(*args: Any, context: typer.Context, output: OutputFormat | None,
+                config_path: Path | None, verbose: int, quiet: bool, **kwargs: Any) -> None:
+        run = _invocation(context, SharedOptions(output, config_path, verbose, quiet))
         _setup_logging(run.verbosity)
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None

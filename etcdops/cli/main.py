@@ -1,15 +1,70 @@
 """The etcdops command line: command groups are registered here, and nothing else."""
 
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from etcdops import __version__
 from etcdops.cli import demo, health, keys, maintenance, snapshot
+from etcdops.cli.common import before_subcommand, error_document
 from etcdops.cli.exitcodes import HELP_TABLE
 
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether the words of a command line ask for --output json (the last one given wins)."""
+    wanted = False
+    for index, word in enumerate(argv):
+        if word in ("-o", "--output") and index + 1 < len(argv):
+            wanted = argv[index + 1] == "json"
+        elif word.startswith("--output="):
+            wanted = word == "--output=json"
+        elif word.startswith("-o") and not word.startswith("--") and len(word) > 2:
+            wanted = word == "-ojson"
+    return wanted
+
+
+@contextlib.contextmanager
+def _json_usage_errors(argv: Sequence[str]) -> Iterator[None]:
+    """A usage error is a failure like any other: `-o json` gets its error document on stdout."""
+    try:
+        yield
+    except typer.TyperException as error:
+        if _wants_json(argv):
+            hint = "see the command's --help"
+            sys.stdout.write(
+                error_document(error.format_message(), hint, error.exit_code, type(error).__name__)
+            )
+        raise
+
+
+class _Root(TyperGroup):
+    """The root command; it parses the command line before any of etcdops' own code runs."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        argv = list(args)  # parsing consumes args
+        with _json_usage_errors(argv):
+            context = super().make_context(info_name, args, parent, **extra)
+        context.meta["etcdops.argv"] = argv
+        return context
+
+    def invoke(self, ctx: Any) -> Any:
+        with _json_usage_errors(ctx.meta.get("etcdops.argv", ())):
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_Root,
     name="etcdops",
     help="Keeps etcd recoverable: verified, compressed, age-encrypted snapshots in two regions; "
-    "retention; compaction, defragmentation and health.\n\n" + HELP_TABLE,
+    "retention; compaction, defragmentation and health.\n\n"
+    "--output, --config, -v and -q go before the subcommand or after it; given in both places, "
+    "the one after wins.\n\n" + HELP_TABLE,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -33,6 +88,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
+@before_subcommand
 def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
