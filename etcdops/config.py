@@ -8,6 +8,7 @@ names the key, where it came from (file and line, or variable) and how to fix it
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from etcdops.errors import ConfigError
 from etcdops.units import parse_duration, parse_size
@@ -22,9 +24,26 @@ from etcdops.units import parse_duration, parse_size
 DEFAULT_PATHS = (Path("etcdops.toml"), Path("/etc/etcdops/etcdops.toml"))
 
 
-def _opt(kind: str, default: Any = None, *, secret: bool = False, required: bool = False) -> Any:
+def _opt(
+    kind: str,
+    default: Any = None,
+    *,
+    secret: bool = False,
+    required: bool = False,
+    within: tuple[Any, Any] | None = None,
+    why: str | None = None,
+) -> Any:
     # Secrets stay out of repr() so that a logged or printed config never shows them.
-    return field(default=default, repr=not secret, metadata={"kind": kind, "required": required})
+    metadata: dict[str, Any] = {"kind": kind, "required": required}
+    if within is not None:
+        # bounds are written the way an operator writes the value, and shown so in errors;
+        # a missing upper bound means the setting has no ceiling of its own
+        low, high = within
+        parse = {"int": int, "duration": parse_duration, "size": parse_size}[kind]
+        metadata["range"] = (parse(low), None if high is None else parse(high))
+        metadata["range_text"] = f"{low} to {high}" if high is not None else f"{low} or more"
+        metadata["why"] = why
+    return field(default=default, repr=not secret, metadata=metadata)
 
 
 def _section(cls: type) -> Any:
@@ -41,15 +60,16 @@ class EtcdConfig:
     user: str | None = _opt("str")
     password_file: Path | None = _opt("file")
     password: str | None = _opt("str", secret=True)
-    dial_timeout: float = _opt("duration", 5.0)
-    command_timeout: float = _opt("duration", 30.0)
-    snapshot_timeout: float = _opt("duration", 3600.0)
+    dial_timeout: float = _opt("duration", 5.0, within=("10ms", "10m"))
+    command_timeout: float = _opt("duration", 30.0, within=("10ms", "1h"))
+    # an 8 GiB snapshot streams in minutes on a healthy member
+    snapshot_timeout: float = _opt("duration", 3600.0, within=("1s", "7d"))
     etcdutl: str | None = _opt("str")
     # one per endpoint, in the same order; empty: each member's client URL + /metrics
     metrics_urls: tuple[str, ...] = _opt("list", ())
     # etcd's --quota-backend-bytes; 8 GiB is the seed's limit (a member that reports a lower
     # quota on /metrics is held to its own)
-    quota_backend_bytes: int = _opt("size", 8 * 1024**3)
+    quota_backend_bytes: int = _opt("size", 8 * 1024**3, within=("1MiB", "1TiB"))
 
     def resolved_password(self) -> str | None:
         """The etcd password, read from its file when one is configured."""
@@ -72,31 +92,35 @@ class LocalConfig:
     dir: Path = _opt("path", Path("/var/lib/etcdops"))
     # Level 1: on 2 cores zstd competes with etcd itself for the CPU, and on Kubernetes objects
     # level 3 compresses no better (measured 7.7x at level 1 vs 7.6x at 3, 40% less CPU).
-    compression_level: int = _opt("int", 1)
+    # zstandard also takes 0 (its default, 3) and negative "fast" levels; the manifest records
+    # the level, so only the levels that say what they do are accepted
+    compression_level: int = _opt("int", 1, within=(1, 22), why="zstd's levels")
 
 
 @dataclass(frozen=True)
 class S3Location:
     """One bucket in one region; credentials come from the standard AWS chain."""
 
-    bucket: str = _opt("str", required=True)
-    region: str | None = _opt("str")
+    bucket: str = _opt("bucket", required=True)
+    region: str | None = _opt("region")
     prefix: str = _opt("prefix", "")
-    endpoint_url: str | None = _opt("str")
+    endpoint_url: str | None = _opt("url")
     sse: str | None = _opt("sse")
     kms_key_id: str | None = _opt("str")
     storage_class: str | None = _opt("str")
     # An upload holds (upload_concurrency + 1) parts in memory. Bigger parts mean fewer requests
     # (each costs CPU on both ends); more of them in flight help on a link with a long round trip.
-    part_size: int = _opt("size", 10 * 1024**2)
-    upload_concurrency: int = _opt("int", 2)
+    part_size: int = _opt("size", 10 * 1024**2, within=("5MiB", "5GiB"),
+                          why="S3's limits for one part")
+    upload_concurrency: int = _opt("int", 2, within=(1, 64),
+                                   why="each part in flight is a buffer of part_size in memory")
     # A hung endpoint must end in minutes, not hold the save: each request gives up after
     # connect_timeout / read_timeout, is tried max_attempts times, and the whole of one store's
     # part of a save (upload, check, manifest, copy) after deadline.
-    connect_timeout: float = _opt("duration", 10.0)
-    read_timeout: float = _opt("duration", 30.0)
-    max_attempts: int = _opt("int", 3)
-    deadline: float = _opt("duration", 1800.0)
+    connect_timeout: float = _opt("duration", 10.0, within=("10ms", "10m"))
+    read_timeout: float = _opt("duration", 30.0, within=("10ms", "1h"))
+    max_attempts: int = _opt("int", 3, within=(1, 20))
+    deadline: float = _opt("duration", 1800.0, within=("1s", "7d"))
 
 
 @dataclass(frozen=True)
@@ -106,35 +130,41 @@ class S3Config(S3Location):
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    keep_within: float = _opt("duration", 24 * 3600.0)
-    keep_min: int = _opt("int", 3)
+    # prune also removes incomplete objects and unfinished uploads older than keep_within: a
+    # shorter window could take the object of a save still running
+    keep_within: float = _opt("duration", 24 * 3600.0, within=("1h", "3650d"),
+                              why="it must outlast a save in progress")
+    keep_min: int = _opt("int", 3, within=(1, None),
+                         why="the newest verified backup is always kept, so 0 would mean 1")
 
 
 @dataclass(frozen=True)
 class CompactionConfig:
-    retain: float = _opt("duration", 300.0)
+    # 0s is meaningful: compact all history now, as etcd's guide does to clear a NOSPACE alarm
+    retain: float = _opt("duration", 300.0, within=("0s", "30d"))
     prefix: str = _opt("str", "/etcdops/compaction/")
-    timeout: float = _opt("duration", 300.0)  # --physical on a big db takes a while
+    timeout: float = _opt("duration", 300.0, within=("1s", "1d"))  # --physical takes a while
 
 
 @dataclass(frozen=True)
 class DefragConfig:
     window: str = _opt("str", "02:00-05:00")
     timezone: str = _opt("str", "UTC")
-    free_threshold: int = _opt("size", 200 * 1024**2)
-    quota_percent: int = _opt("int", 80)
-    timeout: float = _opt("duration", 600.0)  # per member: a multi-GiB db takes minutes
+    free_threshold: int = _opt("size", 200 * 1024**2, within=("0", "1TiB"))
+    quota_percent: int = _opt("int", 80, within=(1, 100))
+    # per member: a multi-GiB db takes minutes
+    timeout: float = _opt("duration", 600.0, within=("1s", "1d"))
 
 
 @dataclass(frozen=True)
 class HealthConfig:
-    wal_fsync_p99: float = _opt("duration", 0.010)
-    backend_commit_p99: float = _opt("duration", 0.050)
-    compaction_p99: float | None = _opt("duration")
-    db_size_percent: int = _opt("int", 80)
-    raft_index_lag: int = _opt("int", 5000)
+    wal_fsync_p99: float = _opt("duration", 0.010, within=("1ms", "1m"))
+    backend_commit_p99: float = _opt("duration", 0.050, within=("1ms", "1m"))
+    compaction_p99: float | None = _opt("duration", within=("1ms", "1h"))
+    db_size_percent: int = _opt("int", 80, within=(1, 100))
+    raft_index_lag: int = _opt("int", 5000, within=(1, None))
     # the hourly schedule plus slack for the timer's randomized delay and the save itself
-    backup_max_age: float = _opt("duration", 70 * 60.0)
+    backup_max_age: float = _opt("duration", 70 * 60.0, within=("1m", "365d"))
 
 
 @dataclass(frozen=True)
@@ -149,6 +179,8 @@ class Config:
     defrag: DefragConfig = field(default_factory=DefragConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     source: str = field(default="built-in defaults", metadata={"kind": "internal"})
+    # what the caller should tell the operator (this layer never prints)
+    warnings: tuple[str, ...] = field(default=(), metadata={"kind": "internal"})
 
 
 _SECTIONS: dict[str, type] = {
@@ -170,6 +202,8 @@ _ETCDCTL_VARIABLES = {
     "ETCDCTL_PASSWORD": "password",
 }
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}")
+_REGION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?")
 
 
 class _Origin:
@@ -255,7 +289,7 @@ def load_config(
                 "fix the syntax at that line (strings need quotes, tables need [brackets])",
             ) from exc
     origin = _Origin(config_path, text)
-    _apply_environment(raw, env, origin)
+    warnings = _apply_environment(raw, env, origin)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -265,14 +299,45 @@ def load_config(
             target = target.setdefault(part, {})
         target[keypath[-1]] = value
         origin.overrides[keypath] = f"option --{keypath[-1].replace('_', '-')}"
+    _inherit_replica(raw, origin)
     config = _build(Config, raw, (), origin)
-    return dataclasses.replace(config, source=str(config_path) if config_path else "defaults")
+    if config.s3 is not None and config.s3.replica is not None:
+        _check_replica(config.s3, origin)
+    return dataclasses.replace(
+        config, source=str(config_path) if config_path else "defaults", warnings=tuple(warnings)
+    )
 
 
-def _apply_environment(raw: dict[str, Any], env: Mapping[str, str], origin: _Origin) -> None:
+def _variable(keypath: tuple[str, ...]) -> str:
+    return "ETCDOPS_" + "_".join(keypath).upper()
+
+
+def _variables() -> list[str]:
+    """The name of every setting's environment variable."""
+    names = [_variable(("cluster",))]
+    for section, cls in _SECTIONS.items():
+        for spec in dataclasses.fields(cls):
+            if spec.metadata.get("kind") == "section":
+                names += [_variable((section, spec.name, f.name))
+                          for f in dataclasses.fields(spec.metadata["cls"])]
+            else:
+                names.append(_variable((section, spec.name)))
+    return names
+
+
+def _nearest(name: str, choices: list[str]) -> str:
+    """' did you mean X?' for the choice closest to a mistyped name, or nothing."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _apply_environment(raw: dict[str, Any], env: Mapping[str, str], origin: _Origin) -> list[str]:
+    """Put the ETCDCTL_* and ETCDOPS_* variables into raw; the warnings for variables that are
+    no setting (a typo there would otherwise change nothing, without a word)."""
+    warnings: list[str] = []
     etcd = raw.setdefault("etcd", {})
     if not isinstance(etcd, dict):
-        return  # _build reports the wrong type with the file and line
+        return warnings  # _build reports the wrong type with the file and line
     for variable, key in _ETCDCTL_VARIABLES.items():
         if env.get(variable):
             value = env[variable]
@@ -291,7 +356,10 @@ def _apply_environment(raw: dict[str, Any], env: Mapping[str, str], origin: _Ori
         else:
             section, _, key = name.partition("_")
             if section not in _SECTIONS or not key:
-                continue  # variables of other tools or later versions are not ours to reject
+                # not ours to reject (a later version's, perhaps), but a typo must not pass
+                # unnoticed; an unknown key in a known section is an error, as in the file
+                warnings.append(f"${variable} is not a setting" + _nearest(variable, _variables()))
+                continue
             keypath = (section, key)
             if section == "s3" and key.startswith("replica_"):
                 keypath = ("s3", "replica", key.removeprefix("replica_"))
@@ -299,9 +367,58 @@ def _apply_environment(raw: dict[str, Any], env: Mapping[str, str], origin: _Ori
         for part in keypath[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
-                return
+                return warnings
         target[keypath[-1]] = value
         origin.overrides[keypath] = f"${variable}"
+    return sorted(warnings)
+
+
+# A KMS key belongs to one region, and the replica exists to be in another one; its bucket is
+# its own by definition. Everything else (endpoint, prefix, sse, storage class, part size,
+# timeouts) describes how this site uses S3, the same for both copies.
+_NOT_INHERITED = ("bucket", "region", "kms_key_id")
+
+
+def _inherit_replica(raw: dict[str, Any], origin: _Origin) -> None:
+    """Give [s3.replica] every [s3] key it does not set itself, except _NOT_INHERITED."""
+    primary = raw.get("s3")
+    replica = primary.get("replica") if isinstance(primary, dict) else None
+    if not isinstance(replica, dict):
+        return  # no replica, or one _build reports as the wrong type
+    for key, value in primary.items():
+        if key not in _NOT_INHERITED and key != "replica" and key not in replica:
+            replica[key] = value
+            origin.overrides[("s3", "replica", key)] = origin.describe(("s3", key))
+
+
+def _namespace(location: S3Location) -> str:
+    """Where a bucket name is unique: the endpoint of an S3-compatible service, or the AWS
+    partition, whose bucket names are global (the same name in any region is one bucket)."""
+    parts = urlsplit(location.endpoint_url or "")
+    host = (parts.hostname or "").lower()
+    region = location.region or ""
+    if host.endswith(".amazonaws.com.cn") or (not host and region.startswith("cn-")):
+        return "aws-cn"
+    if not host or host.endswith(".amazonaws.com"):
+        return "aws-us-gov" if region.startswith("us-gov-") else "aws"
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    return f"{host}:{port}{parts.path.rstrip('/')}"
+
+
+def _check_replica(s3: S3Config, origin: _Origin) -> None:
+    """Refuse a replica that is the primary bucket itself: a copy there survives nothing."""
+    replica = s3.replica
+    assert replica is not None
+    if replica.bucket != s3.bucket or _namespace(replica) != _namespace(s3):
+        return
+    where = s3.endpoint_url or "AWS, where bucket names are global"
+    raise ConfigError(
+        f"{origin.describe(('s3', 'replica', 'bucket'))}: s3.replica is the primary bucket "
+        f"itself ({s3.bucket!r} on {where}): a copy there survives no loss of the bucket or "
+        "its region",
+        "set [s3.replica] bucket to a bucket in another region (or on another endpoint), "
+        "or remove [s3.replica]",
+    )
 
 
 def _build(cls: type, raw: Any, prefix: tuple[str, ...], origin: _Origin) -> Any:
@@ -315,9 +432,16 @@ def _build(cls: type, raw: Any, prefix: tuple[str, ...], origin: _Origin) -> Any
     unknown = sorted(set(raw) - set(known))
     if unknown:
         keypath = prefix + (unknown[0],)
+        source = origin.describe(keypath)
+        if source.startswith("$"):
+            hint = source[1:] + " is not a setting" + _nearest(
+                source[1:], [_variable(prefix + (k,)) for k in known]
+            )
+        else:
+            hint = "not a setting" + _nearest(unknown[0], list(known))
         raise ConfigError(
-            f"{origin.describe(keypath)}: unknown key '{'.'.join(keypath)}'",
-            f"valid keys in {where}: {', '.join(sorted(known))}",
+            f"{source}: unknown key '{'.'.join(keypath)}'",
+            f"{hint} (valid keys in {where}: {', '.join(sorted(known))})",
         )
     values: dict[str, Any] = {}
     for name, spec in known.items():
@@ -330,13 +454,7 @@ def _build(cls: type, raw: Any, prefix: tuple[str, ...], origin: _Origin) -> Any
         if spec.metadata["kind"] == "section":
             values[name] = _build(spec.metadata["cls"], raw[name], keypath, origin)
             continue
-        try:
-            values[name] = _convert(spec.metadata["kind"], raw[name])
-        except ValueError as exc:
-            raise ConfigError(
-                f"{origin.describe(keypath)}: invalid value for '{'.'.join(keypath)}': {exc}",
-                _fix_for(spec.metadata["kind"]),
-            ) from exc
+        values[name] = _value(spec, raw[name], keypath, origin)
     missing = [n for n, spec in known.items() if spec.metadata.get("required") and n not in values]
     if missing:
         keypath = prefix + (missing[0],)
@@ -352,6 +470,29 @@ def _build(cls: type, raw: Any, prefix: tuple[str, ...], origin: _Origin) -> Any
     return cls(**values)
 
 
+def _value(spec: dataclasses.Field[Any], value: Any, keypath: tuple[str, ...],
+           origin: _Origin) -> Any:
+    """One setting, converted to its type and checked against its declared range."""
+    key, kind = ".".join(keypath), spec.metadata["kind"]
+    valid = f"{key} takes {spec.metadata['range_text']}" if "range" in spec.metadata else None
+    if valid and spec.metadata["why"]:
+        valid += f" ({spec.metadata['why']})"
+    try:
+        converted = _convert(kind, value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{origin.describe(keypath)}: invalid value for '{key}': {exc}",
+            _fix_for(kind) + (f"; {valid}" if valid else ""),
+        ) from exc
+    if valid:
+        low, high = spec.metadata["range"]
+        if converted < low or (high is not None and converted > high):
+            raise ConfigError(
+                f"{origin.describe(keypath)}: '{key}' = {value!r} is out of range", valid
+            )
+    return converted
+
+
 def _convert(kind: str, value: Any) -> Any:
     if kind == "str":
         if not isinstance(value, str) or not value:
@@ -362,6 +503,20 @@ def _convert(kind: str, value: Any) -> Any:
             return int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"expected a whole number, got {value!r}")
+        return value
+    if kind == "bucket":
+        # botocore's own check, so that nothing it would take is refused here
+        if not isinstance(value, str) or not _BUCKET.fullmatch(value):
+            raise ValueError(f"expected a bucket name (letters, digits, '.', '-'), got {value!r}")
+        return value
+    if kind == "region":
+        if not isinstance(value, str) or not _REGION.fullmatch(value):
+            raise ValueError(f"expected a region name such as \"us-east-1\", got {value!r}")
+        return value
+    if kind == "url":
+        parts = urlsplit(value) if isinstance(value, str) else None
+        if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
         return value
     if kind == "sse":
         if value not in ("AES256", "aws:kms"):
@@ -393,6 +548,9 @@ def _convert(kind: str, value: Any) -> Any:
 def _fix_for(kind: str) -> str:
     return {
         "str": "write a quoted string",
+        "bucket": "write the bucket's name, without s3:// or a prefix (that is 'prefix')",
+        "region": "write the region's name, such as \"eu-west-1\"",
+        "url": "write the endpoint's URL, such as \"https://s3.example.internal:9000\"",
         "sse": "use \"AES256\" (S3-managed keys) or \"aws:kms\" with kms_key_id",
         "prefix": "write a prefix such as \"etcd/\" (no leading '/', a trailing '/')",
         "int": "write a whole number",

@@ -1,8 +1,23 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from etcdops.config import load_config
+from etcdops.cli.main import app
+from etcdops.config import (
+    CompactionConfig,
+    Config,
+    DefragConfig,
+    EncryptionConfig,
+    EtcdConfig,
+    HealthConfig,
+    LocalConfig,
+    RetentionConfig,
+    S3Config,
+    S3Location,
+    load_config,
+)
 from etcdops.errors import ConfigError
 
 
@@ -179,3 +194,191 @@ def test_s3_mistakes_name_the_key(tmp_path, text, needle):
         load_config(path, env={})
     assert needle in caught.value.message
     assert str(path) in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "key", "origin_line", "valid"),
+    [
+        ("[local]\ncompression_level = 99\n", {}, "local.compression_level", 2, "1 to 22"),
+        ("[local]\ncompression_level = 0\n", {}, "local.compression_level", 2, "1 to 22"),
+        ('[etcd]\ndial_timeout = "99999999999h"\n', {}, "etcd.dial_timeout", 2, "10ms to 10m"),
+        ("[etcd]\ndial_timeout = inf\n", {}, "etcd.dial_timeout", 2, "10ms to 10m"),
+        ("[etcd]\ndial_timeout = nan\n", {}, "etcd.dial_timeout", 2, "10ms to 10m"),
+        ('[etcd]\ncommand_timeout = "0s"\n', {}, "etcd.command_timeout", 2, "10ms to 1h"),
+        ('[s3]\nbucket = "b"\npart_size = "1TB"\n', {}, "s3.part_size", 3, "5MiB to 5GiB"),
+        ('[s3]\nbucket = "b"\npart_size = "1MiB"\n', {}, "s3.part_size", 3, "5MiB to 5GiB"),
+        ('[s3]\nbucket = "b"\n', {"ETCDOPS_S3_PART_SIZE": "9" * 400}, "s3.part_size",
+         "$ETCDOPS_S3_PART_SIZE", "5MiB to 5GiB"),
+        ('[s3]\nbucket = "b"\nupload_concurrency = 0\n', {}, "s3.upload_concurrency", 3,
+         "1 to 64"),
+        ('[s3]\nbucket = "b"\nmax_attempts = 0\n', {}, "s3.max_attempts", 3, "1 to 20"),
+        ('[s3]\nbucket = "b"\n[s3.replica]\nbucket = "c"\nread_timeout = "0s"\n', {},
+         "s3.replica.read_timeout", 5, "10ms to 1h"),
+        ('[s3]\nbucket = "b"\ndeadline = "99999d"\n', {}, "s3.deadline", 3, "1s to 7d"),
+        ("[retention]\nkeep_min = -1\n", {}, "retention.keep_min", 2, "1 or more"),
+        ("[retention]\nkeep_min = 0\n", {}, "retention.keep_min", 2, "1 or more"),
+        ('[retention]\nkeep_within = "0s"\n', {}, "retention.keep_within", 2, "1h to 3650d"),
+        ("", {"ETCDOPS_DEFRAG_QUOTA_PERCENT": "101"}, "defrag.quota_percent",
+         "$ETCDOPS_DEFRAG_QUOTA_PERCENT", "1 to 100"),
+        ("[health]\ndb_size_percent = 0\n", {}, "health.db_size_percent", 2, "1 to 100"),
+        ('[health]\ncompaction_p99 = "0s"\n', {}, "health.compaction_p99", 2, "1ms to 1h"),
+        ('[compaction]\nretain = "31d"\n', {}, "compaction.retain", 2, "0s to 30d"),
+        ('[etcd]\nquota_backend_bytes = "2PiB"\n', {}, "etcd.quota_backend_bytes", 2,
+         "1MiB to 1TiB"),
+    ],
+)
+def test_numbers_outside_their_range_name_key_origin_and_range(
+    tmp_path, text, env, key, origin_line, valid
+):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env=env)
+    where = origin_line if isinstance(origin_line, str) else f"{path}:{origin_line}"
+    assert caught.value.message.startswith(f"{where}: "), caught.value.message
+    assert f"'{key}'" in caught.value.message
+    assert valid in caught.value.hint
+
+
+def _fields_of(cls):
+    for spec in dataclasses.fields(cls):
+        if spec.metadata.get("kind") == "section":
+            yield from _fields_of(spec.metadata["cls"])
+        elif spec.metadata.get("kind") is not None:
+            yield cls, spec
+        elif dataclasses.is_dataclass(spec.type if isinstance(spec.type, type) else None):
+            yield from _fields_of(spec.type)
+
+
+def test_every_number_declares_its_range_and_its_default_is_inside():
+    classes = [Config, EtcdConfig, EncryptionConfig, LocalConfig, S3Config, RetentionConfig,
+               CompactionConfig, DefragConfig, HealthConfig]
+    numeric = [(c, f) for cls in classes for c, f in _fields_of(cls)
+               if f.metadata["kind"] in ("int", "duration", "size")]
+    assert len(numeric) >= 25
+    for cls, spec in numeric:
+        low, high = spec.metadata["range"]
+        assert low is not None, f"{cls.__name__}.{spec.name} has no lower bound"
+        if spec.default is not None:
+            assert low <= spec.default and (high is None or spec.default <= high), spec.name
+
+
+def test_the_limits_are_the_ones_the_libraries_and_s3_keep():
+    import zstandard
+
+    level = LocalConfig.__dataclass_fields__["compression_level"].metadata["range"]
+    assert level == (1, zstandard.MAX_COMPRESSION_LEVEL)
+    assert S3Location.__dataclass_fields__["part_size"].metadata["range"] == (5 * 2**20, 5 * 2**30)
+
+
+def test_an_unknown_etcdops_variable_warns_with_the_nearest_setting(tmp_path):
+    env = {"ETCDOPS_RETENTON_KEEP_MIN": "1", "ETCDOPS_CONFIG": str(write(tmp_path, "")),
+           "ETCDOPS_S3REPLICA_BUCKET": "x", "ETCDOPS_ETCD_ENDPOINTS": "http://a:2379"}
+    config = load_config(env=env)
+    assert config.retention.keep_min == 3
+    assert config.warnings == (
+        "$ETCDOPS_RETENTON_KEEP_MIN is not a setting; did you mean ETCDOPS_RETENTION_KEEP_MIN?",
+        "$ETCDOPS_S3REPLICA_BUCKET is not a setting; did you mean ETCDOPS_S3_REPLICA_BUCKET?",
+    )
+    assert load_config(env={"ETCDOPS_CONFIG": env["ETCDOPS_CONFIG"]}).warnings == ()
+
+
+def test_an_unknown_key_of_a_known_section_names_the_nearest_one(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, ""), env={"ETCDOPS_RETENTION_KEEP_MN": "1"})
+    assert caught.value.message.startswith("$ETCDOPS_RETENTION_KEEP_MN: unknown key")
+    assert "did you mean ETCDOPS_RETENTION_KEEP_MIN?" in caught.value.hint
+
+
+def test_the_replica_inherits_what_it_does_not_set_except_bucket_region_and_kms_key(tmp_path):
+    path = write(tmp_path, """
+[s3]
+bucket = "primary"
+region = "eu-central-1"
+endpoint_url = "https://minio.example:9000"
+prefix = "etcd/"
+sse = "aws:kms"
+kms_key_id = "alias/primary"
+storage_class = "STANDARD_IA"
+part_size = "64MiB"
+read_timeout = "2m"
+
+[s3.replica]
+bucket = "dr"
+region = "eu-west-1"
+part_size = "16MiB"
+""")
+    replica = load_config(path, env={}).s3.replica
+    assert replica.bucket == "dr" and replica.region == "eu-west-1"
+    assert replica.endpoint_url == "https://minio.example:9000"
+    assert replica.prefix == "etcd/"
+    assert replica.sse == "aws:kms" and replica.kms_key_id is None  # KMS keys are regional
+    assert replica.storage_class == "STANDARD_IA"
+    assert replica.part_size == 16 * 2**20  # its own setting wins
+    assert replica.read_timeout == 120
+    unset = load_config(write(tmp_path, '[s3]\nbucket = "p"\nregion = "us-east-1"\n'
+                              '[s3.replica]\nbucket = "dr"\n'), env={})
+    assert unset.s3.replica.region is None  # the AWS chain's, never silently the primary's
+    from_env = load_config(path, env={"ETCDOPS_S3_REPLICA_PREFIX": "dr/",
+                                      "ETCDOPS_S3_ENDPOINT_URL": "https://other.example"})
+    assert from_env.s3.replica.prefix == "dr/"
+    assert from_env.s3.replica.endpoint_url == "https://other.example"
+    only_env = load_config(write(tmp_path, '[s3]\nbucket = "p"\nprefix = "x/"\n'),
+                           env={"ETCDOPS_S3_REPLICA_BUCKET": "dr"})
+    assert only_env.s3.replica.bucket == "dr" and only_env.s3.replica.prefix == "x/"
+
+
+@pytest.mark.parametrize(
+    ("text", "env"),
+    [
+        ('[s3]\nbucket = "b"\nendpoint_url = "http://127.0.0.1:9000"\n[s3.replica]\nbucket = "b"\n',
+         {}),
+        ('[s3]\nbucket = "b"\nendpoint_url = "http://127.0.0.1:9000"\n[s3.replica]\nbucket = "b"\n'
+         'endpoint_url = "HTTP://127.0.0.1:9000/"\nprefix = "dr/"\n', {}),
+        ('[s3]\nbucket = "b"\nregion = "us-east-1"\n[s3.replica]\nbucket = "b"\n'
+         'region = "us-east-1"\n', {}),
+        # AWS bucket names are global: the same name is the same bucket whatever the region
+        ('[s3]\nbucket = "b"\nregion = "us-east-1"\n[s3.replica]\nbucket = "b"\n'
+         'region = "us-west-2"\n', {}),
+        ('[s3]\nbucket = "b"\n[s3.replica]\nbucket = "b"\n'
+         'endpoint_url = "https://s3.us-west-2.amazonaws.com"\n', {}),
+        ('[s3]\nbucket = "b"\n', {"ETCDOPS_S3_REPLICA_BUCKET": "b"}),
+    ],
+)
+def test_a_replica_that_is_the_primary_bucket_is_refused(tmp_path, text, env):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env=env)
+    assert "s3.replica" in caught.value.message
+    assert "primary" in caught.value.message
+    assert "bucket" in caught.value.hint
+
+
+def test_a_replica_in_another_bucket_or_on_another_endpoint_is_accepted(tmp_path):
+    for text in [
+        '[s3]\nbucket = "b"\nendpoint_url = "http://a:9000"\n[s3.replica]\nbucket = "b"\n'
+        'endpoint_url = "http://b:9000"\n',
+        '[s3]\nbucket = "b"\nregion = "us-east-1"\n[s3.replica]\nbucket = "c"\n'
+        'region = "us-east-1"\n',
+    ]:
+        assert load_config(write(tmp_path, text), env={}).s3.replica is not None
+
+
+def test_a_bad_number_exits_10_in_one_line_before_any_work(tmp_path):
+    backups = tmp_path / "backups"
+    path = write(tmp_path, '[etcd]\nendpoints = ["http://127.0.0.1:9"]\n'
+                 f'[local]\ndir = "{backups}"\ncompression_level = 99\n')
+    result = CliRunner().invoke(app, ["snapshot", "save", "--local-only", "--config", str(path)])
+    assert result.exit_code == 10, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}:5: ") and "local.compression_level" in line
+    assert "1 to 22" in line and "127.0.0.1:9" not in line
+    assert not backups.exists()
+
+
+def test_the_cli_prints_config_warnings_once(tmp_path):
+    path = write(tmp_path, f'[local]\ndir = "{tmp_path}/backups"\n')
+    result = CliRunner().invoke(app, ["snapshot", "list", "--config", str(path)],
+                                env={"ETCDOPS_RETENTON_KEEP_MIN": "1"})
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("did you mean ETCDOPS_RETENTION_KEEP_MIN?") == 1
+    assert result.stderr.startswith("warning: $ETCDOPS_RETENTON_KEEP_MIN is not a setting")

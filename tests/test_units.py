@@ -41,3 +41,17 @@ def test_formats_read_naturally():
     assert format_duration(42.25) == "42.2s"
     assert format_duration(600) == "10m00s"
     assert format_duration(3 * 3600 + 60) == "3h01m"
+
+
+@pytest.mark.parametrize(
+    "text", ["99999999999h", "9" * 400, "9" * 400 + "d", float("inf"), float("nan"), 10**400]
+)
+def test_parse_duration_rejects_what_no_clock_can_wait_for(text):
+    with pytest.raises(ValueError, match="at most 36500d|expected"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["9" * 400, "9" * 400 + "TiB", "2EiB", "1e30", 2**70, 10**400])
+def test_parse_size_rejects_absurd_sizes_cleanly(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
