@@ -62,7 +62,6 @@ class EtcdConfig:
     password: str | None = _opt("str", secret=True)
     dial_timeout: float = _opt("duration", 5.0, within=("10ms", "10m"))
     command_timeout: float = _opt("duration", 30.0, within=("10ms", "1h"))
-    # an 8 GiB snapshot streams in minutes on a healthy member
     snapshot_timeout: float = _opt("duration", 3600.0, within=("1s", "7d"))
     etcdutl: str | None = _opt("str")
     # one per endpoint, in the same order; empty: each member's client URL + /metrics
@@ -302,7 +301,7 @@ def load_config(
     _inherit_replica(raw, origin)
     config = _build(Config, raw, (), origin)
     if config.s3 is not None and config.s3.replica is not None:
-        _check_replica(config.s3, origin)
+        warnings += _check_replica(config.s3, origin)
     return dataclasses.replace(
         config, source=str(config_path) if config_path else "defaults", warnings=tuple(warnings)
     )
@@ -405,12 +404,19 @@ def _namespace(location: S3Location) -> str:
     return f"{host}:{port}{parts.path.rstrip('/')}"
 
 
-def _check_replica(s3: S3Config, origin: _Origin) -> None:
-    """Refuse a replica that is the primary bucket itself: a copy there survives nothing."""
+def _check_replica(s3: S3Config, origin: _Origin) -> list[str]:
+    """Refuse a replica that is the primary bucket itself: a copy there survives nothing; warn
+    about one in the primary's AWS region, which survives the loss of a bucket but not of the
+    region."""
     replica = s3.replica
     assert replica is not None
-    if replica.bucket != s3.bucket or _namespace(replica) != _namespace(s3):
-        return
+    namespace = _namespace(s3)
+    if replica.bucket != s3.bucket or _namespace(replica) != namespace:
+        if namespace.startswith("aws") and replica.region == s3.region:
+            region = s3.region or "the AWS default region"
+            return [f"s3.replica ({replica.bucket!r}) is in the primary's region, {region}: it "
+                    "does not survive a region outage; set [s3.replica] region"]
+        return []
     where = s3.endpoint_url or "AWS, where bucket names are global"
     raise ConfigError(
         f"{origin.describe(('s3', 'replica', 'bucket'))}: s3.replica is the primary bucket "

@@ -382,3 +382,32 @@ def test_the_cli_prints_config_warnings_once(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stderr.count("did you mean ETCDOPS_RETENTION_KEEP_MIN?") == 1
     assert result.stderr.startswith("warning: $ETCDOPS_RETENTON_KEEP_MIN is not a setting")
+
+
+def test_a_replica_in_the_primary_aws_region_is_a_warning(tmp_path):
+    same = load_config(write(tmp_path, '[s3]\nbucket = "b"\nregion = "us-east-1"\n'
+                             '[s3.replica]\nbucket = "c"\nregion = "us-east-1"\n'), env={})
+    assert same.warnings == ("s3.replica ('c') is in the primary's region, us-east-1: it does "
+                             "not survive a region outage; set [s3.replica] region",)
+    other = load_config(write(tmp_path, '[s3]\nbucket = "b"\nregion = "us-east-1"\n'
+                              '[s3.replica]\nbucket = "c"\nregion = "us-west-2"\n'), env={})
+    assert other.warnings == ()
+    compatible = load_config(write(tmp_path, '[s3]\nbucket = "b"\nendpoint_url = "http://a:1"\n'
+                                   '[s3.replica]\nbucket = "c"\n'), env={})
+    assert compatible.warnings == ()  # S3-compatible regions are often names without a place
+
+
+def test_the_readme_lists_every_range_as_the_code_declares_it():
+    import re
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| (`[^|]+`) \| ([^|(]+?)(?: \(.*\))? \|$", readme, re.MULTILINE)
+    documented = {key.strip("`"): valid for keys, valid in rows for key in keys.split(", ")}
+    declared = {}
+    for section, cls in [("etcd", EtcdConfig), ("local", LocalConfig), ("s3", S3Location),
+                         ("retention", RetentionConfig), ("compaction", CompactionConfig),
+                         ("defrag", DefragConfig), ("health", HealthConfig)]:
+        for spec in dataclasses.fields(cls):
+            if "range_text" in spec.metadata:
+                declared[f"{section}.{spec.name}"] = spec.metadata["range_text"]
+    assert documented == declared
