@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 
 from etcdops.errors import LockedError, StorageError
+from etcdops.stores.local import file_in_the_way
 
 
 class HostLock:
@@ -26,8 +27,10 @@ class HostLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
+            blocker = file_in_the_way(self.path.parent)
             raise StorageError(
-                f"cannot create lock file {self.path}: {exc.strerror}",
+                f"cannot create lock file {self.path}: "
+                + (f"{blocker} is a file, not a directory" if blocker else str(exc.strerror)),
                 "check that the directory exists and is writable",
             ) from exc
         try:

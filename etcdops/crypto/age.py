@@ -48,6 +48,8 @@ _BASE64 = re.compile(rb"[A-Za-z0-9+/]*")
 _ARGUMENT = re.compile(rb"[\x21-\x7e]+")
 
 _RECIPIENT_HINT = "a recipient looks like age1... (62 characters), as printed by age-keygen -y"
+# OpenSSH public key types: the age tool accepts them as recipients, etcdops writes X25519 only
+_SSH_KEY_TYPES = ("ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-sha2-")
 _IDENTITY_HINT = "an identity is an AGE-SECRET-KEY-1... line (74 characters), as age-keygen writes"
 _DAMAGED_HINT = "the file is damaged or is not an age file; use another copy of the backup"
 _TRUNCATED_HINT = "the copy is incomplete (interrupted transfer?); fetch it again or use a replica"
@@ -74,6 +76,13 @@ class Recipient:
             raise CryptoError(
                 "expected an age recipient (age1...) but got a secret key (AGE-SECRET-KEY-1...)",
                 "give the public key printed by age-keygen -y and keep the secret key private",
+            )
+        if text.startswith(_SSH_KEY_TYPES):
+            raise CryptoError(
+                f"SSH recipients are not supported ({_clip(text)!r}): etcdops encrypts to age "
+                "X25519 recipients only",
+                "use an age1... recipient: 'etcdops keys generate --out FILE' prints one, "
+                "as does age-keygen -y",
             )
         try:
             raw = _decode_key(text, _RECIPIENT_HRP)
@@ -210,8 +219,9 @@ def load_identities(path: Path) -> list[Identity]:
     return identities
 
 
-def parse_recipients(lines: Iterable[str], source: str) -> list[Recipient]:
-    """Read recipients from a file or config list, naming `source` in errors; may return []."""
+def parse_recipients(lines: Iterable[str], source: str, *, item: str = "line") -> list[Recipient]:
+    """Read recipients from a file or config list, naming `source` and the `item` (a file's
+    line, a list's entry) in errors; may return []."""
     recipients = []
     for number, line in enumerate(lines, start=1):
         line = line.strip()
@@ -220,7 +230,7 @@ def parse_recipients(lines: Iterable[str], source: str) -> list[Recipient]:
         try:
             recipients.append(Recipient.parse(line))
         except CryptoError as e:
-            raise CryptoError(f"{source} line {number}: {e.message}", e.hint) from None
+            raise CryptoError(f"{source} {item} {number}: {e.message}", e.hint) from None
     return recipients
 
 

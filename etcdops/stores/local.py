@@ -7,6 +7,7 @@ directory fsynced: after a crash a key either holds its complete object or does 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import threading
@@ -39,7 +40,24 @@ def _target_of(temp: Path) -> Path:
 SYNC_EVERY = 32 << 20
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The file that stands where path or one of its parents should be a directory, if any."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def _not_a_directory(action: str, path: Path, blocker: Path) -> StorageError:
+    return StorageError(
+        f"cannot {action} {path}: {blocker} is a file, not a directory",
+        "point [local] dir at a directory, or move that file aside",
+    )
+
+
 def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) and (blocker := file_in_the_way(path.parent)):
+        return _not_a_directory(action, path, blocker)
     hint = {
         28: "free space on that filesystem or point [local] dir elsewhere",
         13: "run as a user that can write there, or change [local] dir",
@@ -198,6 +216,8 @@ class LocalStore:
         """Every complete object whose key starts with prefix, in key order."""
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
+            if blocker := file_in_the_way(base):
+                raise _not_a_directory("list", base, blocker)
             return
         try:
             for dirpath, dirnames, filenames in os.walk(base):

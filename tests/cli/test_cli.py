@@ -1,5 +1,6 @@
 """The command line as operators and automation use it: exit codes, one-line errors, JSON."""
 
+import io
 import json
 import os
 import signal
@@ -189,3 +190,112 @@ def test_wrong_identity_exits_12(cli, backup_toml, tmp_path, etcd_loaded):
     )
     assert result.exit_code == 12
     assert "no identity given matches" in result.stderr
+
+
+def test_a_file_that_is_not_a_snapshot_exits_15_in_status_and_fetch(tmp_path, backup_toml):
+    junk = tmp_path / "zeros.db"
+    junk.write_bytes(bytes(1 << 20))
+    out = tmp_path / "out.db"
+    runner = CliRunner()
+    for args in (["status", str(junk)], ["fetch", str(junk), "--out", str(out)]):
+        result = runner.invoke(app, ["snapshot", *args, "--config", str(backup_toml)])
+        assert result.exit_code == 15, result.output
+        assert f"{junk} is not an etcd snapshot" in result.stderr
+        assert "plain snapshot" not in result.stderr
+    assert not out.exists()
+    for ref, what in ((str(tmp_path), "is a directory"), ("/dev/zero", "is a character device")):
+        result = runner.invoke(app, ["snapshot", "status", ref, "--config", str(backup_toml)])
+        assert result.exit_code == 2
+        assert f"{ref} {what}, not a snapshot file" in result.stderr
+
+
+def test_fetch_latest_out_latest_then_latest_is_still_the_backup(
+    cli, etcd_loaded, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    saved = json.loads(cli("snapshot", "save", "-o", "json").stdout)
+    assert cli("snapshot", "fetch", "latest", "--out", "latest").exit_code == 0
+    status = json.loads(cli("snapshot", "status", "latest", "-o", "json").stdout)
+    assert (status["kind"], status["backup_id"]) == ("backup", saved["id"])
+    plain = json.loads(cli("snapshot", "status", "./latest", "-o", "json").stdout)
+    assert plain["kind"] == "plain snapshot"
+
+
+def test_a_local_dir_that_is_a_file_exits_14_naming_it(tmp_path, age_identity):
+    store = tmp_path / "backups"
+    store.write_text("a file where the backups should go")
+    config = tmp_path / "etcdops.toml"
+    config.write_text(
+        f'[etcd]\nendpoints = ["http://127.0.0.1:9"]\ndial_timeout = "1s"\n'
+        f'[encryption]\nrecipients = ["{age_identity.recipient}"]\n'
+        f'[local]\ndir = "{store}"\n'
+    )
+    for command in (["list"], ["save", "--local-only"]):
+        result = CliRunner().invoke(app, ["snapshot", *command, "--config", str(config)])
+        assert result.exit_code == 14, (command, result.output)
+        assert f"{store} is a file, not a directory" in result.stderr
+        assert "File exists" not in result.stderr
+
+
+def test_an_ssh_recipient_is_refused_as_one_with_the_toml_entry(tmp_path, age_identity):
+    config = tmp_path / "etcdops.toml"
+    config.write_text(
+        f'[etcd]\nendpoints = ["http://127.0.0.1:9"]\n'
+        f'[encryption]\nrecipients = ["{age_identity.recipient}",\n'
+        f'  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx2bGBnn0sxvj0qB ops@host"]\n'
+        f'[local]\ndir = "{tmp_path}/backups"\n'
+    )
+    result = CliRunner().invoke(app, ["snapshot", "save", "--config", str(config)])
+    assert result.exit_code == 12
+    assert "[encryption] recipients entry 2: SSH recipients are not supported" in result.stderr
+    assert "age1" in result.stderr and "mixed upper and lower case" not in result.stderr
+
+
+def test_an_identity_file_others_can_read_gets_a_warning(cli, backup_config, etcd_loaded):
+    assert cli("snapshot", "save").exit_code == 0
+    identity = backup_config.encryption.identity_file
+    assert "warning" not in cli("snapshot", "status", "latest").stderr
+    identity.chmod(0o640)
+    result = cli("snapshot", "status", "latest")
+    assert result.exit_code == 0
+    assert f"warning: identity file {identity} is open to group or others" in result.stderr
+    assert f"chmod 600 {identity}" in result.stderr
+
+
+def test_list_at_80_columns_cuts_no_header(cli, etcd_loaded):
+    assert cli("snapshot", "save").exit_code == 0
+    listed = cli("snapshot", "list")  # not a terminal: rich lays it out for 80 columns
+    assert listed.exit_code == 0
+    assert "…" not in listed.stdout
+    words = listed.stdout.split()
+    for header in ["id", "created", "revision", "stored"]:
+        assert header in words
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_tables_cut_no_header_and_no_value_at_any_width(width):
+    from rich.console import Console
+
+    from etcdops.cli.render import table
+
+    console = Console(width=width, record=True, file=io.StringIO())
+    columns = ["id", "created", "revision", "keys", "snapshot", "stored", "stores", "verified"]
+    rows = [
+        ["20261125T020000Z-3fa9c1", "2h 3m ago", 123456789, 3001, "12.3 MiB", "2.1 MiB",
+         "local primary replica", "yes"],
+        ["20261125T030000Z-3fa9c2", "1h ago", 123999, 3001, "12.3 MiB", "2.1 MiB",
+         "local primary", "NO: primary: object is 12 bytes, its manifest says 2200000"],
+    ]
+    console.print(table("backups of prod", columns, rows))
+    checks = ["member", "check", "value", "target", "verdict"]
+    console.print(table("etcd health", checks, [
+        ["http://127.0.0.1:23790", "wal fsync p99", "3.2 ms", "< 10 ms", "OK"],
+        ["backups", "newest good backup age", "12m", "< 1h10m", "OK"],
+    ]))
+    text = console.export_text()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= width
+    words = text.split()
+    for word in [*columns, *checks, "123456789", "2200000", "20261125T030000Z-3fa9c2",
+                 "http://127.0.0.1:23790", "replica", "1h10m"]:
+        assert word in words, (word, text)

@@ -493,6 +493,32 @@ def test_parse_recipients_skips_comments_and_names_the_source() -> None:
         parse_recipients([str(one), "age1bogus"], "config recipients")
 
 
+@pytest.mark.parametrize("key", [
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx2bGBnn0sxvj0qB+rI8Ki8a5y0B0q8+W6c7xS3jOq2 ops@host",
+    "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 ops@host",
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAI ops@host",
+])
+def test_an_ssh_recipient_is_refused_as_ssh_with_the_way_to_an_age_one(key: str) -> None:
+    with pytest.raises(CryptoError, match="SSH recipients are not supported") as caught:
+        Recipient.parse(key)
+    assert key.split()[0] in caught.value.message
+    assert "age1" in caught.value.hint and "mixed" not in str(caught.value)
+
+
+def test_configured_recipients_name_the_files_line_and_the_lists_entry(tmp_path: Path) -> None:
+    from etcdops.config import EncryptionConfig
+    from etcdops.keys import configured_recipients
+
+    good = str(Identity.generate().recipient())
+    listed = EncryptionConfig(recipients=(good, "age1bogus"))
+    with pytest.raises(CryptoError, match=r"^\[encryption\] recipients entry 2: "):
+        configured_recipients(listed)
+    path = tmp_path / "recipients.txt"
+    path.write_text(f"# ops\n\n# dr site\n{good}\n\n# new key\nage1bogus\n")
+    with pytest.raises(CryptoError, match=rf"^{re.escape(str(path))} line 7: .*age1bogus"):
+        configured_recipients(EncryptionConfig(recipients_file=path))
+
+
 # BIP-173's own vectors, minus its 90-character limit which age does not have.
 BIP173_VALID = [
     "A12UEL5L",

@@ -23,6 +23,18 @@ def test_write_to_a_file_path_is_a_storage_error(tmp_path):
         LocalStore(tmp_path).open_writer("c/x")
 
 
+def test_a_root_that_is_a_file_cannot_be_listed_or_written_and_says_so(tmp_path):
+    root = tmp_path / "backups"
+    root.write_text("a file where the backups should be")
+    store = LocalStore(root)
+    with pytest.raises(StorageError, match=f"cannot list .*: {root} is a file, not a directory"):
+        list(store.list("c/snapshots/"))
+    with pytest.raises(StorageError, match=f"cannot create .*: {root} is a file, not a directory"):
+        store.open_writer("c/snapshots/x.age")
+    # a store nothing was written to yet is empty, not broken
+    assert list(LocalStore(tmp_path / "absent").list("c/snapshots/")) == []
+
+
 def test_a_stray_temp_like_file_is_no_unfinished_write(tmp_path):
     # someone else's ".tmp-x" beside the backups: neither listed nor taken apart as one of ours
     store = LocalStore(tmp_path)
