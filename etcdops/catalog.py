@@ -3,29 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
+from etcdops.checked import CheckRecord, judge
 from etcdops.errors import IntegrityError, NotFoundError, StorageError, UsageError
 from etcdops.manifest import (
     MANIFEST_SUFFIX,
     OBJECT_SUFFIX,
+    BackupKeys,
     Manifest,
     backup_id_of,
     backup_id_time,
     snapshots_prefix,
 )
+from etcdops.retention import Condition
 from etcdops.stores.base import ObjectInfo, Store
 
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    manifest: Manifest
+    """One backup's copy in one store, as the files there under its own name show it."""
+
+    id: str  # from the manifest's own key, never from what the manifest says
     store: str
-    problem: str | None  # None when the object is present with the manifest's size
+    keys: BackupKeys  # the files that belong to this id and location: what a delete removes
+    created_at: datetime
+    condition: Condition  # VERIFIED, UNCHECKED or DAMAGED
+    problem: str | None  # why it is not verified; None when it is
+    manifest: Manifest | None  # None when the manifest is unreadable or names another backup
+    check: CheckRecord | None = None  # the copy's last check, when one is recorded
 
     @property
     def good(self) -> bool:
-        return self.problem is None
+        """Complete: worth reading (a read checks every byte), though not verified unless
+        `verified` says so."""
+        return self.condition is not Condition.DAMAGED
+
+    @property
+    def verified(self) -> bool:
+        """Its bytes were checked against its manifest and have not changed since: the only
+        copies that count for retention, health and 'latest'."""
+        return self.condition is Condition.VERIFIED
 
 
 class Catalog:
@@ -37,46 +56,77 @@ class Catalog:
         self.prefix = snapshots_prefix(prefix, cluster)
 
     def entries(self) -> list[CatalogEntry]:
-        """Every backup whose manifest exists, checked against its object's presence and size."""
+        """Every backup whose manifest exists, verified or why not; a manifest that cannot be
+        read, or that names another backup than its own key, is a damaged entry of its own."""
         objects = {info.key: info for info in self.store.list(self.prefix)}
         entries = []
-        for key in objects:
+        for key, info in objects.items():
             if not key.endswith(MANIFEST_SUFFIX):
                 continue
+            keys = BackupKeys.of(key)
             try:
                 manifest = Manifest.from_json(self.store.get_bytes(key), self.store.describe(key))
-            except (IntegrityError, NotFoundError):
-                continue  # deleted under us, or damaged: not a backup we can vouch for
-            info = objects.get(manifest.object_key)
-            if info is None:
-                problem = "object missing"
-            elif info.size != manifest.object_size:
-                problem = f"object is {info.size} bytes, manifest says {manifest.object_size}"
-            else:
-                problem = None
-            entries.append(CatalogEntry(manifest, self.store.name, problem))
-        entries.sort(key=lambda e: (e.manifest.created_at, e.manifest.id))
+            except NotFoundError:
+                continue  # deleted under us
+            except IntegrityError as exc:
+                entries.append(self._untrusted(keys, info, f"manifest unreadable: {exc.__cause__}"))
+                continue
+            if (manifest.id, manifest.object_key) != (keys.id, keys.object):
+                # trusting it would read, keep or delete another backup's files in its name
+                entries.append(self._untrusted(keys, info, (
+                    f"manifest names another backup ({manifest.id}, {manifest.object_key})"
+                )))
+                continue
+            entries.append(self._entry(keys, manifest, objects))
+        entries.sort(key=lambda e: (e.created_at, e.id))
         return entries
 
-    def resolve(self, ref: str) -> CatalogEntry:
-        """The backup a reference names: an id, a unique id prefix, or 'latest' (newest good)."""
-        entries = self.entries()
-        backup_id = resolve_ref(
-            [(e.manifest.id, e.good) for e in entries], ref, f"{self.store.name} store"
+    def _entry(
+        self, keys: BackupKeys, manifest: Manifest, objects: dict[str, ObjectInfo]
+    ) -> CatalogEntry:
+        info = objects.get(keys.object)
+        record, record_problem = self._check_record(keys, objects)
+        if info is None:
+            condition, problem = Condition.DAMAGED, "object missing"
+        elif info.size != manifest.object_size:
+            condition = Condition.DAMAGED
+            problem = f"object is {info.size} bytes, manifest says {manifest.object_size}"
+        elif record_problem:
+            condition, problem = Condition.UNCHECKED, record_problem
+        else:
+            condition, problem = judge(manifest, info, record)
+        return CatalogEntry(
+            keys.id, self.store.name, keys, manifest.created_at, condition, problem, manifest,
+            record,
         )
-        return next(e for e in entries if e.manifest.id == backup_id)
+
+    def _check_record(
+        self, keys: BackupKeys, objects: dict[str, ObjectInfo]
+    ) -> tuple[CheckRecord | None, str | None]:
+        if keys.check not in objects:
+            return None, None
+        try:
+            return CheckRecord.from_json(self.store.get_bytes(keys.check)), None
+        except NotFoundError:
+            return None, None
+        except ValueError as exc:
+            return None, str(exc)
+
+    def _untrusted(self, keys: BackupKeys, manifest: ObjectInfo, problem: str) -> CatalogEntry:
+        # dated like an unfinished write: nothing in the manifest can be believed, its date
+        # included, and it must not go before a save that could still be writing it is over
+        created = _last_sign_of_life(keys.object, manifest.modified)
+        return CatalogEntry(
+            keys.id, self.store.name, keys, created, Condition.DAMAGED, problem, None
+        )
 
     def unfinished(self) -> list[ObjectInfo]:
         """Writes of this cluster's backups that never finished (a save killed mid-write), each
-        dated by its latest sign of life: the store's time (a local file's last write, an
-        upload's start) or the start of the save its backup id records, whichever is later.
-        A store's date alone is not enough: moto, for one, dates every upload in 2010."""
-        found = []
-        for info in self.store.unfinished(self.prefix):
-            started = backup_id_time(backup_id_of(info.key))
-            latest = max(info.modified, started) if started else info.modified
-            found.append(ObjectInfo(info.key, info.size, latest))
-        return found
+        dated by its latest sign of life."""
+        return [
+            ObjectInfo(info.key, info.size, _last_sign_of_life(info.key, info.modified))
+            for info in self.store.unfinished(self.prefix)
+        ]
 
     def incomplete(self) -> list[ObjectInfo]:
         """Objects without a manifest: saves or copies that did not finish."""
@@ -85,8 +135,17 @@ class Catalog:
         return [
             info for info in objects
             if info.key.endswith(OBJECT_SUFFIX)
-            and info.key.removesuffix(OBJECT_SUFFIX) + MANIFEST_SUFFIX not in manifests
+            and BackupKeys.of(info.key).manifest not in manifests
         ]
+
+
+def _last_sign_of_life(key: str, store_time: datetime) -> datetime:
+    """When a backup's file was last worked on, as best it can be told without its manifest:
+    the store's time (a local file's last write, an upload's start) or the start of the save
+    its backup id records, whichever is later. A store's date alone is not enough: moto, for
+    one, dates every upload in 2010."""
+    started = backup_id_time(backup_id_of(key))
+    return max(store_time, started) if started else store_time
 
 
 def resolve_ref(backups: Sequence[tuple[str, bool]], ref: str, where: str) -> str:
@@ -114,30 +173,72 @@ def resolve_ref(backups: Sequence[tuple[str, bool]], ref: str, where: str) -> st
 
 @dataclass(frozen=True)
 class BackupView:
-    """One backup across stores: its manifest and, per store holding it, its condition."""
+    """One backup across stores: its manifest and, per store holding it, that store's copy."""
 
     manifest: Manifest
-    copies: dict[str, str | None]  # store name -> problem, None when the copy is good
+    entries: dict[str, CatalogEntry]  # store name -> its copy
+
+    @property
+    def copies(self) -> dict[str, str | None]:
+        """Per store, why its copy is not verified; None when it is."""
+        return {name: entry.problem for name, entry in self.entries.items()}
 
     @property
     def good_in(self) -> list[str]:
-        return [name for name, problem in self.copies.items() if problem is None]
+        """Stores with a complete copy, worth reading (reading checks every byte)."""
+        return [name for name, entry in self.entries.items() if entry.good]
+
+    @property
+    def verified_in(self) -> list[str]:
+        """Stores whose copy's bytes are known to match the manifest."""
+        return [name for name, entry in self.entries.items() if entry.verified]
+
+    @property
+    def verified(self) -> bool:
+        """Every copy listed is verified."""
+        return len(self.verified_in) == len(self.entries)
+
+
+@dataclass
+class Survey:
+    """What every store holds: backups (newest last), manifests that cannot be trusted, and
+    the stores that could not be listed."""
+
+    backups: list[BackupView] = field(default_factory=list)
+    damaged: dict[str, list[CatalogEntry]] = field(default_factory=dict)  # per store listed
+    unreachable: dict[str, StorageError] = field(default_factory=dict)
+
+    def warnings(self) -> list[str]:
+        """One line per manifest that hides its backup: it is in no list of backups."""
+        return [
+            f"damaged manifest in {name}: {entry.id} ({entry.problem}); it is not counted "
+            "as a backup, and prune removes it once older than keep_within"
+            for name, entries in self.damaged.items() for entry in entries
+        ]
+
+
+def survey_stores(stores: dict[str, Store], cluster: str) -> Survey:
+    """Every backup in any store, each copy verified or why not."""
+    views: dict[str, BackupView] = {}
+    result = Survey()
+    for name, store in stores.items():
+        try:
+            entries = Catalog(store, cluster).entries()
+        except StorageError as exc:
+            result.unreachable[name] = exc
+            continue
+        result.damaged[name] = [e for e in entries if e.manifest is None]
+        for entry in entries:
+            if entry.manifest is not None:
+                view = views.setdefault(entry.id, BackupView(entry.manifest, {}))
+                view.entries[name] = entry
+    result.backups = sorted(views.values(), key=lambda v: (v.manifest.created_at, v.manifest.id))
+    return result
 
 
 def combined_view(
     stores: dict[str, Store], cluster: str
 ) -> tuple[list[BackupView], dict[str, StorageError]]:
     """Every backup in any store (newest last), and the stores that could not be listed."""
-    views: dict[str, BackupView] = {}
-    unreachable: dict[str, StorageError] = {}
-    for name, store in stores.items():
-        try:
-            entries = Catalog(store, cluster).entries()
-        except StorageError as exc:
-            unreachable[name] = exc
-            continue
-        for entry in entries:
-            view = views.setdefault(entry.manifest.id, BackupView(entry.manifest, {}))
-            view.copies[name] = entry.problem
-    ordered = sorted(views.values(), key=lambda v: (v.manifest.created_at, v.manifest.id))
-    return ordered, unreachable
+    found = survey_stores(stores, cluster)
+    return found.backups, found.unreachable

@@ -1,8 +1,9 @@
 """`etcdops health`: every member and the backups, checked against the seed's targets.
 
-One row per check, each with its value, its target and a verdict: fail, ok, or info for what has
-no target (the version). A check that cannot be evaluated (a member or its /metrics page does not
-answer) fails: unknown is not healthy.
+One row per check, each with its value, its target and a verdict: fail, ok, info for what has
+no target (the version), or warn for what an operator should look at but does not fail health
+(a copy that is damaged or unchecked, a manifest that hides its backup). A check that cannot be
+evaluated (a member or its /metrics page does not answer) fails: unknown is not healthy.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from etcdops.catalog import BackupView, combined_view
+from etcdops.catalog import BackupView, Survey, survey_stores
 from etcdops.cluster import MemberState, survey
 from etcdops.config import Config, HealthConfig
 from etcdops.errors import EtcdopsError
@@ -27,7 +28,7 @@ from etcdops.metrics import (
 from etcdops.stores.configured import REPLICA, open_stores
 from etcdops.units import format_duration, format_size
 
-OK, FAIL, INFO = "ok", "fail", "info"
+OK, FAIL, INFO, WARN = "ok", "fail", "info", "warn"
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,29 @@ def check_health(config: Config, now: datetime) -> list[Check]:
 
 
 def check_backups(config: Config, now: datetime) -> list[Check]:
-    """The newest good backup's age in any store, and whether the replica region holds it."""
+    """The newest verified backup's age in any store, whether the replica region holds it, and
+    a warning for each copy or manifest that is not what it should be."""
     stores = open_stores(config)
-    views, unreachable = combined_view(stores, config.cluster)
+    found = survey_stores(stores, config.cluster)
     checks = [
         _check("backups", f"{name} store", exc.message, "listable", False)
-        for name, exc in unreachable.items()
+        for name, exc in found.unreachable.items()
     ]
-    checks.append(backup_freshness(views, now, config.health.backup_max_age))
-    if REPLICA in stores and REPLICA not in unreachable:
-        checks.append(replica_holds_newest(views))
+    checks.append(backup_freshness(found.backups, now, config.health.backup_max_age))
+    if REPLICA in stores and REPLICA not in found.unreachable:
+        checks.append(replica_holds_newest(found.backups))
+    return checks + backup_warnings(found)
+
+
+def backup_warnings(found: Survey) -> list[Check]:
+    """A warning per damaged manifest, and per backup with a copy that is not verified."""
+    checks = [Check("backups", "manifest", line, "readable, names its own backup", WARN)
+              for line in found.warnings()]
+    for view in found.backups:
+        bad = {name: problem for name, problem in view.copies.items() if problem}
+        if bad:
+            value = f"{view.manifest.id}: " + "; ".join(f"{n}: {p}" for n, p in bad.items())
+            checks.append(Check("backups", "copies", value, "verified", WARN))
     return checks
 
 
@@ -167,27 +181,29 @@ def _latency(
 
 
 def backup_freshness(views: list[BackupView], now: datetime, max_age: float) -> Check:
-    """The newest good backup's age against the hourly schedule (views: newest last)."""
-    good = [view for view in views if view.good_in]
+    """The newest verified backup's age against the hourly schedule (views: newest last)."""
+    good = [view for view in views if view.verified_in]
     target = f"< {format_duration(max_age)} old"
     if not good:
-        return _check("backups", "newest backup", "no good backup in any store", target, False)
+        return _check("backups", "newest backup", "no verified backup in any store", target,
+                      False)
     newest = good[-1]
     age = (now - newest.manifest.created_at).total_seconds()
     value = (
         f"{format_duration(max(age, 0.0))} ago "
-        f"({newest.manifest.id}, in {', '.join(newest.good_in)})"
+        f"({newest.manifest.id}, verified in {', '.join(newest.verified_in)})"
     )
     return _check("backups", "newest backup", value, target, age < max_age)
 
 
 def replica_holds_newest(views: list[BackupView]) -> Check:
-    """Whether the newest good backup has reached the second region."""
-    good = [view for view in views if view.good_in]
+    """Whether the newest verified backup has reached the second region, verified there."""
+    good = [view for view in views if view.verified_in]
     if not good:
-        return _check("backups", "replica region", "no good backup", "holds the newest", False)
+        return _check("backups", "replica region", "no verified backup", "holds the newest",
+                      False)
     newest = good[-1]
-    held = REPLICA in newest.good_in
+    held = REPLICA in newest.verified_in
     value = f"{newest.manifest.id} {'is' if held else 'is NOT'} in the replica region"
     return _check("backups", "replica region", value, "holds the newest", held)
 

@@ -16,6 +16,7 @@ from etcdops.errors import IntegrityError
 SCHEMA_VERSION = 1
 OBJECT_SUFFIX = ".db.zst.age"
 MANIFEST_SUFFIX = ".manifest.json"
+CHECK_SUFFIX = ".check.json"  # when the copy beside it was last checked (etcdops.checked)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,33 @@ class Manifest:
 
     @property
     def manifest_key(self) -> str:
-        return self.object_key.removesuffix(OBJECT_SUFFIX) + MANIFEST_SUFFIX
+        return BackupKeys.of(self.object_key).manifest
+
+    @property
+    def check_key(self) -> str:
+        return BackupKeys.of(self.object_key).check
+
+
+@dataclass(frozen=True)
+class BackupKeys:
+    """The keys of one backup's files in a store, all derived from where one of them is."""
+
+    object: str
+    manifest: str
+    check: str
+
+    @classmethod
+    def of(cls, key: str) -> BackupKeys:
+        """The keys beside an object, manifest or check record key."""
+        for suffix in (OBJECT_SUFFIX, MANIFEST_SUFFIX, CHECK_SUFFIX):
+            if key.endswith(suffix):
+                base = key.removesuffix(suffix)
+                return cls(base + OBJECT_SUFFIX, base + MANIFEST_SUFFIX, base + CHECK_SUFFIX)
+        raise ValueError(f"{key} is not a backup's key")
+
+    @property
+    def id(self) -> str:
+        return backup_id_of(self.object)
 
 
 def _iso(moment: datetime) -> str:

@@ -1,7 +1,10 @@
 """Applying retention to every store: the policy decides, this module deletes.
 
-Each backup's manifest is deleted before its object, so that a prune interrupted halfway leaves
-an incomplete object (cleaned up next time) and never a manifest that lists a missing object.
+What is deleted are the files under the backup's own id and location as listed (manifest,
+check record, object), never the paths a manifest names: a manifest edited or copied to point
+at another backup's object is damaged, not a way to delete that backup. Each backup's manifest
+is deleted before its object, so that a prune interrupted halfway leaves an incomplete object
+(cleaned up next time) and never a manifest that lists a missing object.
 Writes that never finished (a save killed mid-upload: S3 parts, a local temporary file) are
 weighed like incomplete objects and aborted once they are older than keep_within: no save runs
 that long, so nothing in progress is touched.
@@ -9,17 +12,19 @@ that long, so nothing in progress is touched.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
-from etcdops.catalog import Catalog
+from etcdops.catalog import Catalog, CatalogEntry
+from etcdops.checked import confirm, record_check
 from etcdops.config import RetentionConfig
 from etcdops.errors import EtcdopsError
-from etcdops.manifest import backup_id_of
+from etcdops.manifest import BackupKeys, backup_id_of
 from etcdops.report import Reporter
-from etcdops.retention import Candidate, Condition, Decision, decide
+from etcdops.retention import Candidate, Condition, Decision, decide, worth_confirming
 from etcdops.stores.base import Store
 
 
@@ -28,6 +33,7 @@ class StorePrune:
     store: str
     decisions: list[Decision] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # backups that failed their check here
     error: str | None = None  # the store could not be listed or a deletion failed
 
 
@@ -40,52 +46,119 @@ def prune(
     *,
     dry_run: bool = False,
 ) -> list[StorePrune]:
-    """Decide and (unless dry_run) delete in each store on its own; one failing spares the rest."""
+    """Decide and (unless dry_run) delete in each store on its own; one failing spares the rest.
+
+    Before anything is deleted in a store, the backups kept there as the newest verified ones
+    are checked again: one that fails is damaged, and retention decides again, keeping older
+    ones in its place. A dry run checks as well (it shows what would be done) but writes no
+    check record.
+    """
     results = []
     for name, store in stores.items():
         result = StorePrune(name)
         results.append(result)
         try:
-            catalog = Catalog(store, cluster)
-            actions, candidates = _candidates(catalog)
-            result.decisions = decide(
-                candidates, keep_within=policy.keep_within, keep_min=policy.keep_min, now=now
-            )
-            if dry_run:
-                continue
-            for decision in result.decisions:
-                if decision.keep:
-                    continue
-                for action in actions[decision.candidate.id]:
-                    action()
-                result.deleted.append(decision.candidate.id)
-                reporter.event(f"deleted backup {decision.candidate.id} from {name} store")
+            _prune_store(Catalog(store, cluster), policy, now, reporter, result, dry_run=dry_run)
         except EtcdopsError as exc:
             result.error = str(exc)
     return results
 
 
-def _candidates(
+def _prune_store(
     catalog: Catalog,
-) -> tuple[dict[str, list[Callable[[], None]]], list[Candidate]]:
-    """What retention weighs, and for each, what deleting it takes: its manifest first."""
+    policy: RetentionConfig,
+    now: datetime,
+    reporter: Reporter,
+    result: StorePrune,
+    *,
+    dry_run: bool,
+) -> None:
+    entries = {e.id: e for e in catalog.entries()}
+    actions, candidates = _candidates(catalog, entries.values())
+
+    def decided() -> list[Decision]:
+        return decide(
+            list(candidates.values()), keep_within=policy.keep_within, keep_min=policy.keep_min,
+            now=now,
+        )
+
+    result.decisions = decided()
+    if any(not d.keep for d in result.decisions):
+        _confirm_kept(catalog.store, entries, candidates, policy.keep_min, result, reporter,
+                      write=not dry_run)
+        result.decisions = decided()
+    if dry_run:
+        return
+    for decision in result.decisions:
+        if decision.keep:
+            continue
+        for action in actions[decision.candidate.id]:
+            action()
+        result.deleted.append(decision.candidate.id)
+        reporter.event(f"deleted backup {decision.candidate.id} from {catalog.store.name} store")
+
+
+def _confirm_kept(
+    store: Store,
+    entries: dict[str, CatalogEntry],
+    candidates: dict[str, Candidate],
+    keep_min: int,
+    result: StorePrune,
+    reporter: Reporter,
+    *,
+    write: bool,
+) -> None:
+    """Check the bytes of every backup retention would keep as one of the newest verified ones,
+    until all it would keep have passed: each that fails makes room for the next older one."""
+    confirmed: set[str] = set()
+    while pending := [
+        c for c in worth_confirming(list(candidates.values()), keep_min) if c.id not in confirmed
+    ]:
+        for candidate in pending:
+            entry = entries[candidate.id]
+            assert entry.manifest is not None  # only complete copies are worth confirming
+            how, info, problem = confirm(store, entry.manifest, entry.keys.object, entry.check)
+            if write:
+                record_check(store, entry.manifest, entry.keys.check, how, info, problem)
+            if problem is None:
+                confirmed.add(candidate.id)
+                candidates[candidate.id] = dataclasses.replace(
+                    candidate, condition=Condition.VERIFIED, detail=f"{how} just now"
+                )
+                continue
+            candidates[candidate.id] = dataclasses.replace(
+                candidate, condition=Condition.DAMAGED, detail=problem
+            )
+            note = (
+                f"backup {candidate.id} in the {store.name} store failed its check ({problem}): "
+                "it no longer counts as verified, and older backups are kept instead"
+            )
+            result.notes.append(note)
+            reporter.event(note)
+
+
+def _candidates(
+    catalog: Catalog, entries: Iterable[CatalogEntry]
+) -> tuple[dict[str, list[Callable[[], None]]], dict[str, Candidate]]:
+    """What retention weighs, and for each, what deleting it takes: the files under its own id
+    and location, never those its manifest names; its manifest first, the object last."""
     store = catalog.store
     actions: dict[str, list[Callable[[], None]]] = {}
-    candidates = []
-    for entry in catalog.entries():
-        manifest = entry.manifest
-        actions[manifest.id] = [
-            partial(store.delete, manifest.manifest_key), partial(store.delete, manifest.object_key)
-        ]
-        condition = Condition.VERIFIED if entry.good else Condition.DAMAGED
-        candidates.append(Candidate(manifest.id, manifest.created_at, condition))
+    candidates: dict[str, Candidate] = {}
+
+    def files(keys: BackupKeys) -> list[Callable[[], None]]:
+        return [partial(store.delete, key) for key in (keys.manifest, keys.check, keys.object)]
+
+    for entry in entries:
+        actions[entry.id] = files(entry.keys)
+        candidates[entry.id] = Candidate(entry.id, entry.created_at, entry.condition, entry.problem)
     for info in catalog.incomplete():
         backup_id = backup_id_of(info.key)
-        actions[backup_id] = [partial(store.delete, info.key)]
-        candidates.append(Candidate(backup_id, info.modified, Condition.INCOMPLETE))
+        actions[backup_id] = files(BackupKeys.of(info.key))[1:]
+        candidates[backup_id] = Candidate(backup_id, info.modified, Condition.INCOMPLETE)
     for info in catalog.unfinished():
         # told apart from a finished object of the same backup, which may exist beside it
         name = f"{backup_id_of(info.key)} (unfinished write)"
         actions[name] = [partial(store.abort_unfinished, info.key)]
-        candidates.append(Candidate(name, info.modified, Condition.UNFINISHED))
+        candidates[name] = Candidate(name, info.modified, Condition.UNFINISHED)
     return actions, candidates

@@ -3,7 +3,9 @@
 The replica region gets a server-side copy from the primary (no bytes through this host); a
 store that can only be reached through this host (local -> S3) gets a streamed copy whose
 sha256 is checked against the manifest before it is committed. Either way the manifest is
-written last, so a copy that failed halfway is never listed as a backup.
+written last, so a copy that failed halfway is never listed as a backup, and a check record
+after it says how the copy was checked. Only a verified copy is a source for a server-side copy
+(no bytes pass this host to check); a streamed copy checks its bytes on the way.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from etcdops.catalog import Catalog, CatalogEntry
+from etcdops.checked import AS_WRITTEN, COPIED, try_record
 from etcdops.errors import EtcdopsError, IntegrityError, UsageError
 from etcdops.manifest import Manifest
 from etcdops.report import Reporter
@@ -21,12 +24,17 @@ from etcdops.stream.writers import Digest
 COPY_BLOCK = 1 << 20
 
 
-def copy_backup(manifest: Manifest, source: Store, target: Store, reporter: Reporter) -> None:
-    """Put one backup into target, checked, manifest last."""
+def copy_backup(
+    manifest: Manifest, source: Store, target: Store, reporter: Reporter, *,
+    verified_source: bool = True,
+) -> None:
+    """Put one backup into target, checked, manifest last (verified_source: whether the
+    source's bytes are known to be the manifest's, so that S3 may copy them unseen)."""
     from etcdops.stores.s3 import S3Store
 
     key = manifest.object_key
-    if isinstance(source, S3Store) and isinstance(target, S3Store):
+    server_side = verified_source and isinstance(source, S3Store) and isinstance(target, S3Store)
+    if server_side:
         target.copy_from(source, key, manifest.object_size)
     else:
         _stream_copy(manifest, source, target, reporter)
@@ -40,6 +48,7 @@ def copy_backup(manifest: Manifest, source: Store, target: Store, reporter: Repo
             "run 'etcdops snapshot replicate --missing' again",
         )
     target.put_bytes(manifest.manifest_key, manifest.to_json())
+    try_record(target, manifest, manifest.check_key, COPIED if server_side else AS_WRITTEN)
     reporter.event(f"backup {manifest.id} copied from {source.name} to {target.name}")
 
 
@@ -96,18 +105,34 @@ def replicate(
             if backup_id in held[target]:
                 report.already += 1
                 continue
-            # server-side from the primary when it can, else through this host from local
-            source = next(n for n in (PRIMARY, REPLICA, LOCAL) if backup_id in held.get(n, {}))
-            manifest = held[source][backup_id].manifest
+            source, entry = _source(held, backup_id)
+            assert entry.manifest is not None  # a good entry has a manifest it can trust
             try:
-                copy_backup(manifest, stores[source], stores[target], reporter)
+                copy_backup(entry.manifest, stores[source], stores[target], reporter,
+                            verified_source=entry.verified)
             except EtcdopsError as exc:
                 report.failed.append((backup_id, target, str(exc)))
                 continue
             report.copied.append((backup_id, target))
-            held[target][backup_id] = held[source][backup_id]
+            held[target][backup_id] = entry
     return report
 
 
 def _good_by_id(catalog: Catalog) -> dict[str, CatalogEntry]:
-    return {e.manifest.id: e for e in catalog.entries() if e.good}
+    return {e.id: e for e in catalog.entries() if e.good}
+
+
+def _source(held: dict[str, dict[str, CatalogEntry]], backup_id: str) -> tuple[str, CatalogEntry]:
+    """Where to copy a backup from: a verified S3 copy (server-side, no bytes through this
+    host), else the local copy, else an unchecked S3 one; the last two are streamed through
+    this host, which checks their bytes on the way."""
+    copies = {
+        name: held[name][backup_id] for name in (PRIMARY, REPLICA, LOCAL)
+        if backup_id in held.get(name, {})
+    }
+    for name, entry in copies.items():
+        if name != LOCAL and entry.verified:
+            return name, entry
+    if LOCAL in copies:
+        return LOCAL, copies[LOCAL]
+    return next(iter(copies.items()))

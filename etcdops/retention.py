@@ -5,7 +5,11 @@ will be applied. The rules, in order of strength:
 - never delete a backup that claims to be from the future (a skewed clock must not prune);
 - never delete the newest verified backup, and keep the keep_min newest verified ones;
 - keep everything taken within keep_within (the seed's 24 hours);
-- anything else goes: older verified backups, damaged ones, and incomplete leftovers.
+- anything else goes: older verified backups, unchecked and damaged ones, incomplete leftovers.
+
+Only a backup whose bytes were checked counts as verified. Which unchecked backups deserve a
+check before anything is deleted is a policy question too (worth_confirming); doing the checks
+is prune's.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from etcdops.units import format_duration
 
 
 class Condition(StrEnum):
-    VERIFIED = "verified"  # manifest and object agree
-    DAMAGED = "damaged"  # manifest present, object missing or of the wrong size
+    VERIFIED = "verified"  # its bytes were checked against the manifest and have not changed
+    UNCHECKED = "unchecked"  # complete, but its bytes changed since checked, or never were
+    DAMAGED = "damaged"  # object missing, wrong size or bytes; or a manifest that cannot be trusted
     INCOMPLETE = "incomplete"  # object without a manifest: an interrupted save
     UNFINISHED = "unfinished"  # a write never committed nor aborted: a save killed mid-write
 
@@ -30,6 +35,8 @@ class Candidate:
     id: str
     created_at: datetime
     condition: Condition
+    detail: str | None = None  # what is wrong with it, or how it was confirmed
+
 
 
 @dataclass(frozen=True)
@@ -39,11 +46,26 @@ class Decision:
     reasons: tuple[str, ...]
 
 
+def _oldest_first(candidates: Sequence[Candidate]) -> list[Candidate]:
+    return sorted(candidates, key=lambda c: (c.created_at, c.id))
+
+
+def worth_confirming(candidates: Sequence[Candidate], keep_min: int) -> list[Candidate]:
+    """The backups decide() would protect if every unchecked one proved good, newest first:
+    the ones whose bytes to check before deleting anything, so that a backup that fails its
+    check gives its place to an older one rather than leaving fewer good backups kept."""
+    eligible = [
+        c for c in _oldest_first(candidates)
+        if c.condition in (Condition.VERIFIED, Condition.UNCHECKED)
+    ]
+    return eligible[::-1][:max(keep_min, 1)]
+
+
 def decide(
     candidates: Sequence[Candidate], *, keep_within: float, keep_min: int, now: datetime
 ) -> list[Decision]:
     """Keep or delete each candidate, with every reason that applies, oldest first."""
-    ordered = sorted(candidates, key=lambda c: (c.created_at, c.id))
+    ordered = _oldest_first(candidates)
     verified = [c for c in ordered if c.condition is Condition.VERIFIED]
     newest_verified = verified[-1] if verified else None
     protected = set(c.id for c in verified[-keep_min:]) if keep_min > 0 else set()
@@ -54,10 +76,11 @@ def decide(
         keep_reasons = []
         if candidate.created_at > now:
             keep_reasons.append("taken after 'now': the clocks disagree, so it is kept")
+        how = f" ({candidate.detail})" if candidate.detail else ""
         if candidate is newest_verified:
-            keep_reasons.append("the newest verified backup")
+            keep_reasons.append(f"the newest verified backup{how}")
         elif candidate.id in protected:
-            keep_reasons.append(f"one of the {keep_min} newest verified backups (keep_min)")
+            keep_reasons.append(f"one of the {keep_min} newest verified backups (keep_min){how}")
         if timedelta(0) <= age <= window:
             keep_reasons.append(f"within keep_within ({format_duration(keep_within)})")
         if keep_reasons:
@@ -66,6 +89,6 @@ def decide(
         if candidate.condition is Condition.VERIFIED:
             why = f"older than keep_within ({format_duration(keep_within)}) and not protected"
         else:
-            why = f"{candidate.condition.value} and older than {format_duration(keep_within)}"
+            why = f"{candidate.condition.value}{how} and older than {format_duration(keep_within)}"
         decisions.append(Decision(candidate, False, (why,)))
     return decisions

@@ -161,8 +161,13 @@ def _open_writers(stores: dict[str, Store], key: str, expected_size: int) -> Fan
 
 
 def _write_manifest(store: Store, manifest: Manifest, failures: dict[str, str]) -> bool:
+    """Publish the backup in one store: its manifest, then the record that its bytes were
+    hashed as they were written (what makes the copy count as verified)."""
+    from etcdops.checked import AS_WRITTEN, try_record
+
     try:
         store.put_bytes(manifest.manifest_key, manifest.to_json())
+        try_record(store, manifest, manifest.check_key, AS_WRITTEN)
         return True
     except EtcdopsError as exc:
         failures[store.name] = str(exc)

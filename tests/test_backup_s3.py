@@ -88,8 +88,10 @@ def test_save_lands_in_both_regions_with_manifests(backup_config, s3):
     manifest = result.manifest
     primary_keys = keys_in(s3.client("us-east-1"), "etcdops-primary")
     replica_keys = keys_in(s3.client("us-west-2"), "etcdops-replica")
-    assert primary_keys == ["backups/" + manifest.object_key, "backups/" + manifest.manifest_key]
-    assert replica_keys == [manifest.object_key, manifest.manifest_key]
+    # each copy: its check record, its object and its manifest
+    files = [manifest.check_key, manifest.object_key, manifest.manifest_key]
+    assert primary_keys == ["backups/" + key for key in files]
+    assert replica_keys == files
     body = s3.client("us-west-2").get_object(Bucket="etcdops-replica", Key=manifest.object_key)
     assert hashlib.sha256(body["Body"].read()).hexdigest() == manifest.object_sha256
     status = snapshot_status(config, manifest.id, LogReporter(), store="replica")
@@ -324,7 +326,7 @@ def test_prune_applies_retention_to_every_store(backup_config, s3):
 
     planned = prune(stores, config.cluster, policy, now, LogReporter(), dry_run=True)
     assert all(r.deleted == [] for r in planned)
-    assert len(keys_in(s3.client(), "etcdops-primary")) == 8
+    assert len(keys_in(s3.client(), "etcdops-primary")) == 12  # check, object, manifest each
 
     results = prune(stores, config.cluster, policy, now, LogReporter())
     for result in results:
@@ -336,5 +338,5 @@ def test_prune_applies_retention_to_every_store(backup_config, s3):
     for client, bucket in ((s3.client(), "etcdops-primary"),
                            (s3.client("us-west-2"), "etcdops-replica")):
         remaining = keys_in(client, bucket)
-        assert len(remaining) == 4
+        assert len(remaining) == 6
         assert not any(ids[50] in key or ids[30] in key for key in remaining)

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from datetime import UTC, datetime, timedelta
 
 from etcdops.catalog import Catalog, combined_view
 from etcdops.config import Config, HealthConfig
 from etcdops.etcd.client import EtcdSession
 from etcdops.etcd.local import LocalCluster
-from etcdops.health import FAIL, INFO, OK, backup_freshness, check_cluster, check_health
+from etcdops.health import (
+    FAIL,
+    INFO,
+    OK,
+    WARN,
+    backup_freshness,
+    check_backups,
+    check_cluster,
+    check_health,
+)
 from etcdops.report import LogReporter
+from etcdops.retention import Condition
 from etcdops.snapshot import save_snapshot
 from etcdops.stores.configured import open_stores
 from etcdops.stores.local import LocalStore
@@ -122,7 +133,26 @@ def test_backup_freshness_against_the_schedule(backup_config: Config) -> None:
     assert fresh.value.endswith("in local)")
     assert stale.verdict == FAIL and stale.target == "< 60m00s old"
     none = backup_freshness([], created, hour)
-    assert none.verdict == FAIL and none.value == "no good backup in any store"
-    # a backup whose object is missing does not count
-    broken = [dataclasses.replace(views[-1], copies={"local": "object missing"})]
-    assert backup_freshness(broken, created, hour).verdict == FAIL
+    assert none.verdict == FAIL and none.value == "no verified backup in any store"
+    # a backup whose object is missing does not count, nor one whose bytes are not known good
+    for condition in (Condition.DAMAGED, Condition.UNCHECKED):
+        entry = dataclasses.replace(views[-1].entries["local"], condition=condition)
+        broken = [dataclasses.replace(views[-1], entries={"local": entry})]
+        assert backup_freshness(broken, created, hour).verdict == FAIL
+
+
+def test_a_rewritten_copy_and_a_garbled_manifest_are_warned_and_never_the_newest(
+    backup_config: Config,
+) -> None:
+    first, second, third = (save_snapshot(backup_config, LogReporter()).manifest for _ in "123")
+    root = backup_config.local.dir
+    shutil.copyfile(root / first.object_key, root / second.object_key)
+    (root / third.manifest_key).write_text('{"schema_version": 1, "id": "')
+    checks = check_backups(backup_config, datetime.now(UTC))
+    [newest] = [c for c in checks if c.name == "newest backup"]
+    assert newest.verdict == OK and f"({first.id}, verified in local)" in newest.value
+    warned = {c.name: c for c in checks if c.verdict == WARN}
+    assert set(warned) == {"manifest", "copies"}
+    assert warned["manifest"].value.startswith(f"damaged manifest in local: {third.id}")
+    assert warned["copies"].value.startswith(f"{second.id}: local: changed since checked")
+    assert not [c for c in checks if c.failed]

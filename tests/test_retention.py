@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etcdops.retention import Candidate, Condition, decide
+from etcdops.retention import Candidate, Condition, decide, worth_confirming
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DAY = 24 * 3600.0
-V, D, INC = Condition.VERIFIED, Condition.DAMAGED, Condition.INCOMPLETE
+V, D, INC, U = Condition.VERIFIED, Condition.DAMAGED, Condition.INCOMPLETE, Condition.UNCHECKED
 
 
 def backups(*spec):
@@ -37,6 +37,11 @@ def kept(decisions):
         ([(1, INC), (2, D), (30, INC), (31, D), (32, V)], 1, {"b1", "b2", "b32"}),
         # no verified backup at all: only the window protects
         ([(5, D), (30, D)], 3, {"b5"}),
+        # an unchecked newest backup (changed since checked, or never checked) counts for
+        # nothing: the newest verified one is kept, and the unchecked one goes once old
+        ([(30, U), (40, V), (50, V)], 1, {"b40"}),
+        ([(30, U), (31, U)], 3, set()),
+        ([(2, U), (40, V)], 1, {"b2", "b40"}),
         # exactly at the window's edge is still inside it
         ([(24, V), (100, V)], 0, {"b24"}),
         ([], 3, set()),
@@ -88,3 +93,28 @@ def test_invariants(ages, keep_min, keep_hours):
         if c.created_at > NOW or NOW - c.created_at <= timedelta(hours=keep_hours):
             assert c.id in keep
     assert all(d.reasons for d in decisions)
+
+
+@pytest.mark.parametrize(
+    ("spec", "keep_min", "expected"),
+    [
+        # the keep_min newest that could count, unchecked ones included, newest first
+        ([(1, V), (2, U), (3, V), (4, V)], 2, ["b1", "b2"]),
+        # damaged and incomplete ones are never worth a check; keep_min 0 still keeps one
+        ([(1, D), (2, INC), (3, U), (4, V)], 0, ["b3"]),
+        ([(1, D), (2, INC)], 3, []),
+    ],
+)
+def test_worth_confirming_is_what_would_be_protected_if_unchecked_ones_proved_good(
+    spec, keep_min, expected
+):
+    assert [c.id for c in worth_confirming(backups(*spec), keep_min)] == expected
+
+
+def test_a_confirmation_or_a_problem_is_shown_in_the_reasons():
+    confirmed = Candidate("good", NOW - timedelta(hours=30), V, "sha256 re-read just now")
+    failed = Candidate("bad", NOW - timedelta(hours=29), D, "its sha256 is 1234...")
+    reasons = {d.candidate.id: d.reasons for d in
+               decide([confirmed, failed], keep_within=DAY, keep_min=1, now=NOW)}
+    assert reasons["good"] == ("the newest verified backup (sha256 re-read just now)",)
+    assert reasons["bad"] == ("damaged (its sha256 is 1234...) and older than 24h00m",)

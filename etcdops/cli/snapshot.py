@@ -105,8 +105,8 @@ def list_backups(
         )
     ] = False,
 ) -> int:
-    """The catalogue: every backup, where it is, its revision and sizes, and if it is good."""
-    from etcdops.catalog import Catalog, combined_view
+    """The catalogue: every backup, its revision and size, and per copy when it was checked."""
+    from etcdops.catalog import Catalog, survey_stores
     from etcdops.stores.configured import open_stores
 
     config = run.config()
@@ -115,7 +115,8 @@ def list_backups(
         if store.value not in stores:
             raise UsageError(f"no {store.value} store is configured", "configure [s3] first")
         stores = {store.value: stores[store.value]}
-    views, unreachable = combined_view(stores, config.cluster)
+    found = survey_stores(stores, config.cluster)
+    views, unreachable = found.backups, found.unreachable
     catalogs = {
         name: Catalog(s, config.cluster)
         for name, s in stores.items() if show_all and name not in unreachable
@@ -133,10 +134,16 @@ def list_backups(
                 "snapshot_size": v.manifest.snapshot_size,
                 "stored_size": v.manifest.object_size,
                 "stores": v.copies,
-                "verified": len(v.good_in) == len(v.copies),
+                "verified": v.verified,
+                "copies": {name: _copy_document(e) for name, e in v.entries.items()},
             }
             for v in views
         ],
+        "damaged": {
+            name: [{"id": e.id, "manifest_key": e.keys.manifest, "problem": e.problem}
+                   for e in entries]
+            for name, entries in found.damaged.items()
+        },
         "unreachable": {name: str(exc) for name, exc in unreachable.items()},
     } | ({
         "incomplete": incomplete,
@@ -146,45 +153,68 @@ def list_backups(
         },
     } if show_all else {})
 
-    def condition(copies: dict[str, str | None]) -> str:
-        bad = {name: problem for name, problem in copies.items() if problem}
-        return "yes" if not bad else "NO: " + "; ".join(f"{n}: {p}" for n, p in bad.items())
+    def ago(moment: datetime) -> str:
+        return f"{format_duration(max((now - moment).total_seconds(), 0.0))} ago"
 
     rows = [
         [
             v.manifest.id,
-            f"{format_duration((now - v.manifest.created_at).total_seconds())} ago",
+            ago(v.manifest.created_at),
             v.manifest.etcd.revision,
-            v.manifest.etcd.keys,
-            format_size(v.manifest.snapshot_size),
             format_size(v.manifest.object_size),
-            " ".join(v.copies),
-            condition(v.copies),
+            "\n".join(_copy_line(name, e, ago) for name, e in v.entries.items()),
         ]
         for v in views
     ]
-    columns = ["id", "created", "revision", "keys", "snapshot", "stored", "stores", "verified"]
+    columns = ["id", "created", "revision", "stored", "copies: verified, last checked"]
 
     def render(console: Any) -> None:
         if rows:
             console.print(table(f"backups of {config.cluster}", columns, rows))
         else:
             console.print(f"no backups of cluster '{config.cluster}' in {', '.join(stores)}")
+        if show_all:
+            for name, entries in found.damaged.items():
+                for entry in entries:
+                    console.print(
+                        f"damaged manifest in {name}: {entry.id} ({entry.problem}): "
+                        f"{entry.keys.manifest}", markup=False,
+                    )
         for name, keys in incomplete.items():
             for key in keys:
                 console.print(f"incomplete (no manifest) in {name}: {key}", markup=False)
         for name, infos in unfinished.items():
             for info in infos:
-                idle = format_duration((now - info.modified).total_seconds())
                 console.print(
-                    f"unfinished write in {name}, last active {idle} ago: {info.key}",
+                    f"unfinished write in {name}, last active {ago(info.modified)}: {info.key}",
                     markup=False,
                 )
 
     run.emit(doc, render)
+    if not show_all:
+        for warning in found.warnings():
+            run.warn(warning)
     for name, exc in unreachable.items():
         run.warn(f"the {name} store could not be listed: {exc}")
     return exitcodes.for_stores({name: str(exc) for name, exc in unreachable.items()})
+
+
+def _copy_document(entry: Any) -> dict[str, Any]:
+    """One copy's condition and last check, as `list -o json` prints it."""
+    check = entry.check
+    return {
+        "condition": entry.condition.value,
+        "problem": entry.problem,
+        "checked_at": check.checked_at.isoformat() if check else None,
+        "method": check.method if check else None,
+    }
+
+
+def _copy_line(name: str, entry: Any, ago: Any) -> str:
+    """One copy in the table: verified and when and how it was checked, or what is wrong."""
+    if entry.verified:
+        return f"{name}: yes, {ago(entry.check.checked_at)} ({entry.check.method})"
+    return f"{name}: NO, {entry.condition.value}: {entry.problem}"
 
 
 def _status_text(status: Any) -> Any:
@@ -313,6 +343,7 @@ def prune(
                     for d in r.decisions
                 ],
                 "deleted": r.deleted,
+                "notes": r.notes,
                 "error": r.error,
             }
             for r in results
@@ -327,6 +358,9 @@ def prune(
             console.print(table(f"{r.store} store", ["id", "condition", "action", "why"], rows))
 
     run.emit(doc, render)
+    for r in results:
+        for note in r.notes:
+            run.warn(note)
     failures = {r.store: r.error for r in results if r.error}
     for store_name, error in failures.items():
         run.warn(f"pruning the {store_name} store failed: {error}")

@@ -1,0 +1,155 @@
+"""`snapshot prune` and `list` against damaged local backups, each as an operator meets it."""
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from etcdops.cli.main import app
+
+LATER = "2027-06-01"  # long after every backup here: only keep_min and the checks protect them
+
+
+@pytest.fixture
+def etcdops(backup_toml, etcd_loaded):
+    """The CLI against a local-only store of etcd_loaded's backups: args -> result."""
+    runner = CliRunner()
+
+    def invoke(*args, env=None):
+        return runner.invoke(app, [*args, "--config", str(backup_toml)], env=env)
+
+    return invoke
+
+
+def save(etcdops, count):
+    """count local backups: their manifests, oldest first."""
+    manifests = []
+    for _ in range(count):
+        saved = etcdops("snapshot", "save", "--local-only", "-o", "json")
+        assert saved.exit_code == 0, saved.output
+        manifests.append(json.loads(saved.stdout))
+    return manifests
+
+
+def prune(etcdops, *args, keep_min=1):
+    done = etcdops("snapshot", "prune", "-o", "json", *args,
+                   env={"ETCDOPS_RETENTION_KEEP_MIN": str(keep_min)})
+    assert done.exit_code == 0, done.output
+    [store] = json.loads(done.stdout)["stores"].values()
+    return store, done
+
+
+def listed(etcdops, *args):
+    result = etcdops("snapshot", "list", "-o", "json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_copy_whose_bytes_were_replaced_is_not_verified_and_prune_keeps_a_good_one(
+    etcdops, backup_config
+):
+    b1, b2, b3, b4 = save(etcdops, 4)
+    assert len({b["object_size"] for b in (b1, b2, b3, b4)}) == 1  # the size check cannot tell
+    root = backup_config.local.dir
+    shutil.copyfile(root / b3["object_key"], root / b4["object_key"])
+    assert etcdops("snapshot", "status", b4["id"]).exit_code == 15
+
+    backups = {b["id"]: b for b in listed(etcdops)["backups"]}
+    assert backups[b4["id"]]["verified"] is False
+    assert backups[b4["id"]]["copies"]["local"]["condition"] == "unchecked"
+    assert backups[b4["id"]]["stores"]["local"].startswith("changed since checked at")
+    assert backups[b3["id"]]["verified"] is True
+    assert backups[b3["id"]]["copies"]["local"]["method"] == "sha256 as written"
+
+    store, done = prune(etcdops, "--now", LATER)
+    actions = {d["id"]: (d["condition"], d["action"]) for d in store["decisions"]}
+    assert actions == {
+        b1["id"]: ("verified", "delete"), b2["id"]: ("verified", "delete"),
+        b3["id"]: ("verified", "keep"), b4["id"]: ("damaged", "delete"),
+    }
+    assert any(b4["id"] in note and "older backups are kept instead" in note
+               for note in store["notes"])
+    assert b4["id"] in done.stderr and "warning" in done.stderr
+    [kept] = listed(etcdops)["backups"]
+    assert kept["id"] == b3["id"] and kept["verified"] is True
+    assert kept["copies"]["local"]["method"] == "sha256 re-read"  # confirmed before deleting
+    status = etcdops("snapshot", "status", "latest", "-o", "json")
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["backup_id"] == b3["id"]
+
+
+def test_unchecked_backups_are_confirmed_before_anything_is_deleted(etcdops, backup_config):
+    b1, b2 = save(etcdops, 2)
+    for path in backup_config.local.dir.rglob("*.check.json"):
+        path.unlink()  # as backups taken before check records existed
+    copies = [b["copies"]["local"] for b in listed(etcdops)["backups"]]
+    assert [(c["condition"], c["problem"]) for c in copies] == [("unchecked", "never checked")] * 2
+    planned, _ = prune(etcdops, "--now", LATER, "--dry-run")
+    assert not list(backup_config.local.dir.rglob("*.check.json"))  # a dry run writes nothing
+    store, _ = prune(etcdops, "--now", LATER)
+    actions = {d["id"]: (d["condition"], d["action"]) for d in store["decisions"]}
+    assert actions == {b1["id"]: ("unchecked", "delete"), b2["id"]: ("verified", "keep")}
+    assert planned["decisions"] == store["decisions"]
+    [kept] = listed(etcdops)["backups"]
+    assert kept["verified"] is True
+
+
+@pytest.mark.parametrize("edit", ["object_key", "whole manifest"])
+def test_prune_deletes_the_files_of_the_backup_it_decided_on(etcdops, backup_config, edit):
+    b1, b2, b3, b4 = save(etcdops, 4)
+    root = backup_config.local.dir
+    manifest_path = root / b1["object_key"].replace(".db.zst.age", ".manifest.json")
+    b4_manifest = root / b4["object_key"].replace(".db.zst.age", ".manifest.json")
+    if edit == "object_key":
+        doc = json.loads(manifest_path.read_text())
+        doc["object_key"] = b4["object_key"]
+        manifest_path.write_text(json.dumps(doc))
+    else:
+        shutil.copyfile(b4_manifest, manifest_path)
+
+    doc = listed(etcdops, "--all")
+    assert b1["id"] not in {b["id"] for b in doc["backups"]}
+    [damaged] = doc["damaged"]["local"]
+    assert damaged["id"] == b1["id"]
+    assert damaged["problem"].startswith("manifest names another backup")
+
+    store, _ = prune(etcdops, "--now", LATER)
+    actions = {d["id"]: (d["condition"], d["action"]) for d in store["decisions"]}
+    assert actions[b1["id"]] == ("damaged", "delete")
+    assert actions[b4["id"]] == ("verified", "keep")
+    assert (root / b4["object_key"]).is_file() and b4_manifest.is_file()
+    assert not manifest_path.exists() and not (root / b1["object_key"]).exists()
+    assert etcdops("snapshot", "status", b4["id"]).exit_code == 0
+
+
+def test_a_garbled_manifest_is_shown_warned_and_pruned_like_an_incomplete_object(
+    etcdops, backup_config
+):
+    b1, b2 = save(etcdops, 2)
+    root = backup_config.local.dir
+    manifest_path = root / b2["object_key"].replace(".db.zst.age", ".manifest.json")
+    manifest_path.write_bytes(manifest_path.read_bytes()[:40])  # truncated
+
+    everything = listed(etcdops, "--all")
+    assert [b["id"] for b in everything["backups"]] == [b1["id"]]
+    [damaged] = everything["damaged"]["local"]
+    assert damaged["id"] == b2["id"] and "unreadable" in damaged["problem"]
+    text = etcdops("snapshot", "list", "--all")
+    assert f"damaged manifest in local: {b2['id']}" in " ".join(text.stdout.split())
+    plain = etcdops("snapshot", "list")
+    assert "warning" in plain.stderr and b2["id"] in plain.stderr
+
+    soon = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S%z")
+    store, _ = prune(etcdops, "--now", soon)
+    actions = {d["id"]: (d["condition"], d["action"]) for d in store["decisions"]}
+    assert actions == {b1["id"]: ("verified", "keep"), b2["id"]: ("damaged", "keep")}
+    assert (root / b2["object_key"]).is_file()
+
+    store, _ = prune(etcdops, "--now", LATER)
+    actions = {d["id"]: (d["condition"], d["action"]) for d in store["decisions"]}
+    assert actions == {b1["id"]: ("verified", "keep"), b2["id"]: ("damaged", "delete")}
+    assert not (root / b2["object_key"]).exists() and not manifest_path.exists()
+    assert not list(root.rglob(f"{b2['id']}*"))
+    assert listed(etcdops, "--all")["damaged"] == {"local": []}
