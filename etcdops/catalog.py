@@ -71,11 +71,14 @@ class Catalog:
             except IntegrityError as exc:
                 entries.append(self._untrusted(keys, info, f"manifest unreadable: {exc.__cause__}"))
                 continue
-            if (manifest.id, manifest.object_key) != (keys.id, keys.object):
+            named = [f"id {manifest.id}"] if manifest.id != keys.id else []
+            if manifest.object_key != keys.object:
+                named.append(f"object {manifest.object_key}")
+            if named:
                 # trusting it would read, keep or delete another backup's files in its name
-                entries.append(self._untrusted(keys, info, (
-                    f"manifest names another backup ({manifest.id}, {manifest.object_key})"
-                )))
+                entries.append(self._untrusted(
+                    keys, info, f"manifest names another backup: {', '.join(named)}"
+                ))
                 continue
             entries.append(self._entry(keys, manifest, objects))
         entries.sort(key=lambda e: (e.created_at, e.id))

@@ -40,7 +40,7 @@ class CheckRecord:
         """The record as stored beside the copy it is about."""
         doc = {
             "id": backup_id,
-            "checked_at": self.checked_at.astimezone(UTC).isoformat(timespec="seconds"),
+            "checked_at": self.checked_at.astimezone(UTC).isoformat(timespec="milliseconds"),
             "method": self.method,
             "fingerprint": self.fingerprint,
             "object_sha256": self.object_sha256,
@@ -69,7 +69,7 @@ def judge(
     if record is None:
         return Condition.UNCHECKED, "never checked"
     if info.fingerprint is None or info.fingerprint != record.fingerprint:
-        return Condition.UNCHECKED, f"changed since checked at {_when(record)} ({record.method})"
+        return Condition.UNCHECKED, f"changed since checked at {_when(record)} by {record.method}"
     if record.object_sha256 != manifest.object_sha256:
         return Condition.UNCHECKED, f"checked at {_when(record)} against another manifest"
     if record.problem is not None:

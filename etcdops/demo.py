@@ -183,7 +183,7 @@ class _Demo:
 
         views, _ = combined_view(open_stores(self.config), self.config.cluster)
         return "; ".join(
-            f"{v.manifest.id} verified in {', '.join(v.good_in)}" for v in views
+            f"{v.manifest.id} verified in {', '.join(v.verified_in)}" for v in views
         )
 
     def status(self) -> str:

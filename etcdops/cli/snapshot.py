@@ -161,12 +161,13 @@ def list_backups(
             v.manifest.id,
             ago(v.manifest.created_at),
             v.manifest.etcd.revision,
-            format_size(v.manifest.object_size),
-            "\n".join(_copy_line(name, e, ago) for name, e in v.entries.items()),
+            "\n".join(_copy_lines(name, e, ago) for name, e in v.entries.items()),
         ]
         for v in views
     ]
-    columns = ["id", "created", "revision", "stored", "copies: verified, last checked"]
+    # sizes and key counts are in the JSON and in 'status': at 80 columns the copies need
+    # the room to say when and how each was checked
+    columns = ["id", "created", "revision", "copies"]
 
     def render(console: Any) -> None:
         if rows:
@@ -210,11 +211,11 @@ def _copy_document(entry: Any) -> dict[str, Any]:
     }
 
 
-def _copy_line(name: str, entry: Any, ago: Any) -> str:
-    """One copy in the table: verified and when and how it was checked, or what is wrong."""
+def _copy_lines(name: str, entry: Any, ago: Any) -> str:
+    """One copy in the table: verified when and how it was last checked, or what is wrong."""
     if entry.verified:
-        return f"{name}: yes, {ago(entry.check.checked_at)} ({entry.check.method})"
-    return f"{name}: NO, {entry.condition.value}: {entry.problem}"
+        return f"{name}: verified {ago(entry.check.checked_at)}\n  ({entry.check.method})"
+    return f"{name}: {entry.condition.value.upper()}\n  {entry.problem}"
 
 
 def _status_text(status: Any) -> Any:
