@@ -161,13 +161,14 @@ def list_backups(
             v.manifest.id,
             ago(v.manifest.created_at),
             v.manifest.etcd.revision,
-            "\n".join(_copy_lines(name, e, ago) for name, e in v.entries.items()),
+            format_size(v.manifest.object_size),
+            "\n".join(_copy_line(name, e, ago) for name, e in v.entries.items()),
         ]
         for v in views
     ]
-    # sizes and key counts are in the JSON and in 'status': at 80 columns the copies need
-    # the room to say when and how each was checked
-    columns = ["id", "created", "revision", "copies"]
+    # key counts and snapshot sizes are in the JSON and in 'status': at 80 columns the copies
+    # need the room to say when and how each was checked
+    columns = ["id", "created", "revision", "stored", "copies"]
 
     def render(console: Any) -> None:
         if rows:
@@ -211,11 +212,11 @@ def _copy_document(entry: Any) -> dict[str, Any]:
     }
 
 
-def _copy_lines(name: str, entry: Any, ago: Any) -> str:
+def _copy_line(name: str, entry: Any, ago: Any) -> str:
     """One copy in the table: verified when and how it was last checked, or what is wrong."""
     if entry.verified:
-        return f"{name}: verified {ago(entry.check.checked_at)}\n  ({entry.check.method})"
-    return f"{name}: {entry.condition.value.upper()}\n  {entry.problem}"
+        return f"{name}: verified {ago(entry.check.checked_at)} by {entry.check.method}"
+    return f"{name}: {entry.condition.value.upper()}: {entry.problem}"
 
 
 def _status_text(status: Any) -> Any:
