@@ -66,3 +66,16 @@ class TargetMissedError(EtcdopsError):
 
 class ToolError(EtcdopsError):
     """An external tool (etcdutl) is missing or failed."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a job part way; the message says what it had kept.
+
+    Still a KeyboardInterrupt (exit 130, and no handler of EtcdopsError swallows it), with the
+    operator's message and hint an EtcdopsError carries.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint

@@ -4,6 +4,10 @@ The bytes go through one pass of writers: etcd trailer check -> zstd -> age -> s
 thread so that they overlap the gRPC receive. No plaintext reaches the disk, nothing holds the
 whole snapshot, and the manifest is written only after the object is complete and checked, so a
 failure at any point leaves no backup that looks good.
+
+The local copy is published (object, then manifest) as soon as it is complete, before anything
+waits on S3: an S3 upload ends within its timeouts and deadline, and whatever it does then, the
+backup already exists on this host. An interrupt says exactly what was kept.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from etcdops import __version__
 from etcdops.config import Config
-from etcdops.errors import EtcdopsError, StorageError
+from etcdops.errors import EtcdopsError, Interrupted, StorageError
 from etcdops.keys import configured_recipients
 from etcdops.lock import HostLock
 from etcdops.manifest import EtcdSource, Manifest, new_backup_id, object_key
@@ -27,6 +32,9 @@ from etcdops.stores.configured import LOCAL, PRIMARY, REPLICA, open_stores
 from etcdops.stores.fanout import Fanout
 from etcdops.stream.handoff import Handoff
 from etcdops.stream.writers import AgeEncrypt, Digest, SnapshotTrailerCheck, ZstdCompress
+
+if TYPE_CHECKING:
+    from etcdops.crypto.age import Recipient
 
 LOCK_NAME = ".etcdops-snapshot.lock"
 
@@ -41,6 +49,41 @@ class SaveResult:
     durations: dict[str, float]
 
 
+@dataclass
+class _Kept:
+    """What a save holds so far, so that an interrupt can say it."""
+
+    backup_id: str = ""
+    holders: list[str] = field(default_factory=list)
+    fanout: Fanout | None = None
+
+    def interrupted(self, stores: dict[str, Store]) -> Interrupted:
+        """The interrupt, naming the stores that hold the backup and what became of the rest."""
+        if self.holders:
+            plural = "s" if len(self.holders) > 1 else ""
+            said = [f"backup {self.backup_id} is complete in the "
+                    f"{' and '.join(self.holders)} store{plural}"]
+        else:
+            said = ["the backup was not complete: nothing half-written was kept"]
+        for name, confirmed in (self.fanout.aborted if self.fanout else {}).items():
+            if name == LOCAL:
+                continue  # its temporary file is gone, which the first clause says
+            said.append(
+                f"the {name} upload was aborted" if confirmed else
+                f"the {name} upload could not be aborted (S3 did not answer): "
+                "'etcdops snapshot list --all' shows what it left, and prune removes it"
+            )
+        lacking = [name for name in stores if name not in self.holders]
+        if not self.holders:
+            hint = "run 'etcdops snapshot save' again"
+        elif lacking:
+            hint = (f"run 'etcdops snapshot replicate --missing' to copy it to the "
+                    f"{' and '.join(lacking)} store{'s' if len(lacking) > 1 else ''}")
+        else:
+            hint = None
+        return Interrupted("interrupted; " + "; ".join(said), hint)
+
+
 def save_snapshot(
     config: Config,
     reporter: Reporter,
@@ -51,76 +94,100 @@ def save_snapshot(
     """Take one verified, encrypted backup into every configured store, replica included.
 
     A store that fails does not cost the others their copy: the result says which stores hold
-    the backup and why the rest do not. Only when no store holds it is that an exception.
+    the backup and why the rest do not. Only when no store holds it is that an exception; an
+    interrupt is an Interrupted that says what was kept.
     """
-    from etcdops.etcd.client import EtcdSession
-
     recipients = configured_recipients(config.encryption)
     stores = open_stores(config, local_only=local_only)
-    with HostLock(config.local.dir / LOCK_NAME, "snapshot save"), EtcdSession(config.etcd) as etcd:
-        started = time.monotonic()
-        created = clock()
-        backup_id = new_backup_id(created)
-        key = object_key("", config.cluster, backup_id, created)
-        stream = etcd.snapshot_stream()
-        endpoint, member = stream.source.endpoint, stream.source.status
-        reporter.event(f"streaming snapshot from {endpoint} (revision {member.revision})")
-        fanout = _open_writers(stores, key, member.db_size)
-        handoff: Handoff | None = None
-        try:
-            stored = Digest(fanout)
-            encrypt = AgeEncrypt(stored, recipients)
-            compress = ZstdCompress(encrypt, config.local.compression_level)
-            plain = SnapshotTrailerCheck(compress)
-            handoff = Handoff(plain)
-            with reporter.progress("snapshot", total=member.db_size) as bar:
-                for chunk in stream:
-                    handoff.write(chunk)
-                    bar.advance(len(chunk))
-            handoff.close()
-            db_sha256 = plain.verify(f"snapshot from {endpoint}")
-            compress.close()
-            encrypt.close()
-            # counted after the stream so that the count's reply never queues behind it, and
-            # before the commit so that a failure here leaves no object without a manifest
-            keys = etcd.count_keys(member.revision)
-            committed = fanout.commit()
-        except BaseException:
-            if handoff is not None:
-                handoff.abandon()
-            stream.close()
-            fanout.abort()
-            raise
+    kept = _Kept()
+    try:
+        return _save(config, reporter, stores, recipients, clock, kept)
+    except KeyboardInterrupt as exc:
+        if kept.fanout is not None:
+            kept.fanout.abort()  # what the interrupt found waiting, an S3 commit
+        raise kept.interrupted(stores) from exc
+
+
+def _save(
+    config: Config, reporter: Reporter, stores: dict[str, Store], recipients: list[Recipient],
+    clock: Callable[[], datetime], kept: _Kept,
+) -> SaveResult:
+    """save_snapshot() under the host lock, noting in kept what is stored as it goes."""
+    from etcdops.etcd.client import EtcdSession
+
+    with HostLock(config.local.dir / LOCK_NAME, "snapshot save"):
+        with EtcdSession(config.etcd) as etcd:
+            started = time.monotonic()
+            created = clock()
+            backup_id = kept.backup_id = new_backup_id(created)
+            key = object_key("", config.cluster, backup_id, created)
+            stream = etcd.snapshot_stream()
+            endpoint, member = stream.source.endpoint, stream.source.status
+            reporter.event(f"streaming snapshot from {endpoint} (revision {member.revision})")
+            fanout = kept.fanout = _open_writers(stores, key, member.db_size, reporter)
+            handoff: Handoff | None = None
+            try:
+                stored = Digest(fanout)
+                encrypt = AgeEncrypt(stored, recipients)
+                compress = ZstdCompress(encrypt, config.local.compression_level)
+                plain = SnapshotTrailerCheck(compress)
+                handoff = Handoff(plain)
+                with reporter.progress("snapshot", total=member.db_size) as bar:
+                    for chunk in stream:
+                        handoff.write(chunk)
+                        bar.advance(len(chunk))
+                handoff.close()
+                db_sha256 = plain.verify(f"snapshot from {endpoint}")
+                compress.close()
+                encrypt.close()
+                # counted after the stream so that the count's reply never queues behind it,
+                # and before the commit so that a failure here leaves no object without a
+                # manifest
+                keys = etcd.count_keys(member.revision)
+            except BaseException:
+                # an S3 writer waiting in the pipeline's thread stops now, not at its deadline
+                fanout.cancel()
+                if handoff is not None:
+                    handoff.abandon()
+                stream.close()
+                fanout.abort()
+                raise
         streamed = time.monotonic() - started
-    manifest = Manifest(
-        id=backup_id,
-        cluster=config.cluster,
-        created_at=created,
-        etcd=EtcdSource(
-            endpoint=endpoint,
-            cluster_id=f"{member.cluster_id:x}",
-            member_id=f"{member.member_id:x}",
-            version=member.version,
-            revision=member.revision,
-            raft_index=member.raft_index,
-            db_size=member.db_size,
-            keys=keys,
-        ),
-        snapshot_size=plain.size,
-        snapshot_db_sha256=db_sha256,
-        object_key=key,
-        object_size=stored.size,
-        object_sha256=stored.hexdigest(),
-        compression={"format": "zstd", "level": config.local.compression_level},
-        encryption={
-            "format": "age-encryption.org/v1",
-            "recipients": [r.fingerprint() for r in recipients],
-        },
-        tool_version=__version__,
-        durations={"stream": round(streamed, 3), "total": round(time.monotonic() - started, 3)},
-    )
-    failures = {name: str(exc) for name, exc in fanout.failures.items()}
-    holders = [name for name in committed if _write_manifest(stores[name], manifest, failures)]
+        manifest = Manifest(
+            id=backup_id,
+            cluster=config.cluster,
+            created_at=created,
+            etcd=EtcdSource(
+                endpoint=endpoint,
+                cluster_id=f"{member.cluster_id:x}",
+                member_id=f"{member.member_id:x}",
+                version=member.version,
+                revision=member.revision,
+                raft_index=member.raft_index,
+                db_size=member.db_size,
+                keys=keys,
+            ),
+            snapshot_size=plain.size,
+            snapshot_db_sha256=db_sha256,
+            object_key=key,
+            object_size=stored.size,
+            object_sha256=stored.hexdigest(),
+            compression={"format": "zstd", "level": config.local.compression_level},
+            encryption={
+                "format": "age-encryption.org/v1",
+                "recipients": [r.fingerprint() for r in recipients],
+            },
+            tool_version=__version__,
+            durations={"stream": round(streamed, 3), "total": round(time.monotonic() - started, 3)},
+        )
+        published: dict[str, str] = {}  # manifest failures
+        # local first, and published before the primary's commit waits on S3
+        for name in (LOCAL, PRIMARY):
+            if fanout.commit(name) and _write_manifest(stores[name], manifest, published):
+                kept.holders.append(name)
+                reporter.event(f"backup {backup_id} stored in {stores[name].describe(key)}")
+    holders = kept.holders
+    failures = {name: str(exc) for name, exc in fanout.failures.items()} | published
     if not holders:
         raise fanout.failures.get(LOCAL) or StorageError(
             f"backup {backup_id} could not be stored anywhere: "
@@ -134,23 +201,30 @@ def save_snapshot(
         try:
             copy_backup(manifest, stores[source], stores[REPLICA], reporter)
             holders.append(REPLICA)
+            reporter.event(f"backup {backup_id} stored in {stores[REPLICA].describe(key)}")
         except EtcdopsError as exc:
             failures[REPLICA] = str(exc)
         durations["replica_copy"] = round(time.monotonic() - copy_started, 3)
     durations["total"] = round(time.monotonic() - started, 3)
-    for name in holders:
-        reporter.event(f"backup {backup_id} stored in {stores[name].describe(key)}")
     return SaveResult(manifest, tuple(holders), failures, durations)
 
 
-def _open_writers(stores: dict[str, Store], key: str, expected_size: int) -> Fanout:
+def _open_writers(
+    stores: dict[str, Store], key: str, expected_size: int, reporter: Reporter
+) -> Fanout:
     # The replica is filled by a server-side copy afterwards, not from this stream.
     writers, failures = {}, {}
     for name in (LOCAL, PRIMARY):
         if name not in stores:
             continue
         try:
-            writers[name] = stores[name].open_writer(key, expected_size=expected_size)
+            if name == LOCAL:
+                writers[name] = stores[name].open_writer(key, expected_size=expected_size)
+            else:
+                # an S3 upload that holds the stream or the save says what it waits for
+                writers[name] = stores[name].open_writer(  # type: ignore[call-arg]
+                    key, expected_size=expected_size, waiting=reporter.event
+                )
         except EtcdopsError as exc:
             if name == LOCAL:
                 raise  # the local copy is the one this host can always vouch for

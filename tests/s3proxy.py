@@ -58,7 +58,7 @@ def complete_upload(r: Request) -> bool:
 @dataclass
 class _Rule:
     match: Match
-    action: str  # fail, reset, drop (forward, then reset instead of replying) or delay
+    action: str  # fail, reset, drop (forward, then reset instead of replying), delay or hang
     nth: int
     times: int
     status: int = 500
@@ -80,6 +80,7 @@ class S3FaultProxy:
         target = urlsplit(target_url)
         self._target = (target.hostname or "127.0.0.1", target.port or 80)
         self._rules: list[_Rule] = []
+        self._released = threading.Event()  # lets hung requests go when the proxy closes
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._in_flight = 0
@@ -108,6 +109,11 @@ class S3FaultProxy:
         """Hold every matching request this long before forwarding it (a slow link)."""
         self._add(_Rule(match, "delay", 1, 1 << 62, seconds=seconds))
 
+    def hang(self, match: Match = lambda r: True, *, nth: int = 1) -> None:
+        """From the nth matching request on, take each matching request and never answer it
+        (nor read its body), as a stopped server would: the client waits until it times out."""
+        self._add(_Rule(match, "hang", nth, 1 << 62))
+
     def down(self) -> None:
         """Refuse everything from now on: stop listening and reset open connections on use."""
         self.is_down = True
@@ -116,6 +122,7 @@ class S3FaultProxy:
 
     def close(self) -> None:
         """Stop, and drop the connections clients keep open."""
+        self._released.set()
         if not self.is_down:
             self.down()
         with self._lock:
@@ -182,6 +189,11 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "reset":
             self._drain(length // 2)
             return self._reset()
+        if action == "hang":
+            self.proxy._released.wait()
+            with contextlib.suppress(OSError):  # close() may have shut the connection already
+                self._reset()
+            return None
         if action == "fail":
             assert rule is not None
             self._drain(length)

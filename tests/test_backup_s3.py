@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 
 from etcdops.cli.main import app
 from etcdops.config import RetentionConfig, S3Config
+from etcdops.lock import HostLock
 from etcdops.prune import prune
 from etcdops.readback import fetch_snapshot, snapshot_status
 from etcdops.report import LogReporter
-from etcdops.snapshot import save_snapshot
+from etcdops.snapshot import LOCK_NAME, save_snapshot
 from etcdops.stores.configured import open_stores
 from tests.s3proxy import upload_part
 
@@ -36,8 +37,8 @@ def with_s3(config, s3, *, primary_url=None, replica_url=None):
     )
 
 
-def toml_for(config, path):
-    """The config as an operator's etcdops.toml."""
+def toml_for(config, path, s3_settings=""):
+    """The config as an operator's etcdops.toml (s3_settings: more lines for the [s3] table)."""
     lines = [f'cluster = "{config.cluster}"', "[etcd]",
              f'endpoints = ["{config.etcd.endpoints[0]}"]', "[encryption]",
              f'recipients = ["{config.encryption.recipients[0]}"]',
@@ -47,6 +48,8 @@ def toml_for(config, path):
         lines.append(f"[{table}]")
         for name in ("bucket", "region", "prefix", "endpoint_url"):
             lines.append(f'{name} = "{getattr(location, name)}"')
+        if table == "s3":
+            lines.append(s3_settings)
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -340,3 +343,110 @@ def test_prune_applies_retention_to_every_store(backup_config, s3):
         remaining = keys_in(client, bucket)
         assert len(remaining) == 6
         assert not any(ids[50] in key or ids[30] in key for key in remaining)
+
+
+# A hung endpoint: each request gives up after a second, is tried twice, and the primary's whole
+# part of a save ends after the deadline. The replica, on moto directly, still answers.
+HUNG_TIMEOUTS = 'connect_timeout = "1s"\nread_timeout = "1s"\nmax_attempts = 2\ndeadline = "1m"'
+HUNG_DEADLINE = 'connect_timeout = "1s"\nread_timeout = "1m"\nmax_attempts = 3\ndeadline = "4s"'
+
+
+def save_in_a_process(toml, timeout):
+    """Run 'snapshot save -o json' in a process of its own: (exit code, document, stderr, seconds
+    until the process was gone)."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "etcdops", "snapshot", "save", "-o", "json", "--config", str(toml)],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    took = time.monotonic() - started
+    return done.returncode, json.loads(done.stdout or "{}"), done.stderr, took
+
+
+def assert_kept_locally(config, backup_id):
+    """The local backup is complete, manifest included, and reads back end to end."""
+    [manifest_path] = config.local.dir.rglob(f"{backup_id}.manifest.json")
+    assert manifest_path.with_name(f"{backup_id}.db.zst.age").is_file()
+    toml = toml_for(config, config.local.dir.parent / "readback.toml")
+    status = CliRunner().invoke(
+        app, ["snapshot", "status", backup_id, "-o", "json", "--config", str(toml)]
+    )
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["store"] == "local"
+
+
+@pytest.mark.parametrize("settings", [HUNG_TIMEOUTS, HUNG_DEADLINE], ids=["timeouts", "deadline"])
+def test_a_primary_that_stops_answering_at_commit_costs_nothing_local(
+    backup_config, s3, s3_proxy, tmp_path, settings
+):
+    # the object fits in one part, so it goes up in one PUT once the local copy is complete:
+    # the issue's stopped S3 server, which held the local manifest for 6 minutes
+    proxy = s3_proxy()
+    proxy.hang()
+    config = with_s3(backup_config, s3, primary_url=proxy.url)
+    toml = toml_for(config, tmp_path / "etcdops.toml", settings)
+    code, doc, stderr, took = save_in_a_process(toml, timeout=60)
+    assert code == 14, stderr
+    assert took < 30, f"the save took {took:.0f} s"
+    assert doc["stored_in"] == ["local", "replica"]  # the replica was filled from local
+    assert "primary" in doc["failed"] and proxy.url in stderr
+    assert "waiting for the primary upload" in stderr
+    assert_kept_locally(with_s3(backup_config, s3), doc["id"])
+    assert keys_in(s3.client(), "etcdops-primary") == []
+    assert_listing_honest(with_s3(backup_config, s3))
+    with HostLock(config.local.dir / LOCK_NAME, "snapshot save"):
+        pass  # released
+
+
+def test_a_primary_that_stops_answering_mid_upload_costs_nothing_local(
+    backup_config, etcd_big, s3, s3_proxy, tmp_path
+):
+    proxy = s3_proxy()
+    proxy.hang(nth=3)  # CreateMultipartUpload and part 1 answered; then nothing
+    config = with_s3(backup_config, s3, primary_url=proxy.url)
+    toml = toml_for(config, tmp_path / "etcdops.toml", HUNG_TIMEOUTS)
+    code, doc, stderr, took = save_in_a_process(toml, timeout=60)
+    assert code == 14, stderr
+    assert took < 30, f"the save took {took:.0f} s"
+    assert doc["stored_in"] == ["local", "replica"]
+    assert "primary" in doc["failed"]
+    assert "waiting for the primary upload" in stderr and "in flight" in stderr
+    assert_kept_locally(with_s3(backup_config, s3), doc["id"])
+    assert keys_in(s3.client(), "etcdops-primary") == []
+    # the abort could not reach S3 either: the upload is left for 'list --all' and prune
+    assert unfinished_keys(open_stores(with_s3(backup_config, s3))["primary"]) in (
+        [], [doc["object_key"]]
+    )
+    assert_listing_honest(with_s3(backup_config, s3))
+
+
+def test_sigterm_while_a_hung_primary_holds_the_save_says_what_was_kept(
+    backup_config, s3, s3_proxy, tmp_path
+):
+    proxy = s3_proxy()
+    proxy.hang()
+    config = with_s3(backup_config, s3, primary_url=proxy.url)
+    slow = 'read_timeout = "10m"\ndeadline = "30m"'  # nothing but the signal ends this save
+    toml = toml_for(config, tmp_path / "etcdops.toml", slow)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etcdops", "snapshot", "save", "--config", str(toml)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (proxy.count(lambda r: r.method == "PUT") and list(
+        config.local.dir.rglob("*.manifest.json")
+    )):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the save never reached the primary"
+        time.sleep(0.05)
+    [manifest_path] = config.local.dir.rglob("*.manifest.json")
+    backup_id = manifest_path.name.removesuffix(".manifest.json")
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - signalled < 15
+    assert f"backup {backup_id} is complete in the local store" in stderr
+    assert "primary upload" in stderr
+    assert "nothing half-written was kept" not in stderr
+    assert_kept_locally(with_s3(backup_config, s3), backup_id)

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from etcdops.cli import exitcodes
-from etcdops.errors import EtcdopsError
+from etcdops.errors import EtcdopsError, Interrupted
 
 
 class OutputFormat(enum.StrEnum):
@@ -111,7 +111,8 @@ class Invocation:
     def fail(self, error: BaseException) -> int:
         """Print a failure as one line (JSON on stdout too) and return its exit code."""
         code = exitcodes.exit_code_for(error)
-        if isinstance(error, EtcdopsError):
+        # an Interrupted is a job that knows what it had kept when stopped, and says it
+        if isinstance(error, EtcdopsError | Interrupted):
             message, hint = error.message, error.hint
         elif isinstance(error, KeyboardInterrupt):
             message, hint = "interrupted; nothing half-written was kept", None

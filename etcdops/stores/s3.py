@@ -7,6 +7,11 @@ checks on arrival; after completing, a HEAD checks the size and S3's composite c
 checks catch damage in transit; what proves a backup intact is the SHA-256 of the whole object
 that the manifest keeps (S3 has no whole-object SHA-256 of a multipart object).
 
+A hung endpoint ends a write in bounded time: each request gives up after the configured
+connect and read timeouts and max_attempts tries, every wait of a writer ends at its deadline,
+and requests run on daemon threads, so that one stuck in a socket read never holds the process
+at exit.
+
 This is the only module that imports botocore, and only when a store is created, so that
 `etcdops --help` and local-only runs never pay for importing it.
 """
@@ -20,19 +25,30 @@ import hashlib
 import io
 import math
 import queue
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NamedTuple, NoReturn
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from etcdops.config import S3Location
 from etcdops.errors import ConfigError, EtcdopsError, NotFoundError, StorageError
 from etcdops.stores.base import ObjectInfo, check_key
+from etcdops.units import format_duration
+
+T = TypeVar("T")
 
 MiB = 1024**2
 MIN_PART_SIZE = 5 * MiB  # S3 rejects smaller parts, except the last one
 MAX_PARTS = 10_000
 COPY_PART_SIZE = 256 * MiB  # copies move no bytes through us: big parts mean fewer requests
+# An abort (after a failure, or on Ctrl-C) waits for the requests in flight and S3's answer this
+# long at most, and never longer than one reply may take (read_timeout): an interrupted save
+# must end promptly, and what an unanswered abort leaves, unfinished() finds.
+ABORT_WAIT = 10.0
+WAIT_SLICE = 0.5  # how often a waiting writer looks at its deadline and at cancel()
+FIRST_WAIT_REPORT = 1.0  # a wait is reported after this long, then each time it doubles
 
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
@@ -97,8 +113,6 @@ class S3Store:
         max_concurrency: int | None = None,
         copy_part_threshold: int = 5 * 1024**3,
         copy_part_size: int = COPY_PART_SIZE,
-        connect_timeout: float = 10,
-        read_timeout: float = 60,
     ) -> None:
         import botocore.session
         from botocore.config import Config
@@ -122,11 +136,14 @@ class S3Store:
         self.prefix = location.prefix
         self.copy_part_threshold = copy_part_threshold
         self.copy_part_size = copy_part_size
+        self.deadline = location.deadline
+        self.abort_wait = min(ABORT_WAIT, location.read_timeout)
         self._write_args = self._object_settings(location)
         options: dict[str, Any] = {
-            "retries": {"mode": "standard", "max_attempts": 5},
-            "connect_timeout": connect_timeout,
-            "read_timeout": read_timeout,
+            # botocore's own max_attempts counts retries only; the total is what [s3] says
+            "retries": {"mode": "standard", "total_max_attempts": location.max_attempts},
+            "connect_timeout": location.connect_timeout,
+            "read_timeout": location.read_timeout,
             # parts in flight plus the reads and HEADs that may run beside an upload
             "max_pool_connections": max(10, 2 * self.max_concurrency),
             # GETs check S3's full-object checksum as they end (the SHA-256 of an object sent in
@@ -271,10 +288,16 @@ class S3Store:
         except BotoCoreError as exc:
             raise self.error(exc, "create bucket", target) from exc
 
-    def open_writer(self, key: str, expected_size: int | None = None) -> S3Writer:
-        """Start writing an object; it exists only after commit()."""
+    def open_writer(
+        self, key: str, expected_size: int | None = None, *,
+        waiting: Callable[[str], None] | None = None,
+    ) -> S3Writer:
+        """Start writing an object; it exists only after commit(), within the store's deadline.
+
+        waiting, when given, is told now and then what a writer that waits on S3 waits for.
+        """
         part_size = choose_part_size(expected_size, self.part_size)
-        return S3Writer(self, key, part_size, self.max_concurrency)
+        return S3Writer(self, key, part_size, self.max_concurrency, waiting=waiting)
 
     def open_reader(self, key: str) -> S3Reader:
         """Read an object as a stream."""
@@ -444,60 +467,118 @@ class S3Store:
             )
             return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
 
-        pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="s3-copy")
+        requests = _Requests(self.max_concurrency, "s3-copy")
+        parts = [requests.submit(copy_part, n) for n in range(1, math.ceil(size / part_size) + 1)]
         try:
-            parts = list(pool.map(copy_part, range(1, math.ceil(size / part_size) + 1)))
-            pool.shutdown()
             self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=full_key, UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
+                MultipartUpload={"Parts": [part.result() for part in parts]},
             )
         except BaseException:
             # parts still in flight would land after the abort and be orphaned: wait for them
-            pool.shutdown(wait=True, cancel_futures=True)
+            for part in parts:
+                part.cancel()
+            wait(parts, timeout=self.abort_wait)
             self.abort_upload(key, upload_id)
             raise
+        finally:
+            requests.close()
 
-    def abort_upload(self, key: str, upload_id: str) -> None:
+    def abort_upload(self, key: str, upload_id: str) -> bool:
         """Drop a multipart upload and its parts; best effort, as it runs after a failure.
+        Whether S3 confirmed it.
 
         What it cannot drop, unfinished() finds, and a lifecycle rule with
         AbortIncompleteMultipartUpload removes.
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
-        with contextlib.suppress(BotoCoreError, ClientError):
+        try:
             self._client.abort_multipart_upload(
                 Bucket=self.bucket, Key=self.full_key(key), UploadId=upload_id
             )
+        except (BotoCoreError, ClientError):
+            return False
+        return True
+
+
+class _Requests:
+    """Daemon threads that send S3 requests and hand back futures.
+
+    A ThreadPoolExecutor's threads are joined at exit, each after its request's last retry: an
+    upload abandoned on a hung endpoint would hold the process that long. These end with the
+    process; what an abandoned request leaves, the upload's abort or unfinished() deals with.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._workers = workers
+        for index in range(workers):
+            threading.Thread(target=self._run, name=f"{name}-{index}", daemon=True).start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run fn on the next free thread."""
+        future: Future[T] = Future()
+
+        def job() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        self._jobs.put(job)
+        return future
+
+    def close(self) -> None:
+        """Let each thread end once the requests given to it have."""
+        for _ in range(self._workers):
+            self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
 
 
 class S3Writer:
     """A streamed multipart upload with flat memory; the object appears only on commit().
 
-    Data is copied into part buffers of part_size, of which there are max_concurrency + 1: up to
-    max_concurrency parts upload while the next one fills, and write() waits for a buffer that a
-    finished part gives back. The same few buffers serve the whole upload, so memory is fixed
-    whatever the object's size and nothing is allocated per part. An object that fits in one
-    part is sent with a single PUT at commit().
+    Data is copied into part buffers of at most part_size, of which there are max_concurrency +
+    1: up to max_concurrency parts upload while the next one fills, and write() waits for a
+    buffer that a finished part gives back. The same few buffers serve the whole upload, so
+    memory is fixed whatever the object's size, and a buffer grows only as far as the data put
+    in it: a small object costs its own size, not a part. An object that fits in one part is
+    sent with a single PUT at commit().
+
+    Every wait ends at the store's deadline, counted from when the writer was opened, or at
+    cancel(); a request that S3 never answers is abandoned on its daemon thread.
     """
 
-    def __init__(self, store: S3Store, key: str, part_size: int, max_concurrency: int) -> None:
+    def __init__(
+        self, store: S3Store, key: str, part_size: int, max_concurrency: int, *,
+        waiting: Callable[[str], None] | None = None,
+    ) -> None:
         self._store = store
         self._key = key
         self._where = store.describe(key)  # checks the key before anything is sent
         self._part_size = part_size
         self._max_concurrency = max_concurrency
+        self._deadline = time.monotonic() + store.deadline
+        self._waiting = waiting
+        self._cancelled = threading.Event()
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self._buffers = 0
         self._part: bytearray | None = None
         self._filled = 0
         self._size = 0
         self._upload_id: str | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._requests: _Requests | None = None
         self._parts: list[Future[tuple[dict[str, Any], bytes]]] = []
+        self._calls: list[Future[Any]] = []  # the writer's other requests (create, PUT, ...)
+        self._doing = ""  # the request the writer waits for, when it is not parts
         self._failure: BaseException | None = None
         self._state = "open"  # open, committed or aborted
+        self._abort_confirmed = True
 
     def write(self, data: bytes, /) -> int:
         """Buffer data and send every full part; raises StorageError once any part failed."""
@@ -513,6 +594,8 @@ class S3Writer:
                     self._send_part(self._part, self._part_size)
                     self._part, self._filled = self._take_buffer(), 0
                 count = min(len(view), self._part_size - self._filled)
+                # grows a buffer that is shorter (a new one starts empty), overwrites in place
+                # one that a finished part gave back
                 self._part[self._filled : self._filled + count] = view[:count]
                 self._filled += count
                 view = view[count:]
@@ -528,7 +611,7 @@ class S3Writer:
             confirmed = True
             if self._upload_id is None:
                 rest = self._part[: self._filled] if self._part is not None else b""
-                checksum = self._store._put(self._key, rest)
+                checksum = self._request("sending the object", self._store._put, self._key, rest)
             else:
                 assert self._part is not None
                 self._send_part(self._part, self._filled)
@@ -537,21 +620,46 @@ class S3Writer:
             self._fail(exc)
         self._state = "committed"
         self._drop_buffers()
-        if self._pool is not None:
-            self._pool.shutdown()
-        self._store.verify(self._key, self._size, checksum, ours=confirmed)
+        try:
+            self._request(
+                "checking what S3 holds", self._store.verify, self._key, self._size, checksum,
+                ours=confirmed,
+            )
+        finally:
+            self._close_requests()
 
-    def abort(self) -> None:
-        """Drop the upload and every part sent; safe to call more than once, and after commit."""
+    def abort(self) -> bool:
+        """Drop the upload and every part sent; safe to call more than once, and after commit.
+
+        Whether nothing can be left: False when a request was still unanswered after the
+        store's abort wait (a hung endpoint), so that an upload or object may remain for
+        unfinished() and prune to find.
+        """
         if self._state != "open":
-            return
+            return self._abort_confirmed
         self._state = "aborted"
-        if self._pool is not None:
-            # wait for parts in flight: one landing after the abort would be an orphan
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        until = time.monotonic() + self._store.abort_wait
+        # parts in flight would land after the abort and be orphaned: wait for them, a while
+        requests = [*self._parts, *self._calls]
+        for future in requests:
+            future.cancel()
+        _, unanswered = wait(requests, timeout=self._store.abort_wait)
         self._drop_buffers()
+        confirmed = not unanswered
         if self._upload_id is not None:
-            self._store.abort_upload(self._key, self._upload_id)
+            # on a thread of its own: the writer's threads may all be stuck in parts
+            aborter = _Requests(1, "s3-abort")
+            done = aborter.submit(self._store.abort_upload, self._key, self._upload_id)
+            aborter.close()
+            wait([done], timeout=max(0.0, until - time.monotonic()))
+            confirmed = confirmed and done.done() and done.exception() is None and done.result()
+        self._close_requests()
+        self._abort_confirmed = confirmed
+        return confirmed
+
+    def cancel(self) -> None:
+        """Make a wait of this writer in another thread end now (an interrupt); thread-safe."""
+        self._cancelled.set()
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -564,29 +672,90 @@ class S3Writer:
         """Abort, and say why in etcdops terms (the first part that failed is the cause)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        cause = self._failure or exc
+        # an interrupt stays an interrupt, whatever failed before it
+        cause = (self._failure or exc) if isinstance(exc, Exception) else exc
         self.abort()
         if isinstance(cause, BotoCoreError | ClientError):
             raise self._store.error(cause, "write", self._where) from cause
         raise cause
 
+    def _wait(self, attempt: Callable[[float], T]) -> T:
+        """attempt(timeout) until it stops raising queue.Empty or TimeoutError, within the
+        deadline; tells waiting what the upload waits for after a second, then at each
+        doubling of the wait."""
+        started = time.monotonic()
+        report_at = started + FIRST_WAIT_REPORT
+        while True:
+            now = time.monotonic()
+            if self._cancelled.is_set():
+                raise StorageError(f"{self._store.name}: the upload to {self._where} was stopped")
+            if now >= self._deadline:
+                raise self._overdue()
+            try:
+                return attempt(min(WAIT_SLICE, self._deadline - now))
+            except (queue.Empty, TimeoutError):
+                pass
+            now = time.monotonic()
+            if self._waiting is not None and now >= report_at:
+                self._waiting(
+                    f"waiting for the {self._store.name} upload ({self._where}) — "
+                    f"{self._status()}, {format_duration(now - started)} so far"
+                )
+                report_at = started + 2 * (now - started)
+
+    def _status(self) -> str:
+        if self._doing:
+            return self._doing
+        in_flight = sum(1 for part in self._parts if not part.done())
+        return f"{in_flight} part{'' if in_flight == 1 else 's'} in flight"
+
+    def _overdue(self) -> StorageError:
+        section = self._store._section
+        return StorageError(
+            f"{self._store.name}: the upload to {self._where} did not finish within "
+            f"{section}.deadline ({format_duration(self._store.deadline)}): {self._status()}",
+            f"check the S3 endpoint {self._store.endpoint}; for a slow link raise "
+            f"{section}.deadline",
+            retryable=True,
+        )
+
+    def _request(self, doing: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """One request of the writer's own (not a part), waited for within the deadline."""
+        call = self._threads().submit(fn, *args, **kwargs)
+        self._calls.append(call)
+        self._doing = doing
+        try:
+            return self._wait(call.result)
+        finally:
+            self._doing = ""
+
+    def _threads(self) -> _Requests:
+        if self._requests is None:
+            self._requests = _Requests(self._max_concurrency, "s3-part")
+        return self._requests
+
+    def _close_requests(self) -> None:
+        if self._requests is not None:
+            self._requests.close()
+            self._requests = None
+
     def _take_buffer(self) -> bytearray:
-        """A part buffer to fill: a free one, a new one while there are fewer than
+        """A part buffer to fill: a free one, a new (empty) one while there are fewer than
         max_concurrency + 1, or else the next one that a finished part gives back."""
         try:
             buffer = self._free.get_nowait()
         except queue.Empty:
             if self._buffers <= self._max_concurrency:
                 self._buffers += 1
-                return bytearray(self._part_size)
-            buffer = self._free.get()
+                return bytearray()
+            buffer = self._wait(lambda timeout: self._free.get(timeout=timeout))
         if self._failure is not None:
             raise self._failure
         return buffer
 
     def _drop_buffers(self) -> None:
         # the parts' futures hold their buffers too, through the callbacks that give them back
-        self._part, self._filled, self._parts = None, 0, []
+        self._part, self._filled, self._parts, self._calls = None, 0, [], []
         while not self._free.empty():
             self._free.get_nowait()
 
@@ -595,13 +764,14 @@ class S3Writer:
         if self._failure is not None:
             raise self._failure
         if self._upload_id is None:
-            self._upload_id = self._store._client.create_multipart_upload(
+            self._upload_id = self._request(
+                "starting the upload",
+                self._store._client.create_multipart_upload,
                 Bucket=self._store.bucket,
                 Key=self._store.full_key(self._key),
                 ChecksumAlgorithm="CRC32",
                 **self._store._write_args,
             )["UploadId"]
-            self._pool = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="s3-part")
         number = len(self._parts) + 1
         if number > MAX_PARTS:
             raise StorageError(
@@ -610,8 +780,7 @@ class S3Writer:
                 "pass the expected size when opening the writer, so that parts are big enough",
             )
         body = buffer if length == len(buffer) else buffer[:length]  # only the last is short
-        assert self._pool is not None
-        future = self._pool.submit(self._upload_part, number, body)
+        future = self._threads().submit(self._upload_part, number, body)
         future.add_done_callback(lambda done: self._part_done(done, buffer))
         self._parts.append(future)
 
@@ -635,15 +804,27 @@ class S3Writer:
         )
         return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": checksum}, digest
 
+    def _parts_sent(self, timeout: float) -> list[tuple[dict[str, Any], bytes]]:
+        """Every part's result once all are in; the first failure as soon as one fails."""
+        done, pending = wait(self._parts, timeout, return_when=FIRST_EXCEPTION)
+        for future in done:
+            if future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        if pending:
+            raise TimeoutError
+        return [future.result() for future in self._parts]
+
     def _complete(self) -> tuple[Checksum, bool]:
         """Complete the upload once every part is in: the composite checksum, and whether S3
         confirmed the completion."""
         from botocore.exceptions import ClientError
 
-        results = [future.result() for future in self._parts]
+        results = self._wait(self._parts_sent)
         checksum = Checksum("CRC32", composite_crc32([digest for _, digest in results]))
         try:
-            self._store._client.complete_multipart_upload(
+            self._request(
+                "completing the upload",
+                self._store._client.complete_multipart_upload,
                 Bucket=self._store.bucket,
                 Key=self._store.full_key(self._key),
                 UploadId=self._upload_id,
