@@ -706,8 +706,11 @@ class S3Writer:
     def _status(self) -> str:
         if self._doing:
             return self._doing
-        in_flight = sum(1 for part in self._parts if not part.done())
-        return f"{in_flight} part{'' if in_flight == 1 else 's'} in flight"
+        in_flight = sum(1 for part in self._parts if part.running())
+        queued = sum(1 for part in self._parts if not part.done()) - in_flight
+        return f"{in_flight} part{'' if in_flight == 1 else 's'} in flight" + (
+            f", {queued} queued" if queued else ""
+        )
 
     def _overdue(self) -> StorageError:
         section = self._store._section

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -219,6 +220,25 @@ def test_abort_leaves_no_parts_and_no_object(s3):
         writer.write(b"more")
     with pytest.raises(StorageError, match="aborted"):
         writer.commit()
+
+
+def test_a_hung_endpoint_ends_a_write_at_the_deadline_and_says_what_it_waited_for(
+    s3, s3_proxy
+):
+    proxy = s3_proxy()
+    proxy.hang(nth=2)  # the upload starts; no part is ever answered
+    location = dataclasses.replace(through(proxy, s3.primary), read_timeout=3.0, deadline=2.0)
+    said = []
+    writer = primary(location).open_writer(KEY, waiting=said.append)
+    started = time.monotonic()
+    with pytest.raises(StorageError, match=r"did not finish within s3\.deadline \(2\.0s\)"):
+        for _ in range(6):
+            writer.write(os.urandom(PART))
+    # the deadline, then the abort's wait of read_timeout at most
+    assert time.monotonic() - started < 2.0 + 3.0 + 1.5
+    assert any(line.startswith("waiting for the primary upload (s3://etcdops-primary/")
+               and "2 parts in flight" in line for line in said), said
+    assert writer.abort() is False  # S3 never answered the abort either
 
 
 def test_a_transient_500_on_a_part_is_retried(s3, s3_proxy):
