@@ -107,8 +107,6 @@ def confirm(
     On S3 an ETag equal to the one a check recorded is S3's own word that the bytes are those
     checked; without such a record the object is read back whole.
     """
-    from etcdops.stores.local import LocalStore
-
     info = store.head(object_key)
     if info is None:
         raise StorageError(
@@ -117,7 +115,7 @@ def confirm(
     if info.size != manifest.object_size:
         return REREAD, info, f"object is {info.size} bytes, manifest says {manifest.object_size}"
     if (
-        not isinstance(store, LocalStore) and record is not None and record.problem is None
+        store.fingerprint_is_digest and record is not None and record.problem is None
         and record.fingerprint == info.fingerprint
         and record.object_sha256 == manifest.object_sha256
     ):

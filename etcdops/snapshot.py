@@ -130,7 +130,7 @@ def _save(
                 stored = Digest(fanout)
                 encrypt = AgeEncrypt(stored, recipients)
                 compress = ZstdCompress(encrypt, config.local.compression_level)
-                plain = SnapshotTrailerCheck(compress)
+                plain = SnapshotTrailerCheck(compress, f"snapshot from {endpoint}")
                 handoff = Handoff(plain)
                 with reporter.progress("snapshot", total=member.db_size) as bar:
                     for chunk in stream:
@@ -218,13 +218,10 @@ def _open_writers(
         if name not in stores:
             continue
         try:
-            if name == LOCAL:
-                writers[name] = stores[name].open_writer(key, expected_size=expected_size)
-            else:
-                # an S3 upload that holds the stream or the save says what it waits for
-                writers[name] = stores[name].open_writer(  # type: ignore[call-arg]
-                    key, expected_size=expected_size, waiting=reporter.event
-                )
+            # an upload that holds the stream or the save says what it waits for
+            writers[name] = stores[name].open_writer(
+                key, expected_size=expected_size, waiting=reporter.event
+            )
         except EtcdopsError as exc:
             if name == LOCAL:
                 raise  # the local copy is the one this host can always vouch for

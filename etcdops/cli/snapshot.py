@@ -173,8 +173,8 @@ def list_backups(
     def render(console: Any) -> None:
         if rows:
             console.print(table(f"backups of {config.cluster}", columns, rows))
-        else:
-            console.print(f"no backups of cluster '{config.cluster}' in {', '.join(stores)}")
+        elif listed := [name for name in stores if name not in unreachable]:
+            console.print(f"no backups of cluster '{config.cluster}' in {', '.join(listed)}")
         if show_all:
             for name, entries in found.damaged.items():
                 for entry in entries:

@@ -7,7 +7,7 @@ decides what the keys mean.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
@@ -40,8 +40,17 @@ class ObjectWriter(Protocol):
 
 class Store(Protocol):
     name: str
+    # whether ObjectInfo.fingerprint is the backend's own digest of the bytes (S3's ETag), so
+    # that an unchanged fingerprint vouches for unchanged bytes; a file's stat does not
+    fingerprint_is_digest: bool
 
-    def open_writer(self, key: str, expected_size: int | None = None) -> ObjectWriter: ...
+    def open_writer(
+        self, key: str, expected_size: int | None = None, *,
+        waiting: Callable[[str], None] | None = None,
+    ) -> ObjectWriter:
+        """Start writing an object, invisible until commit(). expected_size sizes the writes;
+        waiting, when given, is told what a writer that must wait on its backend waits for."""
+        ...
 
     def open_reader(self, key: str) -> BinaryIO: ...
 

@@ -11,7 +11,7 @@ import errno
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -163,6 +163,7 @@ class LocalStore:
     def __init__(self, root: Path, name: str = "local") -> None:
         self.root = root
         self.name = name
+        self.fingerprint_is_digest = False
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -171,8 +172,12 @@ class LocalStore:
         """Where an object lives, for messages."""
         return str(self._path(key))
 
-    def open_writer(self, key: str, expected_size: int | None = None) -> AtomicFile:
-        """Start writing an object; it exists only after commit() (the size hint is unused)."""
+    def open_writer(
+        self, key: str, expected_size: int | None = None, *,
+        waiting: Callable[[str], None] | None = None,
+    ) -> AtomicFile:
+        """Start writing an object; it exists only after commit() (a local disk neither needs
+        the size hint nor keeps anyone waiting)."""
         return AtomicFile(self._path(key))
 
     def open_reader(self, key: str) -> BinaryIO:

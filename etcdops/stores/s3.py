@@ -118,20 +118,11 @@ class S3Store:
         from botocore.config import Config
 
         self.name = name
+        self.fingerprint_is_digest = True
         self._section = "s3.replica" if name == "replica" else "s3"
+        # their ranges are checked where the config loads
         self.part_size = part_size or location.part_size
-        if self.part_size < MIN_PART_SIZE:
-            raise ConfigError(
-                f"{self._section}.part_size is {self.part_size} bytes, below S3's minimum part "
-                f"of {MIN_PART_SIZE // MiB} MiB",
-                f'set {self._section}.part_size = "5MiB" or more',
-            )
         self.max_concurrency = max_concurrency or location.upload_concurrency
-        if self.max_concurrency < 1:
-            raise ConfigError(
-                f"{self._section}.upload_concurrency is {self.max_concurrency}",
-                f"set {self._section}.upload_concurrency to 1 or more",
-            )
         self.bucket = location.bucket
         self.prefix = location.prefix
         self.copy_part_threshold = copy_part_threshold

@@ -235,6 +235,7 @@ def test_a_local_dir_that_is_a_file_exits_14_naming_it(tmp_path, age_identity):
         assert result.exit_code == 14, (command, result.output)
         assert f"{store} is a file, not a directory" in result.stderr
         assert "File exists" not in result.stderr
+        assert "no backups" not in result.stdout  # the store was not read: nothing is known
 
 
 def test_an_ssh_recipient_is_refused_as_one_with_the_toml_entry(tmp_path, age_identity):

@@ -128,16 +128,6 @@ def test_part_size_and_concurrency_come_from_the_config(s3, s3_proxy):
     assert proxy.peak_in_flight == 1
 
 
-@pytest.mark.parametrize(
-    "setting, words",
-    [({"part_size": 4 * MiB}, "s3.part_size"),
-     ({"upload_concurrency": 0}, "s3.upload_concurrency")],
-)
-def test_bad_upload_settings_are_config_errors(s3, setting, words):
-    with pytest.raises(ConfigError, match=words):
-        S3Store(dataclasses.replace(s3.primary, **setting), "primary")
-
-
 def test_parts_in_flight_are_bounded(s3, s3_proxy):
     proxy = s3_proxy()
     proxy.delay(lambda r: r.param("partNumber") is not None, 0.2)
