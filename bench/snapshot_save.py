@@ -14,7 +14,7 @@ Why it is built this way:
   the command (see _TRAMPOLINE: waited on from here, a child would inherit this script's RSS).
   CPU time comes from the same rusage, and etcd's own CPU from /proc, because on a small
   machine the server and the client compete for the same cores.
-- The database is filled with etcdops.sample's Kubernetes-shaped objects padded with random
+- The database is filled with etcdops.demo.sample's Kubernetes-shaped objects padded with random
   base64, so zstd sees data no more compressible than real objects (rather less: see README).
 - Every etcd, child process and temporary directory is removed on exit, Ctrl-C or SIGTERM.
 """
@@ -40,10 +40,10 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from etcdops.config import EtcdConfig
+from etcdops.demo.sample import load_kubernetes_objects
 from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.client import EtcdSession, MemberStatus
 from etcdops.etcd.local import LocalCluster
-from etcdops.sample import load_kubernetes_objects
 from etcdops.units import format_size, parse_size
 
 MiB = 1 << 20

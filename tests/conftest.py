@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from etcdops.config import Config, EncryptionConfig, EtcdConfig, LocalConfig, S3Location
+from etcdops.demo.sample import kubernetes_objects, load_kubernetes_objects
 from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.client import EtcdSession
 from etcdops.etcd.local import LocalCluster, TLSFiles, free_port
-from etcdops.sample import kubernetes_objects, load_kubernetes_objects
 from tests.faultproxy import FaultProxy, Faults
 from tests.s3proxy import S3FaultProxy
 
@@ -225,7 +225,7 @@ class AgeIdentity(NamedTuple):
 @pytest.fixture
 def age_identity(tmp_path: Path) -> AgeIdentity:
     """A fresh age identity file and its recipient."""
-    from etcdops.keys import generate_identity_file
+    from etcdops.crypto.keys import generate_identity_file
 
     path = tmp_path / "keys" / "identity.txt"
     path.parent.mkdir()

@@ -18,7 +18,7 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Keep the demo's directory to look around.")] = False,
 ) -> None:
     """Run a throwaway etcd, load Kubernetes objects, back up, check and fetch; then clean up."""
-    from etcdops.demo import run_demo
+    from etcdops.demo.run import run_demo
 
     report = run_demo(run.reporter(), objects=objects, keep=keep)
     rows = [[s.name, format_duration(s.seconds), s.detail] for s in report.steps]

@@ -14,8 +14,8 @@ log = logging.getLogger("etcdops")
 @command
 def health(run: Invocation) -> int:
     """Members, leader, alarms, db size vs quota, disk latency vs the seed's targets, backups."""
-    from etcdops.health import check_health
-    from etcdops.metrics import METHOD
+    from etcdops.etcd.metrics_page import METHOD
+    from etcdops.maintenance.health import check_health
 
     checks = check_health(run.config(), datetime.now(UTC))
     failed = [f"{c.subject} {c.name} ({c.value})" for c in checks if c.failed]

@@ -19,7 +19,7 @@ def generate(
     out: Annotated[Path, typer.Option("--out", help="Where to write the identity (mode 0600).")],
 ) -> None:
     """Create an age X25519 identity; print the recipient (age1...) to put in the config."""
-    from etcdops.keys import generate_identity_file
+    from etcdops.crypto.keys import generate_identity_file
 
     recipient = generate_identity_file(out)
     run.emit(

@@ -38,7 +38,7 @@ def save(
     ] = None,
 ) -> int:
     """Stream a snapshot from etcd, verify it, compress, encrypt and store it; print its id."""
-    from etcdops.snapshot import save_snapshot
+    from etcdops.backup.save import save_snapshot
 
     config = run.config(**{"etcd.endpoints": endpoints})
     result = save_snapshot(config, run.reporter(), local_only=local_only)
@@ -106,7 +106,7 @@ def list_backups(
     ] = False,
 ) -> int:
     """The catalogue: every backup, its revision and size, and per copy when it was checked."""
-    from etcdops.catalog import Catalog, survey_stores
+    from etcdops.backup.catalog import Catalog, survey_stores
     from etcdops.stores.configured import open_stores
 
     config = run.config()
@@ -239,7 +239,7 @@ def _status_text(status: Any) -> Any:
 @command
 def status(run: Invocation, ref: RefArgument, source: FromOption = None) -> None:
     """Read a backup or snapshot file end to end: integrity, revision, keys, sizes."""
-    from etcdops.readback import snapshot_status
+    from etcdops.backup.readback import snapshot_status
 
     result = snapshot_status(
         run.config(), ref, run.reporter(), store=source.value if source else None
@@ -259,7 +259,7 @@ def fetch(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Download, check, decrypt and decompress a backup into a snapshot etcdutl restores."""
-    from etcdops.readback import fetch_snapshot
+    from etcdops.backup.readback import fetch_snapshot
 
     result = fetch_snapshot(
         run.config(), ref, out, run.reporter(), force=force,
@@ -284,7 +284,7 @@ def replicate(
     ] = False,
 ) -> int:
     """Copy backups to the S3 primary and replica where they are not yet, and check them."""
-    from etcdops.replicate import replicate as replicate_backups
+    from etcdops.backup.replicate import replicate as replicate_backups
     from etcdops.stores.configured import open_stores
 
     if (ref is None) == (not missing):
@@ -324,7 +324,7 @@ def prune(
     ] = None,
 ) -> int:
     """Apply retention to every store, saying why each backup is kept or deleted."""
-    from etcdops.prune import prune as prune_stores
+    from etcdops.backup.prune import prune as prune_stores
     from etcdops.stores.configured import open_stores
 
     config = run.config()

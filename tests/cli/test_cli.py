@@ -11,9 +11,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
+from etcdops.backup.save import LOCK_NAME
 from etcdops.cli.main import app
 from etcdops.lock import HostLock
-from etcdops.snapshot import LOCK_NAME
 
 
 @pytest.fixture

@@ -507,7 +507,7 @@ def test_an_ssh_recipient_is_refused_as_ssh_with_the_way_to_an_age_one(key: str)
 
 def test_configured_recipients_name_the_files_line_and_the_lists_entry(tmp_path: Path) -> None:
     from etcdops.config import EncryptionConfig
-    from etcdops.keys import configured_recipients
+    from etcdops.crypto.keys import configured_recipients
 
     good = str(Identity.generate().recipient())
     listed = EncryptionConfig(recipients=(good, "age1bogus"))

@@ -13,6 +13,7 @@ import pytest
 from etcd3 import etcdrpc
 
 from etcdops.config import EtcdConfig
+from etcdops.demo.sample import load_kubernetes_objects
 from etcdops.errors import ConfigError, EtcdUnavailableError, IntegrityError
 from etcdops.etcd.client import (
     Alarm,
@@ -24,7 +25,6 @@ from etcdops.etcd.client import (
     prepare_grpc_environment,
 )
 from etcdops.etcd.local import LocalCluster, free_port
-from etcdops.sample import load_kubernetes_objects
 
 SHA256_TRAILER = 32
 

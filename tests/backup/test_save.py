@@ -7,12 +7,12 @@ import subprocess
 import etcd3
 import pytest
 
+from etcdops.backup.readback import fetch_snapshot
+from etcdops.backup.save import save_snapshot
 from etcdops.errors import ConfigError, EtcdUnavailableError, IntegrityError
 from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.local import LocalEtcd
-from etcdops.readback import fetch_snapshot
 from etcdops.report import LogReporter
-from etcdops.snapshot import save_snapshot
 from tests.faultproxy import Faults
 
 

@@ -11,11 +11,11 @@ import grpc
 import pytest
 from etcd3 import etcdrpc
 
-from etcdops import compaction
-from etcdops.compaction import Sample, choose_sample, compact, obsolete_samples
 from etcdops.config import CompactionConfig
 from etcdops.etcd.client import EtcdSession
 from etcdops.etcd.local import LocalCluster
+from etcdops.maintenance import compaction
+from etcdops.maintenance.compaction import Sample, choose_sample, compact, obsolete_samples
 
 PREFIX = "/etcdops/compaction/"
 CONFIG = CompactionConfig(retain=300.0, prefix=PREFIX)

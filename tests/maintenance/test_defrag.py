@@ -10,11 +10,11 @@ import grpc
 import pytest
 
 from etcdops.config import Config, DefragConfig, LocalConfig
-from etcdops.defrag import LOCK_NAME, decide, defragment_cluster
 from etcdops.errors import EtcdUnavailableError, LockedError
 from etcdops.etcd.client import EtcdSession, MemberStatus
 from etcdops.etcd.local import LocalCluster
 from etcdops.lock import HostLock
+from etcdops.maintenance.defrag import LOCK_NAME, decide, defragment_cluster
 from tests.conftest import TINY_QUOTA, fill_until_nospace
 
 MiB, GiB = 1024**2, 1024**3

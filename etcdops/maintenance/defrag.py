@@ -15,17 +15,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from etcdops.cluster import MemberState, survey, unhealthy
 from etcdops.config import Config, DefragConfig, EtcdConfig
 from etcdops.errors import EtcdUnavailableError
 from etcdops.etcd.client import Alarm, EtcdSession, MemberStatus
+from etcdops.etcd.metrics_page import effective_quota, fetch_page, metrics_url
 from etcdops.lock import HostLock
-from etcdops.metrics import effective_quota, fetch_page, metrics_url
+from etcdops.maintenance.members import MemberState, survey, unhealthy
+from etcdops.maintenance.window import parse_window
 from etcdops.report import Reporter
 from etcdops.units import format_size
-from etcdops.window import parse_window
 
-log = logging.getLogger("etcdops.defrag")
+log = logging.getLogger("etcdops.maintenance.defrag")
 
 LOCK_NAME = ".etcdops-defrag.lock"
 HEALTH_HINT = "fix that member (etcdctl endpoint status --cluster), then run etcdops defrag again"

@@ -9,7 +9,7 @@ import pytest
 from etcdops.config import EtcdConfig
 from etcdops.errors import EtcdUnavailableError
 from etcdops.etcd.local import LocalCluster
-from etcdops.metrics import (
+from etcdops.etcd.metrics_page import (
     BACKEND_COMMIT,
     COMPACTION,
     QUOTA,

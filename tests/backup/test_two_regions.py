@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from etcdops.backup.prune import prune
+from etcdops.backup.readback import fetch_snapshot, snapshot_status
+from etcdops.backup.save import LOCK_NAME, save_snapshot
 from etcdops.cli.main import app
 from etcdops.config import RetentionConfig, S3Config
 from etcdops.lock import HostLock
-from etcdops.prune import prune
-from etcdops.readback import fetch_snapshot, snapshot_status
 from etcdops.report import LogReporter
-from etcdops.snapshot import LOCK_NAME, save_snapshot
 from etcdops.stores.configured import open_stores
 from tests.s3proxy import upload_part
 
@@ -60,7 +60,7 @@ def keys_in(client, bucket):
 
 def assert_listing_honest(config):
     """Every backup any store lists as good is complete there: its bytes match its manifest."""
-    from etcdops.catalog import Catalog
+    from etcdops.backup.catalog import Catalog
 
     for name, store in open_stores(config).items():
         for entry in Catalog(store, config.cluster).entries():
@@ -142,7 +142,7 @@ def test_replica_region_down_is_partial_and_replicate_heals_it(
 def test_health_says_whether_the_replica_region_holds_the_newest_backup(
     backup_config, s3, s3_proxy
 ):
-    from etcdops.health import FAIL, OK, check_backups
+    from etcdops.maintenance.health import FAIL, OK, check_backups
 
     dead = s3_proxy()
     dead.down()
@@ -155,7 +155,7 @@ def test_health_says_whether_the_replica_region_holds_the_newest_backup(
     down = {c.name: c for c in check_backups(with_s3(backup_config, s3, replica_url=dead.url),
                                               datetime.now(UTC))}
     assert down["replica store"].verdict == FAIL
-    from etcdops.replicate import replicate
+    from etcdops.backup.replicate import replicate
 
     replicate(open_stores(config), config.cluster, LogReporter())
     checks = {c.name: c for c in check_backups(config, datetime.now(UTC))}
@@ -179,7 +179,7 @@ def test_corrupt_primary_copy_falls_back_to_the_replica(backup_config, s3, tmp_p
     fetched = fetch_snapshot(config, "latest", out, LogReporter())
     assert fetched.store == "replica"
     assert fetched.db_sha256 == manifest.snapshot_db_sha256
-    from etcdops.catalog import Catalog
+    from etcdops.backup.catalog import Catalog
 
     # the catalogue checks presence and size only; the damage is found by reading, as above
     assert Catalog(open_stores(config)["primary"], config.cluster).entries()[0].good

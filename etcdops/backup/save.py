@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from etcdops import __version__
+from etcdops.backup.manifest import EtcdSource, Manifest, new_backup_id, object_key
+from etcdops.backup.replicate import copy_backup
 from etcdops.config import Config
+from etcdops.crypto.keys import configured_recipients
 from etcdops.errors import EtcdopsError, Interrupted, StorageError
-from etcdops.keys import configured_recipients
 from etcdops.lock import HostLock
-from etcdops.manifest import EtcdSource, Manifest, new_backup_id, object_key
-from etcdops.replicate import copy_backup
 from etcdops.report import Reporter
 from etcdops.stores.base import Store
 from etcdops.stores.configured import LOCAL, PRIMARY, REPLICA, open_stores
@@ -234,7 +234,7 @@ def _open_writers(
 def _write_manifest(store: Store, manifest: Manifest, failures: dict[str, str]) -> bool:
     """Publish the backup in one store: its manifest, then the record that its bytes were
     hashed as they were written (what makes the copy count as verified)."""
-    from etcdops.checked import AS_WRITTEN, try_record
+    from etcdops.backup.checks import AS_WRITTEN, try_record
 
     try:
         store.put_bytes(manifest.manifest_key, manifest.to_json())

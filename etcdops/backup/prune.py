@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
-from etcdops.catalog import Catalog, CatalogEntry
-from etcdops.checked import confirm, record_check
+from etcdops.backup.catalog import Catalog, CatalogEntry
+from etcdops.backup.checks import confirm, record_check
+from etcdops.backup.manifest import BackupKeys, backup_id_of
+from etcdops.backup.retention import Candidate, Condition, Decision, decide, worth_confirming
 from etcdops.config import RetentionConfig
 from etcdops.errors import EtcdopsError
-from etcdops.manifest import BackupKeys, backup_id_of
 from etcdops.report import Reporter
-from etcdops.retention import Candidate, Condition, Decision, decide, worth_confirming
 from etcdops.stores.base import Store
 
 

@@ -6,11 +6,13 @@ import dataclasses
 import shutil
 from datetime import UTC, datetime, timedelta
 
-from etcdops.catalog import Catalog, combined_view
+from etcdops.backup.catalog import Catalog, combined_view
+from etcdops.backup.retention import Condition
+from etcdops.backup.save import save_snapshot
 from etcdops.config import Config, HealthConfig
 from etcdops.etcd.client import EtcdSession
 from etcdops.etcd.local import LocalCluster
-from etcdops.health import (
+from etcdops.maintenance.health import (
     FAIL,
     INFO,
     OK,
@@ -21,8 +23,6 @@ from etcdops.health import (
     check_health,
 )
 from etcdops.report import LogReporter
-from etcdops.retention import Condition
-from etcdops.snapshot import save_snapshot
 from etcdops.stores.configured import open_stores
 from etcdops.stores.local import LocalStore
 from tests.conftest import TINY_QUOTA, fill_until_nospace

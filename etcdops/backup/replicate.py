@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from etcdops.catalog import Catalog, CatalogEntry
-from etcdops.checked import AS_WRITTEN, COPIED, try_record
+from etcdops.backup.catalog import Catalog, CatalogEntry
+from etcdops.backup.checks import AS_WRITTEN, COPIED, try_record
+from etcdops.backup.manifest import Manifest
 from etcdops.errors import EtcdopsError, IntegrityError, UsageError
-from etcdops.manifest import Manifest
 from etcdops.report import Reporter
 from etcdops.stores.base import Store
 from etcdops.stores.configured import LOCAL, PRIMARY, REPLICA

@@ -5,14 +5,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from etcdops.catalog import Catalog
-from etcdops.checked import AS_WRITTEN, COPIED, ETAG, REREAD
+from etcdops.backup.catalog import Catalog
+from etcdops.backup.checks import AS_WRITTEN, COPIED, ETAG, REREAD
+from etcdops.backup.prune import prune
+from etcdops.backup.replicate import replicate
+from etcdops.backup.retention import Condition
+from etcdops.backup.save import save_snapshot
 from etcdops.config import RetentionConfig, S3Config
-from etcdops.prune import prune
-from etcdops.replicate import replicate
 from etcdops.report import LogReporter
-from etcdops.retention import Condition
-from etcdops.snapshot import save_snapshot
 from etcdops.stores.configured import open_stores
 
 LATER = datetime(2027, 6, 1, tzinfo=UTC)

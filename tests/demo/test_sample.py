@@ -6,10 +6,7 @@ import json
 
 import pytest
 
-from etcdops.errors import UsageError
-from etcdops.etcd.client import EtcdSession
-from etcdops.etcd.local import LocalCluster
-from etcdops.sample import (
+from etcdops.demo.sample import (
     CLUSTER_SCOPED,
     MAX_VALUE_SIZE,
     NAMESPACED,
@@ -19,6 +16,9 @@ from etcdops.sample import (
     load_kubernetes_objects,
     resource_type,
 )
+from etcdops.errors import UsageError
+from etcdops.etcd.client import EtcdSession
+from etcdops.etcd.local import LocalCluster
 
 # --- inventory ---------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from etcdops.catalog import combined_view, resolve_ref
+from etcdops.backup.catalog import combined_view, resolve_ref
+from etcdops.backup.manifest import MANIFEST_SUFFIX, OBJECT_SUFFIX, Manifest
 from etcdops.config import Config
 from etcdops.errors import (
     CryptoError,
@@ -23,7 +24,6 @@ from etcdops.errors import (
     StorageError,
     UsageError,
 )
-from etcdops.manifest import MANIFEST_SUFFIX, OBJECT_SUFFIX, Manifest
 from etcdops.report import Reporter
 from etcdops.stores.base import Store
 from etcdops.stores.configured import open_stores
@@ -218,7 +218,7 @@ def _read(config: Config, source: BackupSource, sink: Writer, reporter: Reporter
     first: Writer = plain
     identities: list[Identity] = []
     if source.encrypted:
-        from etcdops.keys import configured_identities
+        from etcdops.crypto.keys import configured_identities
 
         identities = configured_identities(config.encryption)
         decompress = ZstdDecompress(plain)
@@ -284,7 +284,7 @@ def _status(
     manifest = source.manifest
     warnings: tuple[str, ...] = ()
     if source.encrypted:
-        from etcdops.keys import identity_file_warning
+        from etcdops.crypto.keys import identity_file_warning
 
         exposed = identity_file_warning(config.encryption)
         warnings = (exposed,) if exposed else ()

@@ -16,7 +16,7 @@ from etcdops.errors import IntegrityError
 SCHEMA_VERSION = 1
 OBJECT_SUFFIX = ".db.zst.age"
 MANIFEST_SUFFIX = ".manifest.json"
-CHECK_SUFFIX = ".check.json"  # when the copy beside it was last checked (etcdops.checked)
+CHECK_SUFFIX = ".check.json"  # when the copy beside it was last checked (etcdops.backup.checks)
 
 
 @dataclass(frozen=True)

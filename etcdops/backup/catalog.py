@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from etcdops.checked import CheckRecord, judge
-from etcdops.errors import IntegrityError, NotFoundError, StorageError, UsageError
-from etcdops.manifest import (
+from etcdops.backup.checks import CheckRecord, judge
+from etcdops.backup.manifest import (
     MANIFEST_SUFFIX,
     OBJECT_SUFFIX,
     BackupKeys,
@@ -17,7 +16,8 @@ from etcdops.manifest import (
     backup_id_time,
     snapshots_prefix,
 )
-from etcdops.retention import Condition
+from etcdops.backup.retention import Condition
+from etcdops.errors import IntegrityError, NotFoundError, StorageError, UsageError
 from etcdops.stores.base import ObjectInfo, Store
 
 

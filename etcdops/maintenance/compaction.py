@@ -26,7 +26,7 @@ from etcdops.config import CompactionConfig
 from etcdops.etcd.client import EtcdSession, KeyValue
 from etcdops.units import format_duration
 
-log = logging.getLogger("etcdops.compaction")
+log = logging.getLogger("etcdops.maintenance.compaction")
 
 # one sample per run: with a run a minute and retain 5m there are six; the cap only matters
 # for a long retain with frequent runs, and dropping young samples only makes compaction later

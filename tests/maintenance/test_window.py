@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from etcdops.errors import ConfigError
-from etcdops.window import parse_window
+from etcdops.maintenance.window import parse_window
 
 
 def utc(text: str) -> datetime:

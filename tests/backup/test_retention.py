@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etcdops.retention import Candidate, Condition, decide, worth_confirming
+from etcdops.backup.retention import Candidate, Condition, decide, worth_confirming
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DAY = 24 * 3600.0

@@ -147,8 +147,8 @@ class _Demo:
         )
 
     def load_objects(self) -> str:
+        from etcdops.demo.sample import load_kubernetes_objects
         from etcdops.etcd.client import EtcdSession
-        from etcdops.sample import load_kubernetes_objects
 
         with EtcdSession(self.config.etcd) as session:
             counts = load_kubernetes_objects(session, self.objects)
@@ -156,7 +156,7 @@ class _Demo:
         return f"{sum(counts.values())} Kubernetes objects ({listing})"
 
     def generate_key(self) -> str:
-        from etcdops.keys import generate_identity_file
+        from etcdops.crypto.keys import generate_identity_file
 
         identity_file = self.workdir / "identity.txt"
         recipient = generate_identity_file(identity_file)
@@ -166,7 +166,7 @@ class _Demo:
         return f"age identity {identity_file}, recipient {recipient}"
 
     def save(self) -> str:
-        from etcdops.snapshot import save_snapshot
+        from etcdops.backup.save import save_snapshot
 
         result = save_snapshot(self.config, self.reporter)
         manifest = result.manifest
@@ -178,7 +178,7 @@ class _Demo:
         )
 
     def list_backups(self) -> str:
-        from etcdops.catalog import combined_view
+        from etcdops.backup.catalog import combined_view
         from etcdops.stores.configured import open_stores
 
         views, _ = combined_view(open_stores(self.config), self.config.cluster)
@@ -187,7 +187,7 @@ class _Demo:
         )
 
     def status(self) -> str:
-        from etcdops.readback import snapshot_status
+        from etcdops.backup.readback import snapshot_status
 
         result = snapshot_status(self.config, self.backup_id, self.reporter, store="replica")
         return (
@@ -196,7 +196,7 @@ class _Demo:
         )
 
     def fetch(self) -> str:
-        from etcdops.readback import fetch_snapshot
+        from etcdops.backup.readback import fetch_snapshot
 
         out = self.workdir / "restore.db"
         fetch_snapshot(self.config, self.backup_id, out, self.reporter)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from etcdops import __version__
+from etcdops.backup.manifest import Manifest
+from etcdops.backup.retention import Condition
 from etcdops.errors import EtcdopsError, StorageError
-from etcdops.manifest import Manifest
-from etcdops.retention import Condition
 from etcdops.stores.base import ObjectInfo, Store
 from etcdops.stream.writers import Digest, Discard
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from etcdops.backup.readback import fetch_snapshot, snapshot_status
+from etcdops.backup.save import save_snapshot
 from etcdops.config import Config, EncryptionConfig, LocalConfig
 from etcdops.crypto.age import Identity, Recipient
 from etcdops.errors import CryptoError, IntegrityError, NotFoundError, UsageError
-from etcdops.readback import fetch_snapshot, snapshot_status
 from etcdops.report import LogReporter
-from etcdops.snapshot import save_snapshot
 from etcdops.stream.writers import AgeEncrypt, ZstdCompress
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from etcdops.catalog import BackupView, Survey, survey_stores
-from etcdops.cluster import MemberState, survey
+from etcdops.backup.catalog import BackupView, Survey, survey_stores
 from etcdops.config import Config, HealthConfig
 from etcdops.errors import EtcdopsError
 from etcdops.etcd.client import Alarm, EtcdSession, MemberStatus
-from etcdops.metrics import (
+from etcdops.etcd.metrics_page import (
     BACKEND_COMMIT,
     COMPACTION,
     WAL_FSYNC,
@@ -25,6 +24,7 @@ from etcdops.metrics import (
     fetch_page,
     metrics_url,
 )
+from etcdops.maintenance.members import MemberState, survey
 from etcdops.stores.configured import REPLICA, open_stores
 from etcdops.units import format_duration, format_size
 
