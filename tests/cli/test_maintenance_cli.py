@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from etcdops.cli.main import app
 from etcdops.etcd.local import LocalCluster
-from tests.conftest import TINY_QUOTA, fill_until_nospace
+from tests.fixtures.etcd import TINY_QUOTA, fill_until_nospace
 
 # a shared CI disk does not meet the production latency targets; these sections pass anywhere
 GENEROUS_HEALTH = (

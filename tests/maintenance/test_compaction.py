@@ -212,7 +212,7 @@ def test_samples_stay_bounded(session, client, monkeypatch) -> None:
 def test_under_nospace_the_run_uses_the_current_revision(
     etcd_tiny_quota: LocalCluster, etcd3_client
 ) -> None:
-    from tests.conftest import fill_until_nospace
+    from tests.fixtures.etcd import fill_until_nospace
 
     client = etcd3_client(etcd_tiny_quota.client_urls[0])
     fill_until_nospace(client)

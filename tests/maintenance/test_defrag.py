@@ -15,7 +15,7 @@ from etcdops.etcd.client import EtcdSession, MemberStatus
 from etcdops.etcd.local import LocalCluster
 from etcdops.lock import HostLock
 from etcdops.maintenance.defrag import LOCK_NAME, decide, defragment_cluster
-from tests.conftest import TINY_QUOTA, fill_until_nospace
+from tests.fixtures.etcd import TINY_QUOTA, fill_until_nospace
 
 MiB, GiB = 1024**2, 1024**3
 INSIDE = datetime(2026, 1, 15, 3, 0, tzinfo=UTC)  # inside the default 02:00-05:00 UTC

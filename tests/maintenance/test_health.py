@@ -25,7 +25,7 @@ from etcdops.maintenance.health import (
 from etcdops.report import LogReporter
 from etcdops.stores.configured import open_stores
 from etcdops.stores.local import LocalStore
-from tests.conftest import TINY_QUOTA, fill_until_nospace
+from tests.fixtures.etcd import TINY_QUOTA, fill_until_nospace
 
 # latency on a shared CI disk is not the production target: these pass anywhere
 GENEROUS = HealthConfig(wal_fsync_p99=10.0, backend_commit_p99=10.0, compaction_p99=60.0)
