@@ -18,10 +18,11 @@ from etcdops.backup.prune import prune
 from etcdops.backup.readback import fetch_snapshot, snapshot_status
 from etcdops.backup.save import LOCK_NAME, save_snapshot
 from etcdops.cli.main import app
-from etcdops.config import RetentionConfig, S3Config
+from etcdops.config import RetentionConfig
 from etcdops.lock import HostLock
 from etcdops.report import LogReporter
 from etcdops.stores.configured import open_stores
+from tests.backup.two_regions import assert_listing_honest, toml_for, with_s3
 from tests.s3proxy import upload_part
 
 
@@ -29,46 +30,8 @@ def unfinished_keys(store):
     return [info.key for info in store.unfinished("")]
 
 
-def with_s3(config, s3, *, primary_url=None, replica_url=None):
-    primary = dataclasses.replace(s3.primary, endpoint_url=primary_url or s3.endpoint_url)
-    replica = dataclasses.replace(s3.replica, endpoint_url=replica_url or s3.endpoint_url)
-    return dataclasses.replace(
-        config, s3=S3Config(**dataclasses.asdict(primary), replica=replica)
-    )
-
-
-def toml_for(config, path, s3_settings=""):
-    """The config as an operator's etcdops.toml (s3_settings: more lines for the [s3] table)."""
-    lines = [f'cluster = "{config.cluster}"', "[etcd]",
-             f'endpoints = ["{config.etcd.endpoints[0]}"]', "[encryption]",
-             f'recipients = ["{config.encryption.recipients[0]}"]',
-             f'identity_file = "{config.encryption.identity_file}"',
-             "[local]", f'dir = "{config.local.dir}"']
-    for table, location in (("s3", config.s3), ("s3.replica", config.s3.replica)):
-        lines.append(f"[{table}]")
-        for name in ("bucket", "region", "prefix", "endpoint_url"):
-            lines.append(f'{name} = "{getattr(location, name)}"')
-        if table == "s3":
-            lines.append(s3_settings)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def keys_in(client, bucket):
     return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
-
-
-def assert_listing_honest(config):
-    """Every backup any store lists as good is complete there: its bytes match its manifest."""
-    from etcdops.backup.catalog import Catalog
-
-    for name, store in open_stores(config).items():
-        for entry in Catalog(store, config.cluster).entries():
-            if not entry.good:
-                continue
-            with store.open_reader(entry.manifest.object_key) as reader:
-                digest = hashlib.sha256(reader.read()).hexdigest()
-            assert digest == entry.manifest.object_sha256, (name, entry.manifest.id)
 
 
 @pytest.fixture
@@ -105,38 +68,6 @@ def test_save_lands_in_both_regions_with_manifests(backup_config, s3):
     assert took["replica_copy"] > 0
     assert took["total"] >= took["stream"] + took["replica_copy"] - 0.002  # each rounded to ms
     assert manifest.durations["total"] < took["total"]
-
-
-def test_replica_region_down_is_partial_and_replicate_heals_it(
-    backup_config, s3, s3_proxy, tmp_path
-):
-    dead = s3_proxy()
-    dead.down()
-    broken = toml_for(with_s3(backup_config, s3, replica_url=dead.url), tmp_path / "broken.toml")
-    runner = CliRunner()
-    saved = runner.invoke(app, ["snapshot", "save", "-o", "json", "--config", str(broken)])
-    assert saved.exit_code == 3, saved.output
-    doc = json.loads(saved.stdout)
-    assert doc["stored_in"] == ["local", "primary"]
-    assert "replica" in doc["failed"]
-    assert doc["durations"]["total"] >= doc["durations"]["replica_copy"]  # the failed attempt
-    assert "warning: backup" in saved.stderr and "replica" in saved.stderr
-    assert_listing_honest(with_s3(backup_config, s3))
-
-    healthy = toml_for(with_s3(backup_config, s3), tmp_path / "healthy.toml")
-    listed = json.loads(runner.invoke(app, ["snapshot", "list", "-o", "json", "--config",
-                                            str(healthy)]).stdout)
-    assert listed["backups"][0]["stores"] == {"local": None, "primary": None}
-    healed = runner.invoke(app, ["snapshot", "replicate", "--missing", "-o", "json",
-                                 "--config", str(healthy)])
-    assert healed.exit_code == 0, healed.output
-    assert json.loads(healed.stdout)["copied"] == [{"id": doc["id"], "store": "replica"}]
-    listed = json.loads(runner.invoke(app, ["snapshot", "list", "-o", "json", "--config",
-                                            str(healthy)]).stdout)
-    assert listed["backups"][0]["stores"] == {"local": None, "primary": None, "replica": None}
-    again = runner.invoke(app, ["snapshot", "replicate", "--missing", "-o", "json",
-                                "--config", str(healthy)])
-    assert json.loads(again.stdout)["copied"] == []
 
 
 def test_health_says_whether_the_replica_region_holds_the_newest_backup(
