@@ -12,58 +12,34 @@ connect and read timeouts and max_attempts tries, every wait of a writer ends at
 and requests run on daemon threads, so that one stuck in a socket read never holds the process
 at exit.
 
-This is the only module that imports botocore, and only when a store is created, so that
-`etcdops --help` and local-only runs never pay for importing it.
+Only this module and its parts (s3_writer, s3_errors, s3_parts, s3_requests) import botocore,
+and only when a store is created, so that `etcdops --help` and local-only runs never pay for
+importing it.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
-import hashlib
 import io
 import math
-import queue
-import threading
-import time
-import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
-from typing import Any, NamedTuple, NoReturn, TypeVar
+from concurrent.futures import wait
+from typing import Any
 
 from etcdops.config import S3Location
 from etcdops.errors import ConfigError, EtcdopsError, NotFoundError, StorageError
 from etcdops.stores.base import ObjectInfo, check_key
-from etcdops.units import format_duration
+from etcdops.stores.s3_errors import s3_error
+from etcdops.stores.s3_parts import Checksum, MiB, choose_part_size, sha256_checksum
+from etcdops.stores.s3_requests import RequestThreads
+from etcdops.stores.s3_writer import S3Writer
 
-T = TypeVar("T")
-
-MiB = 1024**2
-MIN_PART_SIZE = 5 * MiB  # S3 rejects smaller parts, except the last one
-MAX_PARTS = 10_000
 COPY_PART_SIZE = 256 * MiB  # copies move no bytes through us: big parts mean fewer requests
 # An abort (after a failure, or on Ctrl-C) waits for the requests in flight and S3's answer this
 # long at most, and never longer than one reply may take (read_timeout): an interrupted save
 # must end promptly, and what an unanswered abort leaves, unfinished() finds.
 ABORT_WAIT = 10.0
-WAIT_SLICE = 0.5  # how often a waiting writer looks at its deadline and at cancel()
-FIRST_WAIT_REPORT = 1.0  # a wait is reported after this long, then each time it doubles
-
-_DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-           "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
-_TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling",
-              "ThrottlingException", "NoSuchUpload"}
-
-
-def choose_part_size(expected_size: int | None, minimum: int = MIN_PART_SIZE) -> int:
-    """A part size that keeps an object of about expected_size well under S3's 10,000 parts."""
-    if not expected_size:
-        return minimum
-    # 5% headroom for a stream that comes out a little bigger than announced, and 9,000 of the
-    # 10,000 parts, so that the estimate can be off without the upload running out of parts
-    wanted = math.ceil(expected_size * 1.05 / 9000)
-    return max(minimum, math.ceil(wanted / MiB) * MiB)
 
 
 @functools.cache
@@ -72,33 +48,6 @@ def _api_models() -> Any:
     import botocore.loaders
 
     return botocore.loaders.create_loader()
-
-
-class Checksum(NamedTuple):
-    """A checksum as S3 keeps it: the algorithm's name and the base64 value ("-N" when it is a
-    multipart object's composite of N parts)."""
-
-    algorithm: str
-    value: str
-
-
-def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
-
-
-def sha256_checksum(data: bytes | bytearray | memoryview) -> str:
-    """S3's ChecksumSHA256 of data."""
-    return _b64(hashlib.sha256(data).digest())
-
-
-def crc32_digest(data: bytes | bytearray | memoryview) -> bytes:
-    """The CRC32 S3 computes (zlib's, big-endian), as 4 bytes."""
-    return zlib.crc32(data).to_bytes(4, "big")
-
-
-def composite_crc32(part_digests: list[bytes]) -> str:
-    """S3's checksum of a multipart object: the CRC32 of the parts' CRC32s, with the count."""
-    return f"{_b64(crc32_digest(b''.join(part_digests)))}-{len(part_digests)}"
 
 
 class S3Store:
@@ -119,7 +68,7 @@ class S3Store:
 
         self.name = name
         self.fingerprint_is_digest = True
-        self._section = "s3.replica" if name == "replica" else "s3"
+        self.section = "s3.replica" if name == "replica" else "s3"
         # their ranges are checked where the config loads
         self.part_size = part_size or location.part_size
         self.max_concurrency = max_concurrency or location.upload_concurrency
@@ -166,9 +115,9 @@ class S3Store:
         """Encryption and storage class, applied to every object written or copied here."""
         if location.kms_key_id and location.sse != "aws:kms":
             raise ConfigError(
-                f"{self._section}.kms_key_id is set but {self._section}.sse is "
+                f"{self.section}.kms_key_id is set but {self.section}.sse is "
                 f"{location.sse or 'not set'}",
-                f'set {self._section}.sse = "aws:kms", or remove kms_key_id',
+                f'set {self.section}.sse = "aws:kms", or remove kms_key_id',
             )
         args = {}
         if location.sse:
@@ -189,67 +138,7 @@ class S3Store:
 
     def error(self, exc: Exception, action: str, target: str | None = None) -> EtcdopsError:
         """The etcdops error for a botocore failure: one line naming the store, bucket and act."""
-        from botocore.exceptions import (
-            ClientError,
-            ConnectionError,
-            FlexibleChecksumError,
-            HTTPClientError,
-            IncompleteReadError,
-            NoCredentialsError,
-            ResponseStreamingError,
-        )
-
-        if isinstance(exc, EtcdopsError):
-            return exc
-        where = target or f"s3://{self.bucket}/{self.prefix} ({self.region})"
-        head = f"{self.name}: cannot {action} {where}"
-        if isinstance(exc, NoCredentialsError):
-            return ConfigError(
-                f"{self.name}: no AWS credentials found to {action} {where}",
-                "configure the standard AWS credential chain: AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE with ~/.aws/credentials, or an instance "
-                "profile / IAM role",
-            )
-        transient = (ConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError)
-        if isinstance(exc, transient):
-            return StorageError(
-                f"{head}: connection to S3 endpoint {self.endpoint} failed: {_one_line(exc)}",
-                f"check the network path to {self.endpoint} and {self._section}.region / "
-                f"{self._section}.endpoint_url; retrying may succeed",
-                retryable=True,
-            )
-        if isinstance(exc, FlexibleChecksumError):
-            return StorageError(
-                f"{head}: the bytes received do not match the object's checksum: {_one_line(exc)}",
-                "retry; if it recurs, check any proxy between this host and S3",
-                retryable=True,
-            )
-        if not isinstance(exc, ClientError):
-            return StorageError(f"{head}: {_one_line(exc)}")
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        detail = _one_line(exc.response.get("Error", {}).get("Message") or code or exc)
-        if code in ("404", "NoSuchKey", "NotFound"):
-            return NotFoundError(f"{head}: no such object", "run 'etcdops snapshot list'")
-        if code == "NoSuchBucket":
-            return StorageError(
-                f"{self.name}: bucket {self.bucket} does not exist in {self.region} "
-                f"(cannot {action} {where})",
-                f"check {self._section}.bucket and {self._section}.region, or create the bucket",
-            )
-        if code in _DENIED or status == 403:
-            return StorageError(
-                f"{head}: access denied ({code}: {detail})",
-                "check which credentials the AWS credential chain finds, their IAM permissions "
-                "and the bucket policy",
-            )
-        if status >= 500 or code in _TRANSIENT:
-            return StorageError(
-                f"{head}: {code} from {self.endpoint} ({self.region}) after retries: {detail}",
-                "S3 is failing or throttling; retry later",
-                retryable=True,
-            )
-        return StorageError(f"{head}: {code}: {detail}")
+        return s3_error(self, exc, action, target)
 
     @contextlib.contextmanager
     def _calling(self, action: str, target: str | None = None) -> Iterator[None]:
@@ -458,7 +347,7 @@ class S3Store:
             )
             return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
 
-        requests = _Requests(self.max_concurrency, "s3-copy")
+        requests = RequestThreads(self.max_concurrency, "s3-copy")
         parts = [requests.submit(copy_part, n) for n in range(1, math.ceil(size / part_size) + 1)]
         try:
             self._client.complete_multipart_upload(
@@ -493,346 +382,6 @@ class S3Store:
         return True
 
 
-class _Requests:
-    """Daemon threads that send S3 requests and hand back futures.
-
-    A ThreadPoolExecutor's threads are joined at exit, each after its request's last retry: an
-    upload abandoned on a hung endpoint would hold the process that long. These end with the
-    process; what an abandoned request leaves, the upload's abort or unfinished() deals with.
-    """
-
-    def __init__(self, workers: int, name: str) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._workers = workers
-        for index in range(workers):
-            threading.Thread(target=self._run, name=f"{name}-{index}", daemon=True).start()
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        """Run fn on the next free thread."""
-        future: Future[T] = Future()
-
-        def job() -> None:
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args, **kwargs))
-                except BaseException as exc:
-                    future.set_exception(exc)
-
-        self._jobs.put(job)
-        return future
-
-    def close(self) -> None:
-        """Let each thread end once the requests given to it have."""
-        for _ in range(self._workers):
-            self._jobs.put(None)
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
-
-
-class S3Writer:
-    """A streamed multipart upload with flat memory; the object appears only on commit().
-
-    Data is copied into part buffers of at most part_size, of which there are max_concurrency +
-    1: up to max_concurrency parts upload while the next one fills, and write() waits for a
-    buffer that a finished part gives back. The same few buffers serve the whole upload, so
-    memory is fixed whatever the object's size, and a buffer grows only as far as the data put
-    in it: a small object costs its own size, not a part. An object that fits in one part is
-    sent with a single PUT at commit().
-
-    Every wait ends at the store's deadline, counted from when the writer was opened, or at
-    cancel(); a request that S3 never answers is abandoned on its daemon thread.
-    """
-
-    def __init__(
-        self, store: S3Store, key: str, part_size: int, max_concurrency: int, *,
-        waiting: Callable[[str], None] | None = None,
-    ) -> None:
-        self._store = store
-        self._key = key
-        self._where = store.describe(key)  # checks the key before anything is sent
-        self._part_size = part_size
-        self._max_concurrency = max_concurrency
-        self._deadline = time.monotonic() + store.deadline
-        self._waiting = waiting
-        self._cancelled = threading.Event()
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._buffers = 0
-        self._part: bytearray | None = None
-        self._filled = 0
-        self._size = 0
-        self._upload_id: str | None = None
-        self._requests: _Requests | None = None
-        self._parts: list[Future[tuple[dict[str, Any], bytes]]] = []
-        self._calls: list[Future[Any]] = []  # the writer's other requests (create, PUT, ...)
-        self._doing = ""  # the request the writer waits for, when it is not parts
-        self._failure: BaseException | None = None
-        self._state = "open"  # open, committed or aborted
-        self._abort_confirmed = True
-
-    def write(self, data: bytes, /) -> int:
-        """Buffer data and send every full part; raises StorageError once any part failed."""
-        self._check_open()
-        view = memoryview(data)
-        try:
-            while view:
-                if self._part is None:
-                    self._part, self._filled = self._take_buffer(), 0
-                elif self._filled == self._part_size:
-                    # a part goes out only when more data follows it, so that the last part is
-                    # never empty and an object of exactly one part is a single PUT
-                    self._send_part(self._part, self._part_size)
-                    self._part, self._filled = self._take_buffer(), 0
-                count = min(len(view), self._part_size - self._filled)
-                # grows a buffer that is shorter (a new one starts empty), overwrites in place
-                # one that a finished part gave back
-                self._part[self._filled : self._filled + count] = view[:count]
-                self._filled += count
-                view = view[count:]
-        except BaseException as exc:
-            self._fail(exc)
-        self._size += len(data)
-        return len(data)
-
-    def commit(self) -> None:
-        """Send the rest, complete the upload and check what S3 holds; abort on any failure."""
-        self._check_open()
-        try:
-            confirmed = True
-            if self._upload_id is None:
-                rest = self._part[: self._filled] if self._part is not None else b""
-                checksum = self._request("sending the object", self._store._put, self._key, rest)
-            else:
-                assert self._part is not None
-                self._send_part(self._part, self._filled)
-                checksum, confirmed = self._complete()
-        except BaseException as exc:
-            self._fail(exc)
-        self._state = "committed"
-        self._drop_buffers()
-        try:
-            self._request(
-                "checking what S3 holds", self._store.verify, self._key, self._size, checksum,
-                ours=confirmed,
-            )
-        finally:
-            self._close_requests()
-
-    def abort(self) -> bool:
-        """Drop the upload and every part sent; safe to call more than once, and after commit.
-
-        Whether nothing can be left: False when a request was still unanswered after the
-        store's abort wait (a hung endpoint), so that an upload or object may remain for
-        unfinished() and prune to find.
-        """
-        if self._state != "open":
-            return self._abort_confirmed
-        self._state = "aborted"
-        until = time.monotonic() + self._store.abort_wait
-        # parts in flight would land after the abort and be orphaned: wait for them, a while
-        requests = [*self._parts, *self._calls]
-        for future in requests:
-            future.cancel()
-        _, unanswered = wait(requests, timeout=self._store.abort_wait)
-        self._drop_buffers()
-        confirmed = not unanswered
-        if self._upload_id is not None:
-            # on a thread of its own: the writer's threads may all be stuck in parts
-            aborter = _Requests(1, "s3-abort")
-            done = aborter.submit(self._store.abort_upload, self._key, self._upload_id)
-            aborter.close()
-            wait([done], timeout=max(0.0, until - time.monotonic()))
-            confirmed = confirmed and done.done() and done.exception() is None and done.result()
-        self._close_requests()
-        self._abort_confirmed = confirmed
-        return confirmed
-
-    def cancel(self) -> None:
-        """Make a wait of this writer in another thread end now (an interrupt); thread-safe."""
-        self._cancelled.set()
-
-    def _check_open(self) -> None:
-        if self._state != "open":
-            raise StorageError(
-                f"{self._store.name}: cannot write {self._where}: the upload was {self._state}",
-                "start a new upload",
-            )
-
-    def _fail(self, exc: BaseException) -> NoReturn:
-        """Abort, and say why in etcdops terms (the first part that failed is the cause)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        # an interrupt stays an interrupt, whatever failed before it
-        cause = (self._failure or exc) if isinstance(exc, Exception) else exc
-        self.abort()
-        if isinstance(cause, BotoCoreError | ClientError):
-            raise self._store.error(cause, "write", self._where) from cause
-        raise cause
-
-    def _wait(self, attempt: Callable[[float], T]) -> T:
-        """attempt(timeout) until it stops raising queue.Empty or TimeoutError, within the
-        deadline; tells waiting what the upload waits for after a second, then at each
-        doubling of the wait."""
-        started = time.monotonic()
-        report_at = started + FIRST_WAIT_REPORT
-        while True:
-            now = time.monotonic()
-            if self._cancelled.is_set():
-                raise StorageError(f"{self._store.name}: the upload to {self._where} was stopped")
-            if now >= self._deadline:
-                raise self._overdue()
-            try:
-                return attempt(min(WAIT_SLICE, self._deadline - now))
-            except (queue.Empty, TimeoutError):
-                pass
-            now = time.monotonic()
-            if self._waiting is not None and now >= report_at:
-                self._waiting(
-                    f"waiting for the {self._store.name} upload ({self._where}) — "
-                    f"{self._status()}, {format_duration(now - started)} so far"
-                )
-                report_at = started + 2 * (now - started)
-
-    def _status(self) -> str:
-        if self._doing:
-            return self._doing
-        in_flight = sum(1 for part in self._parts if part.running())
-        queued = sum(1 for part in self._parts if not part.done()) - in_flight
-        return f"{in_flight} part{'' if in_flight == 1 else 's'} in flight" + (
-            f", {queued} queued" if queued else ""
-        )
-
-    def _overdue(self) -> StorageError:
-        section = self._store._section
-        return StorageError(
-            f"{self._store.name}: the upload to {self._where} did not finish within "
-            f"{section}.deadline ({format_duration(self._store.deadline)}): {self._status()}",
-            f"check the S3 endpoint {self._store.endpoint}; for a slow link raise "
-            f"{section}.deadline",
-            retryable=True,
-        )
-
-    def _request(self, doing: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """One request of the writer's own (not a part), waited for within the deadline."""
-        call = self._threads().submit(fn, *args, **kwargs)
-        self._calls.append(call)
-        self._doing = doing
-        try:
-            return self._wait(call.result)
-        finally:
-            self._doing = ""
-
-    def _threads(self) -> _Requests:
-        if self._requests is None:
-            self._requests = _Requests(self._max_concurrency, "s3-part")
-        return self._requests
-
-    def _close_requests(self) -> None:
-        if self._requests is not None:
-            self._requests.close()
-            self._requests = None
-
-    def _take_buffer(self) -> bytearray:
-        """A part buffer to fill: a free one, a new (empty) one while there are fewer than
-        max_concurrency + 1, or else the next one that a finished part gives back."""
-        try:
-            buffer = self._free.get_nowait()
-        except queue.Empty:
-            if self._buffers <= self._max_concurrency:
-                self._buffers += 1
-                return bytearray()
-            buffer = self._wait(lambda timeout: self._free.get(timeout=timeout))
-        if self._failure is not None:
-            raise self._failure
-        return buffer
-
-    def _drop_buffers(self) -> None:
-        # the parts' futures hold their buffers too, through the callbacks that give them back
-        self._part, self._filled, self._parts, self._calls = None, 0, [], []
-        while not self._free.empty():
-            self._free.get_nowait()
-
-    def _send_part(self, buffer: bytearray, length: int) -> None:
-        """Queue one part; its buffer comes back to the free ones when its upload has ended."""
-        if self._failure is not None:
-            raise self._failure
-        if self._upload_id is None:
-            self._upload_id = self._request(
-                "starting the upload",
-                self._store._client.create_multipart_upload,
-                Bucket=self._store.bucket,
-                Key=self._store.full_key(self._key),
-                ChecksumAlgorithm="CRC32",
-                **self._store._write_args,
-            )["UploadId"]
-        number = len(self._parts) + 1
-        if number > MAX_PARTS:
-            raise StorageError(
-                f"{self._store.name}: cannot write {self._where}: more than {MAX_PARTS} parts "
-                f"of {self._part_size} bytes",
-                "pass the expected size when opening the writer, so that parts are big enough",
-            )
-        body = buffer if length == len(buffer) else buffer[:length]  # only the last is short
-        future = self._threads().submit(self._upload_part, number, body)
-        future.add_done_callback(lambda done: self._part_done(done, buffer))
-        self._parts.append(future)
-
-    def _part_done(self, future: Future[tuple[dict[str, Any], bytes]], buffer: bytearray) -> None:
-        if not future.cancelled() and future.exception() is not None and self._failure is None:
-            self._failure = future.exception()
-        self._free.put(buffer)  # after the failure is set, so that the writer waking sees it
-
-    def _upload_part(self, number: int, body: bytearray) -> tuple[dict[str, Any], bytes]:
-        """Send one part with its CRC32, which S3 checks before accepting it."""
-        digest = crc32_digest(body)
-        checksum = _b64(digest)
-        response = self._store._client.upload_part(
-            Bucket=self._store.bucket,
-            Key=self._store.full_key(self._key),
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=body,
-            ChecksumAlgorithm="CRC32",
-            ChecksumCRC32=checksum,
-        )
-        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": checksum}, digest
-
-    def _parts_sent(self, timeout: float) -> list[tuple[dict[str, Any], bytes]]:
-        """Every part's result once all are in; the first failure as soon as one fails."""
-        done, pending = wait(self._parts, timeout, return_when=FIRST_EXCEPTION)
-        for future in done:
-            if future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
-        if pending:
-            raise TimeoutError
-        return [future.result() for future in self._parts]
-
-    def _complete(self) -> tuple[Checksum, bool]:
-        """Complete the upload once every part is in: the composite checksum, and whether S3
-        confirmed the completion."""
-        from botocore.exceptions import ClientError
-
-        results = self._wait(self._parts_sent)
-        checksum = Checksum("CRC32", composite_crc32([digest for _, digest in results]))
-        try:
-            self._request(
-                "completing the upload",
-                self._store._client.complete_multipart_upload,
-                Bucket=self._store.bucket,
-                Key=self._store.full_key(self._key),
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": [part for part, _ in results]},
-            )
-        except ClientError as exc:
-            # a retried Complete whose first attempt succeeded (its reply was lost) may find the
-            # upload gone; then the HEAD check in commit() decides whether the object is ours
-            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
-                raise
-            return checksum, False
-        return checksum, True
-
-
 class S3Reader(io.IOBase):
     """An object's body as a stream; network failures while reading become StorageErrors."""
 
@@ -855,7 +404,3 @@ class S3Reader(io.IOBase):
     def close(self) -> None:
         self._body.close()
         super().close()
-
-
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())

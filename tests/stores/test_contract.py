@@ -6,7 +6,8 @@ import pytest
 
 from etcdops.errors import NotFoundError, UsageError
 from etcdops.stores.local import LocalStore
-from etcdops.stores.s3 import MIN_PART_SIZE, S3Store
+from etcdops.stores.s3 import S3Store
+from etcdops.stores.s3_parts import MIN_PART_SIZE
 
 # more than two parts of the S3 stores' part size: a multipart upload, not a single PUT
 LARGE = 2 * MIN_PART_SIZE + 123_457

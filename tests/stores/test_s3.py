@@ -13,11 +13,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from etcdops.errors import ConfigError, NotFoundError, StorageError
-from etcdops.stores.s3 import (
+from etcdops.stores.s3 import S3Store
+from etcdops.stores.s3_parts import (
     MAX_PARTS,
     MIN_PART_SIZE,
     MiB,
-    S3Store,
     choose_part_size,
     composite_crc32,
     crc32_digest,
@@ -141,7 +141,8 @@ def test_parts_in_flight_are_bounded(s3, s3_proxy):
 _UPLOAD_12_PARTS = """
 import dataclasses, hashlib, json, sys, tracemalloc
 from etcdops.config import S3Location
-from etcdops.stores.s3 import MiB, S3Store
+from etcdops.stores.s3 import S3Store
+from etcdops.stores.s3_parts import MiB
 location, key, part = S3Location(**json.loads(sys.argv[1])), sys.argv[2], int(sys.argv[3])
 store = S3Store(location, "primary", part_size=part, max_concurrency=2)
 digest = hashlib.sha256()
