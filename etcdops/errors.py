@@ -1,15 +1,36 @@
 """The one exception hierarchy of etcdops.
 
 Every failure an operator can act on is an EtcdopsError carrying a one-line message that names
-the problem and a hint that names the fix. The CLI maps each class to its exit code in one table
-(etcdops/cli/exitcodes.py); nothing below the CLI knows about exit codes.
+the problem and a hint that names the fix, and, as a class attribute, its Kind: what sort of
+failure it is for the operator. A subclass inherits its parent's kind unless it declares its own
+(NotFoundError is a StorageError, but asking for what does not exist is a usage problem). The CLI
+maps each Kind to its exit code in one table (etcdops/cli/exitcodes.py); nothing below the CLI
+knows about exit codes, and since a class has exactly one kind, no order of lookup matters.
 """
 
 from __future__ import annotations
 
+import enum
+
+
+class Kind(enum.Enum):
+    """What sort of failure an error is for the operator; the CLI gives each its exit code."""
+
+    ERROR = "error"
+    USAGE = "usage"
+    CONFIG = "config"
+    LOCKED = "locked"
+    CRYPTO = "crypto"
+    ETCD = "etcd"
+    STORAGE = "storage"
+    INTEGRITY = "integrity"
+    TARGET_MISSED = "target missed"
+
 
 class EtcdopsError(Exception):
     """A failure with a message for the operator and, where there is one, the fix."""
+
+    kind = Kind.ERROR
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -23,25 +44,37 @@ class EtcdopsError(Exception):
 class UsageError(EtcdopsError):
     """Arguments that cannot work together or name nothing."""
 
+    kind = Kind.USAGE
+
 
 class ConfigError(EtcdopsError):
     """The configuration is unreadable, invalid or incomplete."""
+
+    kind = Kind.CONFIG
 
 
 class LockedError(EtcdopsError):
     """Another run holds the lock for this job."""
 
+    kind = Kind.LOCKED
+
 
 class CryptoError(EtcdopsError):
     """A key is missing or malformed, or a file cannot be decrypted with the keys given."""
+
+    kind = Kind.CRYPTO
 
 
 class EtcdUnavailableError(EtcdopsError):
     """etcd cannot be reached or is not healthy enough for the job."""
 
+    kind = Kind.ETCD
+
 
 class StorageError(EtcdopsError):
     """A store failed to read, write, list or delete."""
+
+    kind = Kind.STORAGE
 
     def __init__(self, message: str, hint: str | None = None, *, retryable: bool = False) -> None:
         super().__init__(message, hint)
@@ -51,21 +84,25 @@ class StorageError(EtcdopsError):
 class NotFoundError(StorageError):
     """A backup or object that was asked for does not exist."""
 
+    kind = Kind.USAGE
+
 
 class IntegrityError(EtcdopsError):
     """Data failed a check: a hash, a size, an authentication tag, a truncated stream."""
 
-
-class PartialFailure(EtcdopsError):
-    """The job succeeded where it counts but one part of it failed (e.g. a replica region)."""
+    kind = Kind.INTEGRITY
 
 
 class TargetMissedError(EtcdopsError):
     """A recovery step finished, but later than its target."""
 
+    kind = Kind.TARGET_MISSED
+
 
 class ToolError(EtcdopsError):
     """An external tool (etcdutl) is missing or failed."""
+
+    kind = Kind.ERROR
 
 
 class Interrupted(KeyboardInterrupt):

@@ -15,20 +15,19 @@ INTEGRITY = 15
 TARGET_MISSED = 16
 INTERRUPTED = 130
 
-# Most specific first: NotFoundError is a StorageError but a usage problem for the operator.
-_BY_CLASS: tuple[tuple[type[errors.EtcdopsError], int], ...] = (
-    (errors.UsageError, USAGE),
-    (errors.NotFoundError, USAGE),
-    (errors.ConfigError, CONFIG),
-    (errors.LockedError, LOCKED),
-    (errors.CryptoError, CRYPTO),
-    (errors.EtcdUnavailableError, ETCD),
-    (errors.StorageError, STORAGE),
-    (errors.IntegrityError, INTEGRITY),
-    (errors.PartialFailure, PARTIAL),
-    (errors.TargetMissedError, TARGET_MISSED),
-    (errors.ToolError, ERROR),
-)
+# One code per kind; an error's kind is its class's own (see etcdops.errors), so no order matters.
+# A partial success (3) is a result, not an error: see for_stores.
+BY_KIND: dict[errors.Kind, int] = {
+    errors.Kind.ERROR: ERROR,
+    errors.Kind.USAGE: USAGE,
+    errors.Kind.CONFIG: CONFIG,
+    errors.Kind.LOCKED: LOCKED,
+    errors.Kind.CRYPTO: CRYPTO,
+    errors.Kind.ETCD: ETCD,
+    errors.Kind.STORAGE: STORAGE,
+    errors.Kind.INTEGRITY: INTEGRITY,
+    errors.Kind.TARGET_MISSED: TARGET_MISSED,
+}
 
 HELP_TABLE = (
     "Exit codes: 0 ok · 1 error · 2 usage · 3 partial (e.g. replica region failed) · "
@@ -49,7 +48,6 @@ def exit_code_for(error: BaseException) -> int:
     """The documented exit code of a failure."""
     if isinstance(error, KeyboardInterrupt):
         return INTERRUPTED
-    for cls, code in _BY_CLASS:
-        if isinstance(error, cls):
-            return code
+    if isinstance(error, errors.EtcdopsError):
+        return BY_KIND[error.kind]
     return ERROR
