@@ -31,7 +31,14 @@ from etcdops.config import S3Location
 from etcdops.errors import ConfigError, EtcdopsError, NotFoundError, StorageError
 from etcdops.stores.base import ObjectInfo, check_key
 from etcdops.stores.s3_errors import s3_error
-from etcdops.stores.s3_parts import Checksum, MiB, choose_part_size, sha256_checksum
+from etcdops.stores.s3_parts import (
+    Checksum,
+    MiB,
+    b64,
+    choose_part_size,
+    crc32_digest,
+    sha256_checksum,
+)
 from etcdops.stores.s3_requests import RequestThreads
 from etcdops.stores.s3_writer import S3Writer
 
@@ -187,19 +194,20 @@ class S3Store:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write a small object (a manifest) in one request that S3 checks against its SHA-256."""
-        with self._calling("write", self.describe(key)):
-            self._put(key, data)
+        self.put_checked(key, data)
 
-    def _put(self, key: str, data: bytes | bytearray) -> Checksum:
+    def put_checked(self, key: str, data: bytes | bytearray) -> Checksum:
+        """Write an object in one PUT that S3 checks against its SHA-256; that checksum."""
         checksum = Checksum("SHA256", sha256_checksum(data))
-        self._client.put_object(
-            Bucket=self.bucket,
-            Key=self.full_key(key),
-            Body=data,
-            ChecksumAlgorithm=checksum.algorithm,
-            ChecksumSHA256=checksum.value,
-            **self._write_args,
-        )
+        with self._calling("write", self.describe(key)):
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=self.full_key(key),
+                Body=data,
+                ChecksumAlgorithm=checksum.algorithm,
+                ChecksumSHA256=checksum.value,
+                **self._write_args,
+            )
         return checksum
 
     def get_bytes(self, key: str) -> bytes:
@@ -363,6 +371,58 @@ class S3Store:
             raise
         finally:
             requests.close()
+
+    # The steps of a multipart upload, which S3Writer drives (its waits, buffers and threads
+    # are its own); each fails as every method here does, naming the store, object and act.
+
+    def start_upload(self, key: str) -> str:
+        """Begin a multipart upload whose parts carry CRC32s; its upload id."""
+        with self._calling("write", self.describe(key)):
+            return self._client.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.full_key(key),
+                ChecksumAlgorithm="CRC32",
+                **self._write_args,
+            )["UploadId"]
+
+    def upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes | bytearray
+    ) -> tuple[dict[str, Any], bytes]:
+        """Send one part with its CRC32, which S3 checks before accepting it: the part as
+        complete_upload takes it, and its CRC32 (4 bytes) for the object's composite."""
+        digest = crc32_digest(body)
+        checksum = b64(digest)
+        with self._calling("write", self.describe(key)):
+            response = self._client.upload_part(
+                Bucket=self.bucket,
+                Key=self.full_key(key),
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ChecksumAlgorithm="CRC32",
+                ChecksumCRC32=checksum,
+            )
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": checksum}, digest
+
+    def complete_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> bool:
+        """Join the parts into the object; whether S3 confirmed it."""
+        from botocore.exceptions import ClientError
+
+        with self._calling("write", self.describe(key)):
+            try:
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self.full_key(key),
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            except ClientError as exc:
+                # a retried Complete whose first attempt succeeded (its reply was lost) may find
+                # the upload gone; then the writer's HEAD check decides whether the object is ours
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise
+                return False
+        return True
 
     def abort_upload(self, key: str, upload_id: str) -> bool:
         """Drop a multipart upload and its parts; best effort, as it runs after a failure.

@@ -31,12 +31,13 @@ class Checksum(NamedTuple):
     algorithm: str
     value: str
 
-def _b64(digest: bytes) -> str:
+def b64(digest: bytes) -> str:
+    """A digest as S3 spells it in checksum headers: base64."""
     return base64.b64encode(digest).decode("ascii")
 
 def sha256_checksum(data: bytes | bytearray | memoryview) -> str:
     """S3's ChecksumSHA256 of data."""
-    return _b64(hashlib.sha256(data).digest())
+    return b64(hashlib.sha256(data).digest())
 
 def crc32_digest(data: bytes | bytearray | memoryview) -> bytes:
     """The CRC32 S3 computes (zlib's, big-endian), as 4 bytes."""
@@ -44,4 +45,4 @@ def crc32_digest(data: bytes | bytearray | memoryview) -> bytes:
 
 def composite_crc32(part_digests: list[bytes]) -> str:
     """S3's checksum of a multipart object: the CRC32 of the parts' CRC32s, with the count."""
-    return f"{_b64(crc32_digest(b''.join(part_digests)))}-{len(part_digests)}"
+    return f"{b64(crc32_digest(b''.join(part_digests)))}-{len(part_digests)}"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from etcdops.errors import StorageError
 from etcdops.stores.base import CommitOnExit
-from etcdops.stores.s3_parts import MAX_PARTS, Checksum, _b64, composite_crc32, crc32_digest
+from etcdops.stores.s3_parts import MAX_PARTS, Checksum, composite_crc32
 from etcdops.stores.s3_requests import RequestThreads
 from etcdops.units import format_duration
 
@@ -96,7 +96,9 @@ class S3Writer(CommitOnExit):
             confirmed = True
             if self._upload_id is None:
                 rest = self._part[: self._filled] if self._part is not None else b""
-                checksum = self._request("sending the object", self._store._put, self._key, rest)
+                checksum = self._request(
+                    "sending the object", self._store.put_checked, self._key, rest
+                )
             else:
                 assert self._part is not None
                 self._send_part(self._part, self._filled)
@@ -154,14 +156,10 @@ class S3Writer(CommitOnExit):
             )
 
     def _fail(self, exc: BaseException) -> NoReturn:
-        """Abort, and say why in etcdops terms (the first part that failed is the cause)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
+        """Abort, and raise why: the first part that failed is the cause."""
         # an interrupt stays an interrupt, whatever failed before it
         cause = (self._failure or exc) if isinstance(exc, Exception) else exc
         self.abort()
-        if isinstance(cause, BotoCoreError | ClientError):
-            raise self._store.error(cause, "write", self._where) from cause
         raise cause
 
     def _wait(self, attempt: Callable[[float], T]) -> T:
@@ -253,13 +251,8 @@ class S3Writer(CommitOnExit):
             raise self._failure
         if self._upload_id is None:
             self._upload_id = self._request(
-                "starting the upload",
-                self._store._client.create_multipart_upload,
-                Bucket=self._store.bucket,
-                Key=self._store.full_key(self._key),
-                ChecksumAlgorithm="CRC32",
-                **self._store._write_args,
-            )["UploadId"]
+                "starting the upload", self._store.start_upload, self._key
+            )
         number = len(self._parts) + 1
         if number > MAX_PARTS:
             raise StorageError(
@@ -268,7 +261,9 @@ class S3Writer(CommitOnExit):
                 "pass the expected size when opening the writer, so that parts are big enough",
             )
         body = buffer if length == len(buffer) else buffer[:length]  # only the last is short
-        future = self._threads().submit(self._upload_part, number, body)
+        future = self._threads().submit(
+            self._store.upload_part, self._key, self._upload_id, number, body
+        )
         future.add_done_callback(lambda done: self._part_done(done, buffer))
         self._parts.append(future)
 
@@ -276,21 +271,6 @@ class S3Writer(CommitOnExit):
         if not future.cancelled() and future.exception() is not None and self._failure is None:
             self._failure = future.exception()
         self._free.put(buffer)  # after the failure is set, so that the writer waking sees it
-
-    def _upload_part(self, number: int, body: bytearray) -> tuple[dict[str, Any], bytes]:
-        """Send one part with its CRC32, which S3 checks before accepting it."""
-        digest = crc32_digest(body)
-        checksum = _b64(digest)
-        response = self._store._client.upload_part(
-            Bucket=self._store.bucket,
-            Key=self._store.full_key(self._key),
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=body,
-            ChecksumAlgorithm="CRC32",
-            ChecksumCRC32=checksum,
-        )
-        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": checksum}, digest
 
     def _parts_sent(self, timeout: float) -> list[tuple[dict[str, Any], bytes]]:
         """Every part's result once all are in; the first failure as soon as one fails."""
@@ -305,23 +285,10 @@ class S3Writer(CommitOnExit):
     def _complete(self) -> tuple[Checksum, bool]:
         """Complete the upload once every part is in: the composite checksum, and whether S3
         confirmed the completion."""
-        from botocore.exceptions import ClientError
-
         results = self._wait(self._parts_sent)
         checksum = Checksum("CRC32", composite_crc32([digest for _, digest in results]))
-        try:
-            self._request(
-                "completing the upload",
-                self._store._client.complete_multipart_upload,
-                Bucket=self._store.bucket,
-                Key=self._store.full_key(self._key),
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": [part for part, _ in results]},
-            )
-        except ClientError as exc:
-            # a retried Complete whose first attempt succeeded (its reply was lost) may find the
-            # upload gone; then the HEAD check in commit() decides whether the object is ours
-            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
-                raise
-            return checksum, False
-        return checksum, True
+        confirmed = self._request(
+            "completing the upload", self._store.complete_upload, self._key, self._upload_id,
+            [part for part, _ in results],
+        )
+        return checksum, confirmed
