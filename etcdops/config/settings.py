@@ -1,0 +1,180 @@
+"""Every setting of etcdops.toml: its section, type, default and valid range, declared once on
+the dataclasses that the rest of etcdops reads its configuration from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from etcdops.units import parse_duration, parse_size
+
+
+def _opt(
+    kind: str,
+    default: Any = None,
+    *,
+    secret: bool = False,
+    required: bool = False,
+    within: tuple[Any, Any] | None = None,
+    why: str | None = None,
+) -> Any:
+    # Secrets stay out of repr() so that a logged or printed config never shows them.
+    metadata: dict[str, Any] = {"kind": kind, "required": required}
+    if within is not None:
+        # bounds are written the way an operator writes the value, and shown so in errors;
+        # a missing upper bound means the setting has no ceiling of its own
+        low, high = within
+        parse = {"int": int, "duration": parse_duration, "size": parse_size}[kind]
+        metadata["range"] = (parse(low), None if high is None else parse(high))
+        metadata["range_text"] = f"{low} to {high}" if high is not None else f"{low} or more"
+        metadata["why"] = why
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
+def _section(cls: type) -> Any:
+    """A nested table ([s3.replica]); None when the file does not have it."""
+    return field(default=None, metadata={"kind": "section", "cls": cls})
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    endpoints: tuple[str, ...] = _opt("list", ("http://127.0.0.1:2379",))
+    cacert: Path | None = _opt("file")
+    cert: Path | None = _opt("file")
+    key: Path | None = _opt("file")
+    user: str | None = _opt("str")
+    password_file: Path | None = _opt("file")
+    password: str | None = _opt("str", secret=True)
+    dial_timeout: float = _opt("duration", 5.0, within=("10ms", "10m"))
+    command_timeout: float = _opt("duration", 30.0, within=("10ms", "1h"))
+    snapshot_timeout: float = _opt("duration", 3600.0, within=("1s", "7d"))
+    etcdutl: str | None = _opt("str")
+    # one per endpoint, in the same order; empty: each member's client URL + /metrics
+    metrics_urls: tuple[str, ...] = _opt("list", ())
+    # etcd's --quota-backend-bytes; 8 GiB is the seed's limit (a member that reports a lower
+    # quota on /metrics is held to its own)
+    quota_backend_bytes: int = _opt("size", 8 * 1024**3, within=("1MiB", "1TiB"))
+
+    def resolved_password(self) -> str | None:
+        """The etcd password, read from its file when one is configured."""
+        if self.password is not None:
+            return self.password
+        if self.password_file is None:
+            return None
+        return self.password_file.read_text().strip()
+
+
+@dataclass(frozen=True)
+class EncryptionConfig:
+    recipients: tuple[str, ...] = _opt("list", ())
+    recipients_file: Path | None = _opt("file")
+    identity_file: Path | None = _opt("file")
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    dir: Path = _opt("path", Path("/var/lib/etcdops"))
+    # Level 1: on 2 cores zstd competes with etcd itself for the CPU, and on Kubernetes objects
+    # level 3 compresses no better (measured 7.7x at level 1 vs 7.6x at 3, 40% less CPU).
+    # zstandard also takes 0 (its default, 3) and negative "fast" levels; the manifest records
+    # the level, so only the levels that say what they do are accepted
+    compression_level: int = _opt("int", 1, within=(1, 22), why="zstd's levels")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """One bucket in one region; credentials come from the standard AWS chain."""
+
+    bucket: str = _opt("bucket", required=True)
+    region: str | None = _opt("region")
+    prefix: str = _opt("prefix", "")
+    endpoint_url: str | None = _opt("url")
+    sse: str | None = _opt("sse")
+    kms_key_id: str | None = _opt("str")
+    storage_class: str | None = _opt("str")
+    # An upload holds (upload_concurrency + 1) parts in memory. Bigger parts mean fewer requests
+    # (each costs CPU on both ends); more of them in flight help on a link with a long round trip.
+    part_size: int = _opt("size", 10 * 1024**2, within=("5MiB", "5GiB"),
+                          why="S3's limits for one part")
+    upload_concurrency: int = _opt("int", 2, within=(1, 64),
+                                   why="each part in flight is a buffer of part_size in memory")
+    # A hung endpoint must end in minutes, not hold the save: each request gives up after
+    # connect_timeout / read_timeout, is tried max_attempts times, and the whole of one store's
+    # part of a save (upload, check, manifest, copy) after deadline.
+    connect_timeout: float = _opt("duration", 10.0, within=("10ms", "10m"))
+    read_timeout: float = _opt("duration", 30.0, within=("10ms", "1h"))
+    max_attempts: int = _opt("int", 3, within=(1, 20))
+    deadline: float = _opt("duration", 1800.0, within=("1s", "7d"))
+
+
+@dataclass(frozen=True)
+class S3Config(S3Location):
+    replica: S3Location | None = _section(S3Location)
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    # prune also removes incomplete objects and unfinished uploads older than keep_within: a
+    # shorter window could take the object of a save still running
+    keep_within: float = _opt("duration", 24 * 3600.0, within=("1h", "3650d"),
+                              why="it must outlast a save in progress")
+    keep_min: int = _opt("int", 3, within=(1, None),
+                         why="the newest verified backup is always kept, so 0 would mean 1")
+
+
+@dataclass(frozen=True)
+class CompactionConfig:
+    # 0s is meaningful: compact all history now, as etcd's guide does to clear a NOSPACE alarm
+    retain: float = _opt("duration", 300.0, within=("0s", "30d"))
+    prefix: str = _opt("str", "/etcdops/compaction/")
+    timeout: float = _opt("duration", 300.0, within=("1s", "1d"))  # --physical takes a while
+
+
+@dataclass(frozen=True)
+class DefragConfig:
+    window: str = _opt("str", "02:00-05:00")
+    timezone: str = _opt("str", "UTC")
+    free_threshold: int = _opt("size", 200 * 1024**2, within=("0", "1TiB"))
+    quota_percent: int = _opt("int", 80, within=(1, 100))
+    # per member: a multi-GiB db takes minutes
+    timeout: float = _opt("duration", 600.0, within=("1s", "1d"))
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    wal_fsync_p99: float = _opt("duration", 0.010, within=("1ms", "1m"))
+    backend_commit_p99: float = _opt("duration", 0.050, within=("1ms", "1m"))
+    compaction_p99: float | None = _opt("duration", within=("1ms", "1h"))
+    db_size_percent: int = _opt("int", 80, within=(1, 100))
+    raft_index_lag: int = _opt("int", 5000, within=(1, None))
+    # the hourly schedule plus slack for the timer's randomized delay and the save itself
+    backup_max_age: float = _opt("duration", 70 * 60.0, within=("1m", "365d"))
+
+
+@dataclass(frozen=True)
+class Config:
+    cluster: str = _opt("str", "default")
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+    s3: S3Config | None = None
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    compaction: CompactionConfig = field(default_factory=CompactionConfig)
+    defrag: DefragConfig = field(default_factory=DefragConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    source: str = field(default="built-in defaults", metadata={"kind": "internal"})
+    # what the caller should tell the operator (this layer never prints)
+    warnings: tuple[str, ...] = field(default=(), metadata={"kind": "internal"})
+
+
+SECTIONS: dict[str, type] = {
+    "etcd": EtcdConfig,
+    "encryption": EncryptionConfig,
+    "local": LocalConfig,
+    "compaction": CompactionConfig,
+    "defrag": DefragConfig,
+    "health": HealthConfig,
+    "s3": S3Config,
+    "retention": RetentionConfig,
+}

@@ -1,0 +1,112 @@
+"""One setting's value: converted to the kind its field declares and checked against its
+range, or a ConfigError naming the key, where the value came from and how to write it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from etcdops.errors import ConfigError
+from etcdops.units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from etcdops.config.loader import Origin
+
+_BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}")
+_REGION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?")
+
+
+def checked_value(spec: dataclasses.Field[Any], value: Any, keypath: tuple[str, ...],
+                  origin: Origin) -> Any:
+    """One setting, converted to its type and checked against its declared range."""
+    key, kind = ".".join(keypath), spec.metadata["kind"]
+    valid = f"{key} takes {spec.metadata['range_text']}" if "range" in spec.metadata else None
+    if valid and spec.metadata["why"]:
+        valid += f" ({spec.metadata['why']})"
+    try:
+        converted = _convert(kind, value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{origin.describe(keypath)}: invalid value for '{key}': {exc}",
+            _fix_for(kind) + (f"; {valid}" if valid else ""),
+        ) from exc
+    if valid:
+        low, high = spec.metadata["range"]
+        if converted < low or (high is not None and converted > high):
+            raise ConfigError(
+                f"{origin.describe(keypath)}: '{key}' = {value!r} is out of range", valid
+            )
+    return converted
+
+
+def _convert(kind: str, value: Any) -> Any:
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected a non-empty string, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return value
+    if kind == "bucket":
+        # botocore's own check, so that nothing it would take is refused here
+        if not isinstance(value, str) or not _BUCKET.fullmatch(value):
+            raise ValueError(f"expected a bucket name (letters, digits, '.', '-'), got {value!r}")
+        return value
+    if kind == "region":
+        if not isinstance(value, str) or not _REGION.fullmatch(value):
+            raise ValueError(f"expected a region name such as \"us-east-1\", got {value!r}")
+        return value
+    if kind == "url":
+        parts = urlsplit(value) if isinstance(value, str) else None
+        if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value
+    if kind == "sse":
+        if value not in ("AES256", "aws:kms"):
+            raise ValueError(f"expected \"AES256\" or \"aws:kms\", got {value!r}")
+        return value
+    if kind == "prefix":
+        if not isinstance(value, str) or value.startswith("/") or (value and value[-1] != "/"):
+            raise ValueError(f"expected a key prefix ending in '/' (or empty), got {value!r}")
+        return value
+    if kind == "duration":
+        return parse_duration(value)
+    if kind == "size":
+        return parse_size(value)
+    if kind == "list":
+        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) and v for v in items):
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        return tuple(items)
+    if kind in ("path", "file"):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected a path, got {value!r}")
+        path = Path(value).expanduser()
+        if kind == "file" and not os.access(path, os.R_OK):
+            raise ValueError(f"file {path} does not exist or is not readable")
+        return path
+    raise AssertionError(f"unknown config kind {kind}")
+
+
+def _fix_for(kind: str) -> str:
+    return {
+        "str": "write a quoted string",
+        "bucket": "write the bucket's name, without s3:// or a prefix (that is 'prefix')",
+        "region": "write the region's name, such as \"eu-west-1\"",
+        "url": "write the endpoint's URL, such as \"https://s3.example.internal:9000\"",
+        "sse": "use \"AES256\" (S3-managed keys) or \"aws:kms\" with kms_key_id",
+        "prefix": "write a prefix such as \"etcd/\" (no leading '/', a trailing '/')",
+        "int": "write a whole number",
+        "duration": "write a duration such as \"30s\", \"5m\" or \"24h\"",
+        "size": "write a size such as \"200MiB\" or \"8GB\"",
+        "list": "write a list such as [\"a\", \"b\"] (or a comma-separated string in a variable)",
+        "path": "write a quoted path",
+        "file": "point it at a readable file (check the path and its permissions)",
+    }[kind]
