@@ -42,8 +42,9 @@ from typing import Any, TypeVar
 from etcdops.config import EtcdConfig
 from etcdops.demo.sample import load_kubernetes_objects
 from etcdops.etcd.binaries import find_binary
-from etcdops.etcd.client import EtcdSession, MemberStatus
 from etcdops.etcd.local import LocalCluster
+from etcdops.etcd.maintenance import MemberStatus
+from etcdops.etcd.session import EtcdSession
 from etcdops.units import format_size, parse_size
 
 MiB = 1 << 20

@@ -113,7 +113,7 @@ def _save(
     clock: Callable[[], datetime], kept: _Kept,
 ) -> SaveResult:
     """save_snapshot() under the host lock, noting in kept what is stored as it goes."""
-    from etcdops.etcd.client import EtcdSession
+    from etcdops.etcd.session import EtcdSession
 
     with HostLock(config.local.dir / LOCK_NAME, "snapshot save"):
         with EtcdSession(config.etcd) as etcd:

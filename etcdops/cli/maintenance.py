@@ -30,7 +30,7 @@ def compact(
     ] = False,
 ) -> None:
     """Compact to the newest revision at least --retain old (a sample is taken every run)."""
-    from etcdops.etcd.client import EtcdSession
+    from etcdops.etcd.session import EtcdSession
     from etcdops.maintenance.compaction import compact as compact_history
 
     config = run.config(**{"compaction.retain": retain})
@@ -42,7 +42,7 @@ def compact(
 @command
 def defrag(run: Invocation, force: Force = False, dry_run: DryRun = False) -> None:
     """Defragment members that need it, in the off-peak window, followers first, leader last."""
-    from etcdops.etcd.client import EtcdSession
+    from etcdops.etcd.session import EtcdSession
     from etcdops.maintenance.defrag import defragment_cluster
 
     config = run.config()
@@ -56,7 +56,7 @@ def defrag(run: Invocation, force: Force = False, dry_run: DryRun = False) -> No
 @command
 def maintain(run: Invocation, force: Force = False, dry_run: DryRun = False) -> None:
     """Compaction (applied on disk), then defragmentation in the window: what the timer runs."""
-    from etcdops.etcd.client import EtcdSession
+    from etcdops.etcd.session import EtcdSession
     from etcdops.maintenance.compaction import compact as compact_history
     from etcdops.maintenance.defrag import defragment_cluster
 

@@ -148,7 +148,7 @@ class _Demo:
 
     def load_objects(self) -> str:
         from etcdops.demo.sample import load_kubernetes_objects
-        from etcdops.etcd.client import EtcdSession
+        from etcdops.etcd.session import EtcdSession
 
         with EtcdSession(self.config.etcd) as session:
             counts = load_kubernetes_objects(session, self.objects)

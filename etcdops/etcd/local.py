@@ -23,7 +23,7 @@ from typing import Any
 from etcdops.config import EtcdConfig
 from etcdops.errors import EtcdopsError, ToolError
 from etcdops.etcd.binaries import find_binary
-from etcdops.etcd.client import EtcdSession
+from etcdops.etcd.session import EtcdSession
 
 LOOPBACK = "127.0.0.1"
 _PORT_ATTEMPTS = 3

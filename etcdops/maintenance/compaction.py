@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from etcdops.config import CompactionConfig
-from etcdops.etcd.client import EtcdSession, KeyValue
+from etcdops.etcd.kv import KeyValue
+from etcdops.etcd.session import EtcdSession
 from etcdops.units import format_duration
 
 log = logging.getLogger("etcdops.maintenance.compaction")
@@ -103,7 +104,7 @@ def compact(
     # this run's own moment counts too (it is only old enough with retain 0)
     samples = [*stored, Sample(now, current, None)]
     chosen = choose_sample(samples, now, retain)
-    oldest = session.oldest_revision(current)
+    oldest = oldest_revision(session, current)
     target = chosen.revision if chosen else None
     compacted = False
     if chosen is None:
@@ -149,6 +150,20 @@ def compact(
         samples_deleted=len(obsolete),
         seconds=time.monotonic() - started,
     )
+
+
+def oldest_revision(session: EtcdSession, current: int) -> int:
+    """The oldest revision etcd still keeps (1 until the first compaction)."""
+    # etcd 3.5 does not report its compaction revision over gRPC; a read at a revision fails
+    # exactly when that revision was compacted away, so bisect on that (about 30 tiny reads)
+    unreadable, oldest = 0, current
+    while oldest - unreadable > 1:
+        middle = (unreadable + oldest) // 2
+        if session.readable_at(middle):
+            oldest = middle
+        else:
+            unreadable = middle
+    return oldest
 
 
 def _sample_key(prefix: bytes, now: float, host: str) -> bytes:

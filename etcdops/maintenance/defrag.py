@@ -17,8 +17,9 @@ from datetime import datetime
 
 from etcdops.config import Config, DefragConfig, EtcdConfig
 from etcdops.errors import EtcdUnavailableError
-from etcdops.etcd.client import Alarm, EtcdSession, MemberStatus
+from etcdops.etcd.maintenance import Alarm, MemberStatus
 from etcdops.etcd.metrics_page import effective_quota, fetch_page, metrics_url
+from etcdops.etcd.session import EtcdSession
 from etcdops.lock import HostLock
 from etcdops.maintenance.members import MemberState, survey, unhealthy
 from etcdops.maintenance.window import parse_window

@@ -14,7 +14,7 @@ from datetime import datetime
 from etcdops.backup.catalog import BackupView, Survey, survey_stores
 from etcdops.config import Config, HealthConfig
 from etcdops.errors import EtcdopsError
-from etcdops.etcd.client import Alarm, EtcdSession, MemberStatus
+from etcdops.etcd.maintenance import Alarm, MemberStatus
 from etcdops.etcd.metrics_page import (
     BACKEND_COMMIT,
     COMPACTION,
@@ -24,6 +24,7 @@ from etcdops.etcd.metrics_page import (
     fetch_page,
     metrics_url,
 )
+from etcdops.etcd.session import EtcdSession
 from etcdops.maintenance.members import MemberState, survey
 from etcdops.stores.configured import REPLICA, open_stores
 from etcdops.units import format_duration, format_size

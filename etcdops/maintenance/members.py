@@ -12,7 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from etcdops.errors import EtcdopsError
-from etcdops.etcd.client import EtcdSession, Member, MemberStatus
+from etcdops.etcd.cluster import Member
+from etcdops.etcd.maintenance import MemberStatus
+from etcdops.etcd.session import EtcdSession
 
 
 @dataclass(frozen=True)

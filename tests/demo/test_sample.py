@@ -17,8 +17,8 @@ from etcdops.demo.sample import (
     resource_type,
 )
 from etcdops.errors import UsageError
-from etcdops.etcd.client import EtcdSession
 from etcdops.etcd.local import LocalCluster
+from etcdops.etcd.session import EtcdSession
 
 # --- inventory ---------------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ import pytest
 from etcdops.demo.sample import inventory
 from etcdops.errors import ToolError
 from etcdops.etcd.binaries import etcdutl_supports, find_binary
-from etcdops.etcd.client import EtcdSession
 from etcdops.etcd.local import LocalCluster, LocalEtcd, TLSFiles
+from etcdops.etcd.session import EtcdSession
 
 # --- processes ---------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ import pytest
 from etcd3 import etcdrpc
 
 from etcdops.config import CompactionConfig
-from etcdops.etcd.client import EtcdSession
 from etcdops.etcd.local import LocalCluster
+from etcdops.etcd.session import EtcdSession
 from etcdops.maintenance import compaction
 from etcdops.maintenance.compaction import Sample, choose_sample, compact, obsolete_samples
 

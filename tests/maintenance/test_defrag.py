@@ -11,8 +11,9 @@ import pytest
 
 from etcdops.config import Config, DefragConfig, LocalConfig
 from etcdops.errors import EtcdUnavailableError, LockedError
-from etcdops.etcd.client import EtcdSession, MemberStatus
 from etcdops.etcd.local import LocalCluster
+from etcdops.etcd.maintenance import MemberStatus
+from etcdops.etcd.session import EtcdSession
 from etcdops.lock import HostLock
 from etcdops.maintenance.defrag import LOCK_NAME, decide, defragment_cluster
 from tests.fixtures.etcd import TINY_QUOTA, fill_until_nospace

@@ -10,8 +10,8 @@ from etcdops.backup.catalog import Catalog, combined_view
 from etcdops.backup.retention import Condition
 from etcdops.backup.save import save_snapshot
 from etcdops.config import Config, HealthConfig
-from etcdops.etcd.client import EtcdSession
 from etcdops.etcd.local import LocalCluster
+from etcdops.etcd.session import EtcdSession
 from etcdops.maintenance.health import (
     FAIL,
     INFO,

@@ -1,0 +1,119 @@
+"""etcd's KV service: counting, reading, writing and deleting keys, and compacting history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from etcdops.etcd.connection import Connections, RevisionCompacted
+from etcdops.etcd.rpc import import_etcdrpc
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """One key and its value, as Range returns it."""
+
+    key: bytes
+    value: bytes
+
+
+class KVCalls(Connections):
+    """The KV calls etcdops makes, each served by the first member that answers."""
+
+    def count_keys(self, revision: int | None = None) -> int:
+        """How many keys the whole keyspace holds (at a revision), without reading any value."""
+        etcdrpc = import_etcdrpc()
+
+        def call(url: str) -> Any:
+            # key and range_end "\0" mean every key; count_only returns no key-values
+            request = etcdrpc.RangeRequest(
+                key=b"\0", range_end=b"\0", count_only=True, revision=revision or 0
+            )
+            return self._unary(url, "KV", "Range", request, "key count")
+
+        return int(self._first_answer("key count", call).count)
+
+    def readable_at(self, revision: int) -> bool:
+        """Whether etcd still keeps a revision: False once a compaction dropped it."""
+        etcdrpc = import_etcdrpc()
+        request = etcdrpc.RangeRequest(key=b"\0", revision=revision, count_only=True)
+
+        def call(url: str) -> bool:
+            try:
+                self._unary(url, "KV", "Range", request, f"a read at revision {revision}")
+            except RevisionCompacted:
+                return False
+            return True
+
+        return self._first_answer("Range", call)
+
+    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> int:
+        """Write key-values in one transaction (one raft entry); returns the new revision."""
+        # a member that timed out may have applied the puts before the next one is asked:
+        # the same values written twice are the same keys and values, one revision later
+        etcdrpc = import_etcdrpc()
+
+        def call(url: str) -> Any:
+            request = etcdrpc.TxnRequest(
+                success=[
+                    etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value))
+                    for key, value in items
+                ]
+            )
+            return self._unary(url, "KV", "Txn", request, f"a transaction of {len(items)} puts")
+
+        return int(self._first_answer("put", call).header.revision)
+
+    def get_prefix(self, prefix: bytes) -> tuple[list[KeyValue], int]:
+        """Every key under a prefix, in key order, and the store's revision when it was read."""
+        etcdrpc = import_etcdrpc()
+        request = etcdrpc.RangeRequest(key=prefix, range_end=prefix_end(prefix))
+
+        def call(url: str) -> Any:
+            return self._unary(url, "KV", "Range", request, f"a read of {prefix!r}")
+
+        response = self._first_answer("Range", call)
+        kvs = [KeyValue(kv.key, kv.value) for kv in response.kvs]
+        return kvs, int(response.header.revision)
+
+    def delete_keys(self, keys: Sequence[bytes]) -> int:
+        """Delete exact keys in one transaction (etcd allows deletes under NOSPACE)."""
+        etcdrpc = import_etcdrpc()
+        request = etcdrpc.TxnRequest(
+            success=[
+                etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key))
+                for key in keys
+            ]
+        )
+
+        def call(url: str) -> Any:
+            return self._unary(url, "KV", "Txn", request, f"a transaction of {len(keys)} deletes")
+
+        return int(self._first_answer("delete", call).header.revision)
+
+    def compact(self, revision: int, *, physical: bool, timeout: float) -> bool:
+        """Drop history before revision, cluster-wide; False when etcd had already dropped it."""
+        etcdrpc = import_etcdrpc()
+        request = etcdrpc.CompactionRequest(revision=revision, physical=physical)
+
+        def call(url: str) -> bool:
+            what = f"compaction to revision {revision}"
+            try:
+                self._unary(url, "KV", "Compact", request, what, timeout=timeout)
+            except RevisionCompacted:
+                return False  # kube-apiserver (or another node) compacted further already
+            return True
+
+        return self._first_answer("Compact", call)
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range_end that makes a Range cover every key starting with prefix (as etcdctl does)."""
+    end = bytearray(prefix)
+    while end and end[-1] == 0xFF:
+        end.pop()
+    if not end:
+        return b"\0"  # a prefix of only 0xff bytes: every key from it to the end
+    end[-1] += 1
+    return bytes(end)
