@@ -5,14 +5,17 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from etcdops.errors import ConfigError, NotFoundError, StorageError
+from etcdops.stores import s3_writer
 from etcdops.stores.s3 import S3Store
 from etcdops.stores.s3_parts import (
     MAX_PARTS,
@@ -62,6 +65,12 @@ def assert_nothing_left(store, key=KEY):
 def test_import_does_not_load_botocore():
     code = "import sys, etcdops.stores.s3; assert not {'boto3', 'botocore'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_writer_uses_only_the_stores_public_surface():
+    # the store's client and write settings are its own: the writer goes through its methods
+    source = Path(s3_writer.__file__).read_text()
+    assert re.findall(r"_store\._\w+", source) == []
 
 
 @pytest.mark.parametrize("size", [1, 200 * MiB, 8 * 1024 * MiB, 500 * 1024 * MiB])
