@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -45,6 +45,16 @@ class CatalogEntry:
         """Its bytes were checked against its manifest and have not changed since: the only
         copies that count for retention, health and 'latest'."""
         return self.condition is Condition.VERIFIED
+
+    def as_dict(self) -> dict[str, object]:
+        """The copy's condition and last check, as `list -o json` prints it under `copies`."""
+        check = self.check
+        return {
+            "condition": self.condition.value,
+            "problem": self.problem,
+            "checked_at": check.checked_at.isoformat() if check else None,
+            "method": check.method if check else None,
+        }
 
 
 class Catalog:
@@ -201,6 +211,21 @@ class BackupView:
         """Every copy listed is verified."""
         return len(self.verified_in) == len(self.entries)
 
+    def as_dict(self) -> dict[str, object]:
+        """The backup as `list -o json` prints it."""
+        manifest = self.manifest
+        return {
+            "id": manifest.id,
+            "created_at": manifest.created_at.isoformat(),
+            "revision": manifest.etcd.revision,
+            "keys": manifest.etcd.keys,
+            "snapshot_size": manifest.snapshot_size,
+            "stored_size": manifest.object_size,
+            "stores": self.copies,
+            "verified": self.verified,
+            "copies": {name: entry.as_dict() for name, entry in self.entries.items()},
+        }
+
 
 @dataclass
 class Survey:
@@ -220,7 +245,7 @@ class Survey:
         ]
 
 
-def survey_stores(stores: dict[str, Store], cluster: str) -> Survey:
+def survey_stores(stores: Mapping[str, Store], cluster: str) -> Survey:
     """Every backup in any store, each copy verified or why not."""
     views: dict[str, BackupView] = {}
     result = Survey()
@@ -240,8 +265,59 @@ def survey_stores(stores: dict[str, Store], cluster: str) -> Survey:
 
 
 def combined_view(
-    stores: dict[str, Store], cluster: str
+    stores: Mapping[str, Store], cluster: str
 ) -> tuple[list[BackupView], dict[str, StorageError]]:
     """Every backup in any store (newest last), and the stores that could not be listed."""
     found = survey_stores(stores, cluster)
     return found.backups, found.unreachable
+
+
+@dataclass(frozen=True)
+class Listing:
+    """`snapshot list`: every backup across the stores listed and, with show_all, what is not
+    a backup yet (objects without a manifest, writes that never finished)."""
+
+    survey: Survey
+    listed: list[str]  # the stores asked for that could be listed
+    show_all: bool
+    incomplete: dict[str, list[str]] = field(default_factory=dict)  # store -> object keys
+    unfinished: dict[str, list[ObjectInfo]] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Per store, why it could not be listed."""
+        return {name: str(exc) for name, exc in self.survey.unreachable.items()}
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form of the listing."""
+        found = self.survey
+        doc: dict[str, object] = {
+            "backups": [view.as_dict() for view in found.backups],
+            "damaged": {
+                name: [{"id": e.id, "manifest_key": e.keys.manifest, "problem": e.problem}
+                       for e in entries]
+                for name, entries in found.damaged.items()
+            },
+            "unreachable": self.failures,
+        }
+        if self.show_all:
+            doc["incomplete"] = self.incomplete
+            doc["unfinished"] = {
+                name: [{"key": i.key, "last_active_at": i.modified.isoformat()} for i in infos]
+                for name, infos in self.unfinished.items()
+            }
+        return doc
+
+
+def list_backups(stores: Mapping[str, Store], cluster: str, *, show_all: bool = False) -> Listing:
+    """Every backup in the stores, each copy verified or why not; with show_all, also what
+    saves and copies left unfinished (they hold space that no backup accounts for)."""
+    found = survey_stores(stores, cluster)
+    listed = [name for name in stores if name not in found.unreachable]
+    listing = Listing(found, listed, show_all)
+    if show_all:
+        for name in listed:
+            catalog = Catalog(stores[name], cluster)
+            listing.incomplete[name] = [info.key for info in catalog.incomplete()]
+            listing.unfinished[name] = catalog.unfinished()
+    return listing

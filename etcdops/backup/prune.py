@@ -13,7 +13,7 @@ that long, so nothing in progress is touched.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -36,16 +36,49 @@ class StorePrune:
     notes: list[str] = field(default_factory=list)  # backups that failed their check here
     error: str | None = None  # the store could not be listed or a deletion failed
 
+    def as_dict(self) -> dict[str, object]:
+        """One store's part of the JSON form."""
+        return {
+            "decisions": [
+                {"id": d.candidate.id, "condition": d.candidate.condition.value,
+                 "action": "keep" if d.keep else "delete", "reasons": list(d.reasons)}
+                for d in self.decisions
+            ],
+            "deleted": self.deleted,
+            "notes": self.notes,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    now: datetime
+    dry_run: bool
+    stores: list[StorePrune]
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Per store, why pruning it failed."""
+        return {r.store: r.error for r in self.stores if r.error}
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form of a prune: per store, every decision with its reasons."""
+        return {
+            "now": self.now.isoformat(),
+            "dry_run": self.dry_run,
+            "stores": {r.store: r.as_dict() for r in self.stores},
+        }
+
 
 def prune(
-    stores: dict[str, Store],
+    stores: Mapping[str, Store],
     cluster: str,
     policy: RetentionConfig,
     now: datetime,
     reporter: Reporter,
     *,
     dry_run: bool = False,
-) -> list[StorePrune]:
+) -> PruneReport:
     """Decide and (unless dry_run) delete in each store on its own; one failing spares the rest.
 
     Before anything is deleted in a store, the backups kept there as the newest verified ones
@@ -61,7 +94,7 @@ def prune(
             _prune_store(Catalog(store, cluster), policy, now, reporter, result, dry_run=dry_run)
         except EtcdopsError as exc:
             result.error = str(exc)
-    return results
+    return PruneReport(now, dry_run, results)
 
 
 def _prune_store(

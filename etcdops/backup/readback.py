@@ -26,16 +26,10 @@ from etcdops.errors import (
 )
 from etcdops.report import Reporter
 from etcdops.stores.base import Store
-from etcdops.stores.configured import open_stores
+from etcdops.stores.configured import Stores, open_stores
 from etcdops.stores.local import AtomicFile
-from etcdops.stream.writers import (
-    AgeDecrypt,
-    Digest,
-    Discard,
-    SnapshotTrailerCheck,
-    Writer,
-    ZstdDecompress,
-)
+from etcdops.stream.pipeline import SnapshotDecoder
+from etcdops.stream.writers import Digest, Discard, SnapshotTrailerCheck, Writer
 
 if TYPE_CHECKING:
     from etcdops.crypto.age import Identity
@@ -86,20 +80,17 @@ class SnapshotStatus:
 
 
 def locate(
-    config: Config, ref: str, reporter: Reporter, *, store: str | None = None
+    config: Config, ref: str, reporter: Reporter, *, store: str | None = None,
+    stores: Stores | None = None,
 ) -> tuple[list[BackupSource], list[str]]:
     """Where to read a backup from, in the order to try: a file path, or an id (or unique
-    prefix, or 'latest') in each store holding a good copy (local, primary, then replica);
-    and a note for each store that could not even be listed."""
+    prefix, or 'latest') in each store of the topology (default: config's) holding a good copy,
+    in its read order; and a note for each store that could not even be listed."""
     if is_file_ref(ref):
         return [_file_source(Path(ref))], []
-    stores = open_stores(config)
+    stores = stores or open_stores(config)
     if store is not None:
-        if store not in stores:
-            raise UsageError(
-                f"no {store} store is configured", f"choose one of: {', '.join(stores)}"
-            )
-        stores = {store: stores[store]}
+        stores = stores.only(store)
     views, unreachable = combined_view(stores, config.cluster)
     notes = [f"{name} store could not be listed ({e.message})" for name, e in unreachable.items()]
     for note in notes:
@@ -210,32 +201,26 @@ class _Decoded:
 
 def _read(config: Config, source: BackupSource, sink: Writer, reporter: Reporter) -> _Decoded:
     """Decode a source end to end into sink, checking everything there is to check."""
-    # past age and zstd, a snapshot check failing means the backup holds something else
-    plain = SnapshotTrailerCheck(
-        sink, f"the decrypted contents of {source.label}" if source.encrypted else source.label
-    )
-    closers: list[AgeDecrypt | ZstdDecompress] = []
-    first: Writer = plain
     identities: list[Identity] = []
     if source.encrypted:
         from etcdops.crypto.keys import configured_identities
 
         identities = configured_identities(config.encryption)
-        decompress = ZstdDecompress(plain)
-        decrypt = AgeDecrypt(decompress, identities)
-        closers = [decrypt, decompress]
-        first = decrypt
-    stored = Digest(first)
+    # past age and zstd, a snapshot check failing means the backup holds something else
+    decoder = SnapshotDecoder(
+        sink, identities if source.encrypted else None,
+        f"the decrypted contents of {source.label}" if source.encrypted else source.label,
+    )
+    stored, plain = decoder.stored, decoder.plain
     try:
         with source.opener() as reader, reporter.progress("reading", total=source.size) as bar:
             while block := reader.read(READ_SIZE):
-                stored.write(block)
+                decoder.write(block)
                 bar.advance(len(block))
-        for closer in closers:
-            closer.close()
+        decoder.finish()
     except CryptoError as exc:
         raise _damage_or_wrong_key(exc, source, identities) from exc
-    db_sha256 = plain.verify()
+    db_sha256 = decoder.verify()
     checks = ["age authentication", "etcd sha256 trailer"] if source.encrypted else [
         "etcd sha256 trailer"
     ]
@@ -311,11 +296,12 @@ def _status(
 
 
 def snapshot_status(
-    config: Config, ref: str, reporter: Reporter, *, store: str | None = None
+    config: Config, ref: str, reporter: Reporter, *, store: str | None = None,
+    stores: Stores | None = None,
 ) -> SnapshotStatus:
     """Read a backup or snapshot file end to end and report what it is and that it is intact."""
     source, decoded, fallbacks = _first_good(
-        locate(config, ref, reporter, store=store),
+        locate(config, ref, reporter, store=store, stores=stores),
         lambda s: _read(config, s, Discard(), reporter),
         reporter,
     )
@@ -342,25 +328,20 @@ def fetch_snapshot(
     *,
     force: bool = False,
     store: str | None = None,
+    stores: Stores | None = None,
 ) -> SnapshotStatus:
     """Write the plain snapshot of a backup to out, only once every check has passed."""
     if out.exists() and not force:
         raise UsageError(f"{out} already exists", "choose another --out path or pass --force")
-    located = locate(config, ref, reporter, store=store)
+    located = locate(config, ref, reporter, store=store, stores=stores)
     first = located[0][0]
     if not first.encrypted:
         _read(config, first, Discard(), reporter)  # what is no snapshot must not be told "use it"
         raise UsageError(f"{first.label} is already a plain snapshot (checked)", "use it as it is")
 
     def attempt(source: BackupSource) -> _Decoded:
-        target = AtomicFile(out)
-        try:
-            decoded = _read(config, source, target, reporter)
-            target.commit()
-        except BaseException:
-            target.abort()
-            raise
-        return decoded
+        with AtomicFile(out) as target:
+            return _read(config, source, target, reporter)
 
     source, decoded, fallbacks = _first_good(located, attempt, reporter)
     return _status(config, source, decoded, fallbacks)

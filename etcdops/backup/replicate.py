@@ -17,8 +17,8 @@ from etcdops.backup.checks import AS_WRITTEN, COPIED, try_record
 from etcdops.backup.manifest import Manifest
 from etcdops.errors import EtcdopsError, IntegrityError, UsageError
 from etcdops.report import Reporter
-from etcdops.stores.base import Store
-from etcdops.stores.configured import LOCAL, PRIMARY, REPLICA
+from etcdops.stores.base import Store, server_side_copier
+from etcdops.stores.configured import Stores
 from etcdops.stream.writers import Digest
 
 COPY_BLOCK = 1 << 20
@@ -30,12 +30,11 @@ def copy_backup(
 ) -> None:
     """Put one backup into target, checked, manifest last (verified_source: whether the
     source's bytes are known to be the manifest's, so that S3 may copy them unseen)."""
-    from etcdops.stores.s3 import S3Store
-
     key = manifest.object_key
-    server_side = verified_source and isinstance(source, S3Store) and isinstance(target, S3Store)
-    if server_side:
-        target.copy_from(source, key, manifest.object_size)
+    copier = server_side_copier(source, target) if verified_source else None
+    server_side = copier is not None
+    if copier is not None:
+        copier.copy_from(source, key, manifest.object_size)
     else:
         _stream_copy(manifest, source, target, reporter)
     info = target.head(key)
@@ -53,8 +52,7 @@ def copy_backup(
 
 
 def _stream_copy(manifest: Manifest, source: Store, target: Store, reporter: Reporter) -> None:
-    writer = target.open_writer(manifest.object_key)
-    try:
+    with target.open_writer(manifest.object_key) as writer:
         digest = Digest(writer)
         with source.open_reader(manifest.object_key) as reader, reporter.progress(
             f"copy to {target.name}", total=manifest.object_size
@@ -67,10 +65,6 @@ def _stream_copy(manifest: Manifest, source: Store, target: Store, reporter: Rep
                 f"backup {manifest.id} in {source.name} does not match its manifest",
                 "check it with 'etcdops snapshot status'; copy from another store",
             )
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
 
 
 @dataclass
@@ -79,12 +73,25 @@ class ReplicationReport:
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (id, store, error)
     already: int = 0
 
+    @property
+    def failures(self) -> dict[str, str]:
+        """Per store, why a copy to it failed (the last failure, when several did)."""
+        return {store: error for _, store, error in self.failed}
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form of a replication."""
+        return {
+            "copied": [{"id": i, "store": s} for i, s in self.copied],
+            "failed": [{"id": i, "store": s, "error": e} for i, s, e in self.failed],
+            "already_present": self.already,
+        }
+
 
 def replicate(
-    stores: dict[str, Store], cluster: str, reporter: Reporter, *, ref: str | None = None
+    stores: Stores, cluster: str, reporter: Reporter, *, ref: str | None = None
 ) -> ReplicationReport:
     """Copy to primary and replica each good backup (or the one named) they do not hold yet."""
-    targets = [name for name in (PRIMARY, REPLICA) if name in stores]
+    targets = stores.copy_targets
     if not targets:
         raise UsageError(
             "no S3 store is configured, so there is nowhere to replicate to",
@@ -105,7 +112,7 @@ def replicate(
             if backup_id in held[target]:
                 report.already += 1
                 continue
-            source, entry = _source(held, backup_id)
+            source, entry = _source(stores, held, backup_id, target)
             assert entry.manifest is not None  # a good entry has a manifest it can trust
             try:
                 copy_backup(entry.manifest, stores[source], stores[target], reporter,
@@ -122,17 +129,14 @@ def _good_by_id(catalog: Catalog) -> dict[str, CatalogEntry]:
     return {e.id: e for e in catalog.entries() if e.good}
 
 
-def _source(held: dict[str, dict[str, CatalogEntry]], backup_id: str) -> tuple[str, CatalogEntry]:
-    """Where to copy a backup from: a verified S3 copy (server-side, no bytes through this
-    host), else the local copy, else an unchecked S3 one; the last two are streamed through
-    this host, which checks their bytes on the way."""
-    copies = {
-        name: held[name][backup_id] for name in (PRIMARY, REPLICA, LOCAL)
-        if backup_id in held.get(name, {})
-    }
+def _source(
+    stores: Stores, held: dict[str, dict[str, CatalogEntry]], backup_id: str, target: str
+) -> tuple[str, CatalogEntry]:
+    """Where to copy a backup from: a verified copy the target copies server-side (no bytes
+    through this host), else the first copy in read order (the local one when there is one),
+    streamed through this host, which checks its bytes on the way."""
+    copies = {name: held[name][backup_id] for name in stores if backup_id in held.get(name, {})}
     for name, entry in copies.items():
-        if name != LOCAL and entry.verified:
+        if entry.verified and server_side_copier(stores[name], stores[target]):
             return name, entry
-    if LOCAL in copies:
-        return LOCAL, copies[LOCAL]
     return next(iter(copies.items()))

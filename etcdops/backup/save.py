@@ -13,6 +13,7 @@ backup already exists on this host. An interrupt says exactly what was kept.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,11 +28,11 @@ from etcdops.crypto.keys import configured_recipients
 from etcdops.errors import EtcdopsError, Interrupted, StorageError
 from etcdops.lock import HostLock
 from etcdops.report import Reporter
-from etcdops.stores.base import Store
-from etcdops.stores.configured import LOCAL, PRIMARY, REPLICA, open_stores
+from etcdops.stores.base import Store, server_side_copier
+from etcdops.stores.configured import Stores, open_stores
 from etcdops.stores.fanout import Fanout
 from etcdops.stream.handoff import Handoff
-from etcdops.stream.writers import AgeEncrypt, Digest, SnapshotTrailerCheck, ZstdCompress
+from etcdops.stream.pipeline import SnapshotEncoder
 
 if TYPE_CHECKING:
     from etcdops.crypto.age import Recipient
@@ -48,6 +49,14 @@ class SaveResult:
     # manifest is written before the copy, which at 1 GiB is a third of the save
     durations: dict[str, float]
 
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form: the manifest, where the backup is stored and why not elsewhere."""
+        return json.loads(self.manifest.to_json()) | {
+            "stored_in": list(self.stored),
+            "failed": self.failures,
+            "durations": self.durations,
+        }
+
 
 @dataclass
 class _Kept:
@@ -57,7 +66,7 @@ class _Kept:
     holders: list[str] = field(default_factory=list)
     fanout: Fanout | None = None
 
-    def interrupted(self, stores: dict[str, Store]) -> Interrupted:
+    def interrupted(self, stores: Stores) -> Interrupted:
         """The interrupt, naming the stores that hold the backup and what became of the rest."""
         if self.holders:
             plural = "s" if len(self.holders) > 1 else ""
@@ -66,7 +75,7 @@ class _Kept:
         else:
             said = ["the backup was not complete: nothing half-written was kept"]
         for name, confirmed in (self.fanout.aborted if self.fanout else {}).items():
-            if name == LOCAL:
+            if name == stores.local:
                 continue  # its temporary file is gone, which the first clause says
             said.append(
                 f"the {name} upload was aborted" if confirmed else
@@ -88,17 +97,18 @@ def save_snapshot(
     config: Config,
     reporter: Reporter,
     *,
-    local_only: bool = False,
+    stores: Stores | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> SaveResult:
-    """Take one verified, encrypted backup into every configured store, replica included.
+    """Take one verified, encrypted backup into every store of the topology (default: every
+    store config names), replica included.
 
     A store that fails does not cost the others their copy: the result says which stores hold
     the backup and why the rest do not. Only when no store holds it is that an exception; an
     interrupt is an Interrupted that says what was kept.
     """
     recipients = configured_recipients(config.encryption)
-    stores = open_stores(config, local_only=local_only)
+    stores = (stores or open_stores(config)).open()
     kept = _Kept()
     try:
         return _save(config, reporter, stores, recipients, clock, kept)
@@ -109,7 +119,7 @@ def save_snapshot(
 
 
 def _save(
-    config: Config, reporter: Reporter, stores: dict[str, Store], recipients: list[Recipient],
+    config: Config, reporter: Reporter, stores: Stores, recipients: list[Recipient],
     clock: Callable[[], datetime], kept: _Kept,
 ) -> SaveResult:
     """save_snapshot() under the host lock, noting in kept what is stored as it goes."""
@@ -127,19 +137,16 @@ def _save(
             fanout = kept.fanout = _open_writers(stores, key, member.db_size, reporter)
             handoff: Handoff | None = None
             try:
-                stored = Digest(fanout)
-                encrypt = AgeEncrypt(stored, recipients)
-                compress = ZstdCompress(encrypt, config.local.compression_level)
-                plain = SnapshotTrailerCheck(compress, f"snapshot from {endpoint}")
-                handoff = Handoff(plain)
+                encoder = SnapshotEncoder(
+                    fanout, recipients, config.local.compression_level, f"snapshot from {endpoint}"
+                )
+                handoff = Handoff(encoder)
                 with reporter.progress("snapshot", total=member.db_size) as bar:
                     for chunk in stream:
                         handoff.write(chunk)
                         bar.advance(len(chunk))
                 handoff.close()
-                db_sha256 = plain.verify(f"snapshot from {endpoint}")
-                compress.close()
-                encrypt.close()
+                db_sha256 = encoder.close()
                 # counted after the stream so that the count's reply never queues behind it,
                 # and before the commit so that a failure here leaves no object without a
                 # manifest
@@ -167,11 +174,11 @@ def _save(
                 db_size=member.db_size,
                 keys=keys,
             ),
-            snapshot_size=plain.size,
+            snapshot_size=encoder.plain.size,
             snapshot_db_sha256=db_sha256,
             object_key=key,
-            object_size=stored.size,
-            object_sha256=stored.hexdigest(),
+            object_size=encoder.stored.size,
+            object_sha256=encoder.stored.hexdigest(),
             compression={"format": "zstd", "level": config.local.compression_level},
             encryption={
                 "format": "age-encryption.org/v1",
@@ -182,48 +189,49 @@ def _save(
         )
         published: dict[str, str] = {}  # manifest failures
         # local first, and published before the primary's commit waits on S3
-        for name in (LOCAL, PRIMARY):
+        for name in stores.streamed:
             if fanout.commit(name) and _write_manifest(stores[name], manifest, published):
                 kept.holders.append(name)
                 reporter.event(f"backup {backup_id} stored in {stores[name].describe(key)}")
     holders = kept.holders
     failures = {name: str(exc) for name, exc in fanout.failures.items()} | published
     if not holders:
-        raise fanout.failures.get(LOCAL) or StorageError(
+        local_failure = fanout.failures.get(stores.local) if stores.local else None
+        raise local_failure or StorageError(
             f"backup {backup_id} could not be stored anywhere: "
             + "; ".join(f"{name}: {why}" for name, why in failures.items()),
             "fix the stores named and run 'etcdops snapshot save' again",
         )
     durations = dict(manifest.durations)
-    if REPLICA in stores:
-        source = PRIMARY if PRIMARY in holders else holders[0]
+    for name in stores.copied:
+        target = stores[name]
+        # a holder the target copies from server-side, so that no bytes pass this host
+        source = next(
+            (h for h in holders if server_side_copier(stores[h], target)), holders[0]
+        )
         copy_started = time.monotonic()
         try:
-            copy_backup(manifest, stores[source], stores[REPLICA], reporter)
-            holders.append(REPLICA)
-            reporter.event(f"backup {backup_id} stored in {stores[REPLICA].describe(key)}")
+            copy_backup(manifest, stores[source], target, reporter)
+            holders.append(name)
+            reporter.event(f"backup {backup_id} stored in {target.describe(key)}")
         except EtcdopsError as exc:
-            failures[REPLICA] = str(exc)
-        durations["replica_copy"] = round(time.monotonic() - copy_started, 3)
+            failures[name] = str(exc)
+        durations[f"{name}_copy"] = round(time.monotonic() - copy_started, 3)
     durations["total"] = round(time.monotonic() - started, 3)
     return SaveResult(manifest, tuple(holders), failures, durations)
 
 
-def _open_writers(
-    stores: dict[str, Store], key: str, expected_size: int, reporter: Reporter
-) -> Fanout:
+def _open_writers(stores: Stores, key: str, expected_size: int, reporter: Reporter) -> Fanout:
     # The replica is filled by a server-side copy afterwards, not from this stream.
     writers, failures = {}, {}
-    for name in (LOCAL, PRIMARY):
-        if name not in stores:
-            continue
+    for name in stores.streamed:
         try:
             # an upload that holds the stream or the save says what it waits for
             writers[name] = stores[name].open_writer(
                 key, expected_size=expected_size, waiting=reporter.event
             )
         except EtcdopsError as exc:
-            if name == LOCAL:
+            if name == stores.local:
                 raise  # the local copy is the one this host can always vouch for
             failures[name] = exc
     fanout = Fanout(writers)

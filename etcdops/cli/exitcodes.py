@@ -1,6 +1,12 @@
 """The one map from failures to exit codes (documented in `etcdops --help`)."""
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from etcdops import errors
+
+if TYPE_CHECKING:
+    from etcdops.stores.configured import Stores
 
 OK = 0
 ERROR = 1
@@ -37,11 +43,13 @@ HELP_TABLE = (
 )
 
 
-def for_stores(failures: dict[str, str]) -> int:
-    """A job that succeeded in some stores: 14 when local or primary failed, 3 for the replica."""
-    if not failures:
+def for_stores(failures: Iterable[str], stores: "Stores") -> int:
+    """A job that failed in some stores: 3 when the topology calls those failures partial (the
+    replica), 14 otherwise."""
+    failed = set(failures)
+    if not failed:
         return OK
-    return PARTIAL if set(failures) == {"replica"} else STORAGE
+    return PARTIAL if stores.partial(failed) else STORAGE
 
 
 def exit_code_for(error: BaseException) -> int:

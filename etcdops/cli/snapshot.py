@@ -39,15 +39,12 @@ def save(
 ) -> int:
     """Stream a snapshot from etcd, verify it, compress, encrypt and store it; print its id."""
     from etcdops.backup.save import save_snapshot
+    from etcdops.stores.configured import open_stores
 
     config = run.config(**{"etcd.endpoints": endpoints})
-    result = save_snapshot(config, run.reporter(), local_only=local_only)
+    stores = open_stores(config, local_only=local_only)
+    result = save_snapshot(config, run.reporter(), stores=stores)
     manifest = result.manifest
-    doc = manifest_document(manifest) | {
-        "stored_in": list(result.stored),
-        "failed": result.failures,
-        "durations": result.durations,
-    }
 
     def render(console: Any) -> None:
         console.print(
@@ -58,17 +55,10 @@ def save(
             markup=False,
         )
 
-    run.emit(doc, render)
+    run.emit(result.as_dict(), render)
     for store, why in result.failures.items():
         run.warn(f"backup {manifest.id} is not in the {store} store: {why}")
-    return exitcodes.for_stores(result.failures)
-
-
-def manifest_document(manifest: Any) -> dict[str, Any]:
-    """A manifest as the JSON that `--output json` prints."""
-    import json
-
-    return json.loads(manifest.to_json())
+    return exitcodes.for_stores(result.failures, stores)
 
 
 class StoreChoice(enum.StrEnum):
@@ -106,52 +96,16 @@ def list_backups(
     ] = False,
 ) -> int:
     """The catalogue: every backup, its revision and size, and per copy when it was checked."""
-    from etcdops.backup.catalog import Catalog, survey_stores
+    from etcdops.backup.catalog import list_backups
     from etcdops.stores.configured import open_stores
 
     config = run.config()
     stores = open_stores(config)
     if store is not StoreChoice.all:
-        if store.value not in stores:
-            raise UsageError(f"no {store.value} store is configured", "configure [s3] first")
-        stores = {store.value: stores[store.value]}
-    found = survey_stores(stores, config.cluster)
-    views, unreachable = found.backups, found.unreachable
-    catalogs = {
-        name: Catalog(s, config.cluster)
-        for name, s in stores.items() if show_all and name not in unreachable
-    }
-    incomplete = {name: [i.key for i in c.incomplete()] for name, c in catalogs.items()}
-    unfinished = {name: c.unfinished() for name, c in catalogs.items()}
+        stores = stores.only(store.value, "configure [s3] first")
+    listing = list_backups(stores, config.cluster, show_all=show_all)
+    found = listing.survey
     now = datetime.now(UTC)
-    doc = {
-        "backups": [
-            {
-                "id": v.manifest.id,
-                "created_at": v.manifest.created_at.isoformat(),
-                "revision": v.manifest.etcd.revision,
-                "keys": v.manifest.etcd.keys,
-                "snapshot_size": v.manifest.snapshot_size,
-                "stored_size": v.manifest.object_size,
-                "stores": v.copies,
-                "verified": v.verified,
-                "copies": {name: _copy_document(e) for name, e in v.entries.items()},
-            }
-            for v in views
-        ],
-        "damaged": {
-            name: [{"id": e.id, "manifest_key": e.keys.manifest, "problem": e.problem}
-                   for e in entries]
-            for name, entries in found.damaged.items()
-        },
-        "unreachable": {name: str(exc) for name, exc in unreachable.items()},
-    } | ({
-        "incomplete": incomplete,
-        "unfinished": {
-            name: [{"key": i.key, "last_active_at": i.modified.isoformat()} for i in infos]
-            for name, infos in unfinished.items()
-        },
-    } if show_all else {})
 
     def ago(moment: datetime) -> str:
         return f"{format_duration(max((now - moment).total_seconds(), 0.0))} ago"
@@ -164,7 +118,7 @@ def list_backups(
             format_size(v.manifest.object_size),
             "\n".join(_copy_line(name, e, ago) for name, e in v.entries.items()),
         ]
-        for v in views
+        for v in found.backups
     ]
     # key counts and snapshot sizes are in the JSON and in 'status': at 80 columns the copies
     # need the room to say when and how each was checked
@@ -173,8 +127,10 @@ def list_backups(
     def render(console: Any) -> None:
         if rows:
             console.print(table(f"backups of {config.cluster}", columns, rows))
-        elif listed := [name for name in stores if name not in unreachable]:
-            console.print(f"no backups of cluster '{config.cluster}' in {', '.join(listed)}")
+        elif listing.listed:
+            console.print(
+                f"no backups of cluster '{config.cluster}' in {', '.join(listing.listed)}"
+            )
         if show_all:
             for name, entries in found.damaged.items():
                 for entry in entries:
@@ -182,34 +138,23 @@ def list_backups(
                         f"damaged manifest in {name}: {entry.id} ({entry.problem}): "
                         f"{entry.keys.manifest}", markup=False,
                     )
-        for name, keys in incomplete.items():
+        for name, keys in listing.incomplete.items():
             for key in keys:
                 console.print(f"incomplete (no manifest) in {name}: {key}", markup=False)
-        for name, infos in unfinished.items():
+        for name, infos in listing.unfinished.items():
             for info in infos:
                 console.print(
                     f"unfinished write in {name}, last active {ago(info.modified)}: {info.key}",
                     markup=False,
                 )
 
-    run.emit(doc, render)
+    run.emit(listing.as_dict(), render)
     if not show_all:
         for warning in found.warnings():
             run.warn(warning)
-    for name, exc in unreachable.items():
-        run.warn(f"the {name} store could not be listed: {exc}")
-    return exitcodes.for_stores({name: str(exc) for name, exc in unreachable.items()})
-
-
-def _copy_document(entry: Any) -> dict[str, Any]:
-    """One copy's condition and last check, as `list -o json` prints it."""
-    check = entry.check
-    return {
-        "condition": entry.condition.value,
-        "problem": entry.problem,
-        "checked_at": check.checked_at.isoformat() if check else None,
-        "method": check.method if check else None,
-    }
+    for name, why in listing.failures.items():
+        run.warn(f"the {name} store could not be listed: {why}")
+    return exitcodes.for_stores(listing.failures, stores)
 
 
 def _copy_line(name: str, entry: Any, ago: Any) -> str:
@@ -291,12 +236,8 @@ def replicate(
         raise UsageError("give either a backup REF or --missing", "e.g. 'snapshot replicate "
                          "--missing' after a replica outage")
     config = run.config()
-    report = replicate_backups(open_stores(config), config.cluster, run.reporter(), ref=ref)
-    doc = {
-        "copied": [{"id": i, "store": s} for i, s in report.copied],
-        "failed": [{"id": i, "store": s, "error": e} for i, s, e in report.failed],
-        "already_present": report.already,
-    }
+    stores = open_stores(config)
+    report = replicate_backups(stores, config.cluster, run.reporter(), ref=ref)
 
     def render(console: Any) -> None:
         for backup_id, store_name in report.copied:
@@ -304,10 +245,10 @@ def replicate(
         console.print(f"{len(report.copied)} copied, {report.already} already in place, "
                       f"{len(report.failed)} failed", markup=False)
 
-    run.emit(doc, render)
+    run.emit(report.as_dict(), render)
     for backup_id, store_name, error in report.failed:
         run.warn(f"could not copy {backup_id} to {store_name}: {error}")
-    return exitcodes.for_stores({s: e for _, s, e in report.failed})
+    return exitcodes.for_stores(report.failures, stores)
 
 
 @app.command("prune")
@@ -330,40 +271,22 @@ def prune(
     config = run.config()
     moment = (now or datetime.now(UTC))
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    results = prune_stores(
-        open_stores(config), config.cluster, config.retention, moment, run.reporter(),
-        dry_run=dry_run,
+    stores = open_stores(config)
+    report = prune_stores(
+        stores, config.cluster, config.retention, moment, run.reporter(), dry_run=dry_run
     )
-    doc = {
-        "now": moment.isoformat(),
-        "dry_run": dry_run,
-        "stores": {
-            r.store: {
-                "decisions": [
-                    {"id": d.candidate.id, "condition": d.candidate.condition.value,
-                     "action": "keep" if d.keep else "delete", "reasons": list(d.reasons)}
-                    for d in r.decisions
-                ],
-                "deleted": r.deleted,
-                "notes": r.notes,
-                "error": r.error,
-            }
-            for r in results
-        },
-    }
 
     def render(console: Any) -> None:
-        for r in results:
+        for r in report.stores:
             rows = [[d.candidate.id, d.candidate.condition.value,
                      "keep" if d.keep else ("would delete" if dry_run else "delete"),
                      "; ".join(d.reasons)] for d in r.decisions]
             console.print(table(f"{r.store} store", ["id", "condition", "action", "why"], rows))
 
-    run.emit(doc, render)
-    for r in results:
+    run.emit(report.as_dict(), render)
+    for r in report.stores:
         for note in r.notes:
             run.warn(note)
-    failures = {r.store: r.error for r in results if r.error}
-    for store_name, error in failures.items():
+    for store_name, error in report.failures.items():
         run.warn(f"pruning the {store_name} store failed: {error}")
-    return exitcodes.for_stores(failures)
+    return exitcodes.for_stores(report.failures, stores)

@@ -178,12 +178,13 @@ class _Demo:
         )
 
     def list_backups(self) -> str:
-        from etcdops.backup.catalog import combined_view
+        from etcdops.backup.catalog import list_backups
         from etcdops.stores.configured import open_stores
 
-        views, _ = combined_view(open_stores(self.config), self.config.cluster)
+        listing = list_backups(open_stores(self.config), self.config.cluster)
         return "; ".join(
-            f"{v.manifest.id} verified in {', '.join(v.verified_in)}" for v in views
+            f"{v.manifest.id} verified in {', '.join(v.verified_in)}"
+            for v in listing.survey.backups
         )
 
     def status(self) -> str:

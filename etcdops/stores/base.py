@@ -10,10 +10,12 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Protocol
+from types import TracebackType
+from typing import BinaryIO, Protocol, TypeVar, cast
 
 from etcdops.errors import UsageError
 
+T = TypeVar("T")
 _KEY = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 
 
@@ -29,13 +31,44 @@ class ObjectInfo:
 
 
 class ObjectWriter(Protocol):
-    """An object being written: invisible under its key until commit()."""
+    """An object being written: invisible under its key until commit(). As a context manager
+    it commits on a clean exit and aborts on any other."""
 
     def write(self, data: bytes, /) -> object: ...
 
     def commit(self) -> None: ...
 
-    def abort(self) -> None: ...
+    def abort(self) -> object: ...
+
+    def __enter__(self) -> ObjectWriter: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class _Committable(Protocol):
+    def commit(self) -> None: ...
+
+    def abort(self) -> object: ...
+
+
+class CommitOnExit:
+    """What makes an object writer a context manager: commit on a clean exit, abort on any
+    other (an exception or an interrupt), so that no caller repeats commit / except: abort."""
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(
+        self: _Committable, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
 
 
 class Store(Protocol):
@@ -74,6 +107,28 @@ class Store(Protocol):
         ...
 
     def describe(self, key: str) -> str: ...
+
+
+class ServerSideCopy(Protocol):
+    """An optional capability of a store: copying another store's object into itself without
+    the bytes passing through this host (S3's CopyObject between buckets)."""
+
+    def can_copy_from(self, source: Store) -> bool:
+        """Whether copy_from() reaches source's objects."""
+        ...
+
+    def copy_from(self, source: Store, key: str, size: int) -> None:
+        """Copy source's object at key (of the size the caller expects) to the same key here."""
+        ...
+
+
+def server_side_copier(source: Store, target: Store) -> ServerSideCopy | None:
+    """target, when it can copy source's objects server-side; None when the bytes must be
+    streamed through this host."""
+    can_copy_from = getattr(target, "can_copy_from", None)
+    if can_copy_from is None or not can_copy_from(source):
+        return None
+    return cast(ServerSideCopy, target)
 
 
 def check_key(key: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from etcdops.errors import NotFoundError, StorageError
-from etcdops.stores.base import ObjectInfo, check_key
+from etcdops.stores.base import CommitOnExit, ObjectInfo, check_key
 
 _TEMP_PREFIX = ".tmp-"
 _TEMP_TOKEN_HEX = 12
@@ -107,7 +107,7 @@ class _BackgroundSync:
                 os.fdatasync(self._fd)
 
 
-class AtomicFile:
+class AtomicFile(CommitOnExit):
     """A file that appears at its path only when commit() has made it durable."""
 
     def __init__(self, path: Path, mode: int = 0o600) -> None:
@@ -192,9 +192,8 @@ class LocalStore:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write a small object (a manifest) atomically."""
-        writer = self.open_writer(key)
-        writer.write(data)
-        writer.commit()
+        with self.open_writer(key) as writer:
+            writer.write(data)
 
     def get_bytes(self, key: str) -> bytes:
         """Read a small object whole."""

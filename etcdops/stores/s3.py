@@ -12,7 +12,8 @@ connect and read timeouts and max_attempts tries, every wait of a writer ends at
 and requests run on daemon threads, so that one stuck in a socket read never holds the process
 at exit.
 
-Only this module and its parts (s3_writer, s3_errors, s3_parts, s3_requests) import botocore,
+Only this module and its parts (s3_client, s3_writer, s3_errors, s3_parts, s3_requests) import
+botocore,
 and only when a store is created, so that `etcdops --help` and local-only runs never pay for
 importing it.
 """
@@ -20,7 +21,6 @@ importing it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import math
 from collections.abc import Callable, Iterator
@@ -30,6 +30,7 @@ from typing import Any
 from etcdops.config import S3Location
 from etcdops.errors import ConfigError, EtcdopsError, NotFoundError, StorageError
 from etcdops.stores.base import ObjectInfo, check_key
+from etcdops.stores.s3_client import make_client
 from etcdops.stores.s3_errors import s3_error
 from etcdops.stores.s3_parts import (
     Checksum,
@@ -49,14 +50,6 @@ COPY_PART_SIZE = 256 * MiB  # copies move no bytes through us: big parts mean fe
 ABORT_WAIT = 10.0
 
 
-@functools.cache
-def _api_models() -> Any:
-    """botocore's loader of API models, shared: parsing them again costs ~0.15 s per client."""
-    import botocore.loaders
-
-    return botocore.loaders.create_loader()
-
-
 class S3Store:
     """Objects in one bucket below one prefix, in one region."""
 
@@ -69,13 +62,11 @@ class S3Store:
         max_concurrency: int | None = None,
         copy_part_threshold: int = 5 * 1024**3,
         copy_part_size: int = COPY_PART_SIZE,
+        section: str = "s3",
     ) -> None:
-        import botocore.session
-        from botocore.config import Config
-
         self.name = name
         self.fingerprint_is_digest = True
-        self.section = "s3.replica" if name == "replica" else "s3"
+        self.section = section  # the config section messages name
         # their ranges are checked where the config loads
         self.part_size = part_size or location.part_size
         self.max_concurrency = max_concurrency or location.upload_concurrency
@@ -86,35 +77,7 @@ class S3Store:
         self.deadline = location.deadline
         self.abort_wait = min(ABORT_WAIT, location.read_timeout)
         self._write_args = self._object_settings(location)
-        options: dict[str, Any] = {
-            # botocore's own max_attempts counts retries only; the total is what [s3] says
-            "retries": {"mode": "standard", "total_max_attempts": location.max_attempts},
-            "connect_timeout": location.connect_timeout,
-            "read_timeout": location.read_timeout,
-            # parts in flight plus the reads and HEADs that may run beside an upload
-            "max_pool_connections": max(10, 2 * self.max_concurrency),
-            # GETs check S3's full-object checksum as they end (the SHA-256 of an object sent in
-            # one PUT, the CRC32 of a copy); a multipart object has only a composite one, and the
-            # manifest's sha256 covers it
-            "response_checksum_validation": "when_supported",
-        }
-        # Every body goes with a checksum header that S3 checks, and the headers are signed: a
-        # SigV4 hash of the body as well (botocore's habit over plain http) would be a third pass
-        # over every byte uploaded
-        options["s3"] = {"payload_signing_enabled": False}
-        if location.endpoint_url:
-            # moto and most S3-compatible services have no per-bucket DNS names
-            options["s3"]["addressing_style"] = "path"
-        # a session per store resolves credentials through the standard AWS chain when the
-        # store is made (boto3's default session would keep the first ones it found)
-        session = botocore.session.Session()
-        session.register_component("data_loader", _api_models())
-        self._client = session.create_client(
-            "s3",
-            region_name=location.region,
-            endpoint_url=location.endpoint_url,
-            config=Config(**options),
-        )
+        self._client = make_client(location, self.max_concurrency)
         self.region: str = location.region or self._client.meta.region_name or "us-east-1"
         self.endpoint: str = location.endpoint_url or self._client.meta.endpoint_url
 
@@ -304,6 +267,11 @@ class S3Store:
                 + ("; the object was deleted" if ours else ""),
                 "retry the upload; if it recurs, check the S3 endpoint or any proxy in between",
             )
+
+    def can_copy_from(self, source: object) -> bool:
+        """Server-side copies reach another bucket through this client (the ServerSideCopy
+        capability)."""
+        return isinstance(source, S3Store)
 
     def copy_from(self, source: S3Store, key: str, size: int) -> None:
         """Copy one object server-side from another bucket (another region) to the same key here.

@@ -67,7 +67,7 @@ def test_prune_on_s3_checks_what_it_keeps_and_keeps_an_older_one_when_that_fails
     rewrite(primary, second.object_key, primary.get_bytes(first.object_key))
     policy = RetentionConfig(keep_within=24 * 3600, keep_min=1)
 
-    [result] = prune({"primary": primary}, config.cluster, policy, LATER, LogReporter())
+    [result] = prune({"primary": primary}, config.cluster, policy, LATER, LogReporter()).stores
     assert result.error is None
     actions = {d.candidate.id: (d.candidate.condition, d.keep) for d in result.decisions}
     assert actions == {first.id: (Condition.VERIFIED, True), second.id: (Condition.DAMAGED, False)}
@@ -104,7 +104,7 @@ def test_prune_rereads_an_unchecked_s3_copy_before_it_counts(config):
     primary = open_stores(config)["primary"]
     primary.delete(manifest.check_key)
     policy = RetentionConfig(keep_within=24 * 3600, keep_min=1)
-    [result] = prune({"primary": primary}, config.cluster, policy, LATER, LogReporter())
+    [result] = prune({"primary": primary}, config.cluster, policy, LATER, LogReporter()).stores
     kept = {d.candidate.id: d.reasons for d in result.decisions if d.keep}
     assert kept == {manifest.id: (f"the newest verified backup ({REREAD} just now)",)}
     assert result.deleted == [older.id]

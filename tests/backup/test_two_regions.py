@@ -258,11 +258,11 @@ def test_prune_applies_retention_to_every_store(backup_config, s3):
     stores = open_stores(config)
     policy = RetentionConfig(keep_within=24 * 3600, keep_min=2)
 
-    planned = prune(stores, config.cluster, policy, now, LogReporter(), dry_run=True)
+    planned = prune(stores, config.cluster, policy, now, LogReporter(), dry_run=True).stores
     assert all(r.deleted == [] for r in planned)
     assert len(keys_in(s3.client(), "etcdops-primary")) == 12  # check, object, manifest each
 
-    results = prune(stores, config.cluster, policy, now, LogReporter())
+    results = prune(stores, config.cluster, policy, now, LogReporter()).stores
     for result in results:
         assert result.error is None
         assert sorted(result.deleted) == sorted([ids[50], ids[30]])

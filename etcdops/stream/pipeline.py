@@ -1,0 +1,94 @@
+"""The one encode and the one decode chain: how a stored object is made and read back.
+
+encode: [etcd snapshot check ->] zstd -> age -> sha256 and size of the stored bytes -> sink
+decode: sha256 and size of the stored bytes -> age -> zstd [-> etcd snapshot check] -> sink
+
+Every user (save, read-back, a streamed copy's check, the journal to come) builds its chain
+here, so the order of the stages and of their closing lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from etcdops.stream.writers import (
+    AgeDecrypt,
+    AgeEncrypt,
+    Digest,
+    SnapshotTrailerCheck,
+    Writer,
+    ZstdCompress,
+    ZstdDecompress,
+)
+
+if TYPE_CHECKING:
+    from etcdops.crypto.age import Identity, Recipient
+
+
+class Encoder:
+    """Plain bytes in, compressed and encrypted bytes to sink; `stored` counts and hashes them."""
+
+    def __init__(self, sink: Writer, recipients: Sequence[Recipient], level: int) -> None:
+        self.stored = Digest(sink)
+        self._encrypt = AgeEncrypt(self.stored, recipients)
+        self._compress = ZstdCompress(self._encrypt, level)
+
+    def write(self, data: bytes, /) -> int:
+        return self._compress.write(data)
+
+    def close(self) -> None:
+        """Write the last compressed frame and the last encrypted chunk."""
+        self._compress.close()
+        self._encrypt.close()
+
+
+class SnapshotEncoder:
+    """An etcd snapshot in, checked as it passes (bbolt's first page, etcd's sha256 trailer),
+    then encoded; `plain` and `stored` count what went in and what came out."""
+
+    def __init__(
+        self, sink: Writer, recipients: Sequence[Recipient], level: int, source: str
+    ) -> None:
+        self._encoder = Encoder(sink, recipients, level)
+        self.stored = self._encoder.stored
+        self.plain = SnapshotTrailerCheck(self._encoder, source)
+
+    def write(self, data: bytes, /) -> int:
+        return self.plain.write(data)
+
+    def close(self) -> str:
+        """The database's sha256, checked against etcd's trailer before the encoding ends."""
+        db_sha256 = self.plain.verify()
+        self._encoder.close()
+        return db_sha256
+
+
+class SnapshotDecoder:
+    """Stored bytes in (hashed as they come), decrypted and decompressed when identities are
+    given (None: a plain snapshot file), then checked as an etcd snapshot on the way to sink."""
+
+    def __init__(
+        self, sink: Writer, identities: Sequence[Identity] | None, source: str
+    ) -> None:
+        self.plain = SnapshotTrailerCheck(sink, source)
+        self._closers: list[AgeDecrypt | ZstdDecompress] = []
+        first: Writer = self.plain
+        if identities is not None:
+            decompress = ZstdDecompress(self.plain)
+            decrypt = AgeDecrypt(decompress, identities)
+            self._closers = [decrypt, decompress]
+            first = decrypt
+        self.stored = Digest(first)
+
+    def write(self, data: bytes, /) -> int:
+        return self.stored.write(data)
+
+    def finish(self) -> None:
+        """End decryption (age authenticates the last chunk here) and decompression."""
+        for closer in self._closers:
+            closer.close()
+
+    def verify(self) -> str:
+        """The database's sha256; IntegrityError when it does not match etcd's trailer."""
+        return self.plain.verify()
