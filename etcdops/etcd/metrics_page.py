@@ -90,12 +90,6 @@ def metrics_url(endpoint: str, endpoints: Sequence[str], config: EtcdConfig) -> 
     return endpoint.rstrip("/") + "/metrics"
 
 
-def effective_quota(page: MetricsPage | None, configured: int) -> int:
-    """The quota a member is held to: its own --quota-backend-bytes when lower than configured."""
-    reported = page.gauge(QUOTA) if page is not None else None
-    return min(configured, int(reported)) if reported else configured
-
-
 def fetch_page(url: str, config: EtcdConfig) -> MetricsPage:
     """Download and parse a member's /metrics page, with the client's TLS files on https."""
     context = _tls_context(config) if url.startswith("https://") else None

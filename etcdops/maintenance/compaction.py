@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from etcdops.config import CompactionConfig
 from etcdops.etcd.kv import KeyValue
 from etcdops.etcd.session import EtcdSession
+from etcdops.maintenance.quota import nospace_alarms
 from etcdops.units import format_duration
 
 log = logging.getLogger("etcdops.maintenance.compaction")
@@ -97,7 +98,7 @@ def compact(
     started = time.monotonic()
     retain = config.retain if retain is None else retain
     prefix = config.prefix.encode()
-    nospace = any(alarm.kind == "NOSPACE" for alarm in session.alarms())
+    nospace = bool(nospace_alarms(session.alarms()))
     kvs, current = session.get_prefix(prefix)
     now = clock()  # after the read: revision `current` certainly existed at this moment
     stored = [s for s in map(_parse, kvs) if s is not None]

@@ -18,10 +18,11 @@ from datetime import datetime
 from etcdops.config import Config, DefragConfig, EtcdConfig
 from etcdops.errors import EtcdUnavailableError
 from etcdops.etcd.maintenance import Alarm, MemberStatus
-from etcdops.etcd.metrics_page import effective_quota, fetch_page, metrics_url
+from etcdops.etcd.metrics_page import fetch_page, metrics_url
 from etcdops.etcd.session import EtcdSession
 from etcdops.lock import HostLock
 from etcdops.maintenance.members import MemberState, survey, unhealthy
+from etcdops.maintenance.quota import above_share, effective_quota, nospace_alarms, share_text
 from etcdops.maintenance.window import parse_window
 from etcdops.report import Reporter
 from etcdops.units import format_size
@@ -33,7 +34,7 @@ HEALTH_HINT = "fix that member (etcdctl endpoint status --cluster), then run etc
 
 
 @dataclass(frozen=True)
-class Decision:
+class DefragDecision:
     """Whether one member gets defragmented, and the rule that decided it."""
 
     member: str
@@ -67,7 +68,7 @@ class DefragReport:
     forced: bool
     dry_run: bool
     skipped: str | None = None  # why nothing was touched
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: list[DefragDecision] = field(default_factory=list)
     done: list[Defragmented] = field(default_factory=list)
     disarmed: list[str] = field(default_factory=list)
     alarm_kept: str | None = None  # why a NOSPACE alarm stays raised
@@ -78,9 +79,9 @@ class DefragReport:
         return asdict(self)
 
 
-def decide(
+def assess_member(
     name: str, status: MemberStatus, nospace: bool, config: DefragConfig, quota: int
-) -> Decision:
+) -> DefragDecision:
     """Apply etcd-defrag's rules to one member; the reason names each rule that fired."""
     free = status.db_size - status.db_size_in_use
     reasons = []
@@ -88,17 +89,14 @@ def decide(
         reasons.append("NOSPACE alarm raised")
     if free > config.free_threshold:
         reasons.append(f"{format_size(free)} free > {format_size(config.free_threshold)}")
-    # etcd measures its quota against the file's size, free pages included (as etcd-defrag)
-    if status.db_size * 100 > quota * config.quota_percent:
-        reasons.append(
-            f"db {format_size(status.db_size)} > {config.quota_percent}% of quota "
-            f"{format_size(quota)}"
-        )
+    share = share_text(config.quota_percent, quota)
+    if above_share(status.db_size, quota, config.quota_percent):
+        reasons.append(f"db {format_size(status.db_size)} > {share}")
     reason = "; ".join(reasons) or (
         f"{format_size(free)} free <= {format_size(config.free_threshold)} and db "
-        f"{format_size(status.db_size)} <= {config.quota_percent}% of quota {format_size(quota)}"
+        f"{format_size(status.db_size)} <= {share}"
     )
-    return Decision(
+    return DefragDecision(
         name, status.endpoint, status.is_leader, bool(reasons), reason,
         status.db_size, status.db_size_in_use, quota,
     )
@@ -106,11 +104,11 @@ def decide(
 
 def plan(
     states: list[MemberState], alarms: list[Alarm], quotas: dict[str, int], config: DefragConfig
-) -> list[Decision]:
+) -> list[DefragDecision]:
     """A decision for every member, in the order to work: followers first, the leader last."""
-    nospace = {alarm.member_id for alarm in alarms if alarm.kind == "NOSPACE"}
+    nospace = {alarm.member_id for alarm in nospace_alarms(alarms)}
     decisions = [
-        decide(state.name, state.status, state.id in nospace, config, quotas[state.name])
+        assess_member(state.name, state.status, state.id in nospace, config, quotas[state.name])
         for state in states
         if state.status is not None
     ]
@@ -214,14 +212,14 @@ def _disarm_nospace(
     report: DefragReport,
     reporter: Reporter,
 ) -> None:
-    nospace = [alarm for alarm in session.alarms() if alarm.kind == "NOSPACE"]
+    nospace = nospace_alarms(session.alarms())
     if not nospace:
         return
     quotas = {d.member: d.quota for d in report.decisions}
     over = [
         s.name for s in states
         if s.status is None
-        or s.status.db_size * 100 > quotas[s.name] * config.defrag.quota_percent
+        or above_share(s.status.db_size, quotas[s.name], config.defrag.quota_percent)
     ]
     if over:
         report.alarm_kept = (

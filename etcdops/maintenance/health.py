@@ -20,12 +20,12 @@ from etcdops.etcd.metrics_page import (
     COMPACTION,
     WAL_FSYNC,
     MetricsPage,
-    effective_quota,
     fetch_page,
     metrics_url,
 )
 from etcdops.etcd.session import EtcdSession
 from etcdops.maintenance.members import MemberState, survey
+from etcdops.maintenance.quota import above_share, effective_quota, share_text
 from etcdops.stores.configured import REPLICA, open_stores
 from etcdops.units import format_duration, format_size
 
@@ -142,14 +142,13 @@ def _member_checks(
 def _size_check(
     name: str, status: MemberStatus, page: MetricsPage | None, config: Config
 ) -> Check:
-    # etcd raises NOSPACE when the file, free pages included, reaches the member's quota
     quota = effective_quota(page, config.etcd.quota_backend_bytes)
     percent = config.health.db_size_percent
     return _check(
         name, "db size",
         f"{format_size(status.db_size)} ({format_size(status.db_size_in_use)} in use)",
-        f"<= {percent}% of quota {format_size(quota)}",
-        status.db_size * 100 <= quota * percent,
+        f"<= {share_text(percent, quota)}",
+        not above_share(status.db_size, quota, percent),
     )
 
 

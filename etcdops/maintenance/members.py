@@ -15,6 +15,7 @@ from etcdops.errors import EtcdopsError
 from etcdops.etcd.cluster import Member
 from etcdops.etcd.maintenance import MemberStatus
 from etcdops.etcd.session import EtcdSession
+from etcdops.maintenance.quota import is_nospace_error
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,9 @@ def _state(session: EtcdSession, member: Member) -> MemberState:
         status = session.status(endpoint)
     except EtcdopsError as exc:
         return MemberState(name, member.id, endpoint, None, exc.message)
-    # etcd 3.5 lists raised alarms among a member's errors; NOSPACE is what compaction and
-    # defragmentation repair, so it must not stop them (a CORRUPT alarm must)
-    errors = [error for error in status.errors if "alarm:NOSPACE" not in error]
+    # NOSPACE is what compaction and defragmentation repair, so it must not stop them (a
+    # CORRUPT alarm must)
+    errors = [error for error in status.errors if not is_nospace_error(error)]
     problem = None
     if not status.leader_id:
         problem = "has no leader"

@@ -16,11 +16,11 @@ from etcdops.etcd.metrics_page import (
     WAL_FSYNC,
     MetricsPage,
     Quantile,
-    effective_quota,
     estimate_quantile,
     fetch_page,
     metrics_url,
 )
+from etcdops.maintenance.quota import effective_quota
 
 INF = math.inf
 

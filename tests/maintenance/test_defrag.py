@@ -15,7 +15,7 @@ from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.maintenance import MemberStatus
 from etcdops.etcd.session import EtcdSession
 from etcdops.lock import HostLock
-from etcdops.maintenance.defrag import LOCK_NAME, decide, defragment_cluster
+from etcdops.maintenance.defrag import LOCK_NAME, assess_member, defragment_cluster
 from tests.fixtures.etcd import TINY_QUOTA, fill_until_nospace
 
 MiB, GiB = 1024**2, 1024**3
@@ -87,16 +87,16 @@ def status(db_size: int, in_use: int) -> MemberStatus:
         (7 * GiB, 6 * GiB, True, True, "NOSPACE alarm raised; 1.0 GiB free > 200.0 MiB; db 7.0"),
     ],
 )
-def test_decide(db_size, in_use, nospace, defragment, reason) -> None:
-    decision = decide("etcd-1", status(db_size, in_use), nospace, DefragConfig(), 8 * GiB)
+def test_assess_member(db_size, in_use, nospace, defragment, reason) -> None:
+    decision = assess_member("etcd-1", status(db_size, in_use), nospace, DefragConfig(), 8 * GiB)
     assert decision.defragment is defragment
     assert decision.reason.startswith(reason)
 
 
 def test_a_lower_quota_makes_the_same_member_due() -> None:
     member = status(1800 * MiB, 1790 * MiB)
-    assert not decide("etcd-1", member, False, DefragConfig(), 8 * GiB).defragment
-    assert decide("etcd-1", member, False, DefragConfig(), 2 * GiB).defragment
+    assert not assess_member("etcd-1", member, False, DefragConfig(), 8 * GiB).defragment
+    assert assess_member("etcd-1", member, False, DefragConfig(), 2 * GiB).defragment
 
 
 # --- real clusters ------------------------------------------------------------------------------
