@@ -13,9 +13,8 @@ and requests run on daemon threads, so that one stuck in a socket read never hol
 at exit.
 
 Only this module and its parts (s3_client, s3_writer, s3_errors, s3_parts, s3_requests) import
-botocore,
-and only when a store is created, so that `etcdops --help` and local-only runs never pay for
-importing it.
+botocore, and only when a store is created, so that `etcdops --help` and local-only runs never
+pay for importing it.
 """
 
 from __future__ import annotations
