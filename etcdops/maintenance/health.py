@@ -26,7 +26,7 @@ from etcdops.etcd.metrics_page import (
 from etcdops.etcd.session import EtcdSession
 from etcdops.maintenance.members import MemberState, survey
 from etcdops.maintenance.quota import above_share, effective_quota, share_text
-from etcdops.stores.configured import REPLICA, open_stores
+from etcdops.stores.configured import Stores, open_stores
 from etcdops.units import format_duration, format_size
 
 OK, FAIL, INFO, WARN = "ok", "fail", "info", "warn"
@@ -56,25 +56,27 @@ def _check(subject: str, name: str, value: str, target: str, passed: bool) -> Ch
     return Check(subject, name, value, target, OK if passed else FAIL)
 
 
-def check_health(config: Config, now: datetime) -> list[Check]:
-    """Every check of `etcdops health`: the cluster's, then the backups'."""
+def check_health(config: Config, now: datetime, *, stores: Stores | None = None) -> list[Check]:
+    """Every check of `etcdops health`: the cluster's, then the backups' (in the topology given,
+    default: the stores config names)."""
     with EtcdSession(config.etcd) as session:
         checks = check_cluster(session, config)
-    return checks + check_backups(config, now)
+    return checks + check_backups(config, now, stores=stores)
 
 
-def check_backups(config: Config, now: datetime) -> list[Check]:
-    """The newest verified backup's age in any store, whether the replica region holds it, and
+def check_backups(config: Config, now: datetime, *, stores: Stores | None = None) -> list[Check]:
+    """The newest verified backup's age in any store, whether the second region holds it, and
     a warning for each copy or manifest that is not what it should be."""
-    stores = open_stores(config)
+    stores = stores or open_stores(config)
     found = survey_stores(stores, config.cluster)
     checks = [
         _check("backups", f"{name} store", exc.message, "listable", False)
         for name, exc in found.unreachable.items()
     ]
     checks.append(backup_freshness(found.backups, now, config.health.backup_max_age))
-    if REPLICA in stores and REPLICA not in found.unreachable:
-        checks.append(replica_holds_newest(found.backups))
+    second = stores.second_region
+    if second is not None and second not in found.unreachable:
+        checks.append(replica_holds_newest(found.backups, second))
     return checks + backup_warnings(found)
 
 
@@ -196,14 +198,14 @@ def backup_freshness(views: list[BackupView], now: datetime, max_age: float) -> 
     return _check("backups", "newest backup", value, target, age < max_age)
 
 
-def replica_holds_newest(views: list[BackupView]) -> Check:
+def replica_holds_newest(views: list[BackupView], second_region: str) -> Check:
     """Whether the newest verified backup has reached the second region, verified there."""
     good = [view for view in views if view.verified_in]
     if not good:
         return _check("backups", "replica region", "no verified backup", "holds the newest",
                       False)
     newest = good[-1]
-    held = REPLICA in newest.verified_in
+    held = second_region in newest.verified_in
     value = f"{newest.manifest.id} {'is' if held else 'is NOT'} in the replica region"
     return _check("backups", "replica region", value, "holds the newest", held)
 

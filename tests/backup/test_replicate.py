@@ -38,3 +38,34 @@ def test_replica_region_down_is_partial_and_replicate_heals_it(
     again = runner.invoke(app, ["snapshot", "replicate", "--missing", "-o", "json",
                                 "--config", str(healthy)])
     assert json.loads(again.stdout)["copied"] == []
+
+
+def test_server_side_copy_is_a_store_capability_not_a_type(backup_config, tmp_path):
+    """Any store that says it can copy another's objects is asked to, S3 or not."""
+    import shutil
+
+    from etcdops.backup.catalog import Catalog
+    from etcdops.backup.checks import COPIED
+    from etcdops.backup.replicate import copy_backup
+    from etcdops.backup.save import save_snapshot
+    from etcdops.report import LogReporter
+    from etcdops.stores.local import LocalStore
+
+    class SameDiskCopy(LocalStore):
+        copied: list[str] = []
+
+        def can_copy_from(self, source):
+            return isinstance(source, LocalStore)
+
+        def copy_from(self, source, key, size):
+            self.copied.append(key)
+            (self.root / key).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source.root / key, self.root / key)
+
+    manifest = save_snapshot(backup_config, LogReporter()).manifest
+    source = LocalStore(backup_config.local.dir)
+    target = SameDiskCopy(tmp_path / "other", "other")
+    copy_backup(manifest, source, target, LogReporter())
+    assert target.copied == [manifest.object_key]
+    [copy] = Catalog(target, backup_config.cluster).entries()
+    assert copy.verified and copy.check.method == COPIED

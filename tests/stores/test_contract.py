@@ -178,3 +178,14 @@ def test_fingerprint_holds_across_reads_and_changes_with_any_rewrite(store):
     assert second not in (None, first)
     put_stream(store, "c/snapshots/f.bin", [os.urandom(LARGE)])
     assert store.head("c/snapshots/f.bin").fingerprint not in (None, first, second)
+
+
+def test_a_writer_commits_on_a_clean_exit_and_aborts_on_any_other(store):
+    with store.open_writer("c/snapshots/kept.bin") as writer:
+        writer.write(b"kept")
+    assert store.get_bytes("c/snapshots/kept.bin") == b"kept"
+    with pytest.raises(KeyboardInterrupt), store.open_writer("c/snapshots/gone.bin") as writer:
+        writer.write(b"half")
+        raise KeyboardInterrupt
+    assert store.head("c/snapshots/gone.bin") is None
+    assert store.unfinished("c/") == []
