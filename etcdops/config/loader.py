@@ -127,8 +127,12 @@ def load_config(
     config = _build(Config, raw, (), origin)
     if config.s3 is not None and config.s3.replica is not None:
         warnings += _check_replica(config.s3, origin)
+    encryption = dataclasses.replace(
+        config.encryption, recipients_origin=origin.describe(("encryption", "recipients"))
+    )
     return dataclasses.replace(
-        config, source=str(config_path) if config_path else "defaults", warnings=tuple(warnings)
+        config, encryption=encryption, source=str(config_path) if config_path else "defaults",
+        warnings=tuple(warnings),
     )
 
 

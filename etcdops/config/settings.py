@@ -70,6 +70,8 @@ class EncryptionConfig:
     recipients: tuple[str, ...] = _opt("list", ())
     recipients_file: Path | None = _opt("file")
     identity_file: Path | None = _opt("file")
+    # where the recipients list was given (file:line or $VARIABLE), for errors about its entries
+    recipients_origin: str = field(default="the defaults", metadata={"kind": "internal"})
 
 
 @dataclass(frozen=True)

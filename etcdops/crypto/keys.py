@@ -20,8 +20,9 @@ from etcdops.errors import ConfigError, CryptoError, UsageError
 
 def configured_recipients(config: EncryptionConfig) -> list[Recipient]:
     """Every recipient a new backup is encrypted to; ConfigError when there is none."""
-    # a list's entries are no lines of the file: the config file's line is not known here
-    recipients = parse_recipients(config.recipients, "[encryption] recipients", item="entry")
+    recipients = parse_recipients(
+        config.recipients, f"{config.recipients_origin}: [encryption] recipients", item="entry"
+    )
     if config.recipients_file is not None:
         lines = config.recipients_file.read_text().splitlines()
         recipients += parse_recipients(lines, str(config.recipients_file))

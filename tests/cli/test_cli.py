@@ -249,6 +249,7 @@ def test_an_ssh_recipient_is_refused_as_one_with_the_toml_entry(tmp_path, age_id
     result = CliRunner().invoke(app, ["snapshot", "save", "--config", str(config)])
     assert result.exit_code == 12
     assert "[encryption] recipients entry 2: SSH recipients are not supported" in result.stderr
+    assert f"{config}:4: [encryption] recipients" in result.stderr  # the file's line of the list
     assert "age1" in result.stderr and "mixed upper and lower case" not in result.stderr
 
 
