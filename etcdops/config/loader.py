@@ -127,8 +127,10 @@ def load_config(
     config = _build(Config, raw, (), origin)
     if config.s3 is not None and config.s3.replica is not None:
         warnings += _check_replica(config.s3, origin)
+    given = isinstance(raw.get("encryption"), dict) and "recipients" in raw["encryption"]
     encryption = dataclasses.replace(
-        config.encryption, recipients_origin=origin.describe(("encryption", "recipients"))
+        config.encryption,
+        recipients_origin=origin.describe(("encryption", "recipients")) if given else None,
     )
     return dataclasses.replace(
         config, encryption=encryption, source=str(config_path) if config_path else "defaults",

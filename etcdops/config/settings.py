@@ -71,7 +71,7 @@ class EncryptionConfig:
     recipients_file: Path | None = _opt("file")
     identity_file: Path | None = _opt("file")
     # where the recipients list was given (file:line or $VARIABLE), for errors about its entries
-    recipients_origin: str = field(default="the defaults", metadata={"kind": "internal"})
+    recipients_origin: str | None = field(default=None, metadata={"kind": "internal"})
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from etcdops.errors import ConfigError, CryptoError, UsageError
 
 def configured_recipients(config: EncryptionConfig) -> list[Recipient]:
     """Every recipient a new backup is encrypted to; ConfigError when there is none."""
-    recipients = parse_recipients(
-        config.recipients, f"{config.recipients_origin}: [encryption] recipients", item="entry"
-    )
+    where = "[encryption] recipients"
+    if config.recipients_origin:
+        where = f"{config.recipients_origin}: {where}"
+    recipients = parse_recipients(config.recipients, where, item="entry")
     if config.recipients_file is not None:
         lines = config.recipients_file.read_text().splitlines()
         recipients += parse_recipients(lines, str(config.recipients_file))
