@@ -4,9 +4,10 @@ and the stanza that wraps a file's key for one recipient."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -25,6 +26,7 @@ from etcdops.crypto.age_header import (
 )
 from etcdops.errors import CryptoError, IntegrityError
 
+T = TypeVar("T")
 _RECIPIENT_HRP = "age"
 _IDENTITY_HRP = "AGE-SECRET-KEY-"
 _X25519_INFO = b"age-encryption.org/v1/X25519"
@@ -182,15 +184,7 @@ def load_identities(path: Path) -> list[Identity]:
         ) from None
     except UnicodeDecodeError:
         raise CryptoError(f"identity file {path} is not text", IDENTITY_HINT) from None
-    identities = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            identities.append(Identity.parse(line))
-        except CryptoError as e:
-            raise CryptoError(f"{path} line {number}: {e.message}", e.hint) from None
+    identities = _parse_lines(text.splitlines(), Identity.parse, str(path), "line")
     if not identities:
         raise CryptoError(f"identity file {path} holds no identity", IDENTITY_HINT)
     return identities
@@ -199,16 +193,23 @@ def load_identities(path: Path) -> list[Identity]:
 def parse_recipients(lines: Iterable[str], source: str, *, item: str = "line") -> list[Recipient]:
     """Read recipients from a file or config list, naming `source` and the `item` (a file's
     line, a list's entry) in errors; may return []."""
-    recipients = []
+    return _parse_lines(lines, Recipient.parse, source, item)
+
+
+def _parse_lines(
+    lines: Iterable[str], parse: Callable[[str], T], source: str, item: str
+) -> list[T]:
+    """Parse every line that is not blank or a # comment, naming the line in errors."""
+    parsed = []
     for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         try:
-            recipients.append(Recipient.parse(line))
+            parsed.append(parse(line))
         except CryptoError as e:
             raise CryptoError(f"{source} {item} {number}: {e.message}", e.hint) from None
-    return recipients
+    return parsed
 
 
 def identity_file_text(identity: Identity, created: datetime) -> str:
