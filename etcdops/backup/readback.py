@@ -339,6 +339,24 @@ def fetch_snapshot(
         _read(config, first, Discard(), reporter)  # what is no snapshot must not be told "use it"
         raise UsageError(f"{first.label} is already a plain snapshot (checked)", "use it as it is")
 
+    return _decode_into(config, located, out, reporter)
+
+
+def decode_snapshot(
+    config: Config, ref: str, out: Path, reporter: Reporter, *, store: str | None = None,
+    stores: Stores | None = None,
+) -> SnapshotStatus:
+    """Write the checked plain snapshot of a backup, or of a snapshot file (encrypted or plain),
+    to out: what a restore or a drill hands to etcdutl. Copies are tried as for status, and out
+    appears only once every check has passed."""
+    return _decode_into(
+        config, locate(config, ref, reporter, store=store, stores=stores), out, reporter
+    )
+
+
+def _decode_into(
+    config: Config, located: tuple[list[BackupSource], list[str]], out: Path, reporter: Reporter
+) -> SnapshotStatus:
     def attempt(source: BackupSource) -> _Decoded:
         with AtomicFile(out) as target:
             return _read(config, source, target, reporter)
