@@ -6,8 +6,10 @@ decryption (authenticated) -> zstd -> etcd's sha256 trailer check -> a sink.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,7 +266,7 @@ def _compare(
 
 
 def _status(
-    config: Config, source: BackupSource, decoded: _Decoded, fallbacks: list[str], **found: int
+    config: Config, source: BackupSource, decoded: _Decoded, fallbacks: list[str]
 ) -> SnapshotStatus:
     manifest = source.manifest
     warnings: tuple[str, ...] = ()
@@ -279,12 +281,9 @@ def _status(
         kind=kind,
         backup_id=manifest.id if manifest else None,
         created_at=manifest.created_at.isoformat() if manifest else None,
-        revision=found.get("revision", manifest.etcd.revision if manifest else None),
-        keys=found.get("keys", manifest.etcd.keys if manifest else None),
-        keys_counted=(
-            "bbolt entries, as etcdutl counts them" if "keys" in found
-            else "live keys at the revision" if manifest else None
-        ),
+        revision=manifest.etcd.revision if manifest else None,
+        keys=manifest.etcd.keys if manifest else None,
+        keys_counted="live keys at the revision" if manifest else None,
         snapshot_size=decoded.plain.size,
         stored_size=decoded.stored.size,
         db_sha256=decoded.db_sha256,
@@ -300,23 +299,41 @@ def snapshot_status(
     stores: Stores | None = None,
 ) -> SnapshotStatus:
     """Read a backup or snapshot file end to end and report what it is and that it is intact."""
+    located = locate(config, ref, reporter, store=store, stores=stores)
+    if located[0][0].manifest is None:
+        return _status_from_etcdutl(config, located, reporter)
     source, decoded, fallbacks = _first_good(
-        locate(config, ref, reporter, store=store, stores=stores),
-        lambda s: _read(config, s, Discard(), reporter),
-        reporter,
+        located, lambda s: _read(config, s, Discard(), reporter), reporter
     )
-    if source.encrypted or source.path is None:
-        return _status(config, source, decoded, fallbacks)
-    # A plain snapshot has no manifest: etcdutl reads its revision and key count from bbolt.
+    return _status(config, source, decoded, fallbacks)
+
+
+def _status_from_etcdutl(
+    config: Config, located: tuple[list[BackupSource], list[str]], reporter: Reporter
+) -> SnapshotStatus:
+    """A file without a manifest: etcdutl reads its revision and key count from bbolt, with
+    etcd's own code rather than a second bbolt reader here. An encrypted file is decoded for it,
+    in the same pass as its checks, into a 0700 directory removed on every way out."""
     from etcdops.etcd.etcdutl import snapshot_status as etcdutl_status
 
-    found = etcdutl_status(source.path, config.etcd.etcdutl)
-    decoded = _Decoded(
-        decoded.stored, decoded.plain, decoded.db_sha256,
-        decoded.checks + ("etcdutl snapshot status",),
-    )
-    return _status(
-        config, source, decoded, fallbacks, revision=found.revision, keys=found.total_keys
+    source = located[0][0]
+    if source.path is None:
+        raise AssertionError("only a file comes without a manifest")
+    if source.encrypted:
+        with tempfile.TemporaryDirectory(prefix=".etcdops-status-") as private:
+            plain = Path(private) / "snapshot.db"
+            status = _decode_into(config, located, plain, reporter)
+            try:
+                found = etcdutl_status(plain, config.etcd.etcdutl)
+            except IntegrityError as exc:
+                raise IntegrityError(f"{source.label}: {exc.message}", exc.hint) from exc
+    else:
+        status = _status(config, source, _read(config, source, Discard(), reporter), located[1])
+        found = etcdutl_status(source.path, config.etcd.etcdutl)
+    return dataclasses.replace(
+        status, revision=found.revision, keys=found.total_keys,
+        keys_counted="bbolt entries, as etcdutl counts them",
+        checks=status.checks + ("etcdutl snapshot status",),
     )
 
 
