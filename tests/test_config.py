@@ -18,6 +18,7 @@ from etcdops.config import (
     S3Location,
     load_config,
 )
+from etcdops.config.settings import RestoreConfig
 from etcdops.errors import ConfigError
 
 
@@ -406,7 +407,8 @@ def test_the_readme_lists_every_range_as_the_code_declares_it():
     declared = {}
     for section, cls in [("etcd", EtcdConfig), ("local", LocalConfig), ("s3", S3Location),
                          ("retention", RetentionConfig), ("compaction", CompactionConfig),
-                         ("defrag", DefragConfig), ("health", HealthConfig)]:
+                         ("defrag", DefragConfig), ("health", HealthConfig),
+                         ("restore", RestoreConfig)]:
         for spec in dataclasses.fields(cls):
             if "range_text" in spec.metadata:
                 declared[f"{section}.{spec.name}"] = spec.metadata["range_text"]

@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from etcdops import __version__
-from etcdops.cli import demo, health, keys, maintenance, snapshot
+from etcdops.cli import demo, health, keys, maintenance, restore, snapshot
 from etcdops.cli.common import before_subcommand, error_document
 from etcdops.cli.exitcodes import HELP_TABLE
 
@@ -62,7 +62,7 @@ app = typer.Typer(
     cls=_Root,
     name="etcdops",
     help="Keeps etcd recoverable: verified, compressed, age-encrypted snapshots in two regions; "
-    "retention; compaction, defragmentation and health.\n\n"
+    "retention; restore; compaction, defragmentation and health.\n\n"
     "--output, --config, -v and -q go before the subcommand or after it; given in both places, "
     "the one after wins.\n\n" + HELP_TABLE,
     no_args_is_help=True,
@@ -79,6 +79,7 @@ app.command("compact")(maintenance.compact)
 app.command("defrag")(maintenance.defrag)
 app.command("maintain")(maintenance.maintain)
 app.command("health")(health.health)
+app.command("restore")(restore.restore)
 
 
 def _version(value: bool) -> None:

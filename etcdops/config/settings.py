@@ -155,6 +155,15 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class RestoreConfig:
+    # etcdutl's --bump-revision, where it has it: etcd's recovery guide's 1,000,000,000 passes
+    # any revision a client can have seen since the backup; 10^12 still leaves int64 revisions
+    # room for millennia of writes
+    bump_revision: int = _opt("int", 1_000_000_000, within=(1, 10**12),
+                              why="it is added to the snapshot's revision, an int64")
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str = _opt("str", "default")
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
@@ -165,6 +174,7 @@ class Config:
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     defrag: DefragConfig = field(default_factory=DefragConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
     source: str = field(default="built-in defaults", metadata={"kind": "internal"})
     # what the caller should tell the operator (this layer never prints)
     warnings: tuple[str, ...] = field(default=(), metadata={"kind": "internal"})
@@ -179,4 +189,5 @@ SECTIONS: dict[str, type] = {
     "health": HealthConfig,
     "s3": S3Config,
     "retention": RetentionConfig,
+    "restore": RestoreConfig,
 }
