@@ -2,6 +2,7 @@
 when it holds data, and left as it was when the swap fails."""
 
 import stat
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -104,3 +105,24 @@ def test_aside_names_never_collide(tmp_path):
     assert first.name == "etcd.etcdops-20261201T123005Z"
     first.write_text("")
     assert aside_path(target, MOMENT).name == "etcd.etcdops-20261201T123005Z-2"
+
+
+
+def test_a_failed_rename_after_the_move_aside_puts_the_old_data_dir_back(tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem to make the rename fail")
+    target_path = tmp_path / "etcd"
+    (target_path / "member").mkdir(parents=True)
+    (target_path / "member" / "old").write_text("old data")
+    target = check_target(target_path)
+    # built on another filesystem, the rename into place fails (EXDEV) after the move aside
+    elsewhere = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        with pytest.raises(StorageError) as caught:
+            swap_in(elsewhere, target, MOMENT)
+    finally:
+        elsewhere.rmdir()
+    assert "nothing was changed" in caught.value.hint
+    assert tree(target_path) == {"member/old": b"old data"}
+    assert [p.name for p in tmp_path.iterdir()] == ["etcd"]
