@@ -21,16 +21,23 @@ class EtcdutlStatus:
 
 def run_etcdutl(binary: Path, args: list[str], timeout: float = 600) -> str:
     """Run etcdutl and return its stdout; ToolError with its own words when it fails."""
-    try:
-        done = subprocess.run(
-            [str(binary), *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ToolError(f"etcdutl {args[0]} did not finish within {timeout:.0f}s") from exc
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    # not subprocess.run: on Ctrl-C or SIGTERM it kills etcdutl without waiting for it to exit,
+    # and the caller's cleanup would race an etcdutl still writing into the directory it removes
+    with subprocess.Popen(
+        [str(binary), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except BaseException as exc:
+            process.kill()
+            process.wait()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise ToolError(f"etcdutl {args[0]} did not finish within {timeout:.0f}s") from exc
+            raise
+    if process.returncode != 0:
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise ToolError(f"etcdutl {' '.join(args[:2])} failed: {last}")
-    return done.stdout
+    return stdout
 
 
 def snapshot_status(path: Path, configured: str | None) -> EtcdutlStatus:

@@ -1,11 +1,17 @@
 """The restore drill and `snapshot verify` on real backups of etcd_loaded: what a restored,
 running copy holds, that nothing is left behind on success or failure, and the exit codes."""
 
+import dataclasses
 import json
+import os
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pyrage
@@ -20,6 +26,7 @@ from etcdops.cli.main import app
 from etcdops.demo.sample import inventory as sample_inventory
 from etcdops.errors import EtcdopsError, IntegrityError, ToolError
 from etcdops.etcd.binaries import find_binary
+from etcdops.etcd.etcdutl import run_etcdutl
 from etcdops.etcd.session import EtcdSession
 from etcdops.report import LogReporter
 from etcdops.restore.drill import PHASES, verify_backup
@@ -133,6 +140,68 @@ def test_a_failed_drill_leaves_nothing(backup_config, saved, scratch, fail_at, e
         verify_backup(backup_config, saved.id, watching, drill=True, under=scratch)
     step = fail_at.split(" ")[0]
     assert watching.seen[step][0]  # there was something to clean up when it failed
+    assert_nothing_left(scratch)
+
+
+WRITING_ETCDUTL = """#!{python}
+import os, sys
+data = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--data-dir="))
+os.makedirs(data, exist_ok=True)
+with open({pid!r}, "w") as file:
+    file.write(str(os.getpid()))
+for count in range(10**9):  # until killed: a restore that writes into its data dir
+    open(os.path.join(data, f"f{{count}}"), "w").close()
+"""
+
+
+@pytest.fixture
+def writing_etcdutl(tmp_path):
+    """(a stand-in etcdutl that writes into its --data-dir until killed, its pid file)."""
+    pid_file = tmp_path / "etcdutl.pid"
+    etcdutl = tmp_path / "etcdutl-writing"
+    etcdutl.write_text(WRITING_ETCDUTL.format(python=sys.executable, pid=str(pid_file)))
+    etcdutl.chmod(0o755)
+    return etcdutl, pid_file
+
+
+def interrupt_when_written(pid_file: Path) -> threading.Thread:
+    """Ctrl-C this process (the CLI turns SIGTERM into the same) once the stand-in runs."""
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the stand-in etcdutl never started"
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
+    return thread
+
+
+def test_an_interrupted_etcdutl_is_reaped_before_anyone_removes_its_dir(writing_etcdutl,
+                                                                        tmp_path):
+    etcdutl, pid_file = writing_etcdutl
+    thread = interrupt_when_written(pid_file)
+    with pytest.raises(KeyboardInterrupt):
+        run_etcdutl(etcdutl, ["snapshot", "restore", f"--data-dir={tmp_path / 'data'}"])
+    thread.join()
+    # not still running, not a zombie: nothing writes into the directory the caller removes
+    assert not Path(f"/proc/{pid_file.read_text()}").exists()
+
+
+def test_ctrl_c_during_the_drills_restore_leaves_nothing(
+    backup_config, saved, scratch, writing_etcdutl
+):
+    etcdutl, pid_file = writing_etcdutl
+    config = dataclasses.replace(
+        backup_config, etcd=dataclasses.replace(backup_config.etcd, etcdutl=str(etcdutl))
+    )
+    thread = interrupt_when_written(pid_file)
+    with pytest.raises(KeyboardInterrupt):
+        verify_backup(config, saved.id, LogReporter(), drill=True, under=scratch)
+    thread.join()
+    assert not Path(f"/proc/{pid_file.read_text()}").exists()
     assert_nothing_left(scratch)
 
 
