@@ -248,8 +248,12 @@ def verify(
     )
 
     def render(console: Any) -> None:
-        verdict = "verified" if result.verified else "NOT VERIFIED"
-        console.print(f"{result.status.source}: {verdict} by {result.how}", markup=False)
+        if result.verified:
+            verdict = f"verified by {result.how}"
+        else:
+            problems = "; ".join(result.drill.problems if result.drill else ())
+            verdict = f"NOT VERIFIED: {problems}; checked by {result.how}"
+        console.print(f"{result.status.source}: {verdict}", markup=False)
         if result.drill is not None:
             _drill_text(console, result.drill)
 

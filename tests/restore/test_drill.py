@@ -281,6 +281,9 @@ def test_cli_drill_exits_15_when_the_keys_differ_from_the_manifest(
     assert report["drill"]["keys"] == saved.etcd.keys
     assert report["drill"]["manifest_keys"] == saved.etcd.keys + 1
     assert f"holds {saved.etcd.keys} keys" in result.stderr
+    text = cli("snapshot", "verify", saved.id, "--drill", "--scratch-dir", str(scratch))
+    assert text.exit_code == 15
+    assert "NOT VERIFIED: the restored etcd holds" in " ".join(text.stdout.split())
     assert_nothing_left(scratch)
 
 
