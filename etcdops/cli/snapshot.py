@@ -242,6 +242,8 @@ def verify(
     """Prove a backup is intact with every check; with --drill, that it restores and serves."""
     from etcdops.restore.drill import verify_backup
 
+    if scratch_dir is not None and not drill:
+        raise UsageError("--scratch-dir is where a drill works", "add --drill, or leave it out")
     result = verify_backup(
         run.config(), ref, run.reporter(), drill=drill,
         store=source.value if source else None, under=scratch_dir,

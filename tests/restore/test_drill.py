@@ -242,6 +242,7 @@ def test_cli_verify_and_drill(cli, saved, scratch):
     plain = cli("snapshot", "verify", "latest", "-o", "json")
     assert plain.exit_code == 0, plain.output
     assert json.loads(plain.stdout)["how"].startswith("integrity read")
+    assert cli("snapshot", "verify", "latest", "--scratch-dir", str(scratch)).exit_code == 2
     drilled = cli("snapshot", "verify", saved.id, "--drill", "--scratch-dir", str(scratch))
     assert drilled.exit_code == 0, drilled.output
     text = " ".join(drilled.stdout.split())
