@@ -1,4 +1,4 @@
-"""Kubernetes-shaped sample data, and counting keys by resource type.
+"""Kubernetes-shaped sample data: what the demo, the tests and the benchmarks load into etcd.
 
 The demo, the tests and the benchmarks need an etcd that looks like a Kubernetes control plane:
 `/registry/{type}/{namespace}/{name}` for namespaced resources, `/registry/{type}/{name}` for
@@ -13,14 +13,14 @@ import json
 import random
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from etcdops.errors import UsageError
+from etcdops.restore.inventory import classify
 
 REGISTRY = b"/registry/"
-OTHER = "(other)"
 NAMESPACED = ("pods", "services", "deployments", "configmaps", "secrets")
 CLUSTER_SCOPED = ("nodes", "persistentvolumes", "namespaces")
 NAMESPACES = (
@@ -51,26 +51,6 @@ _WEIGHTS = {
 _APPS = ("web", "api", "worker", "cache", "auth", "billing", "search", "gateway", "scheduler")
 _EPOCH = datetime(2026, 1, 8, 10, 0, 0, tzinfo=UTC)
 _ZONES = ("us-west-2a", "us-west-2b", "us-west-2c")
-
-
-def resource_type(key: bytes) -> str:
-    """The resource type a key belongs to: `pods` for /registry/pods/..., `(other)` outside."""
-    if not key.startswith(REGISTRY):
-        return OTHER
-    parts = key[len(REGISTRY) :].split(b"/")
-    kind = parts[0].decode("utf-8", "replace")
-    if not kind:
-        return OTHER
-    # API groups come first for non-core resources (/registry/apiregistration.k8s.io/apiservices/
-    # ...); name them resource.group, as kubectl does
-    if "." in kind and len(parts) > 2 and parts[1]:
-        return f"{parts[1].decode('utf-8', 'replace')}.{kind}"
-    return kind
-
-
-def inventory(keys: Iterable[bytes]) -> dict[str, int]:
-    """Keys per resource type: what a restore drill reports and compares."""
-    return dict(Counter(resource_type(key) for key in keys))
 
 
 def kubernetes_objects(
@@ -114,7 +94,7 @@ def load_kubernetes_objects(
             batch, batch_bytes = [], 0
         batch.append((key, value))
         batch_bytes += size
-        counts[resource_type(key)] += 1
+        counts[classify(key).resource] += 1
     if batch:
         write(batch)
     return dict(counts)

@@ -22,7 +22,12 @@ from etcdops.config import RetentionConfig
 from etcdops.lock import HostLock
 from etcdops.report import LogReporter
 from etcdops.stores.configured import open_stores
-from tests.backup.two_regions import assert_listing_honest, toml_for, with_s3
+from tests.backup.two_regions import (
+    assert_listing_honest,
+    corrupt_primary_copy,
+    toml_for,
+    with_s3,
+)
 from tests.s3proxy import upload_part
 
 
@@ -96,12 +101,7 @@ def test_health_says_whether_the_replica_region_holds_the_newest_backup(
 def test_corrupt_primary_copy_falls_back_to_the_replica(backup_config, s3, tmp_path):
     config = with_s3(backup_config, s3)
     manifest = save_snapshot(config, LogReporter()).manifest
-    (config.local.dir / manifest.object_key).unlink()  # this host lost its local copy
-    client = s3.client("us-east-1")
-    key = "backups/" + manifest.object_key
-    data = bytearray(client.get_object(Bucket="etcdops-primary", Key=key)["Body"].read())
-    data[len(data) // 2] ^= 0x01  # same size: only reading it end to end finds the damage
-    client.put_object(Bucket="etcdops-primary", Key=key, Body=bytes(data))
+    corrupt_primary_copy(config, s3, manifest)
 
     status = snapshot_status(config, manifest.id, LogReporter())
     assert status.store == "replica"

@@ -44,3 +44,14 @@ def assert_listing_honest(config):
             with store.open_reader(entry.manifest.object_key) as reader:
                 digest = hashlib.sha256(reader.read()).hexdigest()
             assert digest == entry.manifest.object_sha256, (name, entry.manifest.id)
+
+
+def corrupt_primary_copy(config, s3, manifest):
+    """Lose this host's local copy and flip one byte of the primary's, keeping its size: only
+    reading it end to end finds the damage, and the replica's copy is the good one."""
+    (config.local.dir / manifest.object_key).unlink()
+    client = s3.client("us-east-1")
+    key = "backups/" + manifest.object_key
+    data = bytearray(client.get_object(Bucket="etcdops-primary", Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01
+    client.put_object(Bucket="etcdops-primary", Key=key, Body=bytes(data))

@@ -1,4 +1,4 @@
-"""Kubernetes-shaped sample data and the inventory of keys by resource type."""
+"""Kubernetes-shaped sample data, and how the one inventory rule counts it by type."""
 
 from __future__ import annotations
 
@@ -10,15 +10,24 @@ from etcdops.demo.sample import (
     CLUSTER_SCOPED,
     MAX_VALUE_SIZE,
     NAMESPACED,
-    OTHER,
-    inventory,
     kubernetes_objects,
     load_kubernetes_objects,
-    resource_type,
 )
 from etcdops.errors import UsageError
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
+from etcdops.restore.inventory import OTHER, Inventory, classify
+
+
+def inventory(keys) -> dict[str, int]:
+    counted = Inventory()
+    counted.add(keys)
+    return counted.by_type()
+
+
+def resource_type(key: bytes) -> str:
+    return classify(key).resource
+
 
 # --- inventory ---------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from etcdops.etcd.local import LocalCluster, LocalEtcd
 from etcdops.etcd.session import EtcdSession
 from etcdops.report import LogReporter
 from etcdops.restore.member import RestoreRequest, restore_member
-from tests.backup.two_regions import with_s3
+from tests.backup.two_regions import corrupt_primary_copy, with_s3
 from tests.restore.standins import bumping_etcdutl
 
 
@@ -137,12 +137,7 @@ def test_the_replica_is_read_when_the_primary_copy_is_corrupt(backup_config, s3,
                                                                 etcd_loaded):
     config = with_s3(backup_config, s3)
     manifest = save_snapshot(config, LogReporter()).manifest
-    (config.local.dir / manifest.object_key).unlink()  # this host lost its local copy
-    client = s3.client("us-east-1")
-    key = "backups/" + manifest.object_key
-    data = bytearray(client.get_object(Bucket="etcdops-primary", Key=key)["Body"].read())
-    data[len(data) // 2] ^= 0x01
-    client.put_object(Bucket="etcdops-primary", Key=key, Body=bytes(data))
+    corrupt_primary_copy(config, s3, manifest)
     member = new_member(tmp_path / "r")
     result = restore_member(config, request(member), LogReporter())
     assert result.store == "replica"

@@ -8,24 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from etcdops.backup.save import save_snapshot
 from etcdops.crypto.age import Identity
 from etcdops.errors import CryptoError, IntegrityError
 from etcdops.etcd.etcdutl import snapshot_status
 from etcdops.report import LogReporter
 from etcdops.restore.plaintext import plaintext_snapshot
-
-
-@pytest.fixture
-def saved(backup_config, etcd_loaded):
-    return save_snapshot(backup_config, LogReporter()).manifest
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    path = tmp_path / "scratch"
-    path.mkdir()
-    return path
 
 
 def mode(path: Path) -> int:
