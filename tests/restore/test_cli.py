@@ -39,11 +39,6 @@ def listing(base: Path) -> list[str]:
     return sorted(str(p.relative_to(base)) for p in base.rglob("*"))
 
 
-@pytest.fixture
-def saved(backup_config, etcd_loaded):
-    return save_snapshot(backup_config, LogReporter()).manifest
-
-
 def invoke(toml: Path, *args: str, env: dict[str, str] | None = None):
     return CliRunner().invoke(app, ["restore", *args, "--config", str(toml)], env=env)
 

@@ -21,11 +21,6 @@ from tests.backup.two_regions import corrupt_primary_copy, with_s3
 from tests.restore.standins import bumping_etcdutl
 
 
-@pytest.fixture
-def saved(backup_config, etcd_loaded):
-    return save_snapshot(backup_config, LogReporter()).manifest
-
-
 def new_member(base: Path, name: str = "etcd-r") -> LocalEtcd:
     """A member to restore into (its ports picked), its data dir's parent created."""
     base.mkdir(parents=True, exist_ok=True)
