@@ -161,6 +161,23 @@ class RestoreConfig:
     # room for millennia of writes
     bump_revision: int = _opt("int", 1_000_000_000, within=(1, 10**12),
                               why="it is added to the snapshot's revision, an int64")
+    # without etcdutl's flags a staging etcd writes the revisions itself, about as fast as etcd
+    # commits: past this the restore goes without the bump and says what to restart instead
+    bump_budget: float = _opt("duration", 60.0, within=("0s", "1h"))
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    # files a restore needs besides etcd's data (the kube-apiserver's EncryptionConfiguration,
+    # etcd's PKI): paths or globs, archived inside each backup's own age encryption
+    include_files: tuple[str, ...] = _opt("list", ())
+
+
+@dataclass(frozen=True)
+class DrConfig:
+    # the seed's targets: etcd restored and serving (steps 1-2), and the cluster recovered (1-5)
+    restore_target: float = _opt("duration", 300.0, within=("1s", "1d"))
+    recovery_target: float = _opt("duration", 600.0, within=("1s", "1d"))
 
 
 @dataclass(frozen=True)
@@ -175,6 +192,8 @@ class Config:
     defrag: DefragConfig = field(default_factory=DefragConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    dr: DrConfig = field(default_factory=DrConfig)
     source: str = field(default="built-in defaults", metadata={"kind": "internal"})
     # what the caller should tell the operator (this layer never prints)
     warnings: tuple[str, ...] = field(default=(), metadata={"kind": "internal"})
@@ -190,4 +209,6 @@ SECTIONS: dict[str, type] = {
     "s3": S3Config,
     "retention": RetentionConfig,
     "restore": RestoreConfig,
+    "backup": BackupConfig,
+    "dr": DrConfig,
 }

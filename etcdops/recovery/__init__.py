@@ -1,0 +1,1 @@
+"""The five-step disaster recovery: a plan, each step timed against the seed's targets."""
