@@ -18,7 +18,7 @@ from etcdops.config import (
     S3Location,
     load_config,
 )
-from etcdops.config.settings import RestoreConfig
+from etcdops.config.settings import SECTIONS
 from etcdops.errors import ConfigError
 
 
@@ -405,10 +405,7 @@ def test_the_readme_lists_every_range_as_the_code_declares_it():
     rows = re.findall(r"^\| (`[^|]+`) \| ([^|(]+?)(?: \(.*\))? \|$", readme, re.MULTILINE)
     documented = {key.strip("`"): valid for keys, valid in rows for key in keys.split(", ")}
     declared = {}
-    for section, cls in [("etcd", EtcdConfig), ("local", LocalConfig), ("s3", S3Location),
-                         ("retention", RetentionConfig), ("compaction", CompactionConfig),
-                         ("defrag", DefragConfig), ("health", HealthConfig),
-                         ("restore", RestoreConfig)]:
+    for section, cls in SECTIONS.items():
         for spec in dataclasses.fields(cls):
             if "range_text" in spec.metadata:
                 declared[f"{section}.{spec.name}"] = spec.metadata["range_text"]
