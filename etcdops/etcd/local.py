@@ -11,7 +11,9 @@ import atexit
 import dataclasses
 import os
 import re
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -219,6 +221,25 @@ class LocalEtcd:
             arguments.append(f"--{key.replace('_', '-')}={text}")
         return arguments
 
+    def shell_launch(self, pid_file: Path) -> str:
+        """A `sh -c` command line that starts this member detached from whoever runs it (its
+        output to the member's log) and writes its pid to pid_file, or does nothing while
+        pid_file names a live process: a recovery plan's start command, in tests and the demo.
+        stop_launched(pid_file) stops it."""
+        binary = find_binary("etcd")
+        pid, log = shlex.quote(str(pid_file)), shlex.quote(str(self.log_path))
+        etcd = " ".join(shlex.quote(word) for word in [str(binary), *self.arguments()])
+        return (
+            f'if [ -s {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then exit 0; fi; '
+            # the host's ETCD_* variables configure the production etcd, not this one
+            "for v in $(env | sed -n 's/^\\(ETCD_[A-Za-z0-9_]*\\)=.*/\\1/p'); "
+            'do unset "$v"; done; '
+            f"mkdir -p {shlex.quote(str(self.log_path.parent))}; "
+            # not a process group leader (sh runs `&` jobs in its own group), so setsid does
+            # not fork: $! is etcd's own pid
+            f"setsid {etcd} </dev/null >>{log} 2>&1 & echo $! > {pid}"
+        )
+
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """What etcd logged since this start that explains a failure: its errors, else the end."""
         try:
@@ -351,6 +372,37 @@ class LocalCluster:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def stop_launched(pid_file: Path, grace: float = _STOP_GRACE) -> None:
+    """Stop a member that a LocalEtcd.shell_launch command started: SIGTERM, then SIGKILL if it
+    has not exited within grace seconds (nothing to do when the pid file is absent or stale)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        if not _alive(pid):
+            return
+        os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs: a zombie nobody reaped yet (no init in a container) has exited."""
+    if not Path("/proc/self").is_dir():  # no procfs: signal 0 only says the pid exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _config(
