@@ -2,8 +2,10 @@
 
 The demo, the tests and the benchmarks need an etcd that looks like a Kubernetes control plane:
 `/registry/{type}/{namespace}/{name}` for namespaced resources, `/registry/{type}/{name}` for
-cluster-scoped ones, JSON values shaped like the seed's pods, services, nodes and volumes. The
-same seed always gives the same keys and values, so a test knows what a restore must bring back.
+cluster-scoped ones, JSON values shaped like the seed's pods, services, nodes and volumes. Every
+node has its kubelet's heartbeat Lease in kube-node-lease and pods run on the sample's nodes, so
+a disaster recovery can watch nodes reconnect and kubelets reconcile. The same seed always gives
+the same keys and values, so a test knows what a restore must bring back.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from etcdops.errors import UsageError
 from etcdops.restore.inventory import classify
 
 REGISTRY = b"/registry/"
-NAMESPACED = ("pods", "services", "deployments", "configmaps", "secrets")
+NAMESPACED = ("pods", "services", "deployments", "configmaps", "secrets", "leases")
 CLUSTER_SCOPED = ("nodes", "persistentvolumes", "namespaces")
+NODE_LEASES = "kube-node-lease"  # where kubelets renew their heartbeat Lease
 NAMESPACES = (
     "default",
     "kube-system",
     "kube-public",
+    NODE_LEASES,
     "monitoring",
     "ingress-nginx",
     "production",
@@ -37,6 +41,9 @@ NAMESPACES = (
 MAX_TXN_OPS = 128
 MAX_TXN_BYTES = 1024 * 1024
 MAX_VALUE_SIZE = MAX_TXN_BYTES
+NODE_LEASE_PREFIX = REGISTRY + f"leases/{NODE_LEASES}/".encode()
+POD_PREFIX = REGISTRY + b"pods/"
+LEASE_DURATION = 40  # seconds: the kubelet's default nodeLeaseDurationSeconds
 
 # roughly the mix of a busy cluster; namespaces come first and are not weighted
 _WEIGHTS = {
@@ -64,19 +71,61 @@ def kubernetes_objects(
         )
     rng = random.Random(seed)
     namespaces = NAMESPACES[: min(count, len(NAMESPACES))]
+    # workloads do not run in kube-node-lease: only kubelets' heartbeats live there
+    workload_namespaces = tuple(name for name in namespaces if name != NODE_LEASES)
     for name in namespaces:
         yield _encode("namespaces", None, name, _namespace(rng, name), value_size, rng)
-    for kind, amount in _allocate(count - len(namespaces)).items():
+    allocation = _allocate(count - len(namespaces))
+    for kind, amount in allocation.items():
         for index in range(amount):
-            if kind in CLUSTER_SCOPED:
-                name, body = _cluster_object(rng, kind, index)
+            if kind == "nodes":
+                name, body = _node(rng, index)
+                yield _encode(kind, None, name, body, value_size, rng)
+                lease = node_lease(name, body["metadata"]["uid"], _EPOCH)
+                lease["metadata"].update(_metadata(rng, name, NODE_LEASES))
+                yield _encode("leases", NODE_LEASES, name, lease, value_size, rng)
+            elif kind in CLUSTER_SCOPED:
+                name, body = _volume(rng, index)
                 yield _encode(kind, None, name, body, value_size, rng)
             else:
                 app = rng.choice(_APPS)
-                namespace = rng.choice(namespaces)
+                namespace = rng.choice(workload_namespaces)
                 name = _object_name(rng, kind, app, index)
-                body = _BUILDERS[kind](rng, name, namespace, app)
+                if kind == "pods":
+                    body = _pod(rng, name, namespace, app, allocation["nodes"])
+                else:
+                    body = _BUILDERS[kind](rng, name, namespace, app)
                 yield _encode(kind, namespace, name, body, value_size, rng)
+
+
+def sample_nodes(count: int) -> tuple[str, ...]:
+    """The names of the nodes (each with its Lease) among `count` sample objects."""
+    namespaces = min(count, len(NAMESPACES))
+    return tuple(_node_name(index) for index in range(_allocate(count - namespaces)["nodes"]))
+
+
+def node_lease(node: str, node_uid: str | None, renew_time: datetime) -> dict[str, Any]:
+    """A kubelet's heartbeat Lease (coordination.k8s.io/v1) for its node, renewed at a time."""
+    metadata: dict[str, Any] = {"name": node, "namespace": NODE_LEASES}
+    if node_uid is not None:
+        metadata["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}
+        ]
+    return {
+        "kind": "Lease",
+        "apiVersion": "coordination.k8s.io/v1",
+        "metadata": metadata,
+        "spec": {
+            "holderIdentity": node,
+            "leaseDurationSeconds": LEASE_DURATION,
+            "renewTime": micro_time(renew_time),
+        },
+    }
+
+
+def micro_time(moment: datetime) -> str:
+    """Kubernetes' MicroTime, as a Lease's renewTime holds it."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def load_kubernetes_objects(
@@ -113,6 +162,7 @@ def _writer(target: Any) -> Callable[[list[tuple[bytes, bytes]]], object]:
 
 
 def _allocate(total: int) -> dict[str, int]:
+    """How many objects of each kind; "nodes" counts nodes that each come with their Lease."""
     # largest remainder: the counts add up to exactly `total`
     weight_sum = sum(_WEIGHTS.values())
     shares = {kind: total * weight / weight_sum for kind, weight in _WEIGHTS.items()}
@@ -120,6 +170,9 @@ def _allocate(total: int) -> dict[str, int]:
     by_remainder = sorted(shares, key=lambda kind: shares[kind] - counts[kind], reverse=True)
     for kind in by_remainder[: total - sum(counts.values())]:
         counts[kind] += 1
+    # a node's share is nodes and their leases, two keys each: an odd one left over is a pod
+    counts["pods"] += counts["nodes"] % 2
+    counts["nodes"] //= 2
     return counts
 
 
@@ -180,7 +233,7 @@ def _namespace(rng: random.Random, name: str) -> dict[str, Any]:
     }
 
 
-def _pod(rng: random.Random, name: str, namespace: str, app: str) -> dict[str, Any]:
+def _pod(rng: random.Random, name: str, namespace: str, app: str, nodes: int) -> dict[str, Any]:
     metadata = _metadata(rng, name, namespace)
     metadata["labels"] = {"app": app, "tier": rng.choice(("frontend", "backend"))}
     started = metadata["creationTimestamp"]
@@ -200,7 +253,8 @@ def _pod(rng: random.Random, name: str, namespace: str, app: str) -> dict[str, A
                     },
                 }
             ],
-            "nodeName": f"node-{rng.randrange(1, 50)}",
+            # scheduled on one of the sample's nodes (its kubelet reconciles it after a restore)
+            "nodeName": _node_name(rng.randrange(max(nodes, 1))),
         },
         "status": {
             "phase": "Running",
@@ -276,33 +330,39 @@ def _secret(rng: random.Random, name: str, namespace: str, app: str) -> dict[str
     }
 
 
-def _cluster_object(rng: random.Random, kind: str, index: int) -> tuple[str, dict[str, Any]]:
-    if kind == "nodes":
-        name = f"node-{index + 1}"
-        zone = rng.choice(_ZONES)
-        return name, {
-            "kind": "Node",
-            "apiVersion": "v1",
-            "metadata": {
-                **_metadata(rng, name),
-                "labels": {
-                    "kubernetes.io/hostname": name,
-                    "node.kubernetes.io/instance-type": "m5.2xlarge",
-                    "topology.kubernetes.io/zone": zone,
-                },
+def _node_name(index: int) -> str:
+    return f"node-{index + 1}"
+
+
+def _node(rng: random.Random, index: int) -> tuple[str, dict[str, Any]]:
+    name = _node_name(index)
+    zone = rng.choice(_ZONES)
+    return name, {
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {
+            **_metadata(rng, name),
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "node.kubernetes.io/instance-type": "m5.2xlarge",
+                "topology.kubernetes.io/zone": zone,
             },
-            "spec": {
-                "podCIDR": f"10.0.{index % 256}.0/24",
-                "providerID": f"aws:///{zone}/i-{rng.getrandbits(56):014x}",
-            },
-            "status": {
-                "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-                "allocatable": {"cpu": "7800m", "memory": "30Gi", "pods": "110"},
-                "conditions": [
-                    {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-08T10:00:00Z"}
-                ],
-            },
-        }
+        },
+        "spec": {
+            "podCIDR": f"10.0.{index % 256}.0/24",
+            "providerID": f"aws:///{zone}/i-{rng.getrandbits(56):014x}",
+        },
+        "status": {
+            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+            "allocatable": {"cpu": "7800m", "memory": "30Gi", "pods": "110"},
+            "conditions": [
+                {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-08T10:00:00Z"}
+            ],
+        },
+    }
+
+
+def _volume(rng: random.Random, index: int) -> tuple[str, dict[str, Any]]:
     # dynamically provisioned volumes are named after their claim's uid
     name = f"pvc-{uuid.UUID(int=rng.getrandbits(128), version=4)}"
     return name, {
@@ -320,7 +380,6 @@ def _cluster_object(rng: random.Random, kind: str, index: int) -> tuple[str, dic
 
 
 _BUILDERS: dict[str, Callable[[random.Random, str, str, str], dict[str, Any]]] = {
-    "pods": _pod,
     "services": _service,
     "deployments": _deployment,
     "configmaps": _configmap,

@@ -10,8 +10,11 @@ from etcdops.demo.sample import (
     CLUSTER_SCOPED,
     MAX_VALUE_SIZE,
     NAMESPACED,
+    NODE_LEASE_PREFIX,
+    POD_PREFIX,
     kubernetes_objects,
     load_kubernetes_objects,
+    sample_nodes,
 )
 from etcdops.errors import UsageError
 from etcdops.etcd.local import LocalCluster
@@ -98,6 +101,35 @@ def test_pods_look_like_the_seed() -> None:
     pod = next(json.loads(v) for k, v in kubernetes_objects(50) if k.startswith(b"/registry/pods"))
     assert pod["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "200m", "memory": "256Mi"}
     assert pod["status"]["phase"] == "Running"
+
+
+@pytest.mark.parametrize("count", [0, 9, 30, 301, 3000])
+def test_every_node_has_its_kubelet_lease(count: int) -> None:
+    objects = dict(kubernetes_objects(count))
+    nodes = [k.rsplit(b"/", 1)[1].decode() for k in objects if k.startswith(b"/registry/nodes/")]
+    assert tuple(nodes) == sample_nodes(count)
+    leases = {k: json.loads(v) for k, v in objects.items() if k.startswith(NODE_LEASE_PREFIX)}
+    assert [k.rsplit(b"/", 1)[1].decode() for k in leases] == nodes
+    for key, lease in leases.items():
+        node = key.rsplit(b"/", 1)[1].decode()
+        assert lease["kind"] == "Lease" and lease["apiVersion"] == "coordination.k8s.io/v1"
+        assert lease["spec"]["holderIdentity"] == node
+        assert lease["spec"]["renewTime"].endswith(".000000Z")
+        owner = json.loads(objects[b"/registry/nodes/" + node.encode()])["metadata"]["uid"]
+        assert lease["metadata"]["ownerReferences"][0] == {
+            "apiVersion": "v1", "kind": "Node", "name": node, "uid": owner,
+        }
+
+
+def test_pods_run_on_the_sample_nodes() -> None:
+    objects = dict(kubernetes_objects(3000))
+    nodes = set(sample_nodes(3000))
+    pods = [json.loads(v) for k, v in objects.items() if k.startswith(POD_PREFIX)]
+    assert len(nodes) > 100 and len(pods) > 1000
+    assert {pod["spec"]["nodeName"] for pod in pods} <= nodes
+    assert len({pod["spec"]["nodeName"] for pod in pods}) > len(nodes) // 2
+    # heartbeats only in kube-node-lease
+    assert not any(pod["metadata"]["namespace"] == "kube-node-lease" for pod in pods)
 
 
 def test_values_are_padded_to_the_requested_size() -> None:

@@ -89,6 +89,6 @@ def test_sample_objects_by_type_and_namespace():
             expected_namespaces[parts[1]] = expected_namespaces.get(parts[1], 0) + 1
     assert inventory.by_type() == expected_types
     assert inventory.by_namespace() == expected_namespaces
-    assert inventory.by_type()["namespaces"] == 8
+    assert inventory.by_type()["namespaces"] == 9
     assert inventory.namespaces_of("nodes") == {}
     assert inventory.total == 300
