@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.proxies",
     "tests.fixtures.backups",
+    "tests.fixtures.sshd",
 ]
