@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from etcdops.config.settings import SECTIONS, Config, S3Config, S3Location
-from etcdops.config.values import checked_value
+from etcdops.config.values import checked_value, key_name
 from etcdops.errors import ConfigError
 
 DEFAULT_PATHS = (Path("etcdops.toml"), Path("/etc/etcdops/etcdops.toml"))
@@ -38,7 +38,7 @@ class Origin:
         self.lines = text.splitlines()
         self.overrides: dict[tuple[str, ...], str] = {}
 
-    def describe(self, keypath: tuple[str, ...]) -> str:
+    def describe(self, keypath: tuple[str | int, ...]) -> str:
         if keypath in self.overrides:
             return self.overrides[keypath]
         if self.path is None:
@@ -46,7 +46,9 @@ class Origin:
         line = self._line_of(keypath)
         return f"{self.path}:{line}" if line else str(self.path)
 
-    def _line_of(self, keypath: tuple[str, ...]) -> int | None:
+    def _line_of(self, keypath: tuple[str | int, ...]) -> int | None:
+        if any(isinstance(part, int) for part in keypath):
+            return self._line_in_array(keypath)
         section, key = (keypath[:-1], keypath[-1])
         header = "[" + ".".join(section) + "]" if section else None
         in_section = header is None
@@ -64,6 +66,30 @@ class Origin:
             if raw.split("#")[0].strip() == table:
                 return number
         return None
+
+    def _line_in_array(self, keypath: tuple[str | int, ...]) -> int | None:
+        """The line of a key in one entry of an array of tables ([[members]]: the entry's
+        index in the keypath), else of that entry's header."""
+        at = next(i for i, part in enumerate(keypath) if isinstance(part, int))
+        header = "[[" + ".".join(str(part) for part in keypath[:at]) + "]]"
+        key = keypath[-1] if len(keypath) > at + 1 else None
+        seen, start = -1, None
+        for number, raw in enumerate(self.lines, start=1):
+            line = raw.strip()
+            if line.split("#")[0].strip() == header:
+                seen += 1
+                if seen == keypath[at]:
+                    start = number
+                elif start is not None:
+                    break
+                continue
+            if start is None:
+                continue
+            if line.startswith("["):
+                break  # the next table: the key is not in this entry
+            if key is not None and re.match(rf"{re.escape(str(key))}\s*=", line):
+                return number
+        return start
 
 
 def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
@@ -124,7 +150,7 @@ def load_config(
         target[keypath[-1]] = value
         origin.overrides[keypath] = f"option --{keypath[-1].replace('_', '-')}"
     _inherit_replica(raw, origin)
-    config = _build(Config, raw, (), origin)
+    config = build_table(Config, raw, (), origin)
     if config.s3 is not None and config.s3.replica is not None:
         warnings += _check_replica(config.s3, origin)
     given = isinstance(raw.get("encryption"), dict) and "recipients" in raw["encryption"]
@@ -167,7 +193,7 @@ def _apply_environment(raw: dict[str, Any], env: Mapping[str, str], origin: Orig
     warnings: list[str] = []
     etcd = raw.setdefault("etcd", {})
     if not isinstance(etcd, dict):
-        return warnings  # _build reports the wrong type with the file and line
+        return warnings  # build_table reports the wrong type with the file and line
     for variable, key in _ETCDCTL_VARIABLES.items():
         if env.get(variable):
             value = env[variable]
@@ -214,7 +240,7 @@ def _inherit_replica(raw: dict[str, Any], origin: Origin) -> None:
     primary = raw.get("s3")
     replica = primary.get("replica") if isinstance(primary, dict) else None
     if not isinstance(replica, dict):
-        return  # no replica, or one _build reports as the wrong type
+        return  # no replica, or one build_table reports as the wrong type
     for key, value in primary.items():
         if key not in _NOT_INHERITED and key != "replica" and key not in replica:
             replica[key] = value
@@ -258,8 +284,11 @@ def _check_replica(s3: S3Config, origin: Origin) -> list[str]:
     )
 
 
-def _build(cls: type, raw: Any, prefix: tuple[str, ...], origin: Origin) -> Any:
-    where = ".".join(prefix) or "the top level"
+def build_table(cls: type, raw: Any, prefix: tuple[str | int, ...], origin: Origin) -> Any:
+    """One table's dataclass from its TOML (fields declared with settings.opt, nested tables
+    with the kinds "section" and "tables"): an unknown key, a wrong type, a value out of range
+    or a missing required key is a ConfigError naming the key and its file and line."""
+    where = key_name(prefix) or "the top level"
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{origin.describe(prefix)}: [{where}] must be a table",
@@ -277,7 +306,7 @@ def _build(cls: type, raw: Any, prefix: tuple[str, ...], origin: Origin) -> Any:
         else:
             hint = "not a setting" + _nearest(unknown[0], list(known))
         raise ConfigError(
-            f"{source}: unknown key '{'.'.join(keypath)}'",
+            f"{source}: unknown key '{key_name(keypath)}'",
             f"{hint} (valid keys in {where}: {', '.join(sorted(known))})",
         )
     values: dict[str, Any] = {}
@@ -285,23 +314,38 @@ def _build(cls: type, raw: Any, prefix: tuple[str, ...], origin: Origin) -> Any:
         if name not in raw:
             continue
         keypath = prefix + (name,)
-        if name in SECTIONS and not prefix:
-            values[name] = _build(SECTIONS[name], raw[name], keypath, origin)
+        if cls is Config and name in SECTIONS:
+            values[name] = build_table(SECTIONS[name], raw[name], keypath, origin)
             continue
         if spec.metadata["kind"] == "section":
-            values[name] = _build(spec.metadata["cls"], raw[name], keypath, origin)
+            values[name] = build_table(spec.metadata["cls"], raw[name], keypath, origin)
+            continue
+        if spec.metadata["kind"] == "tables":
+            values[name] = _build_array(spec.metadata["cls"], raw[name], keypath, origin)
             continue
         values[name] = checked_value(spec, raw[name], keypath, origin)
     missing = [n for n, spec in known.items() if spec.metadata.get("required") and n not in values]
     if missing:
         keypath = prefix + (missing[0],)
         raise ConfigError(
-            f"{origin.describe(prefix)}: missing required key '{'.'.join(keypath)}'",
+            f"{origin.describe(prefix)}: missing required key '{key_name(keypath)}'",
             f"add {missing[0]} = \"...\" to [{where}]",
         )
-    if not prefix and "cluster" in values and not _CLUSTER_NAME.fullmatch(values["cluster"]):
+    if cls is Config and "cluster" in values and not _CLUSTER_NAME.fullmatch(values["cluster"]):
         raise ConfigError(
             f"{origin.describe(('cluster',))}: invalid cluster name {values['cluster']!r}",
             "use letters, digits, '.', '_' or '-' (it becomes part of every backup's path)",
         )
     return cls(**values)
+
+
+def _build_array(cls: type, raw: Any, keypath: tuple[str | int, ...], origin: Origin) -> Any:
+    """An array of tables ([[members]]), each entry built as a table of its own."""
+    if not isinstance(raw, list):
+        raise ConfigError(
+            f"{origin.describe(keypath)}: '{key_name(keypath)}' must be an array of tables",
+            f"write each entry as a [[{key_name(keypath)}]] table",
+        )
+    return tuple(
+        build_table(cls, entry, keypath + (index,), origin) for index, entry in enumerate(raw)
+    )

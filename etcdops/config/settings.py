@@ -10,7 +10,7 @@ from typing import Any
 from etcdops.units import parse_duration, parse_size
 
 
-def _opt(
+def opt(
     kind: str,
     default: Any = None,
     *,
@@ -19,13 +19,15 @@ def _opt(
     within: tuple[Any, Any] | None = None,
     why: str | None = None,
 ) -> Any:
+    """A setting of a table: its kind (how values.checked_value converts it), default and
+    range; the recovery plan's tables are declared with it too."""
     # Secrets stay out of repr() so that a logged or printed config never shows them.
     metadata: dict[str, Any] = {"kind": kind, "required": required}
     if within is not None:
         # bounds are written the way an operator writes the value, and shown so in errors;
         # a missing upper bound means the setting has no ceiling of its own
         low, high = within
-        parse = {"int": int, "duration": parse_duration, "size": parse_size}[kind]
+        parse = {"int": int, "float": float, "duration": parse_duration, "size": parse_size}[kind]
         metadata["range"] = (parse(low), None if high is None else parse(high))
         metadata["range_text"] = f"{low} to {high}" if high is not None else f"{low} or more"
         metadata["why"] = why
@@ -39,22 +41,22 @@ def _section(cls: type) -> Any:
 
 @dataclass(frozen=True)
 class EtcdConfig:
-    endpoints: tuple[str, ...] = _opt("list", ("http://127.0.0.1:2379",))
-    cacert: Path | None = _opt("file")
-    cert: Path | None = _opt("file")
-    key: Path | None = _opt("file")
-    user: str | None = _opt("str")
-    password_file: Path | None = _opt("file")
-    password: str | None = _opt("str", secret=True)
-    dial_timeout: float = _opt("duration", 5.0, within=("10ms", "10m"))
-    command_timeout: float = _opt("duration", 30.0, within=("10ms", "1h"))
-    snapshot_timeout: float = _opt("duration", 3600.0, within=("1s", "7d"))
-    etcdutl: str | None = _opt("str")
+    endpoints: tuple[str, ...] = opt("list", ("http://127.0.0.1:2379",))
+    cacert: Path | None = opt("file")
+    cert: Path | None = opt("file")
+    key: Path | None = opt("file")
+    user: str | None = opt("str")
+    password_file: Path | None = opt("file")
+    password: str | None = opt("str", secret=True)
+    dial_timeout: float = opt("duration", 5.0, within=("10ms", "10m"))
+    command_timeout: float = opt("duration", 30.0, within=("10ms", "1h"))
+    snapshot_timeout: float = opt("duration", 3600.0, within=("1s", "7d"))
+    etcdutl: str | None = opt("str")
     # one per endpoint, in the same order; empty: each member's client URL + /metrics
-    metrics_urls: tuple[str, ...] = _opt("list", ())
+    metrics_urls: tuple[str, ...] = opt("list", ())
     # etcd's --quota-backend-bytes; 8 GiB is the seed's limit (a member that reports a lower
     # quota on /metrics is held to its own)
-    quota_backend_bytes: int = _opt("size", 8 * 1024**3, within=("1MiB", "1TiB"))
+    quota_backend_bytes: int = opt("size", 8 * 1024**3, within=("1MiB", "1TiB"))
 
     def resolved_password(self) -> str | None:
         """The etcd password, read from its file when one is configured."""
@@ -67,47 +69,47 @@ class EtcdConfig:
 
 @dataclass(frozen=True)
 class EncryptionConfig:
-    recipients: tuple[str, ...] = _opt("list", ())
-    recipients_file: Path | None = _opt("file")
-    identity_file: Path | None = _opt("file")
+    recipients: tuple[str, ...] = opt("list", ())
+    recipients_file: Path | None = opt("file")
+    identity_file: Path | None = opt("file")
     # where the recipients list was given (file:line or $VARIABLE), for errors about its entries
     recipients_origin: str | None = field(default=None, metadata={"kind": "internal"})
 
 
 @dataclass(frozen=True)
 class LocalConfig:
-    dir: Path = _opt("path", Path("/var/lib/etcdops"))
+    dir: Path = opt("path", Path("/var/lib/etcdops"))
     # Level 1: on 2 cores zstd competes with etcd itself for the CPU, and on Kubernetes objects
     # level 3 compresses no better (measured 7.7x at level 1 vs 7.6x at 3, 40% less CPU).
     # zstandard also takes 0 (its default, 3) and negative "fast" levels; the manifest records
     # the level, so only the levels that say what they do are accepted
-    compression_level: int = _opt("int", 1, within=(1, 22), why="zstd's levels")
+    compression_level: int = opt("int", 1, within=(1, 22), why="zstd's levels")
 
 
 @dataclass(frozen=True)
 class S3Location:
     """One bucket in one region; credentials come from the standard AWS chain."""
 
-    bucket: str = _opt("bucket", required=True)
-    region: str | None = _opt("region")
-    prefix: str = _opt("prefix", "")
-    endpoint_url: str | None = _opt("url")
-    sse: str | None = _opt("sse")
-    kms_key_id: str | None = _opt("str")
-    storage_class: str | None = _opt("str")
+    bucket: str = opt("bucket", required=True)
+    region: str | None = opt("region")
+    prefix: str = opt("prefix", "")
+    endpoint_url: str | None = opt("url")
+    sse: str | None = opt("sse")
+    kms_key_id: str | None = opt("str")
+    storage_class: str | None = opt("str")
     # An upload holds (upload_concurrency + 1) parts in memory. Bigger parts mean fewer requests
     # (each costs CPU on both ends); more of them in flight help on a link with a long round trip.
-    part_size: int = _opt("size", 10 * 1024**2, within=("5MiB", "5GiB"),
-                          why="S3's limits for one part")
-    upload_concurrency: int = _opt("int", 2, within=(1, 64),
-                                   why="each part in flight is a buffer of part_size in memory")
+    part_size: int = opt("size", 10 * 1024**2, within=("5MiB", "5GiB"),
+                         why="S3's limits for one part")
+    upload_concurrency: int = opt("int", 2, within=(1, 64),
+                                  why="each part in flight is a buffer of part_size in memory")
     # A hung endpoint must end in minutes, not hold the save: each request gives up after
     # connect_timeout / read_timeout, is tried max_attempts times, and the whole of one store's
     # part of a save (upload, check, manifest, copy) after deadline.
-    connect_timeout: float = _opt("duration", 10.0, within=("10ms", "10m"))
-    read_timeout: float = _opt("duration", 30.0, within=("10ms", "1h"))
-    max_attempts: int = _opt("int", 3, within=(1, 20))
-    deadline: float = _opt("duration", 1800.0, within=("1s", "7d"))
+    connect_timeout: float = opt("duration", 10.0, within=("10ms", "10m"))
+    read_timeout: float = opt("duration", 30.0, within=("10ms", "1h"))
+    max_attempts: int = opt("int", 3, within=(1, 20))
+    deadline: float = opt("duration", 1800.0, within=("1s", "7d"))
 
 
 @dataclass(frozen=True)
@@ -119,39 +121,39 @@ class S3Config(S3Location):
 class RetentionConfig:
     # prune also removes incomplete objects and unfinished uploads older than keep_within: a
     # shorter window could take the object of a save still running
-    keep_within: float = _opt("duration", 24 * 3600.0, within=("1h", "3650d"),
-                              why="it must outlast a save in progress")
-    keep_min: int = _opt("int", 3, within=(1, None),
-                         why="the newest verified backup is always kept, so 0 would mean 1")
+    keep_within: float = opt("duration", 24 * 3600.0, within=("1h", "3650d"),
+                             why="it must outlast a save in progress")
+    keep_min: int = opt("int", 3, within=(1, None),
+                        why="the newest verified backup is always kept, so 0 would mean 1")
 
 
 @dataclass(frozen=True)
 class CompactionConfig:
     # 0s is meaningful: compact all history now, as etcd's guide does to clear a NOSPACE alarm
-    retain: float = _opt("duration", 300.0, within=("0s", "30d"))
-    prefix: str = _opt("str", "/etcdops/compaction/")
-    timeout: float = _opt("duration", 300.0, within=("1s", "1d"))  # --physical takes a while
+    retain: float = opt("duration", 300.0, within=("0s", "30d"))
+    prefix: str = opt("str", "/etcdops/compaction/")
+    timeout: float = opt("duration", 300.0, within=("1s", "1d"))  # --physical takes a while
 
 
 @dataclass(frozen=True)
 class DefragConfig:
-    window: str = _opt("str", "02:00-05:00")
-    timezone: str = _opt("str", "UTC")
-    free_threshold: int = _opt("size", 200 * 1024**2, within=("0", "1TiB"))
-    quota_percent: int = _opt("int", 80, within=(1, 100))
+    window: str = opt("str", "02:00-05:00")
+    timezone: str = opt("str", "UTC")
+    free_threshold: int = opt("size", 200 * 1024**2, within=("0", "1TiB"))
+    quota_percent: int = opt("int", 80, within=(1, 100))
     # per member: a multi-GiB db takes minutes
-    timeout: float = _opt("duration", 600.0, within=("1s", "1d"))
+    timeout: float = opt("duration", 600.0, within=("1s", "1d"))
 
 
 @dataclass(frozen=True)
 class HealthConfig:
-    wal_fsync_p99: float = _opt("duration", 0.010, within=("1ms", "1m"))
-    backend_commit_p99: float = _opt("duration", 0.050, within=("1ms", "1m"))
-    compaction_p99: float | None = _opt("duration", within=("1ms", "1h"))
-    db_size_percent: int = _opt("int", 80, within=(1, 100))
-    raft_index_lag: int = _opt("int", 5000, within=(1, None))
+    wal_fsync_p99: float = opt("duration", 0.010, within=("1ms", "1m"))
+    backend_commit_p99: float = opt("duration", 0.050, within=("1ms", "1m"))
+    compaction_p99: float | None = opt("duration", within=("1ms", "1h"))
+    db_size_percent: int = opt("int", 80, within=(1, 100))
+    raft_index_lag: int = opt("int", 5000, within=(1, None))
     # the hourly schedule plus slack for the timer's randomized delay and the save itself
-    backup_max_age: float = _opt("duration", 70 * 60.0, within=("1m", "365d"))
+    backup_max_age: float = opt("duration", 70 * 60.0, within=("1m", "365d"))
 
 
 @dataclass(frozen=True)
@@ -159,30 +161,30 @@ class RestoreConfig:
     # etcdutl's --bump-revision, where it has it: etcd's recovery guide's 1,000,000,000 passes
     # any revision a client can have seen since the backup; 10^12 still leaves int64 revisions
     # room for millennia of writes
-    bump_revision: int = _opt("int", 1_000_000_000, within=(1, 10**12),
-                              why="it is added to the snapshot's revision, an int64")
+    bump_revision: int = opt("int", 1_000_000_000, within=(1, 10**12),
+                             why="it is added to the snapshot's revision, an int64")
     # without etcdutl's flags a staging etcd writes the revisions itself, about as fast as etcd
     # commits: past this the restore goes without the bump and says what to restart instead
-    bump_budget: float = _opt("duration", 60.0, within=("0s", "1h"))
+    bump_budget: float = opt("duration", 60.0, within=("0s", "1h"))
 
 
 @dataclass(frozen=True)
 class BackupConfig:
     # files a restore needs besides etcd's data (the kube-apiserver's EncryptionConfiguration,
     # etcd's PKI): paths or globs, archived inside each backup's own age encryption
-    include_files: tuple[str, ...] = _opt("list", ())
+    include_files: tuple[str, ...] = opt("list", ())
 
 
 @dataclass(frozen=True)
 class DrConfig:
     # the seed's targets: etcd restored and serving (steps 1-2), and the cluster recovered (1-5)
-    restore_target: float = _opt("duration", 300.0, within=("1s", "1d"))
-    recovery_target: float = _opt("duration", 600.0, within=("1s", "1d"))
+    restore_target: float = opt("duration", 300.0, within=("1s", "1d"))
+    recovery_target: float = opt("duration", 600.0, within=("1s", "1d"))
 
 
 @dataclass(frozen=True)
 class Config:
-    cluster: str = _opt("str", "default")
+    cluster: str = opt("str", "default")
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     local: LocalConfig = field(default_factory=LocalConfig)

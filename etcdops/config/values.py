@@ -20,10 +20,19 @@ _BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}")
 _REGION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?")
 
 
-def checked_value(spec: dataclasses.Field[Any], value: Any, keypath: tuple[str, ...],
+def key_name(keypath: tuple[str | int, ...]) -> str:
+    """A key's full name as errors show it; an entry of an array of tables by its index, from
+    0 (members[1].peer_url)."""
+    text = ""
+    for part in keypath:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
+    return text
+
+
+def checked_value(spec: dataclasses.Field[Any], value: Any, keypath: tuple[str | int, ...],
                   origin: Origin) -> Any:
     """One setting, converted to its type and checked against its declared range."""
-    key, kind = ".".join(keypath), spec.metadata["kind"]
+    key, kind = key_name(keypath), spec.metadata["kind"]
     valid = f"{key} takes {spec.metadata['range_text']}" if "range" in spec.metadata else None
     if valid and spec.metadata["why"]:
         valid += f" ({spec.metadata['why']})"
@@ -48,6 +57,29 @@ def _convert(kind: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise ValueError(f"expected a non-empty string, got {value!r}")
         return value
+    if kind == "text":  # a string that may be empty (an empty command prefix: none)
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    if kind == "bool":
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        return float(value)
+    if kind == "strings":  # a list that is never split at commas: shell commands, keys
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"expected a list of non-empty strings, got {value!r}")
+        return tuple(value)
     if kind == "int":
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
@@ -98,6 +130,10 @@ def _convert(kind: str, value: Any) -> Any:
 def _fix_for(kind: str) -> str:
     return {
         "str": "write a quoted string",
+        "text": "write a quoted string (\"\" for none)",
+        "bool": "write true or false",
+        "float": "write a number such as 0.9",
+        "strings": "write a list of quoted strings such as [\"a\", \"b\"]",
         "bucket": "write the bucket's name, without s3:// or a prefix (that is 'prefix')",
         "region": "write the region's name, such as \"eu-west-1\"",
         "url": "write the endpoint's URL, such as \"https://s3.example.internal:9000\"",
