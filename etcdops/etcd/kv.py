@@ -39,24 +39,39 @@ class KVCalls(Connections):
     ) -> Iterator[list[bytes]]:
         """Every key of the keyspace, a page at a time, without values and all at one revision
         (the first page's, unless given): counts a keyspace of any size in bounded memory."""
+        for kvs in self._range_pages(b"\0", b"\0", page_size, revision, keys_only=True):
+            yield [kv.key for kv in kvs]
+
+    def prefix_pages(
+        self, prefix: bytes, page_size: int = 500, revision: int | None = None
+    ) -> Iterator[list[KeyValue]]:
+        """Every key-value under a prefix, a page at a time and all at one revision: reads a
+        prefix of any size in bounded memory (one Range stops at grpc's 4 MiB messages)."""
+        for kvs in self._range_pages(prefix, prefix_end(prefix), page_size, revision):
+            yield [KeyValue(kv.key, kv.value) for kv in kvs]
+
+    def _range_pages(
+        self, key: bytes, range_end: bytes, page_size: int, revision: int | None,
+        *, keys_only: bool = False,
+    ) -> Iterator[Any]:
         etcdrpc = import_etcdrpc()
-        start, pinned = b"\0", revision or 0
+        start, pinned = key, revision or 0
         while True:
             request = etcdrpc.RangeRequest(
-                key=start, range_end=b"\0", keys_only=True, limit=page_size, revision=pinned
+                key=start, range_end=range_end, keys_only=keys_only, limit=page_size,
+                revision=pinned,
             )
 
             def call(url: str, request: Any = request) -> Any:
                 return self._unary(url, "KV", "Range", request, "a page of keys")
 
             response = self._first_answer("Range", call)
-            keys = [kv.key for kv in response.kvs]
-            if keys:
-                yield keys
-            if not response.more or not keys:
+            if response.kvs:
+                yield response.kvs
+            if not response.more or not response.kvs:
                 return
             pinned = pinned or int(response.header.revision)
-            start = keys[-1] + b"\0"  # the smallest key after the last one read
+            start = response.kvs[-1].key + b"\0"  # the smallest key after the last one read
 
     def readable_at(self, revision: int) -> bool:
         """Whether etcd still keeps a revision: False once a compaction dropped it."""

@@ -32,3 +32,18 @@ def test_a_compacted_revision_is_no_longer_readable(etcd_single) -> None:
         assert session.readable_at(second)
         # compacting to a revision etcd already dropped is no error, only nothing to do
         assert not session.compact(first, physical=False, timeout=5.0)
+
+
+def test_prefix_pages_read_one_prefix_with_values_at_one_revision(etcd_loaded) -> None:
+    cluster, objects = etcd_loaded
+    prefix = b"/registry/pods/"
+    pods = {key: value for key, value in objects.items() if key.startswith(prefix)}
+    with EtcdSession(cluster.etcd_config()) as session:
+        pages = session.prefix_pages(prefix, page_size=9)
+        first = next(pages)
+        session.put_many([(b"/registry/pods/zz/after-the-first-page", b"{}")])
+        rest = list(pages)
+        assert list(session.prefix_pages(b"/registry/nothing-here/")) == []
+    read = [kv for page in [first, *rest] for kv in page]
+    assert [(kv.key, kv.value) for kv in read] == sorted(pods.items())  # pinned, key order
+    assert all(1 <= len(page) <= 9 for page in [first, *rest]) and len(rest) > 2
