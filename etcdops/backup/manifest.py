@@ -32,6 +32,16 @@ class EtcdSource:
 
 
 @dataclass(frozen=True)
+class ManifestFile:
+    """One file a restore needs besides etcd's data ([backup] include_files), as it was saved."""
+
+    path: str  # absolute, on the host the backup was taken on
+    size: int
+    sha256: str
+    mode: str  # octal permission bits, e.g. "0600"
+
+
+@dataclass(frozen=True)
 class Manifest:
     id: str
     cluster: str
@@ -46,6 +56,7 @@ class Manifest:
     encryption: dict[str, Any]
     tool_version: str
     durations: dict[str, float] = field(default_factory=dict)
+    files: tuple[ManifestFile, ...] = ()  # what the object carries ahead of the snapshot
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
@@ -53,6 +64,10 @@ class Manifest:
         doc = asdict(self)
         doc["created_at"] = _iso(self.created_at)
         doc["tool"] = {"name": "etcdops", "version": doc.pop("tool_version")}
+        if not self.files:
+            # absent rather than empty: a backup without included files stays readable by an
+            # etcdops from before them, which refuses keys it does not know
+            del doc["files"]
         return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -65,6 +80,7 @@ class Manifest:
             doc["created_at"] = datetime.fromisoformat(doc["created_at"])
             doc["etcd"] = EtcdSource(**doc["etcd"])
             doc["tool_version"] = doc.pop("tool")["version"]
+            doc["files"] = tuple(ManifestFile(**entry) for entry in doc.get("files", ()))
             return cls(**doc)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IntegrityError(

@@ -135,7 +135,7 @@ def _store_source(store: Store, manifest: Manifest) -> BackupSource:
     )
 
 
-def _first_good(
+def first_good(
     located: tuple[list[BackupSource], list[str]],
     attempt: Callable[[BackupSource], T],
     reporter: Reporter,
@@ -221,7 +221,7 @@ def _read(config: Config, source: BackupSource, sink: Writer, reporter: Reporter
                 bar.advance(len(block))
         decoder.finish()
     except CryptoError as exc:
-        raise _damage_or_wrong_key(exc, source, identities) from exc
+        raise damage_or_wrong_key(exc, source, identities) from exc
     db_sha256 = decoder.verify()
     checks = ["age authentication", "etcd sha256 trailer"] if source.encrypted else [
         "etcd sha256 trailer"
@@ -232,7 +232,7 @@ def _read(config: Config, source: BackupSource, sink: Writer, reporter: Reporter
     return _Decoded(stored, plain, db_sha256, tuple(checks))
 
 
-def _damage_or_wrong_key(
+def damage_or_wrong_key(
     error: CryptoError, source: BackupSource, identities: list[Identity]
 ) -> EtcdopsError:
     """Tell a damaged header from a wrong key, which age alone cannot: the manifest knows."""
@@ -302,7 +302,7 @@ def snapshot_status(
     located = locate(config, ref, reporter, store=store, stores=stores)
     if located[0][0].manifest is None:
         return _status_from_etcdutl(config, located, reporter)
-    source, decoded, fallbacks = _first_good(
+    source, decoded, fallbacks = first_good(
         located, lambda s: _read(config, s, Discard(), reporter), reporter
     )
     return _status(config, source, decoded, fallbacks)
@@ -378,5 +378,5 @@ def _decode_into(
         with AtomicFile(out) as target:
             return _read(config, source, target, reporter)
 
-    source, decoded, fallbacks = _first_good(located, attempt, reporter)
+    source, decoded, fallbacks = first_good(located, attempt, reporter)
     return _status(config, source, decoded, fallbacks)

@@ -13,6 +13,7 @@ backup already exists on this host. An interrupt says exactly what was kept.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from etcdops import __version__
+from etcdops.backup.included import Archive, archive_files
 from etcdops.backup.manifest import EtcdSource, Manifest, new_backup_id, object_key
 from etcdops.backup.replicate import copy_backup
 from etcdops.config import Config
@@ -52,6 +54,8 @@ class SaveResult:
     def as_dict(self) -> dict[str, object]:
         """The JSON form: the manifest, where the backup is stored and why not elsewhere."""
         return json.loads(self.manifest.to_json()) | {
+            # always present here, though a manifest without included files omits it
+            "files": [dataclasses.asdict(entry) for entry in self.manifest.files],
             "stored_in": list(self.stored),
             "failed": self.failures,
             "durations": self.durations,
@@ -108,10 +112,13 @@ def save_snapshot(
     interrupt is an Interrupted that says what was kept.
     """
     recipients = configured_recipients(config.encryption)
+    # read before etcd is asked for anything: a file the restore needs that is missing fails the
+    # save here, with nothing stored
+    archive = archive_files(config.backup.include_files)
     stores = (stores or open_stores(config)).open()
     kept = _Kept()
     try:
-        return _save(config, reporter, stores, recipients, clock, kept)
+        return _save(config, reporter, stores, recipients, archive, clock, kept)
     except KeyboardInterrupt as exc:
         if kept.fanout is not None:
             kept.fanout.abort()  # what the interrupt found waiting, an S3 commit
@@ -120,7 +127,7 @@ def save_snapshot(
 
 def _save(
     config: Config, reporter: Reporter, stores: Stores, recipients: list[Recipient],
-    clock: Callable[[], datetime], kept: _Kept,
+    archive: Archive, clock: Callable[[], datetime], kept: _Kept,
 ) -> SaveResult:
     """save_snapshot() under the host lock, noting in kept what is stored as it goes."""
     from etcdops.etcd.session import EtcdSession
@@ -137,8 +144,11 @@ def _save(
             fanout = kept.fanout = _open_writers(stores, key, member.db_size, reporter)
             handoff: Handoff | None = None
             try:
+                if archive.files:
+                    reporter.event(f"including {len(archive.files)} files ([backup] include_files)")
                 encoder = SnapshotEncoder(
-                    fanout, recipients, config.local.compression_level, f"snapshot from {endpoint}"
+                    fanout, recipients, config.local.compression_level, f"snapshot from {endpoint}",
+                    preamble=archive.frame,
                 )
                 handoff = Handoff(encoder)
                 with reporter.progress("snapshot", total=member.db_size) as bar:
@@ -186,6 +196,7 @@ def _save(
             },
             tool_version=__version__,
             durations={"stream": round(streamed, 3), "total": round(time.monotonic() - started, 3)},
+            files=archive.files,
         )
         published: dict[str, str] = {}  # manifest failures
         # local first, and published before the primary's commit waits on S3

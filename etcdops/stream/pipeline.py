@@ -3,6 +3,9 @@
 encode: [etcd snapshot check ->] zstd -> age -> sha256 and size of the stored bytes -> sink
 decode: sha256 and size of the stored bytes -> age -> zstd [-> etcd snapshot check] -> sink
 
+An encoder's preamble (zstd skippable frames, etcdops.stream.frames) goes into age ahead of the
+first compressed byte: inside the same encryption, and skipped by every zstd decoder.
+
 Every user (save, read-back, a streamed copy's check, the journal to come) builds its chain
 here, so the order of the stages and of their closing lives in one place.
 """
@@ -29,9 +32,13 @@ if TYPE_CHECKING:
 class Encoder:
     """Plain bytes in, compressed and encrypted bytes to sink; `stored` counts and hashes them."""
 
-    def __init__(self, sink: Writer, recipients: Sequence[Recipient], level: int) -> None:
+    def __init__(
+        self, sink: Writer, recipients: Sequence[Recipient], level: int, preamble: bytes = b""
+    ) -> None:
         self.stored = Digest(sink)
         self._encrypt = AgeEncrypt(self.stored, recipients)
+        if preamble:
+            self._encrypt.write(preamble)
         self._compress = ZstdCompress(self._encrypt, level)
 
     def write(self, data: bytes, /) -> int:
@@ -48,9 +55,10 @@ class SnapshotEncoder:
     then encoded; `plain` and `stored` count what went in and what came out."""
 
     def __init__(
-        self, sink: Writer, recipients: Sequence[Recipient], level: int, source: str
+        self, sink: Writer, recipients: Sequence[Recipient], level: int, source: str,
+        preamble: bytes = b"",
     ) -> None:
-        self._encoder = Encoder(sink, recipients, level)
+        self._encoder = Encoder(sink, recipients, level, preamble)
         self.stored = self._encoder.stored
         self.plain = SnapshotTrailerCheck(self._encoder, source)
 

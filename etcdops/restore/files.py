@@ -1,0 +1,216 @@
+"""Putting back the files a backup carries besides etcd's data ([backup] include_files).
+
+Each file goes under the destination at the path it was saved from (DIR/etc/kubernetes/enc.yaml)
+with its mode and mtime. Nothing is written until every file is known to be writable: a file
+already there is refused without force, naming it. With force it is not lost either: it is moved
+aside as a hidden `.NAME.etcdops-<UTC time>` beside the new one. Each file appears whole (a
+temporary file, fsynced, renamed in), and directories created on the way are 0700, since they
+may hold private keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from etcdops.backup.included import Included, IncludedFile, read_included
+from etcdops.backup.readback import BackupSource, first_good, locate
+from etcdops.config import Config
+from etcdops.errors import StorageError, UsageError
+from etcdops.report import Reporter
+from etcdops.restore.datadir import aside_path
+from etcdops.stores.configured import Stores
+from etcdops.stores.local import AtomicFile, file_in_the_way, fsync_dir
+
+
+@dataclass(frozen=True)
+class RestoredFile:
+    path: str  # where it was on the host the backup was taken on
+    written_to: Path
+    size: int
+    sha256: str
+    mode: str
+    moved_aside: Path | None  # where the file that stood there went (force)
+
+
+@dataclass(frozen=True)
+class FilesResult:
+    backup_id: str | None  # None for a snapshot file without a manifest
+    source: str  # what was read, in words
+    store: str | None
+    fallbacks: tuple[str, ...]  # copies tried first that failed, and why
+    dest_dir: Path
+    files: tuple[RestoredFile, ...]
+    checks: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form: which backup, where the files went, and how they were checked."""
+        return {
+            "backup_id": self.backup_id,
+            "source": self.source,
+            "store": self.store,
+            "fallbacks": list(self.fallbacks),
+            "dest_dir": str(self.dest_dir),
+            "files": [
+                {"path": f.path, "written_to": str(f.written_to), "size": f.size,
+                 "sha256": f.sha256, "mode": f.mode,
+                 "moved_aside": str(f.moved_aside) if f.moved_aside else None}
+                for f in self.files
+            ],
+            "checks": list(self.checks),
+        }
+
+
+def restore_files(
+    config: Config,
+    ref: str,
+    dest_dir: Path,
+    reporter: Reporter,
+    *,
+    force: bool = False,
+    store: str | None = None,
+    stores: Stores | None = None,
+) -> FilesResult:
+    """Write the files backup REF ('latest', an id or prefix, or a file) carries under dest_dir
+    at their recorded paths, each checked against the manifest first; trying each store's copy
+    in turn as a restore does. Without force, a file already there refuses the whole operation
+    before anything is written."""
+    located = locate(config, ref, reporter, store=store, stores=stores)
+    return restore_located_files(config, located, dest_dir, reporter, force=force)
+
+
+def restore_located_files(
+    config: Config,
+    located: tuple[list[BackupSource], list[str]],
+    dest_dir: Path,
+    reporter: Reporter,
+    *,
+    force: bool = False,
+) -> FilesResult:
+    """restore_files() for a backup already located (readback.locate): what a recovery that
+    has chosen its backup and store calls, so that every step reads the same one."""
+    source, included, fallbacks = first_good(
+        located, lambda s: read_included(config, s, reporter), reporter
+    )
+    dest = dest_dir.expanduser().absolute()
+    targets = _check_targets(dest, included, force)
+    written = tuple(_write_all(targets, reporter))
+    if not written:
+        reporter.event(f"{source.label} carries no included files")
+    return FilesResult(
+        backup_id=source.manifest.id if source.manifest else None,
+        source=source.label,
+        store=source.store,
+        fallbacks=tuple(fallbacks),
+        dest_dir=dest,
+        files=written,
+        checks=included.checks,
+    )
+
+
+def _check_targets(
+    dest: Path, included: Included, force: bool
+) -> list[tuple[IncludedFile, Path]]:
+    """Where each file goes, refusing before anything is written what cannot be."""
+    if blocker := file_in_the_way(dest):
+        raise UsageError(
+            f"--files-to {dest}: {blocker} is a file, not a directory",
+            "give a directory (it is created if absent), or move that file away",
+        )
+    targets = []
+    for file in included.files:
+        target = dest.joinpath(*file.relative.parts)
+        if (blocker := file_in_the_way(target.parent)) is not None:
+            raise UsageError(
+                f"cannot restore {file.entry.path} to {target}: {blocker} is a file, not a "
+                "directory",
+                "move that file away, or choose another --files-to directory",
+            )
+        if target.is_dir():
+            raise UsageError(
+                f"cannot restore {file.entry.path}: {target} is a directory",
+                "move it away, or choose another --files-to directory",
+            )
+        if not force and (target.exists() or target.is_symlink()):
+            raise UsageError(
+                f"{target} already exists (nothing was written)",
+                "pass --force to replace it (the file there is kept as a hidden "
+                f".{target.name}.etcdops-<UTC time> beside it), or choose another --files-to "
+                "directory",
+            )
+        targets.append((file, target))
+    return targets
+
+
+def _write_all(targets: list[tuple[IncludedFile, Path]], reporter: Reporter) -> list[RestoredFile]:
+    written: list[RestoredFile] = []
+    moment = datetime.now(UTC)
+    for file, target in targets:
+        try:
+            aside = _write(file, target, moment)
+        except StorageError as exc:
+            done = f"{len(written)} of {len(targets)} files were written first, " if written else ""
+            raise StorageError(
+                f"cannot restore {file.entry.path} to {target}: {exc.message}",
+                f"{done}no file was overwritten (one replaced is kept as a hidden "
+                ".NAME.etcdops-<UTC time> beside it); check that directory's permissions and "
+                "free space, or choose another --files-to directory",
+            ) from exc
+        reporter.event(
+            f"restored {file.entry.path} to {target} (mode {file.entry.mode})"
+            + (f"; the file there is now {aside}" if aside else "")
+        )
+        written.append(RestoredFile(
+            file.entry.path, target, file.entry.size, file.entry.sha256, file.entry.mode, aside
+        ))
+    return written
+
+
+def _write(file: IncludedFile, target: Path, moment: datetime) -> Path | None:
+    """One file, whole or not at all; the file it replaces moved aside, and put back if the
+    rename in fails."""
+    _make_parents(target.parent)
+    mode = int(file.entry.mode, 8)
+    writer = AtomicFile(target, mode & 0o700)  # no more than the owner until the mode is set
+    try:
+        writer.write(file.data)
+    except BaseException:
+        writer.abort()
+        raise
+    aside = None
+    if target.exists() or target.is_symlink():
+        # hidden: kubelet reads every other file in its static pod directory as a pod
+        aside = aside_path(target.with_name(f".{target.name}"), moment)
+        try:
+            os.rename(target, aside)
+        except OSError as exc:
+            writer.abort()
+            raise StorageError(f"cannot move it aside: {exc.strerror or exc}") from exc
+    try:
+        writer.commit()
+        os.chmod(target, mode)
+        os.utime(target, (file.mtime, file.mtime))
+    except BaseException as exc:
+        if aside is not None and not target.exists():
+            with contextlib.suppress(OSError):
+                os.rename(aside, target)
+        if isinstance(exc, OSError):
+            raise StorageError(exc.strerror or str(exc)) from exc
+        raise
+    return aside
+
+
+def _make_parents(directory: Path) -> None:
+    """Create the missing directories down to this one, each 0700."""
+    missing = [p for p in (directory, *directory.parents) if not p.exists()]
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+            fsync_dir(path.parent)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs to own
+        except OSError as exc:
+            raise StorageError(f"cannot create {path}: {exc.strerror or exc}") from exc
