@@ -3,8 +3,9 @@
 A drill does on loopback what a recovery would do: decode the backup with every check into a
 0700 scratch directory, `etcdutl snapshot restore` it into a scratch data dir, boot a throwaway
 single-member etcd there, count its keys by resource type and namespace (keys only, a page at a
-time), compare the total with the manifest, and remove it all: etcd stopped and every scratch
-directory gone, on every way out (errors, Ctrl-C, SIGTERM).
+time), compare the total with the manifest, extract the files it carries ([backup]
+include_files) into the scratch directory and check them against the manifest, and remove it
+all: etcd stopped and every scratch directory gone, on every way out (errors, Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.etcdutl import run_etcdutl
 from etcdops.etcd.local import LOOPBACK, LocalEtcd, free_port
 from etcdops.report import Reporter
+from etcdops.restore.files import restore_files
 from etcdops.restore.inventory import Inventory
 from etcdops.restore.plaintext import Plaintext, plaintext_snapshot, scratch_directory
 from etcdops.stores.configured import Stores
 
-PHASES = ("decode", "restore", "start", "inventory")
+PHASES = ("decode", "restore", "start", "inventory", "files")
 MEMBER_NAME = "etcdops-drill"
 # a restored member replays no WAL, but a large database takes a while to open
 _START_WAIT = 60.0
@@ -46,6 +48,7 @@ class Drill:
     phases: dict[str, float]
     notes: tuple[str, ...]  # what the operator should know about how it was counted
     problems: tuple[str, ...]  # why the backup is not verified, if it is not
+    files: tuple[str, ...] = ()  # the included files extracted and checked
 
     def as_dict(self) -> dict[str, object]:
         """The JSON form of a drill."""
@@ -58,6 +61,7 @@ class Drill:
             "inventory": self.inventory.as_dict(),
             "notes": list(self.notes),
             "problems": list(self.problems),
+            "files": list(self.files),
         }
 
 
@@ -80,9 +84,10 @@ class VerifyResult:
         if self.drill is None:
             return f"integrity read ({checks})"
         against = " against the manifest" if self.drill.manifest_keys is not None else ""
+        files = "; included files checked" if self.drill.files else ""
         return (
             f"restore drill ({checks}; etcdutl snapshot restore; a throwaway etcd started; "
-            f"keys counted{against})"
+            f"keys counted{against}{files})"
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -126,9 +131,11 @@ def verify_backup(
             phases.lap("start")
             counted = _count(member, plain.status, reporter)
             phases.lap("inventory")
+            files = _check_files(config, ref, plain.status, scratch, reporter, stores)
+            phases.lap("files")
         finally:
             member.stop()
-    return VerifyResult(plain.status, counted.drill(phases.times))
+    return VerifyResult(plain.status, counted.drill(phases.times, files))
 
 
 class _Phases:
@@ -198,11 +205,39 @@ class _Counted:
     notes: tuple[str, ...]
     problems: tuple[str, ...]
 
-    def drill(self, phases: dict[str, float]) -> Drill:
+    def drill(self, phases: dict[str, float], files: _Files) -> Drill:
         return Drill(
             self.revision, self.counted_at, self.inventory, self.manifest_keys, dict(phases),
-            self.notes, self.problems,
+            self.notes + files.notes, self.problems + files.problems, files.paths,
         )
+
+
+@dataclass(frozen=True)
+class _Files:
+    paths: tuple[str, ...]
+    notes: tuple[str, ...]
+    problems: tuple[str, ...]
+
+
+def _check_files(
+    config: Config, ref: str, status: SnapshotStatus, scratch: Path, reporter: Reporter,
+    stores: Stores | None,
+) -> _Files:
+    """The included files, extracted into the scratch directory from the copy the snapshot came
+    from and checked against the manifest; a mismatch makes the backup unverified."""
+    # the very backup and copy just drilled, even if 'latest' has moved on since
+    same = status.backup_id if status.store is not None and status.backup_id else ref
+    try:
+        result = restore_files(
+            config, same, scratch / "files", reporter, store=status.store, stores=stores
+        )
+    except IntegrityError as exc:
+        return _Files((), (), (exc.message,))
+    paths = tuple(file.path for file in result.files)
+    if not paths:
+        return _Files((), ("no included files in this backup",), ())
+    against = " against the manifest" if result.backup_id else " (no manifest to compare with)"
+    return _Files(paths, (f"{len(paths)} included files extracted and checked{against}",), ())
 
 
 def _count(member: LocalEtcd, status: SnapshotStatus, reporter: Reporter) -> _Counted:
