@@ -18,6 +18,15 @@ class KeyValue:
     value: bytes
 
 
+@dataclass(frozen=True)
+class KeyRevisions:
+    """One key and the revisions it was created and last modified at (a keys-only Range)."""
+
+    key: bytes
+    create_revision: int
+    mod_revision: int
+
+
 class KVCalls(Connections):
     """The KV calls etcdops makes, each served by the first member that answers."""
 
@@ -49,6 +58,16 @@ class KVCalls(Connections):
         prefix of any size in bounded memory (one Range stops at grpc's 4 MiB messages)."""
         for kvs in self._range_pages(prefix, prefix_end(prefix), page_size, revision):
             yield [KeyValue(kv.key, kv.value) for kv in kvs]
+
+    def key_revisions(
+        self, prefix: bytes, page_size: int = 1000, revision: int | None = None
+    ) -> Iterator[list[KeyRevisions]]:
+        """Every key under a prefix with the revisions it was created and last changed at, a
+        page at a time, without values and all at one revision: what a recovery polls to see
+        which objects were written since the restore, in bounded memory."""
+        for kvs in self._range_pages(prefix, prefix_end(prefix), page_size, revision,
+                                     keys_only=True):
+            yield [KeyRevisions(kv.key, kv.create_revision, kv.mod_revision) for kv in kvs]
 
     def _range_pages(
         self, key: bytes, range_end: bytes, page_size: int, revision: int | None,
