@@ -105,6 +105,10 @@ class ToolError(EtcdopsError):
     kind = Kind.ERROR
 
 
+class HostUnreachableError(ToolError):
+    """A member's host did not answer through its command prefix (ssh itself failed)."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a job part way; the message says what it had kept.
 

@@ -18,6 +18,7 @@ DOCUMENTED = {
     errors.IntegrityError: 15,
     errors.TargetMissedError: 16,
     errors.ToolError: 1,
+    errors.HostUnreachableError: 1,
 }
 
 
