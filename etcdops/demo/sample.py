@@ -15,7 +15,7 @@ import json
 import random
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -134,19 +134,30 @@ def load_kubernetes_objects(
     """Fill etcd (an EtcdSession or an etcd3 client) with sample objects; counts per type."""
     write = _writer(target)
     counts: Counter[str] = Counter()
+
+    def counted() -> Iterator[tuple[bytes, bytes]]:
+        for key, value in kubernetes_objects(count, value_size=value_size, seed=seed):
+            counts[classify(key).resource] += 1
+            yield key, value
+
+    for batch in transactions(counted()):
+        write(batch)
+    return dict(counts)
+
+
+def transactions(items: Iterable[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes, bytes]]]:
+    """Key-values in batches that etcd takes as one transaction each (its default limits)."""
     batch: list[tuple[bytes, bytes]] = []
     batch_bytes = 0
-    for key, value in kubernetes_objects(count, value_size=value_size, seed=seed):
+    for key, value in items:
         size = len(key) + len(value)
         if batch and (len(batch) == MAX_TXN_OPS or batch_bytes + size > MAX_TXN_BYTES):
-            write(batch)
+            yield batch
             batch, batch_bytes = [], 0
         batch.append((key, value))
         batch_bytes += size
-        counts[classify(key).resource] += 1
     if batch:
-        write(batch)
-    return dict(counts)
+        yield batch
 
 
 def _writer(target: Any) -> Callable[[list[tuple[bytes, bytes]]], object]:
@@ -185,21 +196,22 @@ def _encode(
     rng: random.Random,
 ) -> tuple[bytes, bytes]:
     path = f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
-    value = _dumps(body)
+    value = compact_json(body)
     if value_size is not None and len(value) < value_size:
         annotations = body["metadata"].setdefault("annotations", {})
         annotations["etcdops.io/padding"] = ""
-        missing = value_size - len(_dumps(body))
+        missing = value_size - len(compact_json(body))
         if missing > 0:
             # random base64, not one repeated character: compression must not look better
             # than it would on real objects
             filler = base64.b64encode(rng.randbytes(missing * 3 // 4 + 3))[:missing]
             annotations["etcdops.io/padding"] = filler.decode("ascii")
-        value = _dumps(body)
+        value = compact_json(body)
     return REGISTRY + path.encode(), value
 
 
-def _dumps(body: dict[str, Any]) -> bytes:
+def compact_json(body: dict[str, Any]) -> bytes:
+    """An object's value as kube-apiserver writes JSON: no spaces."""
     return json.dumps(body, separators=(",", ":")).encode()
 
 
