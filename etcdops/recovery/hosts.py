@@ -131,7 +131,11 @@ class Host:
     def run(
         self, argv: Sequence[str], *, stdin_path: Path | None = None, timeout: float
     ) -> Completed:
-        """Run argv on the host, stdin streamed from stdin_path, stderr reported as it comes."""
+        """Run argv on the host, stdin streamed from stdin_path, stderr reported as it comes.
+
+        Its exit code is the caller's to judge; raised here are only what kept it from running
+        or ending: the prefix's own failure (HostUnreachableError) and the timeout (ToolError).
+        """
         shown = shlex.join(argv)
         started = time.monotonic()
         # the remote `timeout` ends the command first; this side waits for ssh to say so
@@ -143,7 +147,7 @@ class Host:
                     stderr=subprocess.PIPE, start_new_session=True,
                 )
             except OSError as exc:
-                raise self._cannot_start(exc) from exc
+                raise self._cannot_start(exc, argv[0]) from exc
         try:
             stdout, tail = self._communicate(process, started + limit)
         except BaseException as exc:  # a timeout, Ctrl-C, SIGTERM: nothing of it may go on
@@ -194,7 +198,7 @@ class Host:
         try:
             completed = self.run([*self._etcdops, "--version"], timeout=timeout)
         except EtcdopsError as exc:
-            # here, the host is this one: what failed to start is etcdops
+            # through a prefix, no answer at all; here, the host is this one and etcdops failed
             return HostProbe(self.name, self.prefix, not self.remote, None, exc.message,
                              exc.hint, time.monotonic() - started)
         if completed.returncode != 0:
@@ -234,16 +238,16 @@ class Host:
             raise subprocess.TimeoutExpired(process.args, 0)
         return b"".join(chunks).decode(errors="replace"), list(tail)
 
-    def _cannot_start(self, exc: OSError) -> EtcdopsError:
-        program = self._prefix[0] if self.remote else self.etcdops
+    def _cannot_start(self, exc: OSError, program: str) -> EtcdopsError:
         reason = exc.strerror or str(exc)
         if self.remote:
             return HostUnreachableError(
                 f"cannot reach member {self.name}: its exec prefix `{self.prefix}` does not run "
                 f"here: {reason}",
-                f"install {program} on this host, or fix the member's exec prefix in the plan",
+                f"install {self._prefix[0]} on this host, or fix the member's exec prefix in the "
+                "plan",
             )
-        return ToolError(f"on {self.where}: cannot run {exc.filename or program}: {reason}",
+        return ToolError(f"on {self.where}: cannot run {program}: {reason}",
                          "put it on PATH, or give its full path")
 
     def _timed_out(self, shown: str, timeout: float, *, left_running: bool) -> ToolError:
