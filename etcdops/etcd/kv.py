@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from etcdops.etcd.connection import Connections, RevisionCompacted
-from etcdops.etcd.rpc import import_etcdrpc
+from etcdops.etcd.connection import Connections, RevisionCompacted, rpc_error
+from etcdops.etcd.rpc import import_etcdrpc, import_grpc
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,32 @@ class KVCalls(Connections):
             return True
 
         return self._first_answer("Compact", call)
+
+    def put_revisions(self, endpoint: str, key: bytes, count: int, in_flight: int = 128) -> int:
+        """Put `key` (empty value) `count` times on one member, `in_flight` puts at a time:
+        each put is one revision, so this advances the revision by count; the last revision."""
+        grpc, etcdrpc = import_grpc(), import_etcdrpc()
+        url = self._url(endpoint)
+        connection = self._connection(url)
+        put, request = connection.stub("KV").Put, etcdrpc.PutRequest(key=key)
+        timeout = self.config.command_timeout
+        # one put waits on fsync; many in flight share each one (etcd batches its proposals)
+        pending: deque[Any] = deque()
+        revision = 0
+        try:
+            for _ in range(count):
+                if len(pending) == in_flight:
+                    revision = max(revision, pending.popleft().result().header.revision)
+                pending.append(put.future(request, timeout=timeout, metadata=connection.metadata))
+            while pending:
+                revision = max(revision, pending.popleft().result().header.revision)
+        except grpc.RpcError as exc:
+            raise rpc_error(exc, url, f"{count} puts of {key!r}", timeout,
+                            self.config.user) from exc
+        finally:
+            for future in pending:
+                future.cancel()
+        return int(revision)
 
 
 def prefix_end(prefix: bytes) -> bytes:

@@ -1,6 +1,6 @@
 """EtcdSession: one object for every etcd call etcdops makes, over shared connections.
 
-The calls live by etcd service (kv.py, maintenance.py, cluster.py; a lease.py or watch.py goes
+The calls live by etcd service (kv.py, maintenance.py, cluster.py, lease.py; a watch.py goes
 beside them the same way), the connections, auth and error translation in connection.py.
 """
 
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from etcdops.etcd.cluster import ClusterCalls
 from etcdops.etcd.kv import KVCalls
+from etcdops.etcd.lease import LeaseCalls
 from etcdops.etcd.maintenance import MaintenanceCalls
 
 
-class EtcdSession(KVCalls, MaintenanceCalls, ClusterCalls):
+class EtcdSession(KVCalls, MaintenanceCalls, ClusterCalls, LeaseCalls):
     """Connections to the configured etcd endpoints, opened on first use and closed together."""

@@ -15,7 +15,6 @@ deletes only samples that can no longer matter.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import time
@@ -23,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from etcdops.config import CompactionConfig
-from etcdops.etcd.kv import KeyValue
+from etcdops.etcd.samples import Sample, parse_sample, sample_key, sample_value
 from etcdops.etcd.session import EtcdSession
 from etcdops.maintenance.quota import nospace_alarms
 from etcdops.units import format_duration
@@ -33,15 +32,6 @@ log = logging.getLogger("etcdops.maintenance.compaction")
 # one sample per run: with a run a minute and retain 5m there are six; the cap only matters
 # for a long retain with frequent runs, and dropping young samples only makes compaction later
 MAX_SAMPLES = 100
-
-
-@dataclass(frozen=True)
-class Sample:
-    """The revision etcd was at, at a wall-clock time (seconds since the epoch)."""
-
-    time: float
-    revision: int
-    key: bytes | None  # None: taken in memory because etcd refused the write (NOSPACE)
 
 
 @dataclass(frozen=True)
@@ -101,7 +91,7 @@ def compact(
     nospace = bool(nospace_alarms(session.alarms()))
     kvs, current = session.get_prefix(prefix)
     now = clock()  # after the read: revision `current` certainly existed at this moment
-    stored = [s for s in map(_parse, kvs) if s is not None]
+    stored = [s for s in map(parse_sample, kvs) if s is not None]
     # this run's own moment counts too (it is only old enough with retain 0)
     samples = [*stored, Sample(now, current, None)]
     chosen = choose_sample(samples, now, retain)
@@ -128,8 +118,8 @@ def compact(
     if sample_stored:
         # written after the compaction: its commit is also when bbolt reuses the pages the
         # compaction freed, so a defragmentation right after sees them as free
-        sample = Sample(now, current, _sample_key(prefix, now, host or socket.gethostname()))
-        session.put_many([(sample.key, _sample_value(sample))])
+        sample = Sample(now, current, sample_key(prefix, now, host or socket.gethostname()))
+        session.put_many([(sample.key, sample_value(sample))])
         stored.append(sample)
     obsolete = [] if dry_run else obsolete_samples(stored, chosen)
     if obsolete:
@@ -165,24 +155,6 @@ def oldest_revision(session: EtcdSession, current: int) -> int:
         else:
             unreadable = middle
     return oldest
-
-
-def _sample_key(prefix: bytes, now: float, host: str) -> bytes:
-    # the time leads the key so that samples list oldest first; the host keeps nodes apart
-    return prefix + f"{int(now * 1000):015d}-{host}".encode()
-
-
-def _sample_value(sample: Sample) -> bytes:
-    return json.dumps({"time": sample.time, "revision": sample.revision}).encode()
-
-
-def _parse(kv: KeyValue) -> Sample | None:
-    try:
-        doc = json.loads(kv.value)
-        return Sample(float(doc["time"]), int(doc["revision"]), kv.key)
-    except (ValueError, KeyError, TypeError):
-        log.warning("ignoring %r: not an etcdops compaction sample", kv.key)
-        return None
 
 
 def _too_young(samples: list[Sample], now: float, retain: float) -> str:

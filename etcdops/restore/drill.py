@@ -10,29 +10,24 @@ all: etcd stopped and every scratch directory gone, on every way out (errors, Ct
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from etcdops.backup.readback import SnapshotStatus, snapshot_status
 from etcdops.config import Config
-from etcdops.errors import IntegrityError, ToolError
+from etcdops.errors import IntegrityError
 from etcdops.etcd.binaries import find_binary
-from etcdops.etcd.etcdutl import run_etcdutl
-from etcdops.etcd.local import LOOPBACK, LocalEtcd, free_port
+from etcdops.etcd.local import LocalEtcd
 from etcdops.report import Reporter
 from etcdops.restore.files import restore_files
 from etcdops.restore.inventory import Inventory
-from etcdops.restore.plaintext import Plaintext, plaintext_snapshot, scratch_directory
+from etcdops.restore.plaintext import plaintext_snapshot, scratch_directory
+from etcdops.restore.staging import restore_into, start_throwaway, throwaway_member
 from etcdops.stores.configured import Stores
 
 PHASES = ("decode", "restore", "start", "inventory", "files")
 MEMBER_NAME = "etcdops-drill"
-# a restored member replays no WAL, but a large database takes a while to open
-_START_WAIT = 60.0
-# an 8 GiB database (the seed's quota) on a slow disk takes minutes; an hour means stuck
-_ETCDUTL_TIMEOUT = 3600.0
 # keys per Range page: a thousand Kubernetes keys are well under grpc's 4 MiB message limit
 _PAGE_SIZE = 1000
 
@@ -117,17 +112,17 @@ def verify_backup(
     find_binary("etcd")
     phases = _Phases()
     with scratch_directory(under, "drill", reporter) as scratch:
-        member = _drill_member(scratch, config)
+        member = throwaway_member(scratch, config, MEMBER_NAME)
         with plaintext_snapshot(
             config, ref, reporter, store=store, stores=stores, under=under
         ) as plain:
             phases.lap("decode")
-            _restore(etcdutl, plain, member, reporter)
+            restore_into(etcdutl, plain.path, plain.status.source, member, reporter)
         # the plaintext snapshot is gone now: only the restored data dir holds the cluster
         phases.lap("restore")
         try:
             reporter.event(f"starting a throwaway etcd on {member.client_url}")
-            _start(member)
+            start_throwaway(member)
             phases.lap("start")
             counted = _count(member, plain.status, reporter)
             phases.lap("inventory")
@@ -149,51 +144,6 @@ class _Phases:
         now = time.monotonic()
         self.times[name] = now - self._mark
         self._mark = now
-
-
-def _drill_member(scratch: Path, config: Config) -> LocalEtcd:
-    """A single member on free loopback ports, under a new cluster token (its cluster is its
-    own), with the production quota so that a database as large as production's boots."""
-    peer_port = free_port()
-    return LocalEtcd(
-        MEMBER_NAME,
-        scratch / "data",
-        peer_port=peer_port,
-        initial_cluster=f"{MEMBER_NAME}=http://{LOOPBACK}:{peer_port}",
-        cluster_token=f"etcdops-drill-{secrets.token_hex(4)}",
-        log_path=scratch / "etcd.log",
-        quota_backend_bytes=config.etcd.quota_backend_bytes,
-    )
-
-
-def _restore(etcdutl: Path, plain: Plaintext, member: LocalEtcd, reporter: Reporter) -> None:
-    reporter.event(f"etcdutl snapshot restore into a scratch data dir ({member.data_dir})")
-    try:
-        run_etcdutl(etcdutl, [
-            "snapshot", "restore", str(plain.path),
-            f"--data-dir={member.data_dir}",
-            f"--name={member.name}",
-            f"--initial-cluster={member.initial_cluster}",
-            f"--initial-cluster-token={member.cluster_token}",
-            f"--initial-advertise-peer-urls={member.peer_url}",
-        ], timeout=_ETCDUTL_TIMEOUT)
-    except ToolError as exc:
-        # every check passed, yet etcd's own tool cannot restore it: the backup is no backup
-        raise IntegrityError(
-            f"{plain.status.source} passed every check but does not restore: {exc.message}",
-            "use another backup, and keep this one to find out what it holds",
-        ) from exc
-
-
-def _start(member: LocalEtcd) -> None:
-    try:
-        member.start(wait=_START_WAIT)
-    except ToolError as exc:
-        # its log is in the scratch directory, which is about to go: the message has its tail
-        raise ToolError(
-            f"the restored etcd did not start: {exc.message}",
-            "see etcd's last log lines above; the drill's scratch directory is removed",
-        ) from exc
 
 
 @dataclass(frozen=True)

@@ -1,46 +1,82 @@
-"""Restore one etcd member from a backup: the first step of a disaster recovery.
+"""Restore etcd members from a backup: the first step of a disaster recovery.
 
-download -> object sha256 -> age -> zstd -> etcd's trailer -> a plain snapshot in a 0700
-directory beside the data dir -> `etcdutl snapshot restore` into a new directory there ->
-the old data dir moved aside, the new one renamed into place. Everything that can be refused
-(the member flags, the data dir, etcdutl) is checked before a byte is read; until the final
-rename the data dir is untouched, and the working directory goes on every way out.
+A backup is prepared once (prepared_snapshot: download -> object sha256 -> age -> zstd ->
+etcd's trailer -> a plain snapshot in a 0700 directory, and the revision advanced on a staging
+etcd when etcdutl cannot bump it), then each local member is restored from that same snapshot
+(restore_prepared: `etcdutl snapshot restore` into a new directory beside the data dir, the old
+data dir moved aside, the new one renamed into place). restore_member does both for one member.
+Everything that can be refused (the member flags, the data dir, etcdutl) is checked before a
+byte is read; until the final rename the data dir is untouched, and every working directory
+goes on every way out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
+from etcdops.backup.readback import READ_SIZE, SnapshotStatus, decode_snapshot
 from etcdops.config import Config
-from etcdops.errors import Interrupted
+from etcdops.errors import Interrupted, UsageError
 from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.etcdutl import run_etcdutl
 from etcdops.report import Reporter
-from etcdops.restore.datadir import check_target, swap_in
+from etcdops.restore.datadir import Target, check_target, swap_in
 from etcdops.restore.membership import Membership, membership
-from etcdops.restore.plaintext import Plaintext, plaintext_snapshot, scratch_directory
-from etcdops.restore.revision import RevisionPlan, plan_revision
+from etcdops.restore.plaintext import SNAPSHOT_NAME, scratch_directory
+from etcdops.restore.revision import (
+    RevisionPlan,
+    etcdutl_bumps,
+    flags_plan,
+    no_flags,
+    restart_warning,
+    unbumped_plan,
+)
+from etcdops.restore.staging import save_checked, stage_bump
 from etcdops.stores.configured import Stores
 
 # an 8 GiB database (the seed's quota) on a slow disk takes minutes; an hour means stuck
 ETCDUTL_TIMEOUT = 3600.0
 BUILT_NAME = "data"
+STDIN_REF = "-"  # a plain snapshot on standard input: how `dr run` hands one to another host
 
 
 @dataclass(frozen=True)
 class RestoreRequest:
     """What the operator asks for: the backup, the data dir, the member's place."""
 
-    ref: str  # 'latest', a backup id or unique prefix, or a file
+    ref: str  # 'latest', a backup id or unique prefix, a file, or '-' (standard input)
     data_dir: Path
     name: str
     initial_cluster: str
     peer_urls: str  # --initial-advertise-peer-urls, comma-separated
     token: str | None = None  # None: a new one, to give every other member of the recovery
     store: str | None = None  # read only this store; None: local, primary, then replica
+    # None: etcdutl's flags if it has them, else a staging etcd, else a warning; N > 0:
+    # etcdutl's flags with N (refused if it lacks them); 0: no bump at all, and no warning
+    bump_revision: int | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked plain snapshot, ready for every member's etcdutl, and how it leaves the
+    revision. It lives in a 0700 directory that is removed when prepared_snapshot's block ends."""
+
+    path: Path  # etcd's sha256 trailer included: etcdutl restores it as is
+    status: SnapshotStatus  # what was read, from which store, which copies failed first
+    revision: int | None  # the backup's snapshot revision, before any bump
+    plan: RevisionPlan  # the flags every member's etcdutl gets, the method, the bump, a warning
+    durations: dict[str, float]  # download_decode, and staging when a staging etcd ran
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the operator must know about this snapshot: the read's and the revision's."""
+        return self.status.warnings + ((self.plan.warning,) if self.plan.warning else ())
 
 
 @dataclass(frozen=True)
@@ -55,7 +91,7 @@ class RestoreResult:
     revision: int | None  # the snapshot's
     revision_plan: RevisionPlan
     etcdutl: Path
-    durations: dict[str, float]  # download_decode, etcdutl, total (seconds)
+    durations: dict[str, float]  # download_decode, [staging,] etcdutl, total (seconds)
     warnings: tuple[str, ...]
 
     def as_dict(self) -> dict[str, object]:
@@ -79,44 +115,156 @@ class RestoreResult:
         }
 
 
+@contextlib.contextmanager
+def prepared_snapshot(
+    config: Config,
+    ref: str,
+    reporter: Reporter,
+    *,
+    store: str | None = None,
+    stores: Stores | None = None,
+    under: Path | None = None,
+    bump_flags: bool,
+    bump_revision: int | None = None,
+    stdin: BinaryIO | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[Prepared]:
+    """Decode REF once, with every check, into a 0700 directory in `under` (default: the
+    system's temporary directory) that is removed when the block ends, however it ends; and
+    decide the revision once for every member restored from it.
+
+    bump_flags=True: every member's etcdutl has --bump-revision (the caller checked): the plan
+    passes it with bump_revision (default [restore] bump_revision). bump_flags=False:
+    bump_revision 0 means no bump and no warning (the caller advanced the revision or reports
+    it); None means a staging etcd advances the revision by the gap the snapshot's write rate
+    and the backup's age call for, within [restore] bump_budget, else the restart warning.
+    REF '-' reads a plain snapshot from `stdin`. `clock` is the wall clock the age is read from."""
+    if bump_flags and bump_revision == 0:
+        raise UsageError("--bump-revision 0 means no bump: it cannot go with etcdutl's flags")
+    if not bump_flags and bump_revision:
+        raise UsageError(
+            f"--bump-revision {bump_revision} needs an etcdutl with --bump-revision",
+            "give 0 for no bump, or leave the option out for a staging etcd",
+        )
+    etcdutl = find_binary("etcdutl", config.etcd.etcdutl)
+    with scratch_directory(under, "prepare", reporter) as work:
+        reading = time.monotonic()
+        plain = work / SNAPSHOT_NAME
+        if ref == STDIN_REF:
+            if stdin is None:
+                raise UsageError("REF '-' reads a plain snapshot from standard input: none given")
+            status = _read_stdin(stdin, plain, reporter)
+        else:
+            status = decode_snapshot(config, ref, plain, reporter, store=store, stores=stores)
+        revision = _revision(plain, status, config)
+        durations = {"download_decode": round(time.monotonic() - reading, 3)}
+        if bump_flags:
+            plan = flags_plan(bump_revision or config.restore.bump_revision)
+        elif bump_revision == 0:
+            plan = unbumped_plan(None)
+        else:
+            staging = time.monotonic()
+            plain, plan = _stage(config, etcdutl, plain, status, revision, work, reporter, clock)
+            durations["staging"] = round(time.monotonic() - staging, 3)
+        yield Prepared(plain, status, revision, plan, durations)
+
+
+def _stage(
+    config: Config, etcdutl: Path, plain: Path, status: SnapshotStatus, revision: int,
+    work: Path, reporter: Reporter, clock: Callable[[], float],
+) -> tuple[Path, RevisionPlan]:
+    """The snapshot advanced on a staging etcd, or the plain one and the reason it was not."""
+    why = no_flags(etcdutl)
+    if status.created_at is None:
+        return plain, unbumped_plan(restart_warning(
+            f"{why}; a snapshot without a manifest has no age to estimate the revisions clients "
+            "may have seen since, so no staging etcd advanced it"
+        ))
+    if config.restore.bump_budget <= 0:
+        return plain, unbumped_plan(restart_warning(
+            f"{why}; [restore] bump_budget is 0s, so no staging etcd advanced it"
+        ))
+    created = datetime.fromisoformat(status.created_at).timestamp()
+    outcome = stage_bump(
+        config, etcdutl, plain, status.source, revision, created, work, reporter, clock=clock
+    )
+    if outcome.staged is None:
+        return plain, unbumped_plan(restart_warning(f"{why}; {outcome.reason}"))
+    return outcome.staged.path, outcome.staged.plan
+
+
+def restore_prepared(
+    config: Config, prepared: Prepared, request: RestoreRequest, reporter: Reporter
+) -> RestoreResult:
+    """Restore one local member's data dir from a prepared snapshot (request.ref and
+    request.store are not read again); the old data dir is moved aside."""
+    started = time.monotonic()
+    member, target, etcdutl = _check(config, request)
+    return _restore(prepared, member, target, etcdutl, reporter, started)
+
+
 def restore_member(
-    config: Config, request: RestoreRequest, reporter: Reporter, *, stores: Stores | None = None
+    config: Config,
+    request: RestoreRequest,
+    reporter: Reporter,
+    *,
+    stores: Stores | None = None,
+    stdin: BinaryIO | None = None,
 ) -> RestoreResult:
     """Restore one member's data dir from a backup; the old data dir is moved aside."""
     started = time.monotonic()
+    member, target, etcdutl = _check(config, request)
+    bump = request.bump_revision
+    flags = etcdutl_bumps(etcdutl) if bump is None else bump > 0
+    if bump and not etcdutl_bumps(etcdutl):
+        raise UsageError(
+            f"--bump-revision {bump}: {no_flags(etcdutl)}",
+            "use an etcdutl that has it ([etcd] etcdutl), give 0 for no bump, or leave the "
+            "option out for a staging etcd",
+        )
+    try:
+        with prepared_snapshot(
+            config, request.ref, reporter, store=request.store, stores=stores,
+            under=target.path.parent, bump_flags=flags, bump_revision=bump, stdin=stdin,
+        ) as prepared:
+            return _restore(prepared, member, target, etcdutl, reporter, started)
+    except KeyboardInterrupt:
+        raise _interrupted(target) from None
+
+
+def _check(config: Config, request: RestoreRequest) -> tuple[Membership, Target, Path]:
+    """What is refused before anything is read: the member flags, the data dir, etcdutl."""
     member = membership(
         request.name, request.initial_cluster, request.peer_urls, request.token, config.cluster
     )
     target = check_target(request.data_dir)
-    etcdutl = find_binary("etcdutl", config.etcd.etcdutl)
-    plan = plan_revision(etcdutl, config.restore)
+    return member, target, find_binary("etcdutl", config.etcd.etcdutl)
+
+
+def _restore(
+    prepared: Prepared, member: Membership, target: Target, etcdutl: Path, reporter: Reporter,
+    started: float,
+) -> RestoreResult:
+    plan = prepared.plan
     try:
         with scratch_directory(target.path.parent, f"restore-{target.path.name}", reporter) as work:
             built = work / BUILT_NAME
-            reading = time.monotonic()
-            with plaintext_snapshot(
-                config, request.ref, reporter, store=request.store, stores=stores, under=work
-            ) as plain:
-                decoded = time.monotonic()
-                revision = _revision(plain, config)
-                bump = f"the revision bumped by {plan.bump:,}" if plan.bump else "no revision bump"
-                reporter.event(f"restoring member {member.name} with {etcdutl} ({bump})")
-                run_etcdutl(
-                    etcdutl,
-                    ["snapshot", "restore", str(plain.path), "--data-dir", str(built),
-                     *member.etcdutl_flags(), *plan.flags],
-                    timeout=ETCDUTL_TIMEOUT,
-                )
-            restored = time.monotonic()  # the plaintext is gone from here on
+            restoring = time.monotonic()
+            bump = f"the revision bumped by {plan.bump:,}" if plan.bump else "no revision bump"
+            reporter.event(f"restoring member {member.name} with {etcdutl} ({bump}, {plan.method})")
+            run_etcdutl(
+                etcdutl,
+                ["snapshot", "restore", str(prepared.path), "--data-dir", str(built),
+                 *member.etcdutl_flags(), *plan.flags],
+                timeout=ETCDUTL_TIMEOUT,
+            )
+            restored = time.monotonic()
             aside = swap_in(built, target, datetime.now(UTC))
     except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted; {target.path} is as it was, and the restore's temporary files "
-            "are removed"
-        ) from None
+        raise _interrupted(target) from None
     if aside is not None:
         reporter.event(f"moved the data dir that was there to {aside}")
-    status = plain.status
+    status = prepared.status
     return RestoreResult(
         backup_id=status.backup_id,
         source=status.source,
@@ -125,22 +273,47 @@ def restore_member(
         data_dir=target.path,
         moved_aside=aside,
         member=member,
-        revision=revision,
+        revision=prepared.revision,
         revision_plan=plan,
         etcdutl=etcdutl,
-        durations={
-            "download_decode": round(decoded - reading, 3),
-            "etcdutl": round(restored - decoded, 3),
+        durations=prepared.durations | {
+            "etcdutl": round(restored - restoring, 3),
             "total": round(time.monotonic() - started, 3),
         },
-        warnings=status.warnings + ((plan.warning,) if plan.warning else ()),
+        warnings=prepared.warnings,
     )
 
 
-def _revision(plain: Plaintext, config: Config) -> int | None:
+def _interrupted(target: Target) -> Interrupted:
+    return Interrupted(
+        f"interrupted; {target.path} is as it was, and the restore's temporary files are removed"
+    )
+
+
+def _read_stdin(stdin: BinaryIO, out: Path, reporter: Reporter) -> SnapshotStatus:
+    """A plain snapshot from standard input, etcd's trailer checked on the way into out (which
+    appears only once it passed). A pipe cannot be read twice: there is no copy to fall back on."""
+    source = "standard input"
+
+    def blocks() -> Iterator[bytes]:
+        with reporter.progress(f"reading {source}", total=None) as bar:
+            while block := stdin.read(READ_SIZE):
+                bar.advance(len(block))
+                yield block
+
+    checked = save_checked(blocks(), out, source)
+    return SnapshotStatus(
+        source=source, kind="plain snapshot", backup_id=None, created_at=None, revision=None,
+        keys=None, keys_counted=None, snapshot_size=checked.size, stored_size=checked.size,
+        db_sha256=checked.db_sha256, checks=("etcd sha256 trailer",), store=None, fallbacks=(),
+    )
+
+
+def _revision(plain: Path, status: SnapshotStatus, config: Config) -> int:
     """The snapshot's revision: the manifest's, or etcd's own reading of a bare snapshot."""
-    if plain.status.revision is not None:
-        return plain.status.revision
+    if status.revision is not None:
+        return status.revision
     from etcdops.etcd.etcdutl import snapshot_status
 
-    return snapshot_status(plain.path, config.etcd.etcdutl).revision
+    return snapshot_status(plain, config.etcd.etcdutl).revision
+

@@ -3,36 +3,51 @@
 Kubernetes clients keep resourceVersions (etcd revisions) across a control-plane outage: the
 kube-apiserver's watch cache, controllers, kubelets, kube-proxy. After a restore the revision is
 the snapshot's, below what they saw, so a watch resumed from a later revision waits for changes
-that already happened under other numbers and caches serve stale objects. etcdutl 3.5.10+ and
-3.6 move the revision past anything seen (`--bump-revision N --mark-compacted`: a watch from
-an old revision is then told it was compacted, and its client lists afresh). Without them the
-components that watch must be restarted. A later way (a staging etcd that advances the
-revision before the members are restored from it) will be one more kind of plan here.
+that already happened under other numbers and caches serve stale objects. Three ways out, best
+first: etcdutl 3.5.10+ and 3.6 move the revision past anything seen (`--bump-revision N
+--mark-compacted`: a watch from an old revision is then told it was compacted, and its client
+lists afresh); without them a staging etcd writes the revisions clients may have seen since the
+backup and compacts there (restore/staging.py), when that fits in `[restore] bump_budget`;
+otherwise every component that watches must be restarted.
+
+How many revisions clients may have seen is estimated from the snapshot: the compaction samples
+it holds (the revision at a wall-clock time) and its own (created_at, revision) give the write
+rate, and the backup's age times that rate, with a margin, is the gap to cover.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from etcdops.config.settings import RestoreConfig
 from etcdops.etcd.binaries import etcdutl_supports
+from etcdops.units import format_duration
 
 BUMP_FLAGS = ("--bump-revision", "--mark-compacted")  # each requires the other
+FLAGS = "etcdutl --bump-revision --mark-compacted"
+STAGING = "staging etcd"
+NONE = "none"
 # every component that holds watches or resourceVersions across the outage
 RESTART = (
     "kube-apiserver", "kube-controller-manager", "kube-scheduler", "every kubelet",
     "every kube-proxy",
 )
+# the rate between samples is an average: bursts and the writes of the last minutes before the
+# disaster are covered by doubling it, and a floor covers a cluster that looked idle
+GAP_MARGIN = 2.0
+GAP_FLOOR = 1000
 
 
 @dataclass(frozen=True)
 class RevisionPlan:
-    """How this restore leaves the revision: bumped by etcdutl, or not (and what to restart)."""
+    """How this restore leaves the revision: bumped by etcdutl, advanced on a staging etcd, or
+    not at all (and then what to restart, unless the caller takes care of it)."""
 
-    method: str  # "etcdutl --bump-revision --mark-compacted" or "none"
+    method: str  # FLAGS, STAGING or NONE
     bump: int  # what is added to the snapshot's revision; 0 when not bumped
-    flags: tuple[str, ...]  # for `etcdutl snapshot restore`
+    flags: tuple[str, ...]  # for every member's `etcdutl snapshot restore`
     warning: str | None  # what the operator must do because the revision went backwards
 
     def revision_after(self, snapshot_revision: int | None) -> int | None:
@@ -50,23 +65,71 @@ class RevisionPlan:
         }
 
 
-def plan_revision(etcdutl: Path, settings: RestoreConfig) -> RevisionPlan:
-    """Bump when this etcdutl's `snapshot restore --help` offers both flags (its help, not its
+def etcdutl_bumps(etcdutl: Path) -> bool:
+    """Whether this etcdutl's `snapshot restore --help` offers both flags (its help, not its
     version string: distributions backport, and builds report odd versions)."""
-    if all(etcdutl_supports(etcdutl, flag) for flag in BUMP_FLAGS):
-        bump = settings.bump_revision
-        return RevisionPlan(
-            "etcdutl --bump-revision --mark-compacted", bump,
-            ("--bump-revision", str(bump), "--mark-compacted"), None,
-        )
-    return RevisionPlan("none", 0, (), restart_warning(etcdutl))
+    return all(etcdutl_supports(etcdutl, flag) for flag in BUMP_FLAGS)
 
 
-def restart_warning(etcdutl: Path) -> str:
-    """The one line that says which components to restart, and why."""
+def flags_plan(bump: int) -> RevisionPlan:
+    """etcdutl bumps the revision by `bump` and marks it compacted, on every member."""
+    return RevisionPlan(FLAGS, bump, ("--bump-revision", str(bump), "--mark-compacted"), None)
+
+
+def staged_plan(bump: int) -> RevisionPlan:
+    """The snapshot was advanced by `bump` revisions and compacted there on a staging etcd."""
+    return RevisionPlan(STAGING, bump, (), None)
+
+
+def unbumped_plan(warning: str | None) -> RevisionPlan:
+    """The revision goes back to the snapshot's; warning None: the caller deals with it."""
+    return RevisionPlan(NONE, 0, (), warning)
+
+
+def restart_warning(why: str) -> str:
+    """The one line that says why the revision went back and which components to restart."""
     return (
-        f"the revision went back to the snapshot's: {etcdutl} has no --bump-revision "
-        "(etcd 3.5.10+ and 3.6 have it); once etcd is up, restart "
+        f"the revision went back to the snapshot's ({why}); once etcd is up, restart "
         f"{', '.join(RESTART[:-1])} and {RESTART[-1]}, or their watches and caches keep "
         "resourceVersions from before the restore"
+    )
+
+
+def no_flags(etcdutl: Path) -> str:
+    """Why etcdutl does not bump: the start of every reason a staging etcd did not either."""
+    return f"{etcdutl} has no --bump-revision (etcd 3.5.10+ and 3.6 have it)"
+
+
+@dataclass(frozen=True)
+class WriteRate:
+    """Revisions per second over a span of (time, revision) points."""
+
+    per_second: float
+    points: int
+    span: float  # seconds from the oldest point to the newest
+
+    def gap(self, age: float) -> int:
+        """The revisions clients may have seen `age` seconds after the newest point, with
+        margin: what a staging etcd advances the revision by."""
+        return GAP_FLOOR + math.ceil(GAP_MARGIN * self.per_second * max(0.0, age))
+
+
+def write_rate(points: Iterable[tuple[float, int]]) -> WriteRate | None:
+    """The average rate from the oldest point to the newest; None with fewer than two points
+    at distinct times (nothing to measure a rate over)."""
+    ordered = sorted(points)
+    if len(ordered) < 2 or ordered[-1][0] <= ordered[0][0]:
+        return None
+    (first_time, first_revision), (last_time, last_revision) = ordered[0], ordered[-1]
+    span = last_time - first_time
+    # a revision lower at a later time is a restore in between: no writes to count there
+    return WriteRate(max(0, last_revision - first_revision) / span, len(ordered), span)
+
+
+def over_budget(gap: int, speed: float, budget: float) -> str:
+    """Why a gap is not written on a staging etcd: how long it would take, against the budget."""
+    return (
+        f"advancing it by the expected {gap:,} revisions on a staging etcd would take about "
+        f"{format_duration(gap / speed)} at {speed:,.0f} writes/s, over [restore] bump_budget "
+        f"{format_duration(budget)}"
     )
