@@ -333,22 +333,25 @@ def filled_etcd(workdir: Path, target: int, value_size: int) -> Iterator[FilledE
         cluster.stop()
 
 
-def write_config(workdir: Path, etcdops: str, endpoint: str, children: Children) -> Path:
+def write_config(
+    workdir: Path, etcdops: str, endpoint: str, children: Children, *, identity: bool = False
+) -> Path:
     """An etcdops.toml for the throwaway etcd, with a key made by `etcdops keys generate` (its
-    identity in workdir/identity.txt)."""
-    identity = workdir / "identity.txt"
+    identity in workdir/identity.txt, named in the config only when asked: what restores)."""
+    identity_file = workdir / "identity.txt"
     out = workdir / "keys.json"
     children.run(
-        [etcdops, "keys", "generate", "--out", str(identity), "--output", "json"],
+        [etcdops, "keys", "generate", "--out", str(identity_file), "--output", "json"],
         out,
         workdir / "keys.err",
     )
     recipient = json.loads(out.read_text())["recipient"]
     config = workdir / "etcdops.toml"
+    named = f"identity_file = {json.dumps(str(identity_file))}\n" if identity else ""
     config.write_text(
         f'cluster = "{CLUSTER_NAME}"\n\n'
         f"[etcd]\nendpoints = [{json.dumps(endpoint)}]\n\n"
-        f"[encryption]\nrecipients = [{json.dumps(recipient)}]\n\n"
+        f"[encryption]\nrecipients = [{json.dumps(recipient)}]\n{named}\n"
         f"[local]\ndir = {json.dumps(str(workdir / 'store'))}\n"
     )
     return config

@@ -1,0 +1,520 @@
+"""Benchmark `etcdops restore` from S3 against the shell sequence an operator runs by hand.
+
+Run from the repository root with the virtualenv active (zstd, age, aws CLI and GNU time on PATH):
+
+    python bench/restore.py                            # 256MiB and 1GiB, 1 warm-up + 3 rounds
+    python bench/restore.py --sizes 64MiB --rounds 1 --json /tmp/restore.json
+
+For each size it fills a throwaway etcd, takes one backup with `etcdops snapshot save` (local,
+primary bucket in us-east-1, replica in us-west-2, on moto), stops etcd, and alternates:
+
+- **etcdops**: `etcdops restore ID --from primary --data-dir D --name ... --initial-cluster ...
+  --initial-cluster-token ... --initial-advertise-peer-urls ...`, the identity in the config:
+  one process that lists the primary's manifests, streams the object (sha256, age, zstd, etcd's
+  trailer) into a 0700 directory beside D, runs etcdutl, removes the plaintext and renames the
+  restored dir into place.
+- **shell**: `set -euo pipefail`, then `aws s3 cp s3://BUCKET/KEY - | age -d -i IDENTITY |
+  zstd -d -o restore.db` (piped, as an operator pipes), `etcdutl snapshot restore restore.db`
+  with the same flags, and `rm restore.db` (the plaintext is the whole cluster, Secrets
+  included: the runbook removes it).
+
+Why it is built this way:
+- The measurement (wait4 through common's trampoline, the alternation, the medians, the wait for
+  a quiet machine, the CPU read apart for moto and for the rest of the machine) is the other
+  benchmarks', from bench/common.py, bench/machine.py and bench/moto_s3.py.
+- Every run starts from an absent data dir: the restored dirs (and anything moved aside) are
+  removed between runs, and the page cache's dirty pages are written out (sync) before each
+  run, so one run's writeback does not land in the next one's time.
+- etcdops' peak RSS is its own Python process's VmHWM, sampled from /proc every 50 ms while it
+  runs (a high-water mark: a sample taken after the peak holds it). wait4 alone cannot tell it
+  apart from etcdutl: Linux makes a process's ru_maxrss the max over it and every child it
+  reaped. That whole-tree figure is recorded too, and etcdutl's own is the shell's GNU time
+  reading of the same etcdutl restoring the same snapshot.
+- The shell's steps are each under GNU time; the pipeline's three stages overlap, so its wall
+  is the longest stage's. etcdops' steps are its own JSON durations (download_decode, etcdutl)
+  and the rest of the process's wall (start-up, listing, the rename).
+- Both sides restore the same backup with the same flags, and each run's data dir is checked:
+  member/snap/db at least the snapshot's size and a WAL, so a run that did not restore cannot
+  count as fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import (
+    ETCDOPS,
+    ChildFailed,
+    Children,
+    MiB,
+    Rounds,
+    bench_arguments,
+    conclude,
+    etcdops_binary,
+    filled_etcd,
+    interrupts_as_keyboard_interrupt,
+    measured_run,
+    parse_bench_args,
+    ratio_and_rss_verdict,
+    write_config,
+)
+from machine import (
+    child_pids,
+    code_fingerprint,
+    command_name,
+    git_state,
+    load_average,
+    peak_rss_mib,
+    wait_for_quiet,
+)
+from moto_s3 import (
+    ETCDOPS_PREFIX,
+    PRIMARY_BUCKET,
+    PRIMARY_REGION,
+    REPLICA_BUCKET,
+    REPLICA_REGION,
+    Buckets,
+    MotoServer,
+    add_s3_sections,
+    fake_aws_env,
+)
+from shell_tools import Step, Tools, find_tools, read_steps
+
+from etcdops.units import format_size
+
+# the targets (bench/README.md)
+TARGET_RATIO = 0.8
+TARGET_RSS_MIB = 150.0
+SHELL = "shell"
+MEMBER = "cp-1"
+PEER_URL = "http://127.0.0.1:2380"  # only written into the data dir: nothing listens on it
+TOKEN = "bench-restore"
+PLAIN_NAME = "restore.db"
+PIPELINE = ("aws", "age", "zstd")
+SHELL_STEPS = (*PIPELINE, "etcdutl", "rm")
+
+
+@dataclass
+class Sample:
+    """One restore by one side (round 0 is a warm-up)."""
+
+    tool: str  # the side: etcdops or shell
+    round: int
+    wall_s: float
+    cpu_s: float  # the command's own CPU, with every process it waited for (etcdutl too)
+    # etcdops: its own process's peak (sampled VmHWM); shell: the max over its processes
+    max_rss_mib: float
+    tree_rss_mib: float  # wait4's ru_maxrss: the max over the command and every child it reaped
+    # each program's own peak: GNU time's for the shell; sampled under etcdops (etcdutl, the
+    # staging etcd; a sample may miss a program's last moments)
+    programs_rss_mib: dict[str, float]
+    moto_cpu_s: float
+    other_cpu_s: float  # the machine's CPU beyond the command's and moto's during the run
+    steps: list[Step]
+    load_1m: float
+    beside: list[str]
+    code: str
+    restored_db_bytes: int  # member/snap/db in the restored data dir
+    revision: dict[str, Any]  # etcdops' report of what it did to the revision ({} for the shell)
+
+    @property
+    def busy_cores(self) -> float:
+        """CPU of the command and moto per second of wall: near 2 means the cores were full."""
+        return (self.cpu_s + self.moto_cpu_s) / self.wall_s
+
+    @property
+    def others_cores(self) -> float:
+        """Cores the rest of the machine kept busy during the run, on average."""
+        return self.other_cpu_s / self.wall_s
+
+
+@dataclass
+class SizeResult(Rounds):
+    """Everything measured for one database size."""
+
+    backup_id: str = ""
+    snapshot_bytes: int = 0
+    stored_bytes: int = 0
+    save_s: float = 0.0
+    moto_peak_rss_mib: float = 0.0
+    probes: dict[str, Any] = field(default_factory=dict)
+
+    def ratio(self) -> float:
+        """Median over rounds of etcdops/shell wall time, each pair run back to back."""
+        pairs = zip(self.of(ETCDOPS), self.of(SHELL), strict=True)
+        return statistics.median(a.wall_s / b.wall_s for a, b in pairs)
+
+    def step_medians(self, side: str) -> dict[str, float]:
+        """Per step: the median wall over the measured rounds."""
+        names = list(dict.fromkeys(step.name for s in self.of(side) for step in s.steps))
+        return {
+            name: statistics.median(
+                st.wall_s for s in self.of(side) for st in s.steps if st.name == name
+            )
+            for name in names
+        }
+
+    def worst(self, side: str, attribute: str) -> float:
+        """The worst of a per-run figure over every run, warm-ups included."""
+        return max(getattr(s, attribute) for s in self.of(side, warmups=True))
+
+    def programs_peak(self, side: str) -> dict[str, float]:
+        """The worst peak RSS of each program a side ran, over every run, warm-ups included."""
+        worst: dict[str, float] = {}
+        for sample in self.of(side, warmups=True):
+            for name, mib in sample.programs_rss_mib.items():
+                worst[name] = max(worst.get(name, 0.0), mib)
+        return worst
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form, with the derived figures next to the raw samples."""
+        sides = (ETCDOPS, SHELL)
+        return asdict(self) | {
+            "median_wall_s": {s: self.median(s, "wall_s") for s in sides},
+            "median_cpu_s": {s: self.median(s, "cpu_s") for s in sides},
+            "median_moto_cpu_s": {s: self.median(s, "moto_cpu_s") for s in sides},
+            "median_other_cpu_s": {s: self.median(s, "other_cpu_s") for s in sides},
+            "median_others_cores": {s: self.median(s, "others_cores") for s in sides},
+            "peak_rss_mib": {s: self.peak_rss(s) for s in sides},
+            "peak_tree_rss_mib": {s: self.worst(s, "tree_rss_mib") for s in sides},
+            "peak_programs_rss_mib": {s: self.programs_peak(s) for s in sides},
+            "ratio": self.ratio(),
+            "steps": {s: self.step_medians(s) for s in sides},
+        }
+
+
+class TreePeaks:
+    """Samples a running etcdops: its own VmHWM, and the worst of each program it runs (etcdutl;
+    the staging etcd that advances the revision when etcdutl cannot). A program's figure may
+    miss its last moments; the shell's GNU time reads etcdutl exactly."""
+
+    def __init__(self) -> None:
+        self.own_mib = 0.0
+        self.programs: dict[str, float] = {}
+
+    def __call__(self, pid: int) -> None:
+        self.own_mib = max(self.own_mib, peak_rss_mib(pid) or 0.0)
+        below = child_pids(pid)
+        while below:
+            child = below.pop()
+            name, peak = command_name(child), peak_rss_mib(child)
+            if name is not None and peak is not None:
+                self.programs[name] = max(self.programs.get(name, 0.0), peak)
+            below.extend(child_pids(child))
+
+
+def member_flags(data_dir: Path) -> list[str]:
+    """The flags both sides give: one member of a new cluster, the same token."""
+    return ["--data-dir", str(data_dir), "--name", MEMBER,
+            "--initial-cluster", f"{MEMBER}={PEER_URL}", "--initial-cluster-token", TOKEN,
+            "--initial-advertise-peer-urls", PEER_URL]
+
+
+def shell_script(tools: Tools, moto: str, key: str, identity: Path, work: Path,
+                 data_dir: Path) -> str:
+    """What an operator runs: download | decrypt | decompress to a file, restore, remove it."""
+    download = [tools.aws, "--endpoint-url", moto, "s3", "cp", "--only-show-errors",
+                f"s3://{PRIMARY_BUCKET}/{key}", "-"]
+    pipeline = " | ".join([
+        tools.timed("aws", download),
+        tools.timed("age", [tools.age, "-d", "-i", str(identity)]),
+        tools.timed("zstd", [tools.zstd, "-d", "-q", "-o", PLAIN_NAME]),
+    ])
+    restore = [tools.etcdutl, "snapshot", "restore", PLAIN_NAME, *member_flags(data_dir)]
+    return "\n".join([
+        "set -euo pipefail",
+        "umask 077",  # the plaintext snapshot is readable by no one else
+        f"cd {shlex.quote(str(work))}",
+        pipeline,
+        tools.timed("etcdutl", restore),
+        tools.timed("rm", ["rm", PLAIN_NAME]),
+    ]) + "\n"
+
+
+def restored_db(data_dir: Path, snapshot_bytes: int, side: str) -> int:
+    """The restored db's size; ChildFailed unless the data dir holds a whole restore."""
+    db = data_dir / "member" / "snap" / "db"
+    size = db.stat().st_size if db.is_file() else 0
+    wals = list((data_dir / "member" / "wal").glob("*.wal"))
+    if size < snapshot_bytes - 32 * MiB or not wals:
+        raise ChildFailed(f"{side}: {data_dir} holds a db of {size} bytes and {len(wals)} WALs")
+    return size
+
+
+def remove_restores(parent: Path) -> None:
+    """Every restored data dir and anything moved aside or left beside them: the next run
+    starts from an absent data dir."""
+    for path in parent.iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+class Bench:
+    """One database size: etcd, its one backup, then the two restores alternating."""
+
+    def __init__(self, args: argparse.Namespace, tools: Tools, moto: MotoServer,
+                 children: Children) -> None:
+        self.args = args
+        self.tools = tools
+        self.moto = moto
+        self.children = children
+
+    def run(self, target: int, workdir: Path) -> SizeResult:
+        """Fill etcd to target and back it up; then time both restores alternately."""
+        result = SizeResult(target)
+        etcdops = etcdops_binary()
+        env = fake_aws_env(self.tools.env, workdir / "no-aws-config")
+        wait_for_quiet(self.args.wait_quiet)
+        with filled_etcd(workdir, target, self.args.value_size) as etcd:
+            result.keys, result.fill_s = etcd.keys, etcd.fill_s
+            print(f"  etcd {etcd.endpoint}: {result.keys} keys, filled in {result.fill_s:.1f} s",
+                  flush=True)
+            config = write_config(workdir, etcdops, etcd.endpoint, self.children, identity=True)
+            add_s3_sections(config, self.moto.url)
+            out = workdir / "save.json"
+            save = self.children.run(
+                [*env, etcdops, "snapshot", "save", "--config", str(config), "--output", "json"],
+                out, workdir / "save.err",
+            )
+            manifest = json.loads(out.read_text())
+            result.db_size = etcd.status().db_size
+            etcd.cluster.stop()  # a restore needs no etcd: it would only compete for the cores
+        if manifest["failed"] or "primary" not in manifest["stored_in"]:
+            raise ChildFailed(f"the backup went to {manifest['stored_in']} only")
+        result.backup_id, result.save_s = manifest["id"], save.wall_s
+        result.snapshot_bytes = manifest["snapshot_size"]
+        result.stored_bytes = manifest["object_size"]
+        key = ETCDOPS_PREFIX + manifest["object_key"]
+        print(f"  backup {result.backup_id}: {format_size(result.snapshot_bytes)} -> "
+              f"{format_size(result.stored_bytes)} in s3://{PRIMARY_BUCKET}/{key} "
+              f"(saved in {save.wall_s:.1f} s)", flush=True)
+
+        restores, work = workdir / "restores", workdir / "shell-work"
+        restores.mkdir()
+        work.mkdir(mode=0o700)
+        identity = workdir / "identity.txt"
+        script = shell_script(self.tools, self.moto.url, key, identity, work,
+                              restores / "shell-data")
+        (workdir / "shell.sh").write_text(script)  # for reading after a failure
+        sides: dict[str, Callable[[], list[str]]] = {
+            ETCDOPS: lambda: [*env, etcdops, "restore", result.backup_id, "--from", "primary",
+                              *member_flags(restores / "etcdops-data"), "--config", str(config),
+                              "--output", "json"],
+            SHELL: lambda: [*env, "/bin/bash", "-c", script],
+        }
+        for index in range(self.args.warmup + self.args.rounds):
+            number = max(0, index - self.args.warmup + 1)  # 0 for warm-ups
+            for side, argv in sides.items():
+                os.sync()  # the last run's writeback is not this run's to pay
+                peak = TreePeaks() if side == ETCDOPS else None
+                out, err = workdir / f"{side}.out", workdir / f"{side}.err"
+                measured = measured_run(
+                    self.children, argv(), out, err, label=side, servers={"moto": self.moto.cpu},
+                    wait_quiet=self.args.wait_quiet, sample=peak,
+                )
+                run = measured.run
+                if peak is not None:
+                    doc = json.loads(out.read_text())
+                    self._check_etcdops(doc, result)
+                    revision = doc["revision"]
+                    durations = dict(doc["durations"])
+                    total = durations.pop("total")
+                    # download_decode, etcdutl, and staging when a staging etcd bumped
+                    steps = [Step(name, took, 0.0, 0.0) for name, took in durations.items()]
+                    steps += [
+                        # inside the service: the listing, the swap into place, the cleanup
+                        Step("rest of the service", total - sum(s.wall_s for s in steps), 0, 0),
+                        # outside it: interpreter start-up, imports, config, the output
+                        Step("start-up and exit", run.wall_s - total, 0.0, 0.0),
+                    ]
+                    own_rss, programs = peak.own_mib, peak.programs
+                    data_dir = restores / "etcdops-data"
+                else:
+                    steps = read_steps(work, SHELL_STEPS)
+                    own_rss = max(step.max_rss_mib for step in steps)
+                    programs = {s.name: s.max_rss_mib for s in steps}
+                    revision = {}
+                    data_dir = restores / "shell-data"
+                    if (work / PLAIN_NAME).exists():
+                        raise ChildFailed(f"shell: left its plaintext {work / PLAIN_NAME}")
+                db_bytes = restored_db(data_dir, result.snapshot_bytes, side)
+                sample = Sample(
+                    side, number, run.wall_s, run.cpu_s, own_rss, run.max_rss_mib, programs,
+                    measured.cpu_of["moto"], measured.other_cpu_s, steps, measured.load_1m,
+                    measured.beside, measured.code, db_bytes, revision,
+                )
+                result.samples.append(sample)
+                for name in SHELL_STEPS:
+                    (work / f"{name}.time").unlink(missing_ok=True)
+                remove_restores(restores)
+                print_sample(sample)
+        result.moto_peak_rss_mib = self.moto.peak_rss_mib()
+        return result
+
+    def _check_etcdops(self, doc: dict[str, Any], result: SizeResult) -> None:
+        """etcdops read the backup asked for from the primary, into an absent data dir."""
+        if (doc["backup_id"], doc["store"], doc["moved_aside"]) != (
+            result.backup_id, "primary", None
+        ):
+            raise ChildFailed(
+                f"etcdops restored {doc['backup_id']} from {doc['store']}, moved aside "
+                f"{doc['moved_aside']}"
+            )
+
+
+def pipeline_wall(steps: Sequence[Step]) -> float:
+    """The shell's download-and-decode: its stages overlap, so the longest one's wall."""
+    return max(step.wall_s for step in steps if step.name in PIPELINE)
+
+
+def print_sample(sample: Sample) -> None:
+    """One line per run, as it finishes, and its steps."""
+    label = f"round {sample.round}" if sample.round else "warm-up"
+    flag = "  [BESIDE ANOTHER BENCHMARK OR TESTS]" if sample.beside else ""
+    print(
+        f"  {label:8} {sample.tool:8} {sample.wall_s:6.2f} s  cpu {sample.cpu_s:5.2f} s  "
+        f"moto {sample.moto_cpu_s:5.2f} s  others {sample.others_cores:4.2f} cores  "
+        f"peak RSS {sample.max_rss_mib:6.1f} MiB (tree {sample.tree_rss_mib:6.1f})  "
+        f"load {sample.load_1m:.2f}{flag}",
+        flush=True,
+    )
+    bump = f"; revision bumped by {sample.revision['bump']:,}" if sample.revision else ""
+    print("           " + ", ".join(f"{s.name} {s.wall_s:.2f} s" for s in sample.steps)
+          + "; peak RSS " + ", ".join(f"{name} {mib:.1f}" for name, mib in
+                                       sample.programs_rss_mib.items()) + bump, flush=True)
+
+
+def print_table(result: SizeResult) -> None:
+    """The per-size summary bench/README.md quotes."""
+    rounds = len(result.of(ETCDOPS))
+    print(
+        f"\n== {format_size(result.target_bytes)}: etcd dbSize {result.db_size} bytes "
+        f"({format_size(result.db_size)}), {result.keys} keys, backup {result.backup_id} "
+        f"({format_size(result.snapshot_bytes)} -> {format_size(result.stored_bytes)}), "
+        f"{rounds} rounds (medians; peak RSS is the worst run, warm-up included)"
+    )
+    header = ("side", "wall", "vs shell", "own cpu", "moto cpu", "others", "peak RSS",
+              "tree RSS")
+    print("  {:<8} {:>9} {:>9} {:>9} {:>9} {:>12} {:>10} {:>10}".format(*header))
+    for side in (ETCDOPS, SHELL):
+        ratio = f"{result.ratio():.2f}x" if side == ETCDOPS else ""
+        tree = result.worst(side, "tree_rss_mib")
+        print(
+            f"  {side:<8} {result.median(side, 'wall_s'):>7.2f} s {ratio:>9} "
+            f"{result.median(side, 'cpu_s'):>7.2f} s {result.median(side, 'moto_cpu_s'):>7.2f} s "
+            f"{result.median(side, 'others_cores'):>6.2f} cores "
+            f"{result.peak_rss(side):>6.1f} MiB {tree:>6.1f} MiB"
+        )
+    decode = statistics.median(pipeline_wall(s.steps) for s in result.of(SHELL))
+    bumps = sorted({(s.revision.get("method"), s.revision.get("bump"))
+                    for s in result.of(ETCDOPS, warmups=True)}, key=str)
+    print(f"  ratio etcdops/shell (median of pairs): {result.ratio():.2f}   etcdops' revision "
+          "bump: " + "; ".join(f"{method} by {bump:,}" if bump else f"{method}"
+                               for method, bump in bumps))
+    for side in (ETCDOPS, SHELL):
+        parts = [f"{name} {wall:.2f} s" for name, wall in result.step_medians(side).items()]
+        if side == SHELL:
+            parts.insert(0, f"pipeline (aws | age | zstd) {decode:.2f} s")
+        print(f"  {side} steps (median wall): " + ", ".join(parts))
+    for side in (ETCDOPS, SHELL):
+        own = f"own {result.peak_rss(ETCDOPS):.1f} MiB, " if side == ETCDOPS else ""
+        programs = ", ".join(f"{n} {mib:.1f}" for n, mib in result.programs_peak(side).items())
+        print(f"  {side} peak RSS per process: {own}{programs} MiB")
+    print(f"  moto peak RSS {result.moto_peak_rss_mib:.0f} MiB")
+    if any(s.beside for s in result.samples):
+        print("  NOTE: some runs ran beside another benchmark or tests (see [BESIDE ...] above)")
+
+
+def verdict(results: list[SizeResult]) -> tuple[bool, list[str]]:
+    """Each target met or missed; the ratio target applies at the size nearest 1 GiB."""
+    return ratio_and_rss_verdict(results, TARGET_RATIO, TARGET_RSS_MIB)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The common options, and the aws CLI and how long to wait for a quiet machine."""
+    parser = bench_arguments(__doc__, "side")
+    parser.add_argument("--aws", help="the aws CLI to run (default: aws on PATH)")
+    parser.add_argument(
+        "--wait-quiet", type=float, default=1200.0, metavar="SECONDS",
+        help="before each run, wait up to this long while another benchmark or pytest runs",
+    )
+    return parse_bench_args(parser, argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every size, print the tables and the verdict; exit 0 only if every target is met."""
+    args = parse_args(argv)
+    tools = find_tools(args.aws)
+    children = Children()
+    workdir = Path(tempfile.mkdtemp(prefix="etcdops-restore-bench-", dir=args.workdir))
+    results: list[SizeResult] = []
+    moto: MotoServer | None = None
+    try:
+        with interrupts_as_keyboard_interrupt():
+            load_before = load_average()
+            versions = tools.versions()
+            print(
+                f"workdir {workdir} ({format_size(shutil.disk_usage(workdir).free)} free), "
+                f"{os.cpu_count()} CPUs, load average "
+                "{:.2f} {:.2f} {:.2f}".format(*load_before)
+            )
+            print("  " + "; ".join(versions.values()))
+            commit, code = git_state(), code_fingerprint()
+            print(f"  etcdops at {commit} (sources {code})")
+            moto = MotoServer(workdir / "moto.log")
+            Buckets(moto.url, workdir / "no-aws-config").create()
+            print(f"  moto S3 at {moto.url} (pid {moto.pid}): {PRIMARY_BUCKET} in "
+                  f"{PRIMARY_REGION}, {REPLICA_BUCKET} in {REPLICA_REGION}")
+            bench = Bench(args, tools, moto, children)
+            for target in args.sizes:
+                print(f"\n-- {format_size(target)}", flush=True)
+                sized = workdir / f"size-{target}"
+                sized.mkdir()
+                try:
+                    results.append(bench.run(target, sized))
+                finally:
+                    shutil.rmtree(sized, ignore_errors=True)
+            for result in results:
+                print_table(result)
+            ok, lines = verdict(results)
+            codes = sorted({s.code for r in results for s in r.samples})
+            if codes != [code]:
+                lines.append(
+                    f"WARNING: etcdops' sources changed during the benchmark ({', '.join(codes)}; "
+                    f"at the start {code}): the runs did not all measure the same code"
+                )
+            return conclude(ok, lines, load_before, args.json, {
+                "tools": versions,
+                "etcdops": {"commit": commit, "sources": code, "at_end": git_state()},
+                "targets": {"ratio": TARGET_RATIO, "rss_mib": TARGET_RSS_MIB},
+                "sizes": [r.as_dict() for r in results],
+            })
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping etcd and moto, removing the temporary files",
+              file=sys.stderr)
+        return 130
+    except ChildFailed as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        children.kill()
+        if moto is not None:
+            moto.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
