@@ -1,0 +1,130 @@
+"""Step 1 of a recovery: every member restored from one snapshot of one backup.
+
+The backup is decoded once (restore.member.prepared_snapshot, which also advances the revision
+on a staging etcd when some member's etcdutl cannot bump it), then each member gets that same
+snapshot with the same --initial-cluster and cluster token: a local member through
+restore_prepared, a member on another host as `etcdops restore -` through its exec prefix, the
+snapshot streamed to it on stdin. Its included files go back on this host first, when the plan
+says where (a conflict then stops the step before any data dir is touched). Each data dir that
+was there is moved aside by the restore, never deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from etcdops.config import Config
+from etcdops.errors import ToolError
+from etcdops.recovery.hosts import Host
+from etcdops.recovery.plan import Plan, PlanMember
+from etcdops.recovery.state import RecoveryState
+from etcdops.report import Reporter
+from etcdops.stores.configured import Stores
+
+
+def restore_members(
+    config: Config, plan: Plan, state: RecoveryState, reporter: Reporter, *,
+    stores: Stores, bump_flags: bool, deadline: float,
+) -> str:
+    """Restore every member of the plan from state.backup_id; what was done, in words."""
+    from etcdops.restore.member import prepared_snapshot
+
+    assert state.backup_id is not None, "the backup is chosen before step 1"
+    with prepared_snapshot(
+        config, state.backup_id, reporter, store=plan.store, stores=stores,
+        under=_work_dir(plan), bump_flags=bump_flags,
+    ) as prepared:
+        status = prepared.status
+        state.store, state.fallbacks = status.store, list(status.fallbacks)
+        state.revision = prepared.plan.as_dict(prepared.revision)
+        state.warnings = list(dict.fromkeys(state.warnings + list(prepared.warnings)))
+        state.save()
+        files = _restore_files(config, plan, state, reporter, stores)
+        for member in plan.members:
+            if time.monotonic() >= deadline:
+                raise ToolError(
+                    f"step 1 ran out of time before member {member.name} was restored",
+                    "give [steps.restore] a longer timeout in the plan",
+                )
+            restored = _restore_one(config, plan, state, member, prepared, reporter, deadline)
+            record = state.members.setdefault(member.name, {"moved_aside": []})
+            record.update(host=member.host, data_dir=restored["data_dir"])
+            if restored["moved_aside"]:
+                record["moved_aside"].append(restored["moved_aside"])
+            state.save()
+    where = f" from the {state.store} store" if state.store else ""
+    revision = prepared.plan.revision_after(prepared.revision)
+    bumped = (f"revision {prepared.revision} -> {revision} ({prepared.plan.method})"
+              if prepared.plan.bump else f"revision {revision}, not bumped")
+    return (
+        f"backup {state.backup_id}{where} restored on {len(plan.members)} members ({bumped})"
+        + files
+    )
+
+
+def _work_dir(plan: Plan) -> Path | None:
+    """Where the plain snapshot is decoded: beside the first local data dir (a large snapshot
+    stays off /tmp, on a disk that must hold the restore anyway), else the temporary dir."""
+    local = [member for member in plan.members if not member.remote]
+    return local[0].data_dir.expanduser().resolve().parent if local else None
+
+
+def _restore_one(
+    config: Config, plan: Plan, state: RecoveryState, member: PlanMember, prepared: Any,
+    reporter: Reporter, deadline: float,
+) -> dict[str, Any]:
+    """One member from the prepared snapshot; its data dir and where the old one went."""
+    from etcdops.restore.member import RestoreRequest, restore_prepared
+
+    if not member.remote:
+        request = RestoreRequest(
+            ref=str(state.backup_id), data_dir=member.data_dir, name=member.name,
+            initial_cluster=plan.initial_cluster, peer_urls=member.peer_url, token=state.token,
+            store=plan.store,
+        )
+        result = restore_prepared(config, prepared, request, reporter)
+        aside = result.moved_aside
+        return {"data_dir": str(result.data_dir), "moved_aside": str(aside) if aside else None}
+    # the snapshot arrives advanced already when a staging etcd did it: etcdutl adds nothing
+    bump = prepared.plan.bump if prepared.plan.flags else 0
+    host = Host(member.name, member.exec, member.etcdops, reporter=reporter)
+    reporter.event(f"restoring member {member.name} on {member.host}")
+    document = host.etcdops_json(
+        ["restore", "-", "--data-dir", str(member.data_dir), "--name", member.name,
+         "--initial-cluster", plan.initial_cluster,
+         "--initial-advertise-peer-urls", member.peer_url,
+         "--initial-cluster-token", state.token, "--bump-revision", str(bump)],
+        stdin_path=prepared.path, timeout=max(1.0, deadline - time.monotonic()),
+    )
+    return {"data_dir": document.get("data_dir", str(member.data_dir)),
+            "moved_aside": document.get("moved_aside")}
+
+
+def _restore_files(
+    config: Config, plan: Plan, state: RecoveryState, reporter: Reporter, stores: Stores
+) -> str:
+    """The backup's included files under [files] to on this host (once: a rerun of step 1
+    after they were written does not write them again)."""
+    if plan.files.to is None:
+        return ""
+    if state.files is None:
+        from etcdops.restore.files import restore_files
+
+        result = restore_files(
+            config, str(state.backup_id), plan.files.to, reporter, force=plan.files.force,
+            store=state.store, stores=stores,
+        )
+        state.files = {"to": str(result.dest_dir),
+                       "files": [str(file.written_to) for file in result.files]}
+        remote = sorted({member.host for member in plan.members if member.remote})
+        if result.files and remote:
+            state.warnings.append(
+                f"the backup's {len(result.files)} included files were put back on this host "
+                f"only (under {result.dest_dir}): copy what the other hosts need to "
+                f"{', '.join(remote)} by hand"
+            )
+        state.save()
+    count = len(state.files["files"])
+    return f"; {count} included file{'s' if count != 1 else ''} put back under {state.files['to']}"

@@ -1,0 +1,309 @@
+"""What a recovery needs before it touches anything, checked without changing anything.
+
+`dr run --dry-run` lists every prerequisite and whether it holds; `dr run` checks the same
+before its stop step and refuses, with the first failure's error, when one does not hold, so
+that a missing etcdutl, a wrong identity, a host out of reach or a data dir in the way is found
+while every data dir is still as it was. Nothing is downloaded: the backup is judged by the
+catalogue (which copies are verified), the identity against the manifest's recipients.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from etcdops.backup.catalog import BackupView, combined_view, resolve_ref
+from etcdops.config import Config
+from etcdops.errors import (
+    CryptoError,
+    EtcdopsError,
+    HostUnreachableError,
+    IntegrityError,
+    LockedError,
+    StorageError,
+    ToolError,
+)
+from etcdops.recovery.hosts import Host
+from etcdops.recovery.plan import Plan, PlanMember
+from etcdops.report import Reporter
+from etcdops.stores.configured import Stores
+from etcdops.units import format_size
+
+# a restore holds the plain snapshot and the restored data dir beside each other
+DISK_FACTOR = 2
+# a host that takes longer than this to run `etcdops --version` is not one to restore through
+PROBE_TIMEOUT = 30.0
+_REMOTE_CHECK_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """One thing a recovery needs, and whether it holds."""
+
+    check: str  # identity | backup | host | etcdutl | data dir | disk | files
+    where: str  # the member or host it concerns, or "" for the recovery as a whole
+    ok: bool
+    detail: str
+    error: EtcdopsError | None = None  # why it does not hold: its kind is the exit code
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form of one prerequisite."""
+        return {
+            "check": self.check, "where": self.where, "ok": self.ok, "detail": self.detail,
+            "hint": self.error.hint if self.error else None,
+            "kind": self.error.kind.value if self.error else None,
+        }
+
+
+@dataclass
+class Preflight:
+    """Every prerequisite, and what the checks decided for the run."""
+
+    checks: list[Prerequisite] = field(default_factory=list)
+    backup: BackupView | None = None
+    bump_flags: bool = False  # every member's etcdutl has --bump-revision --mark-compacted
+
+    @property
+    def failures(self) -> list[Prerequisite]:
+        """The prerequisites that do not hold, in the order they were checked."""
+        return [check for check in self.checks if not check.ok]
+
+    def add(self, check: str, where: str, detail: str) -> None:
+        """A prerequisite that holds."""
+        self.checks.append(Prerequisite(check, where, True, detail))
+
+    def fail(self, check: str, where: str, error: EtcdopsError) -> None:
+        """A prerequisite that does not hold, and why."""
+        self.checks.append(Prerequisite(check, where, False, error.message, error))
+
+
+
+def check_prerequisites(
+    config: Config, plan: Plan, reporter: Reporter, *, stores: Stores,
+    backup_id: str | None = None,
+) -> Preflight:
+    """Check everything a recovery of this plan needs, changing nothing. backup_id: the backup
+    a resumed recovery chose (default: the plan's `backup`, resolved now)."""
+    found = Preflight()
+    view = _backup(config, plan, stores, backup_id or plan.backup, found)
+    found.backup = view
+    if view is not None:
+        _identity(config, view, found)
+    snapshot_size = view.manifest.snapshot_size if view is not None else None
+    supports: list[bool] = []
+    for member in plan.members:
+        if member.remote:
+            supports.append(_remote_member(member, plan, snapshot_size, reporter, found))
+        else:
+            supports.append(_local_member(config, member, snapshot_size, found))
+    found.bump_flags = bool(supports) and all(supports)
+    if not found.failures:
+        found.add("revision", "", _revision_plan(config, found.bump_flags))
+    _files(plan, view, found)
+    return found
+
+
+def _revision_plan(config: Config, bump_flags: bool) -> str:
+    """How the restored cluster's revision will be kept past what clients saw."""
+    if bump_flags:
+        return (f"every member's etcdutl bumps the revision by {config.restore.bump_revision:,} "
+                "and marks it compacted")
+    return (
+        "not every member's etcdutl has --bump-revision: a staging etcd on this host advances "
+        f"the revision first, if that fits in [restore] bump_budget "
+        f"({config.restore.bump_budget:g}s); otherwise the report says what to restart"
+    )
+
+
+def _backup(
+    config: Config, plan: Plan, stores: Stores, ref: str, found: Preflight
+) -> BackupView | None:
+    """The backup the recovery restores, by the catalogue: found, with a good copy, and which
+    copies are verified; no byte of it is downloaded."""
+    try:
+        narrowed = stores.only(plan.store) if plan.store else stores
+        views, unreachable = combined_view(narrowed, config.cluster)
+        if not views and unreachable:
+            raise next(iter(unreachable.values()))
+        where = " or ".join(f"{name} store" for name in narrowed)
+        chosen = resolve_ref([(v.manifest.id, bool(v.good_in)) for v in views], ref, where)
+        view = next(v for v in views if v.manifest.id == chosen)
+        if not view.good_in:
+            problems = "; ".join(f"{name}: {problem}" for name, problem in view.copies.items())
+            raise IntegrityError(
+                f"backup {chosen} has no good copy ({problems})",
+                "name another backup in the plan ('etcdops snapshot list --store all')",
+            )
+    except EtcdopsError as exc:
+        found.fail("backup", "", exc)
+        return None
+    manifest = view.manifest
+    copies = ", ".join(
+        f"{name} {'verified' if entry.verified else entry.condition.value}"
+        for name, entry in view.entries.items()
+    )
+    detail = (
+        f"backup {manifest.id} (created {manifest.created_at.isoformat()}, revision "
+        f"{manifest.etcd.revision}, {format_size(manifest.snapshot_size)}): {copies}; read from "
+        f"{view.good_in[0]} first"
+    )
+    if unreachable:
+        detail += "; " + "; ".join(
+            f"{name} store unreachable ({exc.message})" for name, exc in unreachable.items()
+        )
+    found.add("backup", "", detail)
+    return view
+
+
+def _identity(config: Config, view: BackupView, found: Preflight) -> None:
+    """The identity is readable and is one of the backup's recipients."""
+    from etcdops.crypto.keys import configured_identities
+
+    try:
+        identities = configured_identities(config.encryption)
+        ours = {identity.recipient().fingerprint() for identity in identities}
+        theirs = set(view.manifest.encryption.get("recipients", ()))
+        if ours.isdisjoint(theirs):
+            raise CryptoError(
+                f"the identity in {config.encryption.identity_file} is not one of backup "
+                f"{view.manifest.id}'s recipients: it cannot decrypt it",
+                "set [encryption] identity_file to the identity whose age1... recipient the "
+                "backups are encrypted to",
+            )
+    except EtcdopsError as exc:
+        found.fail("identity", "", exc)
+        return
+    found.add("identity", "", f"{config.encryption.identity_file} is a recipient of the backup")
+
+
+def _local_member(
+    config: Config, member: PlanMember, snapshot_size: int | None, found: Preflight
+) -> bool:
+    """etcdutl, the data dir and the disk of a member on this host; whether etcdutl bumps."""
+    from etcdops.etcd.binaries import find_binary
+    from etcdops.restore.datadir import aside_path, check_target
+    from etcdops.restore.revision import etcdutl_bumps
+
+    where = f"{member.name} (this host)"
+    bumps = False
+    try:
+        etcdutl = find_binary("etcdutl", config.etcd.etcdutl)
+        bumps = etcdutl_bumps(etcdutl)
+        found.add("etcdutl", where, f"{etcdutl}, " + (
+            "has --bump-revision --mark-compacted" if bumps else "without --bump-revision"
+        ))
+    except EtcdopsError as exc:
+        found.fail("etcdutl", where, exc)
+    try:
+        target = check_target(member.data_dir)
+    except LockedError as exc:
+        # an etcd that still runs on it is what the stop step is for
+        found.add("data dir", where, f"{exc.message}: the stop step must stop it; it is then "
+                  "moved aside")
+        target = None
+    except EtcdopsError as exc:
+        found.fail("data dir", where, exc)
+        return bumps
+    if target is not None:
+        found.add("data dir", where, (
+            f"{target.path} would be moved aside to {aside_path(target.path, datetime.now(UTC))}"
+            if target.occupied else f"{target.path} is absent or empty: nothing to move aside"
+        ))
+    _disk(member.data_dir.expanduser().resolve().parent, where, snapshot_size, found)
+    return bumps
+
+
+def _disk(directory: Path, where: str, snapshot_size: int | None, found: Preflight) -> None:
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return  # the data dir check above already says what is wrong with the directory
+    _judge_disk(str(directory), free, where, snapshot_size, found)
+
+
+def _judge_disk(
+    directory: str, free: int, where: str, snapshot_size: int | None, found: Preflight
+) -> None:
+    if snapshot_size is None:
+        found.add("disk", where, f"{format_size(free)} free in {directory}")
+        return
+    needed = DISK_FACTOR * snapshot_size
+    if free < needed:
+        found.fail("disk", where, StorageError(
+            f"{directory} has {format_size(free)} free; the restore needs about "
+            f"{format_size(needed)} (twice the {format_size(snapshot_size)} snapshot)",
+            "free space there, or give the member a data dir on a larger disk",
+        ))
+        return
+    found.add("disk", where, f"{format_size(free)} free in {directory} (about "
+              f"{format_size(needed)} needed)")
+
+
+def _remote_member(
+    member: PlanMember, plan: Plan, snapshot_size: int | None, reporter: Reporter,
+    found: Preflight,
+) -> bool:
+    """The host of a member reached through its prefix: it answers, and its etcdops says
+    (`restore - --dry-run`) what its etcdutl, data dir and disk are; whether etcdutl bumps."""
+    where = f"{member.name} ({member.host})"
+    host = Host(member.name, member.exec, member.etcdops, reporter=reporter)
+    probe = host.probe(PROBE_TIMEOUT)
+    if not probe.ok:
+        cls = ToolError if probe.reachable else HostUnreachableError
+        found.fail("host", where, cls(probe.problem or "the host did not answer", probe.hint))
+        return False
+    found.add("host", where, f"reachable in {probe.seconds:.1f}s, etcdops {probe.etcdops_version}")
+    try:
+        document = host.etcdops_json(
+            ["restore", "-", "--dry-run", "--data-dir", str(member.data_dir), "--name",
+             member.name, "--initial-cluster", plan.initial_cluster,
+             "--initial-advertise-peer-urls", member.peer_url],
+            timeout=_REMOTE_CHECK_TIMEOUT,
+        )
+    except EtcdopsError as exc:
+        found.fail("data dir", where, exc)
+        return False
+    return _remote_findings(document, where, snapshot_size, found)
+
+
+def _remote_findings(
+    document: dict[str, Any], where: str, snapshot_size: int | None, found: Preflight
+) -> bool:
+    """What a remote `restore - --dry-run` reported, as this host's checks report it."""
+    etcdutl = document.get("etcdutl") or {}
+    bumps = bool(etcdutl.get("bump_revision"))
+    found.add("etcdutl", where, f"{etcdutl.get('path')}, " + (
+        "has --bump-revision --mark-compacted" if bumps else "without --bump-revision"
+    ))
+    data_dir = document.get("data_dir")
+    aside = document.get("would_move_to")
+    found.add("data dir", where, f"{data_dir} would be moved aside to {aside}" if aside
+              else f"{data_dir} is absent or empty: nothing to move aside")
+    free = document.get("free_bytes")
+    if isinstance(free, int):
+        _judge_disk(f"{data_dir}'s parent", free, where, snapshot_size, found)
+    return bumps
+
+
+def _files(plan: Plan, view: BackupView | None, found: Preflight) -> None:
+    """Where the included files go back, and how many there are."""
+    if plan.files.to is None or view is None:
+        return
+    count = len(view.manifest.files)
+    if count == 0:
+        found.add("files", "this host", "the backup carries no included files")
+        return
+    if plan.files.to.exists() and not plan.files.to.is_dir():
+        found.fail("files", "this host", StorageError(
+            f"[files] to {plan.files.to} is not a directory",
+            "point [files] to at a directory (\"/\" puts each file back at its own path)",
+        ))
+        return
+    found.add("files", "this host", (
+        f"{count} included file{'s' if count != 1 else ''} go back under {plan.files.to}"
+        + (" (existing ones moved aside: force)" if plan.files.force
+           else " (an existing one stops step 1 before any data dir is touched)")
+    ))

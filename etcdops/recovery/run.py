@@ -1,0 +1,208 @@
+"""`dr run`: the stop step, then the seed's five steps, each with its timeout and its own timing.
+
+1. Restore etcd from backup   2. Start control plane components   3. Nodes reconnect
+4. Kubelets reconcile pod state   5. Controllers recreate missing resources
+
+Before anything is touched every prerequisite is checked (as --dry-run does) and the run is
+refused with the first failure's error. The state file is written after each step, so a rerun
+after an interruption or a failure resumes at the first unfinished step, with the same backup
+and cluster token. A hard failure (the stop step or steps 1-2) ends the run with its error; a
+check of steps 3-5 not met in time, or a missed target, does not: the run finishes, and the
+report says what was missed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from etcdops.config import Config
+from etcdops.errors import EtcdopsError, Interrupted
+from etcdops.etcd.session import EtcdSession
+from etcdops.lock import HostLock
+from etcdops.recovery import steps
+from etcdops.recovery.members import restore_members
+from etcdops.recovery.plan import Plan, default_state_path, load_plan
+from etcdops.recovery.prereqs import Preflight, check_prerequisites
+from etcdops.recovery.report import RecoveryReport, build_report, step_label
+from etcdops.recovery.state import (
+    STEP_NAMES,
+    RecoveryState,
+    StepRecord,
+    now_iso,
+    open_state,
+    read_state,
+)
+from etcdops.report import Reporter
+from etcdops.stores.configured import Stores, open_stores
+from etcdops.units import format_duration
+
+# a member that is down must not hold a poll for the whole configured dial timeout
+_POLL_DIAL_TIMEOUT = 2.0
+
+
+def run_recovery(
+    config: Config,
+    plan_path: Path,
+    reporter: Reporter,
+    *,
+    dry_run: bool = False,
+    state_path: Path | None = None,
+    stores: Stores | None = None,
+) -> RecoveryReport:
+    """Run (or with dry_run, check) the recovery a plan describes, resuming from the state
+    file (default: beside the plan). Raises before anything is touched: a bad plan, a state
+    that refuses (plan changed, already completed), a failed prerequisite. Once the steps
+    begin it returns the report: `failure` holds what stopped it, if anything did."""
+    plan = load_plan(plan_path)
+    state_path = state_path or default_state_path(plan_path)
+    stores = stores or open_stores(config)
+    if dry_run:
+        return _dry_run(config, plan, state_path, reporter, stores)
+    lock = state_path.with_name(state_path.name + ".lock")
+    with HostLock(lock, f"dr run with the state file {state_path}"):
+        state = open_state(state_path, plan, config.cluster)
+        return _Run(config, plan, state, reporter, stores).run()
+
+
+def _dry_run(
+    config: Config, plan: Plan, state_path: Path, reporter: Reporter, stores: Stores
+) -> RecoveryReport:
+    """Every prerequisite and the plan, changing nothing; `failure` is the first failed one."""
+    problem: EtcdopsError | None = None
+    try:
+        existing = read_state(state_path, plan)
+    except EtcdopsError as exc:
+        existing, problem = None, exc
+    found = check_prerequisites(
+        config, plan, reporter, stores=stores,
+        backup_id=existing.backup_id if existing else None,
+    )
+    if problem is not None:
+        found.fail("state", str(state_path), problem)
+    elif existing is not None:
+        found.add("state", str(state_path), f"a run resumes at {step_label(existing.next_step)} "
+                  f"(the disaster was declared at {existing.declared_at})")
+    state = existing or RecoveryState(state_path, plan.sha256, declared_at="", token="")
+    _choose_backup(state, found)
+    failures = found.failures
+    return build_report(
+        config, plan, state, {}, dry_run=True, prerequisites=found.checks,
+        failure=failures[0].error if failures else None,
+    )
+
+
+def _choose_backup(state: RecoveryState, found: Preflight) -> None:
+    """The backup the preflight found, kept for this recovery and every resume of it."""
+    if found.backup is not None:
+        manifest = found.backup.manifest
+        state.backup_id = manifest.id
+        state.backup_created_at = manifest.created_at.isoformat()
+
+
+class _Run:
+    """One run of a recovery: the steps not finished yet, in order."""
+
+    def __init__(
+        self, config: Config, plan: Plan, state: RecoveryState, reporter: Reporter,
+        stores: Stores,
+    ) -> None:
+        self.config, self.plan, self.state = config, plan, state
+        self.reporter, self.stores = reporter, stores
+        self.ran: dict[str, StepRecord] = {}
+        self.bump_flags = False
+        etcd = config.etcd
+        self.session = EtcdSession(dataclasses.replace(
+            etcd, endpoints=tuple(member.client_url for member in plan.members),
+            dial_timeout=min(etcd.dial_timeout, _POLL_DIAL_TIMEOUT),
+        ))
+
+    def run(self) -> RecoveryReport:
+        state = self.state
+        if "restore" not in state.steps:
+            self._preflight()
+        state.save()  # from here on a rerun resumes, with this backup and token
+        failure: BaseException | None = None
+        try:
+            for name in STEP_NAMES:
+                if name not in state.steps:
+                    state.finish(self._step(name))
+        except KeyboardInterrupt:
+            failure = Interrupted(
+                f"interrupted during {step_label(str(state.next_step))}; {state.path} keeps "
+                "the steps done before it",
+                f"run dr run --plan {self.plan.path} again to resume at "
+                f"{step_label(str(state.next_step))}",
+            )
+        except EtcdopsError as exc:
+            failure = exc
+        finally:
+            self.session.close()
+        return build_report(self.config, self.plan, state, self.ran, failure=failure)
+
+    def _preflight(self) -> None:
+        """Refuse with the first failed prerequisite while nothing is touched yet."""
+        found = check_prerequisites(
+            self.config, self.plan, self.reporter, stores=self.stores,
+            backup_id=self.state.backup_id,
+        )
+        failures = found.failures
+        if failures:
+            error = failures[0].error
+            assert error is not None
+            if len(failures) > 1:
+                more = f"{len(failures) - 1} more prerequisite(s) fail: see dr run --dry-run"
+                error.hint = f"{error.hint}; {more}" if error.hint else more
+            raise error
+        self.bump_flags = found.bump_flags
+        _choose_backup(self.state, found)
+
+    def _step(self, name: str) -> StepRecord:
+        """Run one step, timed; a hard failure is recorded as failed and raised."""
+        label = step_label(name)
+        started_at, started = now_iso(), time.monotonic()
+        if name == "restore" and self.state.restore_started_at is None:
+            self.state.restore_started_at = started_at  # the targets count from here
+            self.state.save()
+        timeout = getattr(self.plan.steps, name).timeout
+        self.reporter.event(f"{label}: started (timeout {format_duration(timeout)})")
+        try:
+            outcome = self._dispatch(name, started + timeout, timeout)
+        except BaseException as exc:
+            detail = getattr(exc, "message", None) or "interrupted"
+            self.ran[name] = StepRecord(name, started_at, now_iso(),
+                                        time.monotonic() - started, "failed", detail)
+            raise
+        record = StepRecord(name, started_at, now_iso(), time.monotonic() - started,
+                            outcome.verdict, outcome.detail)
+        self.ran[name] = record
+        self.reporter.event(
+            f"{label}: {record.verdict} in {format_duration(record.seconds)}: {record.detail}"
+        )
+        return record
+
+    def _dispatch(self, name: str, deadline: float, timeout: float) -> steps.Outcome:
+        plan, state, reporter = self.plan, self.state, self.reporter
+        revision = state.revision_after or 0
+        if name == "stop":
+            detail = steps.run_commands(plan.steps.stop.commands, deadline, reporter, "stop")
+            return steps.Outcome("ok", detail)
+        if name == "restore":
+            return steps.Outcome("ok", restore_members(
+                self.config, plan, state, reporter, stores=self.stores,
+                bump_flags=self.bump_flags, deadline=deadline,
+            ))
+        if name == "start":
+            ran = steps.run_commands(plan.steps.start.commands, deadline, reporter, "start")
+            ready = steps.wait_for_cluster(
+                self.session, plan, state.revision_after, deadline, timeout
+            )
+            return steps.Outcome("ok", f"{ran}; {ready}")
+        if name == "nodes":
+            checks = steps.node_checks(plan.steps.nodes, self.session, revision, reporter)
+        elif name == "pods":
+            checks = steps.pod_checks(plan.steps.pods, self.session, revision, reporter)
+        else:
+            checks = steps.controller_checks(plan.steps.controllers, self.session, reporter)
+        return steps.wait_for(checks, deadline, timeout)
