@@ -108,8 +108,9 @@ class Invocation:
         """One line on stderr about something that went wrong without stopping the job."""
         sys.stderr.write(f"warning: {message}\n")
 
-    def fail(self, error: BaseException) -> int:
-        """Print a failure as one line (JSON on stdout too) and return its exit code."""
+    def fail(self, error: BaseException, *, document: bool = True) -> int:
+        """Print a failure as one line (JSON on stdout too, unless the command's own result
+        document already carries it) and return its exit code."""
         code = exitcodes.exit_code_for(error)
         # an Interrupted is a job that knows what it had kept when stopped, and says it
         if isinstance(error, EtcdopsError | Interrupted):
@@ -123,7 +124,7 @@ class Invocation:
             traceback.print_exception(error, file=sys.stderr)
         line = f"error: {message}" + (f" — {hint}" if hint else "")
         sys.stderr.write(line + "\n")
-        if self.json:
+        if self.json and document:
             sys.stdout.write(error_document(message, hint, code, type(error).__name__))
         return code
 

@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from etcdops import __version__
-from etcdops.cli import demo, health, keys, maintenance, restore, snapshot
+from etcdops.cli import demo, dr, health, keys, maintenance, restore, snapshot
 from etcdops.cli.common import before_subcommand, error_document
 from etcdops.cli.exitcodes import HELP_TABLE
 
@@ -74,6 +74,7 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="keys")
 app.add_typer(snapshot.app, name="snapshot")
+app.add_typer(dr.app, name="dr")
 app.command("demo")(demo.demo)
 app.command("compact")(maintenance.compact)
 app.command("defrag")(maintenance.defrag)
