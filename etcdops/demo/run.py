@@ -1,5 +1,7 @@
-"""The whole job on an embedded default: a throwaway etcd and S3 in two regions, Kubernetes-shaped
-objects, an encrypted backup in every store, checked and fetched back.
+"""The whole job on an embedded default: a throwaway three-member etcd and S3 in two regions,
+Kubernetes-shaped objects, an encrypted backup in every store, checked and fetched back; then a
+disaster (every member killed, its data dir gone, the primary region down) and the five-step
+`dr run` that recovers from the replica region, timed against the 5- and 10-minute targets.
 
 Everything lives in one temporary directory and in-process servers, removed at the end, so the
 demo runs on any machine with the demo extra installed and touches nothing else (it never talks
@@ -8,6 +10,7 @@ to real AWS: the S3 endpoint is the embedded server and the credentials are fake
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -17,10 +20,16 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etcdops.config import Config, EncryptionConfig, LocalConfig, S3Config, S3Location
 from etcdops.report import Reporter
-from etcdops.units import format_size
+from etcdops.units import format_duration, format_size
+
+if TYPE_CHECKING:
+    from etcdops.demo.disaster import Keyspace
+    from etcdops.etcd.local import LocalCluster
+    from etcdops.recovery.report import RecoveryReport
 
 PRIMARY_REGION, REPLICA_REGION = "us-east-1", "us-west-2"
 
@@ -30,6 +39,7 @@ class DemoStep:
     name: str
     seconds: float
     detail: str
+    facts: dict[str, object] = field(default_factory=dict)  # what the detail says, as data
 
 
 @dataclass
@@ -37,6 +47,7 @@ class DemoReport:
     workdir: str
     kept: bool
     steps: list[DemoStep] = field(default_factory=list)
+    recovery: RecoveryReport | None = None  # dr run's own report
 
     def as_dict(self) -> dict[str, object]:
         """The JSON form of the report."""
@@ -45,6 +56,7 @@ class DemoReport:
             "kept": self.kept,
             "steps": [vars(step) for step in self.steps],
             "total_seconds": round(sum(step.seconds for step in self.steps), 3),
+            "recovery": None if self.recovery is None else self.recovery.as_dict(),
         }
 
 
@@ -93,36 +105,45 @@ class _Demo:
         self.report = report
         self.config = Config(cluster="demo", local=LocalConfig(dir=workdir / "backups"))
         self.backup_id = ""
+        self.cluster: LocalCluster | None = None
+        self.after_backup: dict[bytes, bytes] = {}
+        self.before: Keyspace | None = None
+        self.revision_before = 0
 
     def run(self) -> None:
         for name, action in (
             ("start etcd", self.start_etcd),
             ("start S3", self.start_s3),
+            ("compact", self.compact),
             ("load objects", self.load_objects),
             ("generate key", self.generate_key),
             ("snapshot save", self.save),
             ("snapshot list", self.list_backups),
             ("snapshot status", self.status),
             ("snapshot fetch", self.fetch),
+            ("after the backup", self.write_after_backup),
+            ("disaster", self.disaster),
+            ("dr run", self.recover),
+            ("check", self.check),
         ):
             started = time.monotonic()
-            detail = action()
-            self.report.steps.append(DemoStep(name, round(time.monotonic() - started, 3), detail))
+            outcome = action()
+            detail, facts = outcome if isinstance(outcome, tuple) else (outcome, {})
+            seconds = round(time.monotonic() - started, 3)
+            self.report.steps.append(DemoStep(name, seconds, detail, facts))
             self.reporter.event(f"{name}: {detail}")
 
     def _configure(self, **changes: object) -> None:
-        import dataclasses
-
         self.config = dataclasses.replace(self.config, **changes)
 
     def start_etcd(self) -> str:
         from etcdops.etcd.local import LocalCluster
 
-        cluster = LocalCluster.single(self.workdir / "etcd")
-        self.cleanup.callback(cluster.stop)
-        cluster.start()
-        self._configure(etcd=cluster.etcd_config())
-        return f"single member at {cluster.client_urls[0]}"
+        self.cluster = LocalCluster.three(self.workdir / "etcd")
+        self.cleanup.callback(self.cluster.stop)
+        self.cluster.start()
+        self._configure(etcd=self.cluster.etcd_config())
+        return f"three members at {', '.join(self.cluster.client_urls)}"
 
     def start_s3(self) -> str:
         from moto.server import ThreadedMotoServer
@@ -145,6 +166,15 @@ class _Demo:
             f"S3 server at {endpoint}: bucket {s3.bucket} in {PRIMARY_REGION} (primary), "
             f"{replica.bucket} in {REPLICA_REGION} (replica)"
         )
+
+    def compact(self) -> str:
+        from etcdops.etcd.session import EtcdSession
+        from etcdops.maintenance.compaction import compact
+
+        # the job of every 5 minutes; its samples also tell a restore how fast etcd writes
+        with EtcdSession(self.config.etcd) as session:
+            result = compact(session, self.config.compaction)
+        return f"{result.reason}; sample of revision {result.current_revision} kept"
 
     def load_objects(self) -> str:
         from etcdops.demo.sample import load_kubernetes_objects
@@ -203,3 +233,116 @@ class _Demo:
         fetch_snapshot(self.config, self.backup_id, out, self.reporter)
         return f"plain snapshot for etcdutl at {out}"
 
+
+    def write_after_backup(self) -> str:
+        from etcdops.demo.disaster import written_after_backup
+        from etcdops.etcd.session import EtcdSession
+
+        self.after_backup = written_after_backup()
+        with EtcdSession(self.config.etcd) as session:
+            session.put_many(list(self.after_backup.items()))
+        return (
+            f"{' and '.join(_kube_names(self.after_backup))} applied: newer than the backup, "
+            "so lost with the disaster until their controllers write them again"
+        )
+
+    def disaster(self) -> tuple[str, dict[str, object]]:
+        from etcdops.demo.disaster import destroy, keyspace
+        from etcdops.etcd.local import free_port
+        from etcdops.etcd.session import EtcdSession
+
+        assert self.cluster is not None and self.config.s3 is not None
+        with EtcdSession(self.config.etcd) as session:
+            self.before = keyspace(session)
+            self.revision_before = session.status(self.cluster.client_urls[0]).revision
+        removed = destroy(self.cluster)
+        # the hosts' own disk held the local copies of the backups
+        shutil.rmtree(self.config.local.dir)
+        # nothing listens there: the primary region refuses every connection
+        dead = f"http://127.0.0.1:{free_port()}"
+        self._configure(s3=dataclasses.replace(self.config.s3, endpoint_url=dead))
+        return (
+            "every member killed at once (SIGKILL) and its data dir removed, the local backups "
+            f"lost with the hosts, the primary region ({PRIMARY_REGION}) unreachable",
+            {"keys_before": self.before.keys, "revision_before": self.revision_before,
+             "removed": [str(path) for path in removed], "primary_endpoint": dead},
+        )
+
+    def recover(self) -> tuple[str, dict[str, object]]:
+        from etcdops.demo.disaster import recovery_plan, start_scripts
+        from etcdops.demo.kubelets import Simulator
+        from etcdops.demo.sample import sample_nodes
+        from etcdops.etcd.local import stop_launched
+        from etcdops.recovery.run import run_recovery
+
+        assert self.cluster is not None
+        nodes = sample_nodes(self.objects)
+        scripts = start_scripts(self.cluster)
+        # the start commands leave the members running detached: stopped on every way out
+        for _, pid_file in scripts:
+            self.cleanup.callback(stop_launched, pid_file)
+        plan_path = self.workdir / "dr-plan.toml"
+        plan_path.write_text(recovery_plan(
+            self.cluster, [script for script, _ in scripts], self.backup_id, len(nodes),
+            list(self.after_backup),
+        ))
+        with Simulator(
+            self.cluster.etcd_config(), nodes, self.reporter, recreate=self.after_backup
+        ) as simulated:
+            report = run_recovery(self.config, plan_path, self.reporter)
+        self.report.recovery = report
+        if report.failure is not None:
+            raise report.failure
+        verdicts = {record.name: record.verdict for record in report.steps}
+        ok = sum(verdict == "ok" for name, verdict in verdicts.items() if name != "stop")
+        window = report.data_loss_window
+        detail = (
+            f"{ok} of 5 steps ok, reading the {report.store} store: restore "
+            f"{_against(report.restore_time.seconds, report.restore_time.target)}, recovery "
+            f"{_against(report.recovery_time.seconds, report.recovery_time.target)}, "
+            f"data-loss window {'unknown' if window is None else format_duration(window)}"
+        )
+        return detail, {
+            "verdicts": verdicts, "store": report.store, "plan": str(plan_path),
+            "simulated": simulated.stats().as_dict(),
+        }
+
+    def check(self) -> tuple[str, dict[str, object]]:
+        from etcdops.demo.disaster import keyspace
+        from etcdops.errors import IntegrityError
+        from etcdops.etcd.session import EtcdSession
+
+        assert self.cluster is not None and self.before is not None
+        with EtcdSession(self.cluster.etcd_config()) as session:
+            after = keyspace(session)
+            # a watch resumed from before the disaster must be told to list afresh
+            old_compacted = not session.readable_at(self.revision_before)
+        if after != self.before:
+            raise IntegrityError(
+                f"the recovered cluster holds {after.keys} keys, not the {self.before.keys} "
+                "it held before the disaster (or other ones)",
+                f"run the demo with --keep and look at {self.workdir}",
+            )
+        assert self.report.recovery is not None
+        restored_at = (self.report.recovery.revision or {}).get("after_restore")
+        revision = (
+            f"restored at revision {restored_at}, past {self.revision_before} before the "
+            "disaster" + (", which a watch is told was compacted" if old_compacted else "")
+        )
+        return (
+            f"{after.keys} keys, the same keys as before the disaster (leases and pods "
+            f"rewritten by their kubelets since); {revision}",
+            {"keys_before": self.before.keys, "keys_after": after.keys,
+             "same_keys": after == self.before, "revision_before": self.revision_before,
+             "restored_at": restored_at, "old_revision_compacted": old_compacted},
+        )
+
+
+def _against(seconds: float | None, target: float) -> str:
+    taken = "not measured" if seconds is None else format_duration(seconds)
+    verdict = "" if seconds is None else (" met" if seconds <= target else " MISSED")
+    return f"{taken} (target {format_duration(target)}{verdict})"
+
+
+def _kube_names(objects: dict[bytes, bytes]) -> list[str]:
+    return [key.decode().removeprefix("/registry/") for key in objects]

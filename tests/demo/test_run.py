@@ -1,8 +1,20 @@
+"""`etcdops demo` as a real process: the whole job, the disaster and the recovery, then nothing
+left behind (no etcd, no files)."""
+
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+STEPS = [
+    "start etcd", "start S3", "compact", "load objects", "generate key", "snapshot save",
+    "snapshot list", "snapshot status", "snapshot fetch", "after the backup", "disaster",
+    "dr run", "check",
+]
+RECOVERY_STEPS = ["stop", "restore", "start", "nodes", "pods", "controllers"]
 
 
 def etcdops_command() -> list[str]:
@@ -10,35 +22,144 @@ def etcdops_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "etcdops"]
 
 
-def test_demo_runs_the_whole_job_as_a_real_process_and_cleans_up():
-    done = subprocess.run(
-        [*etcdops_command(), "demo", "--objects", "400", "--output", "json"],
-        capture_output=True, text=True, timeout=120, check=False,
+def processes_under(directory: Path) -> list[str]:
+    """Command lines of the live processes that name a path under directory (etcd members)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue  # exited meanwhile
+        if state != "Z" and any(str(directory).encode() in word for word in argv):
+            found.append(b" ".join(argv).decode(errors="replace"))
+    return found
+
+
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*etcdops_command(), "demo", *args],
+        capture_output=True, text=True, timeout=180, check=False,
     )
+
+
+def test_demo_runs_the_whole_job_the_disaster_and_the_recovery_then_cleans_up():
+    done = run_demo("--objects", "600", "--output", "json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    steps = {s["name"]: s["detail"] for s in report["steps"]}
-    assert list(steps) == [
-        "start etcd", "start S3", "load objects", "generate key", "snapshot save",
-        "snapshot list", "snapshot status", "snapshot fetch",
-    ]
-    assert "400 Kubernetes objects" in steps["load objects"]
-    assert "in local, primary, replica" in steps["snapshot save"]
-    assert "verified in local, primary, replica" in steps["snapshot list"]
-    assert "read from the replica region: integrity ok" in steps["snapshot status"]
-    assert "400 keys" in steps["snapshot status"]
-    assert not Path(report["workdir"]).exists()
+    steps = {s["name"]: s for s in report["steps"]}
+    assert list(steps) == STEPS
+    detail = {name: step["detail"] for name, step in steps.items()}
+    assert detail["start etcd"].startswith("three members at ")
+    assert detail["start etcd"].count("http://127.0.0.1:") == 3
+    assert "600 Kubernetes objects" in detail["load objects"]
+    assert "in local, primary, replica" in detail["snapshot save"]
+    assert "read from the replica region: integrity ok" in detail["snapshot status"]
 
+    # the disaster: every member's data dir gone, the primary region down
+    disaster = steps["disaster"]["facts"]
+    assert len(disaster["removed"]) == 3
+    assert "SIGKILL" in detail["disaster"] and "unreachable" in detail["disaster"]
 
-def test_demo_keep_leaves_the_backup_to_look_at():
-    done = subprocess.run(
-        [*etcdops_command(), "demo", "--objects", "50", "--keep", "-o", "json", "-q"],
-        capture_output=True, text=True, timeout=120, check=False,
+    # dr run: from the replica region, every step ok, both targets met
+    recovery = report["recovery"]
+    assert recovery["completed"] is True and recovery["error"] is None
+    assert [s["name"] for s in recovery["steps"]] == RECOVERY_STEPS
+    assert {s["name"]: s["verdict"] for s in recovery["steps"]} == dict.fromkeys(
+        RECOVERY_STEPS, "ok"
     )
+    assert recovery["restore_time"]["target_seconds"] == 300
+    assert recovery["recovery_time"]["target_seconds"] == 600
+    assert recovery["restore_time"]["met"] is True and recovery["recovery_time"]["met"] is True
+    assert recovery["restore_time"]["seconds"] <= recovery["recovery_time"]["seconds"]
+    assert recovery["targets_missed"] == []
+    assert recovery["backup"]["store"] == "replica"
+    assert any("primary" in note for note in recovery["backup"]["fallbacks"])
+    assert 0 < recovery["data_loss_window_seconds"] < 120
+    assert len(recovery["members"]) == 3
+    nodes = next(s for s in recovery["steps"] if s["name"] == "nodes")["detail"]
+    assert nodes.startswith(f"{_expected_nodes(600)} node leases renewed")
+    assert "2 of 2 required keys exist" in next(
+        s for s in recovery["steps"] if s["name"] == "controllers"
+    )["detail"]
+    simulated = steps["dr run"]["facts"]["simulated"]
+    assert simulated["heartbeats"] >= 1 and simulated["pods_updated"] > 0
+    assert len(simulated["recreated"]) == 2  # lost with the backup's age, put back
+
+    # everything that existed before the disaster is back, under a later revision
+    check = steps["check"]["facts"]
+    assert check["same_keys"] is True and check["keys_after"] == check["keys_before"] == 603
+    assert check["restored_at"] > check["revision_before"]
+    assert check["old_revision_compacted"] is True
+    assert recovery["warnings"] == []  # the revision was advanced: nothing to restart
+
+    # nothing is left: no etcd, no files
+    workdir = Path(report["workdir"])
+    assert not workdir.exists()
+    assert processes_under(workdir) == []
+
+
+def _expected_nodes(objects: int) -> int:
+    from etcdops.demo.sample import sample_nodes
+
+    return len(sample_nodes(objects))
+
+
+def test_demo_text_prints_the_steps_and_the_recovery_timing_against_the_targets():
+    done = run_demo("--objects", "300", "-q")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    for name in ("disaster", "dr run", "check"):
+        assert name in text
+    assert "5m" in text and "10m" in text
+    assert "data-loss window" in text
+    assert "demo files removed" in text
+
+
+def test_demo_keep_leaves_the_plan_the_state_and_the_restored_members_stopped():
+    done = run_demo("--objects", "50", "--keep", "-o", "json", "-q")
     assert done.returncode == 0, done.stderr
     workdir = Path(json.loads(done.stdout)["workdir"])
     try:
-        assert list(workdir.glob("backups/demo/snapshots/*/*/*/*.manifest.json"))
+        plan = workdir / "dr-plan.toml"
+        assert 'source = "auto"' in plan.read_text()
+        state = json.loads((workdir / "dr-plan.toml.state.json").read_text())
+        assert state["completed_at"] and state["store"] == "replica"
         assert (workdir / "restore.db").stat().st_size > 0
+        for member in ("etcd-1", "etcd-2", "etcd-3"):
+            data = workdir / "etcd" / member / "data"
+            assert (data / "member" / "snap" / "db").is_file()
+            assert oct(data.stat().st_mode & 0o777) == "0o700"
+        assert not (workdir / "backups").exists()  # lost with the hosts, by the disaster
+        assert processes_under(workdir) == []
     finally:
         shutil.rmtree(workdir)
+
+
+def test_sigterm_during_the_recovery_stops_every_member_and_removes_everything(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    demo = subprocess.Popen(
+        [*etcdops_command(), "demo", "--objects", "300"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    seen = []
+    try:
+        assert demo.stderr is not None
+        for line in demo.stderr:
+            seen.append(line)
+            # the members run detached from here on: only the demo's cleanup stops them
+            if "step 2 (Start control plane components): ok" in line:
+                assert processes_under(tmp_path), "the restored members should be running"
+                demo.send_signal(signal.SIGTERM)
+                break
+        else:
+            raise AssertionError("the demo never finished step 2:\n" + "".join(seen))
+        demo.stderr.read()
+        assert demo.wait(timeout=60) == 130
+    finally:
+        demo.kill()
+        demo.wait()
+    assert processes_under(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
