@@ -42,15 +42,20 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
 
 
-def peak_rss_mib(pid: int) -> float | None:
-    """A process's own peak RSS so far (VmHWM, its children not included); None once gone."""
+def memory_mib(pid: int) -> tuple[float, float] | None:
+    """A process's own peak RSS so far (VmHWM, its children not included) and its anonymous
+    RSS now (RssAnon: the heap, not the file pages it maps); None once gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return None  # a zombie has no memory lines
+    found = {
+        line.split(":")[0]: int(line.split()[1]) / 1024
+        for line in lines if line.startswith(("VmHWM:", "RssAnon:"))
+    }
+    if len(found) < 2:
+        return None  # a zombie has no memory lines
+    return found["VmHWM"], found["RssAnon"]
 
 
 def child_pids(pid: int) -> list[int]:

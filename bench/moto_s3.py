@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common import ChildFailed
-from machine import process_cpu
+from machine import memory_mib, process_cpu
 
 PRIMARY_REGION, REPLICA_REGION = "us-east-1", "us-west-2"
 PRIMARY_BUCKET, REPLICA_BUCKET = "etcdops-bench-east", "etcdops-bench-west"
@@ -63,10 +63,8 @@ class MotoServer:
 
     def peak_rss_mib(self) -> float:
         """moto's peak RSS so far (VmHWM): it keeps objects in memory while it assembles them."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        memory = memory_mib(self.pid)
+        return 0.0 if memory is None else memory[0]
 
     def stop(self) -> None:
         """Close its stdin (it stops serving and exits); kill it if it does not."""

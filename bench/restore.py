@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pstats
 import shlex
 import shutil
 import statistics
@@ -75,7 +76,7 @@ from machine import (
     command_name,
     git_state,
     load_average,
-    peak_rss_mib,
+    memory_mib,
     wait_for_quiet,
 )
 from moto_s3 import (
@@ -103,6 +104,7 @@ TOKEN = "bench-restore"
 PLAIN_NAME = "restore.db"
 PIPELINE = ("aws", "age", "zstd")
 SHELL_STEPS = (*PIPELINE, "etcdutl", "rm")
+PROFILE_ROWS = 14
 
 
 @dataclass
@@ -119,6 +121,7 @@ class Sample:
     # each program's own peak: GNU time's for the shell; sampled under etcdops (etcdutl, the
     # staging etcd; a sample may miss a program's last moments)
     programs_rss_mib: dict[str, float]
+    anon_rss_mib: dict[str, float]  # etcdops only: the largest RssAnon sampled, per process
     moto_cpu_s: float
     other_cpu_s: float  # the machine's CPU beyond the command's and moto's during the run
     steps: list[Step]
@@ -148,7 +151,7 @@ class SizeResult(Rounds):
     stored_bytes: int = 0
     save_s: float = 0.0
     moto_peak_rss_mib: float = 0.0
-    probes: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
 
     def ratio(self) -> float:
         """Median over rounds of etcdops/shell wall time, each pair run back to back."""
@@ -169,11 +172,12 @@ class SizeResult(Rounds):
         """The worst of a per-run figure over every run, warm-ups included."""
         return max(getattr(s, attribute) for s in self.of(side, warmups=True))
 
-    def programs_peak(self, side: str) -> dict[str, float]:
-        """The worst peak RSS of each program a side ran, over every run, warm-ups included."""
+    def programs_peak(self, side: str, attribute: str = "programs_rss_mib") -> dict[str, float]:
+        """The worst peak RSS (or anon_rss_mib) of each program a side ran, over every run,
+        warm-ups included."""
         worst: dict[str, float] = {}
         for sample in self.of(side, warmups=True):
-            for name, mib in sample.programs_rss_mib.items():
+            for name, mib in getattr(sample, attribute).items():
                 worst[name] = max(worst.get(name, 0.0), mib)
         return worst
 
@@ -196,22 +200,36 @@ class SizeResult(Rounds):
 
 class TreePeaks:
     """Samples a running etcdops: its own VmHWM, and the worst of each program it runs (etcdutl;
-    the staging etcd that advances the revision when etcdutl cannot). A program's figure may
-    miss its last moments; the shell's GNU time reads etcdutl exactly."""
+    the staging etcd that advances the revision when etcdutl cannot); for each, the largest
+    anonymous RSS seen as well, since etcdutl and etcd map the whole db file and its pages count
+    as RSS. A program's figures may miss its last moments; the shell's GNU time reads etcdutl
+    exactly."""
 
     def __init__(self) -> None:
         self.own_mib = 0.0
         self.programs: dict[str, float] = {}
+        self.anon: dict[str, float] = {}  # etcdops' own as "etcdops"
 
     def __call__(self, pid: int) -> None:
-        self.own_mib = max(self.own_mib, peak_rss_mib(pid) or 0.0)
+        self._note(ETCDOPS, pid)
         below = child_pids(pid)
         while below:
             child = below.pop()
-            name, peak = command_name(child), peak_rss_mib(child)
-            if name is not None and peak is not None:
-                self.programs[name] = max(self.programs.get(name, 0.0), peak)
+            name = command_name(child)
+            if name is not None:
+                self._note(name, child)
             below.extend(child_pids(child))
+
+    def _note(self, name: str, pid: int) -> None:
+        memory = memory_mib(pid)
+        if memory is None:
+            return
+        peak, anon = memory
+        if name == ETCDOPS:
+            self.own_mib = max(self.own_mib, peak)
+        else:
+            self.programs[name] = max(self.programs.get(name, 0.0), peak)
+        self.anon[name] = max(self.anon.get(name, 0.0), anon)
 
 
 def member_flags(data_dir: Path) -> list[str]:
@@ -222,10 +240,14 @@ def member_flags(data_dir: Path) -> list[str]:
 
 
 def shell_script(tools: Tools, moto: str, key: str, identity: Path, work: Path,
-                 data_dir: Path) -> str:
-    """What an operator runs: download | decrypt | decompress to a file, restore, remove it."""
+                 data_dir: Path, aws_config: Path | None) -> str:
+    """What an operator runs: download | decrypt | decompress to a file, restore, remove it.
+    With aws_config, the aws CLI reads its S3 transfer settings from that file."""
     download = [tools.aws, "--endpoint-url", moto, "s3", "cp", "--only-show-errors",
                 f"s3://{PRIMARY_BUCKET}/{key}", "-"]
+    settings = [] if aws_config is None else [
+        f"export AWS_CONFIG_FILE={shlex.quote(str(aws_config))}"
+    ]
     pipeline = " | ".join([
         tools.timed("aws", download),
         tools.timed("age", [tools.age, "-d", "-i", str(identity)]),
@@ -236,6 +258,7 @@ def shell_script(tools: Tools, moto: str, key: str, identity: Path, work: Path,
         "set -euo pipefail",
         "umask 077",  # the plaintext snapshot is readable by no one else
         f"cd {shlex.quote(str(work))}",
+        *settings,
         pipeline,
         tools.timed("etcdutl", restore),
         tools.timed("rm", ["rm", PLAIN_NAME]),
@@ -307,7 +330,7 @@ class Bench:
         work.mkdir(mode=0o700)
         identity = workdir / "identity.txt"
         script = shell_script(self.tools, self.moto.url, key, identity, work,
-                              restores / "shell-data")
+                              restores / "shell-data", self._aws_config(workdir))
         (workdir / "shell.sh").write_text(script)  # for reading after a failure
         sides: dict[str, Callable[[], list[str]]] = {
             ETCDOPS: lambda: [*env, etcdops, "restore", result.backup_id, "--from", "primary",
@@ -340,19 +363,19 @@ class Bench:
                         # outside it: interpreter start-up, imports, config, the output
                         Step("start-up and exit", run.wall_s - total, 0.0, 0.0),
                     ]
-                    own_rss, programs = peak.own_mib, peak.programs
+                    own_rss, programs, anon = peak.own_mib, peak.programs, peak.anon
                     data_dir = restores / "etcdops-data"
                 else:
                     steps = read_steps(work, SHELL_STEPS)
                     own_rss = max(step.max_rss_mib for step in steps)
                     programs = {s.name: s.max_rss_mib for s in steps}
-                    revision = {}
+                    revision, anon = {}, {}
                     data_dir = restores / "shell-data"
                     if (work / PLAIN_NAME).exists():
                         raise ChildFailed(f"shell: left its plaintext {work / PLAIN_NAME}")
                 db_bytes = restored_db(data_dir, result.snapshot_bytes, side)
                 sample = Sample(
-                    side, number, run.wall_s, run.cpu_s, own_rss, run.max_rss_mib, programs,
+                    side, number, run.wall_s, run.cpu_s, own_rss, run.max_rss_mib, programs, anon,
                     measured.cpu_of["moto"], measured.other_cpu_s, steps, measured.load_1m,
                     measured.beside, measured.code, db_bytes, revision,
                 )
@@ -361,8 +384,45 @@ class Bench:
                     (work / f"{name}.time").unlink(missing_ok=True)
                 remove_restores(restores)
                 print_sample(sample)
+        if self.args.profile:
+            result.profile = self._profile(workdir, sides[ETCDOPS](), restores)
         result.moto_peak_rss_mib = self.moto.peak_rss_mib()
         return result
+
+    def _profile(self, workdir: Path, argv: list[str], restores: Path) -> dict[str, Any]:
+        """One more etcdops restore, under cProfile (its main thread; the sync thread's fsyncs
+        show where the main thread waits for them): where its wall time goes, by function."""
+        command = argv.index(etcdops_binary())
+        prof = workdir / "etcdops.prof"
+        argv = [*argv[:command], sys.executable, "-m", "cProfile", "-o", str(prof), "-m",
+                "etcdops", *argv[command + 1:]]
+        os.sync()
+        run = self.children.run(argv, workdir / "profile.out", workdir / "profile.err")
+        remove_restores(restores)
+        stats = pstats.Stats(str(prof))
+        rows = [
+            {"function": f"{Path(file).name}:{line}({name})", "calls": calls,
+             "own_s": round(own, 3), "cumulative_s": round(cumulative, 3),
+             "etcdops": "/etcdops/" in file}
+            for (file, line, name), (_, calls, own, cumulative, _) in stats.stats.items()
+        ]
+        return {
+            "wall_s": run.wall_s,
+            "by_own_time": sorted(rows, key=lambda r: -r["own_s"])[:PROFILE_ROWS],
+            "etcdops_by_cumulative": sorted(
+                (r for r in rows if r["etcdops"]), key=lambda r: -r["cumulative_s"]
+            )[:PROFILE_ROWS],
+        }
+
+    def _aws_config(self, workdir: Path) -> Path | None:
+        """The shell's aws CLI settings: one GET for the object, as etcdops makes, unless
+        --aws-ranged (the CLI's default 8 MiB ranges, 10 at a time; moto copies the whole
+        object out of its buffer for every range, so on moto they cost O(size) each)."""
+        if self.args.aws_ranged:
+            return None
+        config = workdir / "aws-single-get.config"
+        config.write_text("[default]\ns3 =\n  multipart_threshold = 64GB\n")
+        return config
 
     def _check_etcdops(self, doc: dict[str, Any], result: SizeResult) -> None:
         """etcdops read the backup asked for from the primary, into an absent data dir."""
@@ -433,7 +493,19 @@ def print_table(result: SizeResult) -> None:
         own = f"own {result.peak_rss(ETCDOPS):.1f} MiB, " if side == ETCDOPS else ""
         programs = ", ".join(f"{n} {mib:.1f}" for n, mib in result.programs_peak(side).items())
         print(f"  {side} peak RSS per process: {own}{programs} MiB")
+    anon = ", ".join(f"{n} {mib:.1f}" for n, mib in result.programs_peak(ETCDOPS, "anon_rss_mib")
+                     .items())
+    print(f"  etcdops anonymous RSS (largest sampled; the rest is mapped file pages): {anon} MiB")
     print(f"  moto peak RSS {result.moto_peak_rss_mib:.0f} MiB")
+    if result.profile:
+        print(f"  profile of one more etcdops restore under cProfile "
+              f"({result.profile['wall_s']:.2f} s):")
+        for title, key in (("own time", "by_own_time"),
+                           ("etcdops' functions, cumulative", "etcdops_by_cumulative")):
+            print(f"    by {title}:")
+            for row in result.profile[key]:
+                print(f"      {row['own_s']:7.2f} s own {row['cumulative_s']:7.2f} s cum "
+                      f"{row['calls']:>7}  {row['function']}")
     if any(s.beside for s in result.samples):
         print("  NOTE: some runs ran beside another benchmark or tests (see [BESIDE ...] above)")
 
@@ -447,6 +519,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The common options, and the aws CLI and how long to wait for a quiet machine."""
     parser = bench_arguments(__doc__, "side")
     parser.add_argument("--aws", help="the aws CLI to run (default: aws on PATH)")
+    parser.add_argument(
+        "--aws-ranged", action="store_true",
+        help="let the shell's aws CLI download in ranged GETs, its default (slow on moto: "
+        "see the docstring), instead of one GET as etcdops does",
+    )
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="after the rounds, one more etcdops restore under cProfile: where its time goes",
+    )
     parser.add_argument(
         "--wait-quiet", type=float, default=1200.0, metavar="SECONDS",
         help="before each run, wait up to this long while another benchmark or pytest runs",
