@@ -77,9 +77,6 @@ def run_plan(
     for warning in result.warnings:
         run.warn(warning)
     if failure is not None:
-        if result.resume_at is not None and not dry_run:
-            run.warn(f"the recovery stopped; 'etcdops dr run --plan {plan_path}' resumes it at "
-                     f"{_step_label(result.resume_at)}")
         # the report carries the error: no second JSON document on stdout
         return run.fail(failure, document=False)
     if result.target_missed:
@@ -87,12 +84,6 @@ def run_plan(
             run.warn(f"target missed: {missed}")
         return exitcodes.TARGET_MISSED
     return exitcodes.OK
-
-
-def _step_label(name: str) -> str:
-    from etcdops.recovery.report import step_label
-
-    return step_label(name)
 
 
 def _write_report(path: Path, document: dict[str, Any]) -> None:
@@ -107,7 +98,7 @@ def _print(console: Any, result: Any) -> None:
         _print_dry_run(console, result)
         return
     rows = [
-        [record.name if record.name == "stop" else str(number), record.name,
+        [str(number), record.name,
          record.started_at[11:23] if record.started_at else "",
          format_duration(record.seconds) if record.started_at else "", record.verdict,
          record.detail]
@@ -141,8 +132,9 @@ def _summary(result: Any) -> list[tuple[str, Any]]:
                   "when the disaster was declared)"))
     revision = result.revision
     if revision:
+        how = f"bumped: {revision['method']}" if revision["bump"] else "not bumped"
         pairs.append(("revision", f"{revision['snapshot']} in the backup -> "
-                      f"{revision['after_restore']} after the restore ({revision['method']})"))
+                      f"{revision['after_restore']} after the restore ({how})"))
     document = result.as_dict()
     for member in document["members"]:
         aside = ", ".join(member["moved_aside"]) or "nothing was there"
@@ -152,6 +144,11 @@ def _summary(result: Any) -> list[tuple[str, Any]]:
         pairs.append(("files", f"{len(result.files['files'])} put back under "
                       f"{result.files['to']}"))
     pairs.append(("state file", result.state_path))
+    if result.resume_at is not None:
+        from etcdops.recovery.report import step_label
+
+        pairs.append(("resume", f"'etcdops dr run --plan {result.plan.path}' again resumes at "
+                      f"{step_label(result.resume_at)}"))
     return pairs
 
 
@@ -162,7 +159,7 @@ def _print_dry_run(console: Any, result: Any) -> None:
     failed = sum(not check.ok for check in result.prerequisites)
     verdict = "all pass" if not failed else f"{failed} failed"
     console.print(table(f"Prerequisites of {plan.path} ({verdict}; nothing was touched)",
-                        ["check", "where", "", "detail"], rows))
+                        ["check", "where", "result", "detail"], rows))
     steps = plan.steps
     pairs: list[tuple[str, Any]] = [
         ("backup", f"{plan.backup} from {plan.source}"
@@ -170,10 +167,10 @@ def _print_dry_run(console: Any, result: Any) -> None:
         ("initial cluster", plan.initial_cluster),
         *((f"member {m.name}", f"{m.data_dir} on {m.host}; peer {m.peer_url}, client "
            f"{m.client_url}") for m in plan.members),
-        ("stop", "; ".join(steps.stop.commands) or "no commands"),
+        ("stop", "\n".join(steps.stop.commands) or "no commands"),
         ("1 restore", f"every member, within {format_duration(steps.restore.timeout)}"),
-        ("2 start", ("; ".join(steps.start.commands) or "no commands")
-         + f"; then healthy within {format_duration(steps.start.timeout)}"),
+        ("2 start", "\n".join([*steps.start.commands, "then every member healthy within "
+                               f"{format_duration(steps.start.timeout)}"])),
         ("3 nodes", _checks(steps.nodes, expect="node leases renewed")),
         ("4 pods", _checks(steps.pods, min_updated="of the restored pods updated")),
         ("5 controllers", _checks(steps.controllers, require_keys="keys exist")),

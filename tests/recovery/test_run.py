@@ -1,0 +1,341 @@
+"""`etcdops dr run` end to end, as an operator runs it: a real three-member cluster on loopback,
+its backup in moto's two regions, the primary region gone, members launched by the plan's start
+commands, kubelets simulated; refusals, the dry run, an interrupted run resumed, a missed
+target."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from etcdops.cli.main import app
+from etcdops.crypto.keys import generate_identity_file
+from etcdops.etcd.local import LocalCluster
+from etcdops.etcd.session import EtcdSession
+from tests.recovery.conftest import (
+    ETCDOPS,
+    INCLUDED,
+    Kubelets,
+    Member,
+    config_toml,
+    listing,
+    plan_toml,
+    unreachable_url,
+    waiting_command,
+)
+
+
+def dr_run(config: Path, plan: Path, *args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(
+        app, ["dr", "run", "--plan", str(plan), "--config", str(config), *args], env=env
+    )
+
+
+def every_key(cluster: LocalCluster) -> dict[bytes, bytes]:
+    with EtcdSession(cluster.etcd_config()) as session:
+        return {kv.key: kv.value for page in session.prefix_pages(b"/") for kv in page}
+
+
+def test_a_full_recovery_from_the_replica_brings_every_key_back_in_five_timed_steps(
+    aws, tmp_path, launcher
+):
+    saved = aws
+    cluster = saved.cluster  # dead; its data dirs are still there, to be moved aside
+    old = {member.name: sorted(p.name for p in member.data_dir.iterdir())
+           for member in cluster.members}
+    assert all("member" in names for names in old.values())
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk",
+                         primary_url=unreachable_url())
+    files = tmp_path / "files"
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=launcher.commands(cluster), files_to=files)
+    report_file = tmp_path / "report.json"
+    with Kubelets(cluster.client_urls, saved.objects) as kubelets:
+        result = dr_run(config, plan, "--report", str(report_file), "-o", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert json.loads(report_file.read_text()) == report
+
+    assert report["backup"]["id"] == saved.manifest.id
+    assert report["backup"]["store"] == "replica"
+    assert any("primary" in note for note in report["backup"]["fallbacks"])
+    steps = report["steps"]
+    assert [s["name"] for s in steps] == ["stop", "restore", "start", "nodes", "pods",
+                                          "controllers"]
+    assert [s["number"] for s in steps] == [0, 1, 2, 3, 4, 5]
+    assert all(s["verdict"] == "ok" and s["seconds"] > 0 and s["started_at"] for s in steps)
+    assert "restored on 3 members" in steps[1]["detail"]
+    assert "3 members healthy" in steps[2]["detail"]
+    assert "node leases renewed since the restore" in steps[3]["detail"]
+    assert "restored pods updated" in steps[4]["detail"]
+    assert report["completed"] and report["resume_at"] is None and report["error"] is None
+    for what in ("restore_time", "recovery_time"):
+        assert report[what]["met"] is True and report[what]["seconds"] > 0
+    assert report["recovery_time"]["seconds"] >= report["restore_time"]["seconds"]
+    assert report["restore_time"]["target_seconds"] == 300.0  # [dr] restore_target's default
+    assert report["data_loss_window_seconds"] > 0
+    assert report["revision"]["snapshot"] == saved.manifest.etcd.revision
+    assert kubelets.rounds > 0
+
+    # every key and value as it was backed up (the kubelets rewrite the same values)
+    assert every_key(cluster) == saved.objects
+    for member in report["members"]:
+        (aside,) = member["moved_aside"]
+        assert Path(aside).parent == Path(member["data_dir"]).parent
+        assert sorted(p.name for p in Path(aside).iterdir()) == old[member["name"]]
+    restored = files / saved.included.relative_to("/")
+    assert restored.read_bytes() == INCLUDED
+    # no plaintext left anywhere beside the data dirs
+    assert not [p for m in cluster.members for p in m.data_dir.parent.glob(".etcdops-*")]
+
+
+def test_text_report_and_a_missed_target_the_run_finishes_then_exits_16(
+    aws, tmp_path, launcher
+):
+    saved = aws
+    cluster = LocalCluster.three(tmp_path / "new")  # hosts rebuilt: no data dirs at all
+    for member in cluster.members:
+        member.data_dir.parent.mkdir(parents=True)
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=launcher.commands(cluster), targets={"restore": "1ms"},
+                     source="primary")
+    with Kubelets(cluster.client_urls, saved.objects):
+        result = dr_run(config, plan, env={"COLUMNS": "250"})
+    assert result.exit_code == 16, result.output
+    out = result.stdout
+    rows = [line.replace("│", " ").split() for line in out.splitlines()]
+    for number, name in enumerate(["restore", "start", "nodes", "pods", "controllers"], 1):
+        assert any(row[:2] == [str(number), name] and "ok" in row for row in rows), out
+    assert "restore time" in out and "MISSED" in out and "(target 1ms)" in out
+    assert f"{saved.manifest.id}" in out and "read from the primary store" in out
+    assert "nothing was there" in out  # a rebuilt host had no data dir to move aside
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("target missed: restore time" in line for line in warnings)
+    assert every_key(cluster) == saved.objects
+    state = json.loads((tmp_path / "plan.toml.state.json").read_text())
+    assert state["completed_at"] and set(state["steps"]) == {
+        "stop", "restore", "start", "nodes", "pods", "controllers"}
+
+
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def rebuilt_hosts(base: Path) -> LocalCluster:
+    """Members whose hosts were rebuilt: the parent of each data dir, and nothing in it."""
+    cluster = LocalCluster.three(base)
+    for member in cluster.members:
+        member.data_dir.parent.mkdir(parents=True)
+    return cluster
+
+
+def test_sigterm_during_step_2_then_a_rerun_resumes_there_and_a_third_run_is_refused(
+    aws, tmp_path, launcher
+):
+    saved = aws
+    cluster = rebuilt_hosts(tmp_path / "hosts")
+    marker, go = tmp_path / "start-command.pid", tmp_path / "go"
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=[waiting_command(marker, go), *launcher.commands(cluster)])
+    state_file = tmp_path / "plan.toml.state.json"
+    process = subprocess.Popen(
+        [ETCDOPS, "dr", "run", "--plan", str(plan), "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for(lambda: marker.exists() and marker.read_text().strip(), "step 2's command")
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted during step 2" in errors[0], err
+    assert "resume at step 2" in errors[0]
+    assert not alive(int(marker.read_text())), "the start command was left running"
+    state = json.loads(state_file.read_text())
+    assert set(state["steps"]) == {"stop", "restore"} and state["completed_at"] is None
+    assert "resumes at step 2" in out  # the report so far, on stdout
+    assert not [p for m in cluster.members for p in m.data_dir.parent.glob(".etcdops-*")]
+    first = state["restore_started_at"]
+
+    go.touch()
+    with Kubelets(cluster.client_urls, saved.objects):
+        result = dr_run(config, plan, "-o", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    verdicts = [step["verdict"] for step in report["steps"]]
+    assert verdicts[:2] == ["skipped (resumed: done before)"] * 2
+    assert verdicts[2:] == ["ok"] * 4
+    assert report["steps"][1]["started_at"] == first  # as the first run recorded it
+    assert report["backup"]["id"] == state["backup_id"] == saved.manifest.id
+    # wall clock from the first run's step 1: the interruption's gap counts
+    assert report["restore_time"]["seconds"] > report["steps"][2]["seconds"]
+    assert every_key(cluster) == saved.objects
+
+    again = dr_run(config, plan)
+    assert again.exit_code == 2, again.output
+    assert again.stderr.count("\n") == 1 and "already completed at" in again.stderr
+    assert f"remove {state_file}" in again.stderr
+
+
+def closed_ssh() -> str:
+    """An exec prefix to a host where nothing answers ssh."""
+    return ("ssh -p {} -o BatchMode=yes -o StrictHostKeyChecking=no "
+            "-o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@127.0.0.1").format(
+                unreachable_url().rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def old_hosts(tmp_path) -> LocalCluster:
+    """Three members whose old data dirs are still there: a refusal must leave them so."""
+    cluster = rebuilt_hosts(tmp_path / "hosts")
+    for member in cluster.members:
+        (member.data_dir / "member").mkdir(parents=True)
+        (member.data_dir / "member" / "old").write_text(f"{member.name}'s old data")
+    return cluster
+
+
+def corrupt_every_region(saved) -> dict[str, bytes]:
+    """Flip one byte of the object in both regions, keeping its size; the originals."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    originals = {}
+    for bucket, region in (("dr-primary", "us-east-1"), ("dr-replica", "us-west-2")):
+        client = boto3.client("s3", region_name=region, endpoint_url=saved.moto,
+                              config=BotoConfig(s3={"addressing_style": "path"}))
+        key = saved.manifest.object_key
+        data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        originals[bucket] = data
+        damaged = bytearray(data)
+        damaged[len(damaged) // 2] ^= 0x01
+        client.put_object(Bucket=bucket, Key=key, Body=bytes(damaged))
+    return originals
+
+
+def put_back(saved, originals: dict[str, bytes]) -> None:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    for bucket, data in originals.items():
+        region = "us-east-1" if bucket == "dr-primary" else "us-west-2"
+        client = boto3.client("s3", region_name=region, endpoint_url=saved.moto,
+                              config=BotoConfig(s3={"addressing_style": "path"}))
+        client.put_object(Bucket=bucket, Key=saved.manifest.object_key, Body=data)
+
+
+@pytest.mark.parametrize(("case", "code", "words"), [
+    ("wrong identity", 12, "is not one of backup"),
+    ("corrupt in every region", 15, "damaged"),
+    ("missing etcdutl", 1, "[etcd] etcdutl"),
+    ("data dir in the way", 2, "is a file, not a directory"),
+    ("host unreachable", 1, "cannot reach member etcd-3"),
+])
+def test_each_refusal_is_one_clear_line_its_exit_code_and_no_data_dir_changed(
+    aws, tmp_path, old_hosts, launcher, case, code, words
+):
+    saved, cluster = aws, old_hosts
+    members = [Member.of(m) for m in cluster.members]
+    identity, extra, originals = None, "", None
+    if case == "wrong identity":
+        identity = tmp_path / "other-identity.txt"
+        generate_identity_file(identity)
+    elif case == "missing etcdutl":
+        extra = f'[etcd]\netcdutl = "{tmp_path / "no-etcdutl"}"'
+    elif case == "data dir in the way":
+        members[1].data_dir = tmp_path / "hosts" / "a-file"
+        members[1].data_dir.write_text("not a data dir")
+    elif case == "host unreachable":
+        members[2].exec, members[2].etcdops = closed_ssh(), ETCDOPS
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk",
+                         identity=identity, extra=extra)
+    plan = plan_toml(tmp_path / "plan.toml", members, start=launcher.commands(cluster))
+    before = listing(tmp_path / "hosts")
+    if case == "corrupt in every region":
+        originals = corrupt_every_region(saved)
+    try:
+        result = dr_run(config, plan, "-q")  # warnings and errors only: what is left is the error
+    finally:
+        if originals is not None:
+            put_back(saved, originals)
+    assert result.exit_code == code, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert words in result.stderr
+    assert listing(tmp_path / "hosts") == before
+    state_file = tmp_path / "plan.toml.state.json"
+    if case == "corrupt in every region":  # refused in step 1, after the stop step ran
+        assert set(json.loads(state_file.read_text())["steps"]) == {"stop"}
+        assert "resumes at step 1" in result.stdout
+    else:  # refused before anything ran
+        assert not state_file.exists()
+
+
+def test_the_dry_run_passes_on_a_good_setup_and_touches_nothing(aws, tmp_path, old_hosts,
+                                                                 launcher):
+    saved, cluster = aws, old_hosts
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk",
+                         primary_url=unreachable_url())
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=launcher.commands(cluster), files_to=tmp_path / "files")
+    before = listing(tmp_path)
+    result = dr_run(config, plan, "--dry-run", "-o", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    checks = report["prerequisites"]
+    assert all(check["ok"] for check in checks), checks
+    kinds = [check["check"] for check in checks]
+    assert kinds.count("etcdutl") == kinds.count("data dir") == kinds.count("disk") == 3
+    assert {"backup", "identity", "revision", "files"} <= set(kinds)
+    backup = next(check for check in checks if check["check"] == "backup")["detail"]
+    assert saved.manifest.id in backup and "primary store unreachable" in backup
+    assert "read from replica first" in backup
+    moved = [check["detail"] for check in checks if check["check"] == "data dir"]
+    assert all("would be moved aside to" in detail for detail in moved)
+    assert report["dry_run"] and report["backup"]["id"] == saved.manifest.id
+    assert all(step["verdict"] == "not run" for step in report["steps"])
+    assert listing(tmp_path) == before  # no state file, no data dir moved, no files
+
+
+def test_the_dry_run_lists_every_failed_prerequisite_and_exits_with_the_first(
+    aws, tmp_path, old_hosts, launcher
+):
+    saved, cluster = aws, old_hosts
+    members = [Member.of(m) for m in cluster.members]
+    members[1].data_dir = tmp_path / "hosts" / "a-file"
+    members[1].data_dir.write_text("not a data dir")
+    members[2].exec, members[2].etcdops = closed_ssh(), ETCDOPS
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk",
+                         extra=f'[etcd]\netcdutl = "{tmp_path / "no-etcdutl"}"')
+    plan = plan_toml(tmp_path / "plan.toml", members, start=launcher.commands(cluster))
+    before = listing(tmp_path)
+    result = dr_run(config, plan, "--dry-run", env={"COLUMNS": "250"})
+    assert result.exit_code == 1, result.output  # the first failure: etcdutl, a ToolError
+    failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
+    assert len(failed) == 4, result.stdout  # etcdutl twice, the data dir, the host
+    assert "(4 failed; nothing was touched)" in result.stdout
+    assert sum("etcdutl" in line for line in failed) == 2
+    assert any("is a file, not a directory" in line for line in failed)
+    assert any("cannot reach member etcd-3" in line for line in failed)
+    assert result.stderr.count("error: ") == 1
+    assert listing(tmp_path) == before
