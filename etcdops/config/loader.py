@@ -47,6 +47,8 @@ class Origin:
         return f"{self.path}:{line}" if line else str(self.path)
 
     def _line_of(self, keypath: tuple[str | int, ...]) -> int | None:
+        if not keypath:  # the top level: the file as a whole
+            return None
         if any(isinstance(part, int) for part in keypath):
             return self._line_in_array(keypath)
         section, key = (keypath[:-1], keypath[-1])
