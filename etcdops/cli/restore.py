@@ -1,5 +1,6 @@
-"""`etcdops restore`: one etcd member's data dir from a backup."""
+"""`etcdops restore`: one etcd member's data dir from a backup (or from standard input)."""
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -7,14 +8,22 @@ import typer
 
 from etcdops.cli.common import Invocation, command
 from etcdops.cli.render import key_values
-from etcdops.cli.snapshot import ReadStore, RefArgument
-from etcdops.units import format_duration
+from etcdops.cli.snapshot import ReadStore
+from etcdops.units import format_duration, format_size
+
+RestoreRef = Annotated[
+    str, typer.Argument(help=(
+        "'latest', a backup id or unique prefix, a file (a path with a '/' or a name with a "
+        "'.'), or '-': a plain snapshot on standard input (etcd's trailer checked), as `dr run` "
+        "sends one to another host."
+    )),
+]
 
 
 @command
 def restore(
     run: Invocation,
-    ref: RefArgument,
+    ref: RestoreRef,
     data_dir: Annotated[Path, typer.Option(
         "--data-dir", help="The member's data dir: absent, empty, or an old one, which is moved "
         "aside as DIR.etcdops-<UTC time> (never deleted).", show_default=False)],
@@ -32,23 +41,44 @@ def restore(
     source: Annotated[ReadStore | None, typer.Option(
         "--from", help="Read only this store [default: local, primary, then replica, falling "
         "back to the next on a failed check].", show_default=False)] = None,
+    bump_revision: Annotated[int | None, typer.Option(
+        "--bump-revision", min=0, max=10**12, help="Add N to the revision with etcdutl's "
+        "--bump-revision --mark-compacted (refused if this etcdutl lacks them); 0: no bump "
+        "and no restart warning (the caller advanced it) [default: [restore] bump_revision "
+        "with etcdutl's "
+        "flags if it has them, else a staging etcd within [restore] bump_budget, else a "
+        "warning of what to restart].", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check every prerequisite and say what a restore would do, reading "
+        "no backup (manifests only) and no standard input, and changing nothing.")] = False,
 ) -> None:
     """Restore one member of a new cluster from a backup, with etcdutl.
 
     Every member of one recovery gets the same backup (by id), --initial-cluster and token.
-    Where etcdutl offers --bump-revision (etcd 3.5.10+, 3.6) the revision is bumped by
-    [restore] bump_revision; otherwise the report says which components to restart. Not for
+    The revision is moved past what clients may have seen since the backup: by etcdutl where
+    it offers --bump-revision (etcd 3.5.10+, 3.6), else on a staging etcd on loopback when that
+    fits [restore] bump_budget; otherwise the report says which components to restart. Not for
     re-adding one failed member to a live cluster (that is member remove/add).
     """
-    from etcdops.restore.member import RestoreRequest, restore_member
+    from etcdops.restore.member import STDIN_REF, RestoreRequest, restore_member
 
     request = RestoreRequest(
         ref=ref, data_dir=data_dir, name=name, initial_cluster=initial_cluster,
         peer_urls=peer_urls, token=token, store=source.value if source else None,
+        bump_revision=bump_revision,
     )
-    result = restore_member(run.config(), request, run.reporter())
-    run.emit(result.as_dict(), lambda console: console.print(_report(result)))
-    for warning in result.warnings:
+    if dry_run:
+        from etcdops.restore.preflight import dry_run as check
+
+        checked = check(run.config(), request, run.reporter())
+        run.emit(checked.as_dict(), lambda console: console.print(_dry_run_report(checked)))
+        warnings: tuple[str, ...] = checked.warnings
+    else:
+        stdin = sys.stdin.buffer if ref == STDIN_REF else None
+        result = restore_member(run.config(), request, run.reporter(), stdin=stdin)
+        run.emit(result.as_dict(), lambda console: console.print(_report(result)))
+        warnings = result.warnings
+    for warning in warnings:
         run.warn(warning)
 
 
@@ -58,11 +88,13 @@ def _report(result: Any) -> Any:
     where = f" from the {result.store} store" if result.store else ""
     after = plan.revision_after(result.revision)
     revision = (
-        f"{result.revision} -> {after} (bumped by {plan.bump:,})" if plan.bump
+        f"{result.revision} -> {after} (bumped by {plan.bump:,}, {plan.method})" if plan.bump
         else f"{result.revision} (not bumped)"
     )
     others = f"and {what}" if result.backup_id else "and the same snapshot"
     took = result.durations
+    staging = (f", staging etcd {format_duration(took['staging'])}"
+               if "staging" in took else "")
     return key_values([
         ("restored", f"{what}{where} as member {member.name}"),
         ("data dir", result.data_dir),
@@ -71,7 +103,33 @@ def _report(result: Any) -> Any:
             f" (new: restore every other member with --initial-cluster-token {member.token} "
             f"{others})" if member.token_generated else "")),
         ("revision", revision),
-        ("took", f"download and decode {format_duration(took['download_decode'])}, etcdutl "
-                 f"{format_duration(took['etcdutl'])}, total {format_duration(took['total'])}"),
+        ("took", f"download and decode {format_duration(took['download_decode'])}{staging}, "
+                 f"etcdutl {format_duration(took['etcdutl'])}, total "
+                 f"{format_duration(took['total'])}"),
         *(("fell back", note) for note in result.fallbacks),
+    ])
+
+
+def _dry_run_report(checked: Any) -> Any:
+    backup = checked.backup
+    if backup.get("read") is False:
+        located = "standard input (not read in a dry run)"
+    else:
+        size = backup["snapshot_size"]
+        located = f"{backup['source']}" + (
+            f", snapshot {format_size(size)}" if size is not None else ", snapshot size unknown"
+        )
+    space = format_size(checked.free_bytes) + " free" + (
+        f", about {format_size(checked.space_needed)} needed" if checked.space_needed else "")
+    bumps = "has --bump-revision" if checked.etcdutl_bumps else "has no --bump-revision"
+    return key_values([
+        ("dry run", "nothing was read or changed"),
+        ("would restore", f"{located} as member {checked.member.name}"),
+        ("data dir", checked.target.path),
+        ("would move aside", checked.aside or "nothing: the data dir is absent or empty"),
+        ("free space", space),
+        ("etcdutl", f"{checked.etcdutl} ({bumps})"),
+        ("revision", checked.revision),
+        ("initial cluster", checked.member.initial_cluster),
+        *(("note", note) for note in backup.get("notes", ())),
     ])

@@ -190,6 +190,7 @@ def _stage(
     )
     if outcome.staged is None:
         return plain, unbumped_plan(restart_warning(f"{why}; {outcome.reason}"))
+    plain.unlink()  # the staged snapshot replaces it: the disk holds one snapshot, not two
     return outcome.staged.path, outcome.staged.plan
 
 
@@ -199,7 +200,7 @@ def restore_prepared(
     """Restore one local member's data dir from a prepared snapshot (request.ref and
     request.store are not read again); the old data dir is moved aside."""
     started = time.monotonic()
-    member, target, etcdutl = _check(config, request)
+    member, target, etcdutl = check_request(config, request)
     return _restore(prepared, member, target, etcdutl, reporter, started)
 
 
@@ -213,32 +214,42 @@ def restore_member(
 ) -> RestoreResult:
     """Restore one member's data dir from a backup; the old data dir is moved aside."""
     started = time.monotonic()
-    member, target, etcdutl = _check(config, request)
-    bump = request.bump_revision
-    flags = etcdutl_bumps(etcdutl) if bump is None else bump > 0
-    if bump and not etcdutl_bumps(etcdutl):
-        raise UsageError(
-            f"--bump-revision {bump}: {no_flags(etcdutl)}",
-            "use an etcdutl that has it ([etcd] etcdutl), give 0 for no bump, or leave the "
-            "option out for a staging etcd",
-        )
+    member, target, etcdutl = check_request(config, request)
+    flags = bump_flags_for(etcdutl, request.bump_revision)
     try:
         with prepared_snapshot(
             config, request.ref, reporter, store=request.store, stores=stores,
-            under=target.path.parent, bump_flags=flags, bump_revision=bump, stdin=stdin,
+            under=target.path.parent, bump_flags=flags, bump_revision=request.bump_revision,
+            stdin=stdin,
         ) as prepared:
             return _restore(prepared, member, target, etcdutl, reporter, started)
     except KeyboardInterrupt:
         raise _interrupted(target) from None
 
 
-def _check(config: Config, request: RestoreRequest) -> tuple[Membership, Target, Path]:
+def check_request(
+    config: Config, request: RestoreRequest
+) -> tuple[Membership, Target, Path]:
     """What is refused before anything is read: the member flags, the data dir, etcdutl."""
     member = membership(
         request.name, request.initial_cluster, request.peer_urls, request.token, config.cluster
     )
     target = check_target(request.data_dir)
     return member, target, find_binary("etcdutl", config.etcd.etcdutl)
+
+
+def bump_flags_for(etcdutl: Path, bump: int | None) -> bool:
+    """Whether etcdutl's flags bump the revision: when it has them, unless told 0 (no bump);
+    --bump-revision N > 0 with an etcdutl that lacks them is refused."""
+    if bump is None:
+        return etcdutl_bumps(etcdutl)
+    if bump and not etcdutl_bumps(etcdutl):
+        raise UsageError(
+            f"--bump-revision {bump}: {no_flags(etcdutl)}",
+            "use an etcdutl that has it ([etcd] etcdutl), give 0 for no bump, or leave the "
+            "option out for a staging etcd",
+        )
+    return bump > 0
 
 
 def _restore(

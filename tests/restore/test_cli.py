@@ -1,5 +1,6 @@
 """`etcdops restore` as operators run it: the report, JSON, one-line errors and exit codes,
-and Ctrl-C/SIGTERM during the download or etcdutl leaving the host as it was."""
+Ctrl-C/SIGTERM during the download or etcdutl leaving the host as it was; and as `dr run` runs
+it on another host: a plain snapshot on stdin, --bump-revision, --dry-run."""
 
 import json
 import os
@@ -12,12 +13,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from etcdops.backup.readback import fetch_snapshot
 from etcdops.backup.save import save_snapshot
 from etcdops.cli.main import app
-from etcdops.etcd.local import free_port
+from etcdops.etcd.local import LocalEtcd, free_port
+from etcdops.etcd.session import EtcdSession
 from etcdops.report import LogReporter
 from tests.backup.two_regions import toml_for, with_s3
-from tests.restore.standins import sleeping_etcdutl
+from tests.restore.standins import bumping_etcdutl, sleeping_etcdutl
 
 
 @pytest.fixture
@@ -70,7 +73,8 @@ def test_json_is_the_result_document(backup_toml, saved, host):
     assert document["data_dir"] == str(host / "etcd")
     assert (Path(document["moved_aside"]) / "member" / "old").read_text() == "old data"
     assert document["revision"]["snapshot"] == saved.etcd.revision
-    assert set(document["durations"]) == {"download_decode", "etcdutl", "total"}
+    # a staging etcd was started to look for the snapshot's compaction samples (none there)
+    assert set(document["durations"]) == {"download_decode", "staging", "etcdutl", "total"}
     assert document["warnings"] and document["fallbacks"] == []
 
 
@@ -127,7 +131,7 @@ def test_sigterm_leaves_the_data_dir_as_it_was_and_no_temporary_files(
         proxy.hang(lambda r: r.method == "GET" and r.path.endswith(".db.zst.age"))
 
         def started() -> bool:  # the plaintext's file is open, waiting for bytes
-            return bool(list(host.glob(".etcdops-restore-*/.etcdops-plaintext-*/.tmp-*")))
+            return bool(list(host.glob(".etcdops-prepare-*/.tmp-*")))
     else:
         etcdutl, ready = sleeping_etcdutl(tmp_path / "bin")
         env["ETCDOPS_ETCD_ETCDUTL"] = str(etcdutl)
@@ -142,7 +146,7 @@ def test_sigterm_leaves_the_data_dir_as_it_was_and_no_temporary_files(
     try:
         wait_for(lambda: started() or process.poll() is not None, f"the {during} start")
         assert process.poll() is None, process.communicate()
-        assert list(host.glob(".etcdops-restore-*")), "no working directory to clean up"
+        assert list(host.glob(".etcdops-*")), "no working directory to clean up"
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     finally:
@@ -151,3 +155,190 @@ def test_sigterm_leaves_the_data_dir_as_it_was_and_no_temporary_files(
     assert process.returncode == 130, stderr
     assert f"interrupted; {host / 'etcd'} is as it was" in stderr
     assert listing(host) == before
+
+
+# --- the remote protocol: `dr run` runs these through `ssh host ...` ------------------------
+
+ETCDOPS = Path(sys.executable).with_name("etcdops")  # the console script, as ssh runs it
+
+
+def member_at(data_dir: Path, name: str = "cp-1") -> tuple[LocalEtcd, list[str]]:
+    """A member to boot on the restored data dir, and the restore options that place it."""
+    port = free_port()
+    member = LocalEtcd(name, data_dir, peer_port=port,
+                       initial_cluster=f"{name}=http://127.0.0.1:{port}",
+                       log_path=data_dir.parent / f"{name}.log")
+    return member, ["--data-dir", str(data_dir), "--name", name,
+                    "--initial-cluster", member.initial_cluster,
+                    "--initial-advertise-peer-urls", member.peer_url]
+
+
+def etcdops(toml: Path, *args: str, stdin=None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ETCDOPS), "restore", *args, "--config", str(toml)], stdin=stdin,
+                          capture_output=True, timeout=120, env=env)
+
+
+@pytest.fixture
+def plain(backup_config, saved, tmp_path) -> Path:
+    """The backup's plain snapshot, as `dr run` has it after decoding (and staging) once."""
+    out = tmp_path / "plain" / "snapshot.db"
+    out.parent.mkdir()
+    fetch_snapshot(backup_config, saved.id, out, LogReporter())
+    return out
+
+
+def test_a_plain_snapshot_on_stdin_is_restored_and_boots(backup_toml, plain, host, etcd_loaded):
+    member, args = member_at(host / "etcd")
+    with plain.open("rb") as stdin:
+        result = etcdops(backup_toml, "-", *args, "--initial-cluster-token", "recovery-1",
+                         "--bump-revision", "0", "-o", "json", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert (document["source"], document["backup_id"]) == ("standard input", None)
+    # the caller advanced the revision (or reports it): no bump here, and nothing to restart
+    assert document["revision"]["method"] == "none" and document["revision"]["restart"] == []
+    assert document["warnings"] == [] and b"warning:" not in result.stderr
+    assert (Path(document["moved_aside"]) / "member" / "old").read_text() == "old data"
+    assert not list(host.glob(".etcdops-*"))  # the plaintext only ever lived in there
+    member.start()
+    try:
+        with EtcdSession(member.etcd_config()) as session:
+            kvs, _ = session.get_prefix(b"/")
+    finally:
+        member.stop()
+    assert {kv.key: kv.value for kv in kvs} == etcd_loaded.objects
+
+
+def test_stdin_without_bump_revision_warns_that_its_age_is_unknown(backup_toml, plain, host):
+    _, args = member_at(host / "etcd")
+    with plain.open("rb") as stdin:
+        result = etcdops(backup_toml, "-", *args, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    [warning] = [line for line in result.stderr.decode().splitlines()
+                 if line.startswith("warning:")]
+    assert "a snapshot without a manifest has no age" in warning and "restart" in warning
+
+
+@pytest.mark.parametrize("damage", ["a flipped byte", "truncated", "empty"])
+def test_a_damaged_stream_on_stdin_is_refused_with_nothing_changed(
+    backup_toml, plain, host, tmp_path, damage
+):
+    data = bytearray(plain.read_bytes())
+    if damage == "a flipped byte":
+        data[len(data) // 2] ^= 0x01
+    elif damage == "truncated":
+        data = data[: len(data) - 100]
+    else:
+        data = bytearray()
+    stream = tmp_path / "stream"
+    stream.write_bytes(bytes(data))
+    _, args = member_at(host / "etcd")
+    before = listing(host)
+    with stream.open("rb") as stdin:
+        result = etcdops(backup_toml, "-", *args, "--bump-revision", "0", stdin=stdin)
+    assert result.returncode == 15, result.stderr
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: standard input ")
+    assert listing(host) == before  # no plaintext left, the old data dir where it was
+
+
+def test_bump_revision_passes_etcdutls_flags_or_is_refused_when_it_lacks_them(
+    backup_toml, saved, host, tmp_path
+):
+    _, args = member_at(host / "etcd")
+    before = listing(host)
+    refused = invoke(backup_toml, "latest", *args, "--bump-revision", "5000")
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.startswith("error: --bump-revision 5000: ")
+    assert "has no --bump-revision" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert listing(host) == before
+    etcdutl, log = bumping_etcdutl(tmp_path / "bin")
+    result = invoke(backup_toml, "latest", *args, "--bump-revision", "5000", "-o", "json",
+                    env={"ETCDOPS_ETCD_ETCDUTL": str(etcdutl)})
+    assert result.exit_code == 0, result.output
+    assert log.read_text().split()[-3:] == ["--bump-revision", "5000", "--mark-compacted"]
+    revision = json.loads(result.stdout)["revision"]
+    assert (revision["method"], revision["bump"]) == ("etcdutl --bump-revision --mark-compacted",
+                                                      5000)
+    assert revision["after_restore"] == saved.etcd.revision + 5000
+
+
+def test_dry_run_reports_what_a_restore_would_do_and_changes_nothing(
+    backup_toml, saved, host, tmp_path
+):
+    _, args = member_at(host / "etcd")
+    before = listing(tmp_path)
+    result = invoke(backup_toml, "latest", *args, "--dry-run", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert listing(tmp_path) == before
+    document = json.loads(result.stdout)
+    assert document["dry_run"] is True
+    assert document["data_dir"] == str(host / "etcd") and document["occupied"] is True
+    assert document["moved_aside_to"].startswith(str(host / "etcd.etcdops-"))
+    assert document["etcdutl"]["bump_revision"] is False
+    assert document["revision"].startswith("staging etcd if the snapshot's compaction samples")
+    assert document["name"] == "cp-1" and document["members"] == ["cp-1"]
+    assert document["token_generated"] is True and document["initial_cluster_token"] is None
+    backup = document["backup"]
+    assert (backup["id"], backup["store"], backup["good_copies"]) == (saved.id, "local", ["local"])
+    assert backup["snapshot_size"] == saved.snapshot_size
+    # the plain snapshot and the restored data dir, and while a staging etcd runs its own two
+    assert document["space_needed"] == 3 * saved.snapshot_size
+    assert document["free_bytes"] > document["space_needed"] and document["enough_space"]
+    text = invoke(backup_toml, "latest", *args, "--dry-run", env={"COLUMNS": "300"})
+    assert text.exit_code == 0, text.output
+    out = " ".join(text.stdout.split())
+    assert "nothing was read or changed" in out and f"backup {saved.id} in local store" in out
+    assert listing(tmp_path) == before
+
+
+def test_dry_run_of_stdin_reads_none_of_it(backup_toml, host, tmp_path):
+    _, args = member_at(host / "etcd")
+    before = listing(tmp_path)
+    # stdin stays open and empty: a dry run that read it would wait for ever
+    process = subprocess.Popen(
+        [str(ETCDOPS), "restore", "-", *args, "--dry-run", "-o", "json", "--config",
+         str(backup_toml)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.wait(timeout=60) == 0, process.stderr.read()
+        document = json.loads(process.stdout.read())
+    finally:
+        process.kill()
+        process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            pipe.close()
+    assert document["backup"] == {"source": "standard input", "read": False}
+    assert document["space_needed"] is None and document["enough_space"] is None
+    assert document["revision"].startswith("none")
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize(("case", "code"), [
+    ("bad initial cluster", 2), ("data dir is a file", 2), ("an etcd runs on it", 11),
+    ("wrong identity", 12), ("missing etcdutl", 1),
+])
+def test_dry_run_refuses_as_a_restore_does(
+    backup_toml, saved, host, tmp_path, etcd_loaded, case, code
+):
+    _, args = member_at(host / "etcd")
+    env = {}
+    if case == "bad initial cluster":
+        args[args.index("--initial-cluster") + 1] = "cp-2=http://127.0.0.1:1"
+    elif case == "data dir is a file":
+        (host / "file").write_text("x")
+        args[args.index("--data-dir") + 1] = str(host / "file")
+    elif case == "an etcd runs on it":
+        args[args.index("--data-dir") + 1] = str(etcd_loaded.cluster.members[0].data_dir)
+    elif case == "wrong identity":
+        assert CliRunner().invoke(app, ["keys", "generate", "--out",
+                                        str(tmp_path / "other.txt")]).exit_code == 0
+        env["ETCDOPS_ENCRYPTION_IDENTITY_FILE"] = str(tmp_path / "other.txt")
+    else:
+        env["ETCDOPS_ETCD_ETCDUTL"] = str(tmp_path / "no-etcdutl")
+    before = listing(tmp_path)
+    result = invoke(backup_toml, "latest", *args, "--dry-run", env=env)
+    assert result.exit_code == code, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    assert listing(tmp_path) == before
