@@ -9,9 +9,7 @@ catalogue (which copies are verified), the identity against the manifest's recip
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +96,9 @@ def check_prerequisites(
         if member.remote:
             supports.append(_remote_member(member, plan, snapshot_size, reporter, found))
         else:
-            supports.append(_local_member(config, member, snapshot_size, found))
+            supports.append(
+                _local_member(config, member, plan, snapshot_size, reporter, found)
+            )
     found.bump_flags = bool(supports) and all(supports)
     if not found.failures:
         found.add("revision", "", _revision_plan(config, found.bump_flags))
@@ -179,49 +179,102 @@ def _identity(config: Config, view: BackupView, found: Preflight) -> None:
     found.add("identity", "", f"{config.encryption.identity_file} is a recipient of the backup")
 
 
+def _restore_args(member: PlanMember, plan: Plan) -> list[str]:
+    """The member's place in the restored cluster, as `etcdops restore` takes it."""
+    return ["--data-dir", str(member.data_dir), "--name", member.name,
+            "--initial-cluster", plan.initial_cluster,
+            "--initial-advertise-peer-urls", member.peer_url]
+
+
 def _local_member(
-    config: Config, member: PlanMember, snapshot_size: int | None, found: Preflight
+    config: Config, member: PlanMember, plan: Plan, snapshot_size: int | None,
+    reporter: Reporter, found: Preflight,
 ) -> bool:
-    """etcdutl, the data dir and the disk of a member on this host; whether etcdutl bumps."""
-    from etcdops.etcd.binaries import find_binary
-    from etcdops.restore.datadir import aside_path, check_target
-    from etcdops.restore.revision import etcdutl_bumps
+    """A member on this host: what its restore's own dry run says (member flags, data dir,
+    etcdutl, free space), refused as the restore would refuse; whether its etcdutl bumps."""
+    from etcdops.restore.member import STDIN_REF, RestoreRequest
+    from etcdops.restore.preflight import dry_run
 
     where = f"{member.name} (this host)"
-    bumps = False
+    request = RestoreRequest(
+        ref=STDIN_REF, data_dir=member.data_dir, name=member.name,
+        initial_cluster=plan.initial_cluster, peer_urls=member.peer_url,
+    )
     try:
-        etcdutl = find_binary("etcdutl", config.etcd.etcdutl)
-        bumps = etcdutl_bumps(etcdutl)
-        found.add("etcdutl", where, f"{etcdutl}, " + (
-            "has --bump-revision --mark-compacted" if bumps else "without --bump-revision"
-        ))
-    except EtcdopsError as exc:
-        found.fail("etcdutl", where, exc)
-    try:
-        target = check_target(member.data_dir)
+        checked = dry_run(config, request, reporter)
     except LockedError as exc:
         # an etcd that still runs on it is what the stop step is for
         found.add("data dir", where, f"{exc.message}: the stop step must stop it; it is then "
                   "moved aside")
-        target = None
+        return _local_etcdutl(config, where, found)
     except EtcdopsError as exc:
-        found.fail("data dir", where, exc)
-        return bumps
-    if target is not None:
-        found.add("data dir", where, (
-            f"{target.path} would be moved aside to {aside_path(target.path, datetime.now(UTC))}"
-            if target.occupied else f"{target.path} is absent or empty: nothing to move aside"
-        ))
-    _disk(member.data_dir.expanduser().resolve().parent, where, snapshot_size, found)
+        found.fail("etcdutl" if isinstance(exc, ToolError) else "data dir", where, exc)
+        return False
+    return _restore_findings(checked.as_dict(), where, snapshot_size, found)
+
+
+def _local_etcdutl(config: Config, where: str, found: Preflight) -> bool:
+    from etcdops.etcd.binaries import find_binary
+    from etcdops.restore.revision import etcdutl_bumps
+
+    try:
+        etcdutl = find_binary("etcdutl", config.etcd.etcdutl)
+    except EtcdopsError as exc:
+        found.fail("etcdutl", where, exc)
+        return False
+    bumps = etcdutl_bumps(etcdutl)
+    found.add("etcdutl", where, _etcdutl_detail(str(etcdutl), bumps))
     return bumps
 
 
-def _disk(directory: Path, where: str, snapshot_size: int | None, found: Preflight) -> None:
+def _etcdutl_detail(path: str, bumps: bool) -> str:
+    return f"{path}, " + ("has --bump-revision --mark-compacted" if bumps
+                          else "without --bump-revision")
+
+
+def _remote_member(
+    member: PlanMember, plan: Plan, snapshot_size: int | None, reporter: Reporter,
+    found: Preflight,
+) -> bool:
+    """A member on another host: it answers through its prefix, and its etcdops's restore dry
+    run (`restore - --dry-run`) passes there; whether its etcdutl bumps."""
+    where = f"{member.name} ({member.host})"
+    host = Host(member.name, member.exec, member.etcdops, reporter=reporter)
+    probe = host.probe(PROBE_TIMEOUT)
+    if not probe.ok:
+        cls = ToolError if probe.reachable else HostUnreachableError
+        found.fail("host", where, cls(probe.problem or "the host did not answer", probe.hint))
+        return False
+    found.add("host", where, f"reachable in {probe.seconds:.1f}s, etcdops {probe.etcdops_version}")
     try:
-        free = shutil.disk_usage(directory).free
-    except OSError:
-        return  # the data dir check above already says what is wrong with the directory
-    _judge_disk(str(directory), free, where, snapshot_size, found)
+        document = host.etcdops_json(
+            ["restore", "-", "--dry-run", *_restore_args(member, plan)],
+            timeout=_REMOTE_CHECK_TIMEOUT,
+        )
+    except LockedError as exc:
+        found.add("data dir", where, f"{exc.message}: the stop step must stop it; it is then "
+                  "moved aside")
+        return False  # its etcdutl is not known: a staging etcd advances the revision instead
+    except EtcdopsError as exc:
+        found.fail("etcdutl" if isinstance(exc, ToolError) else "data dir", where, exc)
+        return False
+    return _restore_findings(document, where, snapshot_size, found)
+
+
+def _restore_findings(
+    document: dict[str, Any], where: str, snapshot_size: int | None, found: Preflight
+) -> bool:
+    """What a restore's dry run reported (restore.preflight.DryRun.as_dict, here or from
+    another host); whether that etcdutl bumps."""
+    etcdutl = document["etcdutl"]
+    bumps = bool(etcdutl["bump_revision"])
+    found.add("etcdutl", where, _etcdutl_detail(str(etcdutl["path"]), bumps))
+    data_dir, aside = document["data_dir"], document["moved_aside_to"]
+    found.add("data dir", where, f"{data_dir} would be moved aside to {aside}" if aside
+              else f"{data_dir} is absent or empty: nothing to move aside")
+    _judge_disk(str(Path(data_dir).parent), int(document["free_bytes"]), where, snapshot_size,
+                found)
+    return bumps
 
 
 def _judge_disk(
@@ -240,52 +293,6 @@ def _judge_disk(
         return
     found.add("disk", where, f"{format_size(free)} free in {directory} (about "
               f"{format_size(needed)} needed)")
-
-
-def _remote_member(
-    member: PlanMember, plan: Plan, snapshot_size: int | None, reporter: Reporter,
-    found: Preflight,
-) -> bool:
-    """The host of a member reached through its prefix: it answers, and its etcdops says
-    (`restore - --dry-run`) what its etcdutl, data dir and disk are; whether etcdutl bumps."""
-    where = f"{member.name} ({member.host})"
-    host = Host(member.name, member.exec, member.etcdops, reporter=reporter)
-    probe = host.probe(PROBE_TIMEOUT)
-    if not probe.ok:
-        cls = ToolError if probe.reachable else HostUnreachableError
-        found.fail("host", where, cls(probe.problem or "the host did not answer", probe.hint))
-        return False
-    found.add("host", where, f"reachable in {probe.seconds:.1f}s, etcdops {probe.etcdops_version}")
-    try:
-        document = host.etcdops_json(
-            ["restore", "-", "--dry-run", "--data-dir", str(member.data_dir), "--name",
-             member.name, "--initial-cluster", plan.initial_cluster,
-             "--initial-advertise-peer-urls", member.peer_url],
-            timeout=_REMOTE_CHECK_TIMEOUT,
-        )
-    except EtcdopsError as exc:
-        found.fail("data dir", where, exc)
-        return False
-    return _remote_findings(document, where, snapshot_size, found)
-
-
-def _remote_findings(
-    document: dict[str, Any], where: str, snapshot_size: int | None, found: Preflight
-) -> bool:
-    """What a remote `restore - --dry-run` reported, as this host's checks report it."""
-    etcdutl = document.get("etcdutl") or {}
-    bumps = bool(etcdutl.get("bump_revision"))
-    found.add("etcdutl", where, f"{etcdutl.get('path')}, " + (
-        "has --bump-revision --mark-compacted" if bumps else "without --bump-revision"
-    ))
-    data_dir = document.get("data_dir")
-    aside = document.get("would_move_to")
-    found.add("data dir", where, f"{data_dir} would be moved aside to {aside}" if aside
-              else f"{data_dir} is absent or empty: nothing to move aside")
-    free = document.get("free_bytes")
-    if isinstance(free, int):
-        _judge_disk(f"{data_dir}'s parent", free, where, snapshot_size, found)
-    return bumps
 
 
 def _files(plan: Plan, view: BackupView | None, found: Preflight) -> None:

@@ -6,6 +6,7 @@ target."""
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import time
@@ -332,10 +333,43 @@ def test_the_dry_run_lists_every_failed_prerequisite_and_exits_with_the_first(
     result = dr_run(config, plan, "--dry-run", env={"COLUMNS": "250"})
     assert result.exit_code == 1, result.output  # the first failure: etcdutl, a ToolError
     failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
-    assert len(failed) == 4, result.stdout  # etcdutl twice, the data dir, the host
-    assert "(4 failed; nothing was touched)" in result.stdout
-    assert sum("etcdutl" in line for line in failed) == 2
+    # etcd-1's etcdutl; etcd-2's data dir (its restore refuses that first); etcd-3's host
+    assert len(failed) == 3, result.stdout
+    assert "(3 failed; nothing was touched)" in result.stdout
+    assert [line.split("│")[1].strip() for line in failed] == ["etcdutl", "data dir", "host"]
     assert any("is a file, not a directory" in line for line in failed)
     assert any("cannot reach member etcd-3" in line for line in failed)
     assert result.stderr.count("error: ") == 1
     assert listing(tmp_path) == before
+
+
+def test_a_member_on_another_host_is_restored_and_started_through_its_ssh_prefix(
+    aws, tmp_path, old_hosts, launcher, sshd
+):
+    saved, cluster = aws, old_hosts
+    members = [Member.of(m) for m in cluster.members]
+    members[2].exec, members[2].etcdops = sshd.prefix, ETCDOPS
+    remote = cluster.members[2]
+    start = launcher.commands(cluster)
+    start[2] = f"{sshd.prefix} {shlex.quote(start[2])}"  # as `ssh cp-3 systemctl start etcd`
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
+    plan = plan_toml(tmp_path / "plan.toml", members, start=start)
+    checked = dr_run(config, plan, "--dry-run", "-o", "json")
+    assert checked.exit_code == 0, checked.output
+    prerequisites = json.loads(checked.stdout)["prerequisites"]
+    where = f"etcd-3 ({sshd.prefix})"
+    assert {c["check"] for c in prerequisites if c["where"] == where} == {
+        "host", "etcdutl", "data dir", "disk"}
+    with Kubelets(cluster.client_urls, saved.objects):
+        result = dr_run(config, plan, "-o", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert all(step["verdict"] == "ok" for step in report["steps"])
+    member = report["members"][2]
+    assert member["host"] == sshd.prefix and member["data_dir"] == str(remote.data_dir)
+    (aside,) = member["moved_aside"]
+    assert (Path(aside) / "member" / "old").read_text() == "etcd-3's old data"
+    assert (remote.data_dir / "member" / "wal").is_dir()
+    assert every_key(cluster) == saved.objects
+    # the snapshot went to the other host on stdin: no plaintext was left beside its data dir
+    assert not list(remote.data_dir.parent.glob(".etcdops-*"))
