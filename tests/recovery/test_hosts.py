@@ -23,7 +23,9 @@ from etcdops.errors import (
     ToolError,
     UsageError,
 )
-from etcdops.etcd.local import free_port
+from etcdops.etcd.binaries import find_binary
+from etcdops.etcd.local import LocalEtcd, free_port
+from etcdops.etcd.session import EtcdSession
 from etcdops.recovery.hosts import STOP_GRACE, Host
 
 # ssh's PATH on the far side lacks the venv
@@ -292,3 +294,66 @@ def test_a_local_command_that_cannot_run_says_so():
     assert probe.reachable and not probe.ok
     assert probe.problem == "on cp-1 (this host): cannot run /nonexistent/etcdops: " \
         "No such file or directory"
+
+
+def plain_snapshot(etcd_loaded, tmp_path: Path) -> Path:
+    """The orchestrator's side: a plain snapshot in a 0700 directory of its own."""
+    work = tmp_path / "orchestrator"
+    work.mkdir(mode=0o700)
+    plain = work / "snapshot.db"
+    endpoint = etcd_loaded.cluster.client_urls[0]
+    subprocess.run([str(find_binary("etcdctl")), f"--endpoints={endpoint}", "snapshot", "save",
+                    str(plain)], check=True, capture_output=True, timeout=60)
+    return plain
+
+
+def restore_there(host: Host, member: LocalEtcd, plain: Path) -> dict:
+    return host.etcdops_json(
+        ["restore", "-", "--data-dir", str(member.data_dir), "--name", member.name,
+         "--initial-cluster", member.initial_cluster,
+         "--initial-advertise-peer-urls", member.peer_url,
+         "--initial-cluster-token", "recovery-1", "--bump-revision", "0"],
+        stdin_path=plain, timeout=300)
+
+
+def test_a_plain_snapshot_streamed_through_ssh_restores_a_member_on_that_host(
+    sshd, etcd_loaded, tmp_path
+):
+    plain = plain_snapshot(etcd_loaded, tmp_path)
+    # the far side: the member's data dir and, beside it, nothing else before or after
+    host_dir = tmp_path / "cp-2"
+    host_dir.mkdir()
+    member = LocalEtcd("cp-2", host_dir / "data", log_path=tmp_path / "cp-2.log")
+    document = restore_there(Host("cp-2", sshd.prefix, etcdops=ETCDOPS), member, plain)
+    assert document["data_dir"] == str(member.data_dir)
+    assert document["initial_cluster_token"] == "recovery-1"
+    assert [p.name for p in host_dir.iterdir()] == ["data"]  # its scratch dir is gone
+    assert oct(member.data_dir.stat().st_mode & 0o777) == "0o700"
+    assert sshd.sessions() == []
+    member.start()
+    try:
+        with EtcdSession(member.etcd_config()) as session:
+            kvs, _ = session.get_prefix(b"/")
+    finally:
+        member.stop()
+    assert {kv.key: kv.value for kv in kvs} == etcd_loaded.objects
+
+
+def test_a_stream_cut_short_fails_the_restore_there_with_nothing_changed(
+    sshd, etcd_loaded, tmp_path
+):
+    # what the far side sees when this side dies mid-stream: end of input, early
+    plain = plain_snapshot(etcd_loaded, tmp_path)
+    cut = plain.with_name("cut.db")
+    cut.write_bytes(plain.read_bytes()[: plain.stat().st_size // 2])
+    host_dir = tmp_path / "cp-2"
+    host_dir.mkdir()
+    old = host_dir / "data"
+    old.mkdir(mode=0o700)
+    (old / "kept").write_text("the old member's")
+    member = LocalEtcd("cp-2", old, log_path=tmp_path / "cp-2.log")
+    with pytest.raises(IntegrityError, match=r"^on cp-2 \(ssh .*\): ") as raised:
+        restore_there(Host("cp-2", sshd.prefix, etcdops=ETCDOPS), member, cut)
+    assert exit_code_for(raised.value) == 15
+    assert [p.name for p in host_dir.iterdir()] == ["data"]
+    assert [p.name for p in old.iterdir()] == ["kept"]
