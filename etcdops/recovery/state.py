@@ -141,6 +141,6 @@ def read_state(path: Path, plan: Plan) -> RecoveryState | None:
     if state.completed_at is not None:
         raise UsageError(
             f"the recovery of {plan.path} already completed at {state.completed_at}",
-            f"remove {path} to run a new recovery (it restores over the cluster running now)",
+            f"remove {path} to run a new recovery: it restores over the cluster that runs now",
         )
     return state

@@ -8,7 +8,9 @@ in the file; it parses as it is written (tests load it back).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +20,6 @@ from etcdops.config import Config
 from etcdops.errors import EtcdopsError, UsageError
 from etcdops.recovery.steps import NODE_LEASES
 from etcdops.stores.local import AtomicFile
-from etcdops.units import format_duration
 
 DATA_DIR = "/var/lib/etcd"
 _PEER_PORT = 2380
@@ -74,7 +75,9 @@ def _cluster(
 
     try:
         with EtcdSession(config.etcd) as session:
-            listed = [m for m in session.members() if not m.is_learner]
+            # by name: the member list's order (by id) means nothing to an operator
+            listed = sorted((m for m in session.members() if not m.is_learner),
+                            key=lambda m: m.name)
             leases = sum(len(page) for page in session.key_revisions(NODE_LEASES))
     except EtcdopsError as exc:
         guessed = tuple(_guess(index, endpoint) for index, endpoint in
@@ -101,6 +104,42 @@ def _guess(index: int, endpoint: str) -> TemplateMember:
     return TemplateMember(
         f"member-{index}", f"{parts.scheme}://{parts.hostname}:{_PEER_PORT}", url
     )
+
+
+def _placement(members: tuple[TemplateMember, ...]) -> list[tuple[str, str]]:
+    """Each member's exec prefix and data dir, guessed: "" for a peer URL on this host, else
+    `ssh root@HOST`; /var/lib/etcd, or /var/lib/etcd-NAME where one host runs several members
+    (a plan with two members on one data dir is refused)."""
+    local = _local_names()
+    prefixes = []
+    for member in members:
+        host = urlsplit(member.peer_url).hostname or ""
+        prefixes.append("" if host.lower() in local else f"ssh root@{host}")
+    return [
+        (prefix, DATA_DIR if prefixes.count(prefix) == 1 else _own_data_dir(member.name))
+        for member, prefix in zip(members, prefixes, strict=True)
+    ]
+
+
+def _own_data_dir(name: str) -> str:
+    return f"/var/lib/{name}" if name.startswith("etcd") else f"{DATA_DIR}-{name}"
+
+
+def _local_names() -> set[str]:
+    """The names and addresses this host answers to."""
+    names = {"localhost", "127.0.0.1", "::1", socket.gethostname().lower(),
+             socket.getfqdn().lower()}
+    # a host whose own name does not resolve has its loopback names only
+    with contextlib.suppress(OSError):
+        names |= {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)}
+    return names
+
+
+def _duration(seconds: float) -> str:
+    """A duration as a plan writes it: "5m", "90s"."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
 
 
 def _q(text: str) -> str:
@@ -135,16 +174,16 @@ def plan_text(
         "",
         "[targets]",
         "# restore time: steps 1-2, until etcd serves again (default [dr] restore_target)",
-        f"restore = {_q(format_duration(dr.restore_target))}",
+        f"restore = {_q(_duration(dr.restore_target))}",
         "# recovery time: steps 1-5 (default [dr] recovery_target); a missed target never",
         "# stops a recovery: it finishes, and then exits 16",
-        f"recovery = {_q(format_duration(dr.recovery_target))}",
+        f"recovery = {_q(_duration(dr.recovery_target))}",
         "",
         "# One [[members]] table per member of the restored cluster. Every member is restored",
         "# from the same snapshot with the same --initial-cluster (built from these tables) and",
         "# one new cluster token.",
     ]
-    for member in members:
+    for member, (prefix, data_dir) in zip(members, _placement(members), strict=True):
         lines += [
             "[[members]]",
             f"name = {_q(member.name)}",
@@ -152,11 +191,12 @@ def plan_text(
             f"client_url = {_q(member.client_url)}      # step 2 checks it here ([etcd] TLS, auth)",
             "# etcd's --data-dir on that host: one that is there is moved aside as",
             "# DIR.etcdops-<UTC time>, never deleted",
-            f"data_dir = {_q(DATA_DIR)}",
+            f"data_dir = {_q(data_dir)}",
             "# \"\" when the member runs on this host; for another host, the command prefix",
             "# that runs a command there, e.g. \"ssh root@<host>\" (the snapshot is streamed to",
-            "# `etcdops restore -` there; etcdops must be installed on that host)",
-            'exec = ""',
+            "# `etcdops restore -` there; etcdops must be installed on that host). Guessed",
+            "# from the peer URL's host: check it.",
+            f"exec = {_q(prefix)}",
             "# etcdops = \"etcdops\"   # etcdops on that host, as the prefix runs it",
             "",
         ]
@@ -181,9 +221,9 @@ def plan_text(
         "",
         "# Step 3: nodes reconnect: this many node leases under /registry/leases/kube-node-lease/",
         "# renewed after the restore"
-        + (f" ({expect} in the cluster when this was written)" if node_leases is not None
-           else " (set it to the number of nodes)")
-        + ", and/or a command that exits 0 once they have.",
+        + (f" ({expect} in the cluster when this was written)," if node_leases is not None
+           else " (set it to the number of nodes),"),
+        "# and/or a command that exits 0 once they have.",
         "[steps.nodes]",
         f"expect = {expect}",
         "# command = \"kubectl wait --for=condition=Ready nodes --all --timeout=2m\"",
