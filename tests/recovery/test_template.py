@@ -24,7 +24,7 @@ def dr_plan(config: Path, plan: Path, *args: str):
 def config_for(tmp_path: Path, endpoints: list[str]) -> Path:
     path = tmp_path / "etcdops.toml"
     quoted = ", ".join(f'"{endpoint}"' for endpoint in endpoints)
-    path.write_text(f'cluster = "prod"\n[etcd]\nendpoints = [{quoted}]\n'
+    path.write_text(f'cluster = "prod"\n[etcd]\nendpoints = [{quoted}]\ndial_timeout = "500ms"\n'
                     '[backup]\ninclude_files = ["/etc/kubernetes/enc.yaml"]\n')
     return path
 
