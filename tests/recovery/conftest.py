@@ -180,6 +180,7 @@ def plan_toml(
     check_timeout: str = "20s",
     start_timeout: str = "60s",
     files_to: Path | None = None,
+    pods_command: str | None = None,
 ) -> Path:
     """A plan of the issue's shape for these members."""
     lines = ['backup = "latest"', f"source = {_toml(source)}", "[targets]"]
@@ -195,6 +196,7 @@ def plan_toml(
         "[steps.start]", f"commands = {_toml(start)}", f"timeout = {_toml(start_timeout)}",
         "[steps.nodes]", f"expect = {nodes_expect}", f"timeout = {_toml(check_timeout)}",
         "[steps.pods]", f"min_updated = {pods_min}", f"timeout = {_toml(check_timeout)}",
+        *([f"command = {_toml(pods_command)}"] if pods_command else []),
         "[steps.controllers]", f"require_keys = {_toml(list(require_keys))}",
         f"timeout = {_toml(check_timeout)}",
     ]

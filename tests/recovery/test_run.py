@@ -373,3 +373,52 @@ def test_a_member_on_another_host_is_restored_and_started_through_its_ssh_prefix
     assert every_key(cluster) == saved.objects
     # the snapshot went to the other host on stdin: no plaintext was left beside its data dir
     assert not list(remote.data_dir.parent.glob(".etcdops-*"))
+
+
+def test_a_check_not_met_in_time_is_timed_out_and_the_run_goes_on_to_exit_16(
+    aws, tmp_path, launcher
+):
+    saved = aws
+    cluster = rebuilt_hosts(tmp_path / "hosts")
+    tried = tmp_path / "tried-once"
+    # fails the first time, succeeds when tried again: a check command is retried
+    command = f"test -e {tried} || {{ touch {tried}; exit 1; }}"
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=launcher.commands(cluster), nodes_expect=1000, check_timeout="3s",
+                     pods_command=command)
+    with Kubelets(cluster.client_urls, saved.objects):
+        result = dr_run(config, plan, "-o", "json")
+    assert result.exit_code == 16, result.output
+    report = json.loads(result.stdout)
+    nodes, pods, controllers = report["steps"][3:]
+    assert nodes["verdict"] == "timed out" and nodes["detail"].startswith("not within 3.0s")
+    assert "(expected 1000)" in nodes["detail"] and 3 <= nodes["seconds"] < 10
+    assert pods["verdict"] == "ok" and f"`{command}` succeeded" in pods["detail"]
+    assert controllers["verdict"] == "ok"  # the run went on past the timed-out step
+    assert report["completed"] and report["targets_missed"] == [
+        "step 3 (Nodes reconnect) timed out"]
+    assert report["restore_time"]["met"] and report["recovery_time"]["met"]
+    assert "warning: target missed: step 3 (Nodes reconnect) timed out" in result.stderr
+
+
+def test_a_stop_command_that_fails_ends_the_run_with_the_report_so_far(
+    aws, tmp_path, old_hosts, launcher
+):
+    saved, cluster = aws, old_hosts
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=launcher.commands(cluster),
+                     stop=["true", "echo kubelet is still running >&2; exit 3"])
+    before = listing(tmp_path / "hosts")
+    result = dr_run(config, plan, "-q", "-o", "json")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1
+    assert "exited 3: kubelet is still running" in result.stderr
+    report = json.loads(result.stdout)  # one document: the report, carrying the error
+    assert report["error"]["exit_code"] == 1 and report["error"]["type"] == "ToolError"
+    assert [step["verdict"] for step in report["steps"]] == ["failed"] + ["not run"] * 5
+    assert report["resume_at"] == {"step": 0, "name": "stop"}
+    assert listing(tmp_path / "hosts") == before
+    state = json.loads((tmp_path / "plan.toml.state.json").read_text())
+    assert state["steps"] == {} and state["backup_id"] == saved.manifest.id
