@@ -23,8 +23,6 @@ from etcdops.stores.local import AtomicFile
 STATE_VERSION = 1
 # the stop step, then the seed's five: the order of a run and of its report
 STEP_NAMES = ("stop", "restore", "start", "nodes", "pods", "controllers")
-# a step with one of these verdicts is done: a rerun goes past it
-FINISHED = ("ok", "timed out")
 
 
 @dataclass
@@ -55,7 +53,8 @@ class RecoveryState:
     restore_started_at: str | None = None  # step 1's first start: the targets count from it
     members: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> where, aside
     files: dict[str, Any] | None = None  # the included files put back, once they are
-    steps: dict[str, StepRecord] = field(default_factory=dict)  # finished steps only
+    # finished steps only (ok, or timed out): a rerun goes past them; a failed one is redone
+    steps: dict[str, StepRecord] = field(default_factory=dict)
     completed_at: str | None = None
     warnings: list[str] = field(default_factory=list)
 
