@@ -71,7 +71,8 @@ class CommandsStep:
 
 @dataclass(frozen=True)
 class RestoreStep:
-    # downloading and decoding the backup, and etcdutl on every member
+    # downloading and decoding the backup, and etcdutl on every member: checked before each
+    # member (a local etcdutl runs to its end), and a remote member's restore gets what is left
     timeout: float = opt("duration", 1800.0, within=("1s", "1d"))
 
 

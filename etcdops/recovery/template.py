@@ -203,7 +203,8 @@ def plan_text(
     expect = node_leases if node_leases is not None else 0
     lines += [
         "# Before step 1: stop what writes to etcd or holds its data dirs, on every host. Each",
-        "# command runs with `sh -c` on this host and must exit 0; reach other hosts with ssh.",
+        "# command runs with `sh -c` on this host and must exit 0; reach other hosts with ssh",
+        "# (a host that is gone fails its command: add `|| true` where that is fine).",
         "[steps.stop]",
         'commands = ["systemctl stop kubelet", "systemctl stop etcd"]',
         "# e.g. \"ssh root@cp-2 systemctl stop kubelet etcd\"",
