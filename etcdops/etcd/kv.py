@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -174,24 +175,48 @@ class KVCalls(Connections):
         connection = self._connection(url)
         put, request = connection.stub("KV").Put, etcdrpc.PutRequest(key=key)
         timeout = self.config.command_timeout
-        # one put waits on fsync; many in flight share each one (etcd batches its proposals)
-        pending: deque[Any] = deque()
-        revision = 0
-        try:
-            for _ in range(count):
-                if len(pending) == in_flight:
-                    revision = max(revision, pending.popleft().result().header.revision)
-                pending.append(put.future(request, timeout=timeout, metadata=connection.metadata))
-            while pending:
-                revision = max(revision, pending.popleft().result().header.revision)
-        except grpc.RpcError as exc:
-            raise rpc_error(exc, url, f"{count} puts of {key!r}", timeout,
-                            self.config.user) from exc
-        finally:
-            for future in pending:
-                future.cancel()
-        return int(revision)
+        stop = threading.Event()
+        outcome: list[Any] = []
 
+        def writes() -> None:
+            # one put waits on fsync; many in flight share each one (etcd batches proposals)
+            pending: deque[Any] = deque()
+            revision = 0
+            try:
+                for _ in range(count):
+                    if stop.is_set():
+                        break
+                    if len(pending) == in_flight:
+                        revision = max(revision, pending.popleft().result().header.revision)
+                    pending.append(put.future(request, timeout=timeout,
+                                              metadata=connection.metadata))
+                while pending:
+                    revision = max(revision, pending.popleft().result().header.revision)
+                outcome.append(int(revision))
+            except grpc.RpcError as exc:
+                outcome.append(rpc_error(exc, url, f"{count} puts of {key!r}", timeout,
+                                         self.config.user))
+            except Exception as exc:  # raised again in the caller's thread
+                outcome.append(exc)
+            finally:
+                for future in pending:
+                    future.cancel()
+
+        # on a thread of their own: Ctrl-C or SIGTERM (a KeyboardInterrupt in the main thread)
+        # landing inside grpc's call bookkeeping leaves a call that channel.close() waits for
+        # forever; here it lands in join(), and the writes stop at the next put
+        worker = threading.Thread(target=writes, name="put-revisions", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.1)
+        except BaseException:
+            stop.set()
+            worker.join()
+            raise
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return int(outcome[0])
 
 def prefix_end(prefix: bytes) -> bytes:
     """The range_end that makes a Range cover every key starting with prefix (as etcdctl does)."""

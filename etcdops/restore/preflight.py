@@ -18,7 +18,8 @@ from pathlib import Path
 from etcdops.backup.manifest import Manifest
 from etcdops.backup.readback import locate
 from etcdops.config import Config
-from etcdops.errors import CryptoError, StorageError
+from etcdops.errors import CryptoError, StorageError, ToolError
+from etcdops.etcd.binaries import find_binary
 from etcdops.report import Reporter
 from etcdops.restore.datadir import Target, aside_path
 from etcdops.restore.member import STDIN_REF, RestoreRequest, bump_flags_for, check_request
@@ -95,7 +96,7 @@ def dry_run(
         revision = f"{FLAGS} (by {request.bump_revision or config.restore.bump_revision:,})"
     elif request.bump_revision == 0:
         revision = "none (--bump-revision 0)"
-    elif created and config.restore.bump_budget > 0:
+    elif created and config.restore.bump_budget > 0 and _has_etcd():
         revision = (f"{STAGING} if the snapshot's compaction samples give a write rate and the "
                     "gap fits [restore] bump_budget, else none (restart what watches)")
     else:
@@ -113,6 +114,15 @@ def dry_run(
         warnings=(f"{parent} has {format_size(free)} free; the restore needs about "
                   f"{format_size(needed or 0)} there",) if short else (),
     )
+
+
+def _has_etcd() -> bool:
+    """Whether a staging etcd can run here (etcd runs in a container on many hosts)."""
+    try:
+        find_binary("etcd")
+    except ToolError:
+        return False
+    return True
 
 
 def _locate(

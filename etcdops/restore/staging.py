@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from etcdops.config import Config
 from etcdops.errors import EtcdopsError, IntegrityError, ToolError
+from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.etcdutl import run_etcdutl
 from etcdops.etcd.local import LOOPBACK, LocalEtcd, free_port
 from etcdops.etcd.samples import parse_sample
@@ -146,6 +147,10 @@ def stage_bump(
     """Advance the plain snapshot's revision (the backup's `revision`, taken at `created`) on a
     staging etcd under work, by what the backup's age and the cluster's write rate call for;
     the staged snapshot lands in work, or the reason it was not made."""
+    try:
+        find_binary("etcd")
+    except ToolError as exc:  # etcd runs in a container on many hosts: etcdutl is all there is
+        return StagingOutcome(None, f"no etcd binary here for a staging etcd ({exc.message})")
     member = throwaway_member(work / "staging", config, STAGING_NAME)
     member.data_dir.parent.mkdir()
     restore_into(etcdutl, plain, source, member, reporter)
@@ -155,6 +160,9 @@ def stage_bump(
         with EtcdSession(member.etcd_config(command_timeout=_CALL_TIMEOUT)) as session:
             run = _Run(config, session, member.client_url, reporter)
             return run.advance(revision, created, clock() - created, work / STAGED_NAME)
+    except EtcdopsError as exc:
+        # the plain snapshot is intact: the restore goes on from it, and says what to restart
+        return StagingOutcome(None, f"the staging etcd failed: {exc.message.splitlines()[0]}")
     finally:
         member.stop()
         # the staging data dir is as large as the database: free the disk for the members

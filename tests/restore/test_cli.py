@@ -17,6 +17,7 @@ from etcdops.backup.readback import fetch_snapshot
 from etcdops.backup.save import save_snapshot
 from etcdops.cli.main import app
 from etcdops.etcd.local import LocalEtcd, free_port
+from etcdops.etcd.samples import Sample, sample_key, sample_value
 from etcdops.etcd.session import EtcdSession
 from etcdops.report import LogReporter
 from tests.backup.two_regions import toml_for, with_s3
@@ -119,7 +120,7 @@ def wait_for(condition, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("during", ["download", "etcdutl"])
+@pytest.mark.parametrize("during", ["download", "the staging etcd's etcdutl", "etcdutl"])
 def test_sigterm_leaves_the_data_dir_as_it_was_and_no_temporary_files(
     backup_config, etcd_loaded, s3, s3_proxy, host, tmp_path, during
 ):
@@ -138,9 +139,12 @@ def test_sigterm_leaves_the_data_dir_as_it_was_and_no_temporary_files(
         started = ready.exists
     toml = toml_for(with_s3(backup_config, s3, primary_url=proxy.url), tmp_path / "r.toml")
     before = listing(host)
+    # without the option a staging etcd is restored first (to look for samples); with 0, the
+    # member's own etcdutl is the first
+    bump = ["--bump-revision", "0"] if during == "etcdutl" else []
     process = subprocess.Popen(
         [sys.executable, "-m", "etcdops", "restore", "latest", *member_args(host / "etcd"),
-         "--from", "primary", "--config", str(toml)],
+         "--from", "primary", *bump, "--config", str(toml)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -342,3 +346,52 @@ def test_dry_run_refuses_as_a_restore_does(
     assert result.exit_code == code, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
     assert listing(tmp_path) == before
+
+
+def staging_etcds(path: Path) -> list[str]:
+    """The command lines of staging etcds running with their data dir below path."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # it exited meanwhile
+        if "--name=etcdops-staging" in text and f"--data-dir={path}" in text:
+            found.append(text)
+    return found
+
+
+def test_sigterm_while_the_staging_etcd_writes_stops_it_and_leaves_nothing(
+    backup_config, backup_toml, etcd_loaded, host
+):
+    # a sample that makes the cluster look busy: ~10^8 revisions in the 1000 s before the
+    # backup, so even a second's age is a gap of minutes of writes (within a 1h budget)
+    with EtcdSession(backup_config.etcd) as session:
+        revision = session.status(etcd_loaded.cluster.client_urls[0]).revision
+        sample = Sample(time.time() - 1000, revision - 10**8, None)
+        session.put_many([(sample_key(backup_config.compaction.prefix.encode(), sample.time,
+                                      "test"), sample_value(sample))])
+    save_snapshot(backup_config, LogReporter())
+    toml = backup_toml
+    toml.write_text(toml.read_text() + '[restore]\nbump_budget = "1h"\n')
+    _, args = member_at(host / "etcd")
+    before = listing(host)
+    process = subprocess.Popen([str(ETCDOPS), "restore", "latest", *args, "--config", str(toml)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in process.stderr:  # the events, as they happen
+            seen.append(line)
+            if "advancing the revision by" in line:
+                break
+        assert process.poll() is None, "".join(seen)
+        assert staging_etcds(host), "no staging etcd running"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert f"interrupted; {host / 'etcd'} is as it was" in stderr
+    assert staging_etcds(host) == []  # the staging etcd was stopped
+    assert listing(host) == before  # its data dir, the plaintext, the working dir: all gone
