@@ -1,9 +1,10 @@
-"""`etcdops demo`: the whole job on an embedded default."""
+"""`etcdops demo`: the whole job on an embedded default, ending with a disaster and its recovery."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from etcdops.cli import exitcodes
 from etcdops.cli.common import Invocation, command
 from etcdops.cli.render import table
 from etcdops.units import format_duration
@@ -16,16 +17,32 @@ def demo(
         int, typer.Option(help="How many Kubernetes objects to load.", min=1)
     ] = 3000,
     keep: Annotated[bool, typer.Option(help="Keep the demo's directory to look around.")] = False,
-) -> None:
-    """Run a throwaway etcd, load Kubernetes objects, back up, check and fetch; then clean up."""
+) -> int:
+    """Run a throwaway three-member etcd, load Kubernetes objects, back up, check and fetch;
+    then kill the cluster and recover it with `dr run` from the replica region; then clean up."""
     from etcdops.demo.run import run_demo
 
     report = run_demo(run.reporter(), objects=objects, keep=keep)
+    recovery = report.recovery
     rows = [[s.name, format_duration(s.seconds), s.detail] for s in report.steps]
-    run.emit(report.as_dict(), lambda console: (
-        console.print(table("etcdops demo", ["step", "took", "what happened"], rows)),
+
+    def render(console: Any) -> None:
+        from etcdops.cli.dr import _print as print_recovery  # dr run's own report
+
+        console.print(table("etcdops demo", ["step", "took", "what happened"], rows))
+        if recovery is not None:
+            print_recovery(console, recovery)
         console.print(
             f"demo files kept in {report.workdir}" if report.kept else "demo files removed",
             markup=False,
-        ),
-    ))
+        )
+
+    run.emit(report.as_dict(), render)
+    if recovery is None:
+        return exitcodes.OK
+    for warning in recovery.warnings:
+        run.warn(warning)
+    # as dr run: a recovery that missed a target finished, and says so with its exit code
+    for missed in recovery.missed:
+        run.warn(f"target missed: {missed}")
+    return exitcodes.TARGET_MISSED if recovery.target_missed else exitcodes.OK

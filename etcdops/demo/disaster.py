@@ -99,6 +99,7 @@ def start_scripts(cluster: LocalCluster) -> list[tuple[Path, Path]]:
     """Write each member's start script (etcd detached, its pid in a file) as an operator's
     `systemctl start etcd`: the plan's start commands run them. (script, pid file) pairs."""
     written = []
+    cluster.base_dir.mkdir(parents=True, exist_ok=True)
     for member in cluster.members:
         script = cluster.base_dir / f"{member.name}.start.sh"
         pid_file = cluster.base_dir / f"{member.name}.pid"
