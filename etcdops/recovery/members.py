@@ -1,19 +1,21 @@
 """Step 1 of a recovery: every member restored from one snapshot of one backup.
 
-The backup is decoded once (restore.member.prepared_snapshot, which also advances the revision
-on a staging etcd when some member's etcdutl cannot bump it), then each member gets that same
-snapshot with the same --initial-cluster and cluster token: a local member through
-restore_prepared, a member on another host as `etcdops restore -` through its exec prefix, the
-snapshot streamed to it on stdin. Its included files go back on this host first, when the plan
-says where (a conflict then stops the step before any data dir is touched). Each data dir that
-was there is moved aside by the restore, never deleted.
+The backup is decoded once, before the stop step (restore.member.prepared_snapshot, which also
+advances the revision on a staging etcd when some member's etcdutl cannot bump it), then each
+member gets that same snapshot with the same --initial-cluster and cluster token: a local member
+through restore_prepared, a member on another host as `etcdops restore -` through its exec
+prefix, the snapshot streamed to it on stdin. Its included files go back on this host first,
+when the plan says where (a conflict then stops the step before any data dir is touched). Each
+data dir that was there is moved aside by the restore, never deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etcdops.config import Config
 from etcdops.errors import ToolError
@@ -23,12 +25,18 @@ from etcdops.recovery.state import RecoveryState
 from etcdops.report import Reporter
 from etcdops.stores.configured import Stores
 
+if TYPE_CHECKING:
+    from etcdops.restore.member import Prepared
 
-def restore_members(
+
+@contextlib.contextmanager
+def prepared_backup(
     config: Config, plan: Plan, state: RecoveryState, reporter: Reporter, *,
-    stores: Stores, bump_flags: bool, deadline: float,
-) -> str:
-    """Restore every member of the plan from state.backup_id; what was done, in words."""
+    stores: Stores, bump_flags: bool,
+) -> Iterator[Prepared]:
+    """The chosen backup downloaded, checked and decoded once (and its revision advanced when
+    it must be), before the stop step: a backup that fails in every store then stops the
+    recovery while the control plane still runs as it did."""
     from etcdops.restore.member import prepared_snapshot
 
     assert state.backup_id is not None, "the backup is chosen before step 1"
@@ -41,19 +49,27 @@ def restore_members(
         state.revision = prepared.plan.as_dict(prepared.revision)
         state.warnings = list(dict.fromkeys(state.warnings + list(prepared.warnings)))
         state.save()
-        files = _restore_files(config, plan, state, reporter, stores)
-        for member in plan.members:
-            if time.monotonic() >= deadline:
-                raise ToolError(
-                    f"step 1 ran out of time before member {member.name} was restored",
-                    "give [steps.restore] a longer timeout in the plan",
-                )
-            restored = _restore_one(config, plan, state, member, prepared, reporter, deadline)
-            record = state.members.setdefault(member.name, {"moved_aside": []})
-            record.update(host=member.host, data_dir=restored["data_dir"])
-            if restored["moved_aside"]:
-                record["moved_aside"].append(restored["moved_aside"])
-            state.save()
+        yield prepared
+
+
+def restore_members(
+    config: Config, plan: Plan, state: RecoveryState, prepared: Prepared, reporter: Reporter,
+    *, stores: Stores, deadline: float,
+) -> str:
+    """Restore every member of the plan from the prepared backup; what was done, in words."""
+    files = _restore_files(config, plan, state, reporter, stores)
+    for member in plan.members:
+        if time.monotonic() >= deadline:
+            raise ToolError(
+                f"step 1 ran out of time before member {member.name} was restored",
+                "give [steps.restore] a longer timeout in the plan",
+            )
+        restored = _restore_one(config, plan, state, member, prepared, reporter, deadline)
+        record = state.members.setdefault(member.name, {"moved_aside": []})
+        record.update(host=member.host, data_dir=restored["data_dir"])
+        if restored["moved_aside"]:
+            record["moved_aside"].append(restored["moved_aside"])
+        state.save()
     where = f" from the {state.store} store" if state.store else ""
     revision = prepared.plan.revision_after(prepared.revision)
     bumped = (f"revision {prepared.revision} -> {revision} ({prepared.plan.method})"
@@ -72,7 +88,7 @@ def _work_dir(plan: Plan) -> Path | None:
 
 
 def _restore_one(
-    config: Config, plan: Plan, state: RecoveryState, member: PlanMember, prepared: Any,
+    config: Config, plan: Plan, state: RecoveryState, member: PlanMember, prepared: Prepared,
     reporter: Reporter, deadline: float,
 ) -> dict[str, Any]:
     """One member from the prepared snapshot; its data dir and where the old one went."""

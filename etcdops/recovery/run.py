@@ -13,16 +13,18 @@ report says what was missed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etcdops.config import Config
 from etcdops.errors import EtcdopsError, Interrupted
 from etcdops.etcd.session import EtcdSession
 from etcdops.lock import HostLock
 from etcdops.recovery import steps
-from etcdops.recovery.members import restore_members
+from etcdops.recovery.members import prepared_backup, restore_members
 from etcdops.recovery.plan import Plan, default_state_path, load_plan
 from etcdops.recovery.prereqs import Preflight, check_prerequisites
 from etcdops.recovery.report import RecoveryReport, build_report, step_label
@@ -37,6 +39,9 @@ from etcdops.recovery.state import (
 from etcdops.report import Reporter
 from etcdops.stores.configured import Stores, open_stores
 from etcdops.units import format_duration
+
+if TYPE_CHECKING:
+    from etcdops.restore.member import Prepared
 
 # a member that is down must not hold a poll for the whole configured dial timeout
 _POLL_DIAL_TIMEOUT = 2.0
@@ -112,6 +117,8 @@ class _Run:
         self.reporter, self.stores = reporter, stores
         self.ran: dict[str, StepRecord] = {}
         self.bump_flags = False
+        self.prepared: Prepared | None = None  # the decoded backup, from before stop to step 1
+        self.prepare_started_at, self.prepare_seconds = "", 0.0
         etcd = config.etcd
         self.session = EtcdSession(dataclasses.replace(
             etcd, endpoints=tuple(member.client_url for member in plan.members),
@@ -125,9 +132,16 @@ class _Run:
         state.save()  # from here on a rerun resumes, with this backup and token
         failure: BaseException | None = None
         try:
-            for name in STEP_NAMES:
-                if name not in state.steps:
+            with contextlib.ExitStack() as snapshot:
+                for name in STEP_NAMES:
+                    if name in state.steps:
+                        continue
+                    if name in ("stop", "restore") and self.prepared is None:
+                        self._prepare(snapshot)
                     state.finish(self._step(name))
+                    if name == "restore":
+                        snapshot.close()  # the plain snapshot goes as soon as it has served
+                        self.prepared = None
         except KeyboardInterrupt:
             failure = Interrupted(
                 f"interrupted during {step_label(str(state.next_step))}; {state.path} keeps "
@@ -158,13 +172,33 @@ class _Run:
         self.bump_flags = found.bump_flags
         _choose_backup(self.state, found)
 
+    def _prepare(self, snapshot: contextlib.ExitStack) -> None:
+        """Step 1 begins with the backup decoded, before the stop step touches anything; its
+        time counts in step 1's, and the targets count from its start."""
+        started_at, started = now_iso(), time.monotonic()
+        if self.state.restore_started_at is None:
+            self.state.restore_started_at = started_at
+            self.state.save()
+        self.reporter.event(f"{step_label('restore')}: the backup is read and decoded first")
+        try:
+            self.prepared = snapshot.enter_context(prepared_backup(
+                self.config, self.plan, self.state, self.reporter, stores=self.stores,
+                bump_flags=self.bump_flags,
+            ))
+        except BaseException as exc:
+            detail = getattr(exc, "message", None) or "interrupted"
+            self.ran["restore"] = StepRecord("restore", started_at, now_iso(),
+                                             time.monotonic() - started, "failed", detail)
+            raise
+        self.prepare_started_at, self.prepare_seconds = started_at, time.monotonic() - started
+
     def _step(self, name: str) -> StepRecord:
         """Run one step, timed; a hard failure is recorded as failed and raised."""
         label = step_label(name)
         started_at, started = now_iso(), time.monotonic()
-        if name == "restore" and self.state.restore_started_at is None:
-            self.state.restore_started_at = started_at  # the targets count from here
-            self.state.save()
+        if name == "restore":
+            # the decode before the stop step is step 1's too
+            started_at, started = self.prepare_started_at, started - self.prepare_seconds
         timeout = getattr(self.plan.steps, name).timeout
         self.reporter.event(f"{label}: started (timeout {format_duration(timeout)})")
         try:
@@ -189,9 +223,10 @@ class _Run:
             detail = steps.run_commands(plan.steps.stop.commands, deadline, reporter, "stop")
             return steps.Outcome("ok", detail)
         if name == "restore":
+            assert self.prepared is not None, "the backup is decoded before step 1"
             return steps.Outcome("ok", restore_members(
-                self.config, plan, state, reporter, stores=self.stores,
-                bump_flags=self.bump_flags, deadline=deadline,
+                self.config, plan, state, self.prepared, reporter, stores=self.stores,
+                deadline=deadline,
             ))
         if name == "start":
             ran = steps.run_commands(plan.steps.start.commands, deadline, reporter, "start")
