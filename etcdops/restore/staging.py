@@ -123,7 +123,6 @@ def save_checked(chunks: Iterable[bytes], out: Path, source: str) -> Checked:
 class Staged:
     path: Path  # the staging etcd's snapshot: the backup's keys, the revision advanced
     plan: RevisionPlan
-    leases: int  # kept alive while it ran
 
 
 @dataclass(frozen=True)
@@ -222,7 +221,7 @@ class _Run:
                 f"{format_duration(time.monotonic() - started)}; taking the staging snapshot"
             )
             save_checked(session.snapshot_stream(url), out, "the staging etcd's snapshot")
-        return StagingOutcome(Staged(out, staged_plan(final - revision), keeper.count), None)
+        return StagingOutcome(Staged(out, staged_plan(final - revision)), None)
 
     def _lost_keys(self, before: int) -> str | None:
         after = self.session.count_keys()
