@@ -48,6 +48,13 @@ def restore(
         "with etcdutl's "
         "flags if it has them, else a staging etcd within [restore] bump_budget, else a "
         "warning of what to restart].", show_default=False)] = None,
+    files_to: Annotated[Path | None, typer.Option(
+        "--files-to", help="Also put the backup's included files ([backup] include_files) back "
+        "under DIR at their own paths ('/' puts each where it was); done first, so an existing "
+        "file stops the restore before the data dir is touched.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="With --files-to: replace existing files (each kept as a hidden "
+        ".NAME.etcdops-<UTC time> beside it).")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check every prerequisite and say what a restore would do, reading "
         "no backup (manifests only) and no standard input, and changing nothing.")] = False,
@@ -60,29 +67,53 @@ def restore(
     fits [restore] bump_budget; otherwise the report says which components to restart. Not for
     re-adding one failed member to a live cluster (that is member remove/add).
     """
+    from etcdops.errors import UsageError
     from etcdops.restore.member import STDIN_REF, RestoreRequest, restore_member
 
+    if force and files_to is None:
+        raise UsageError("--force replaces included files", "add --files-to DIR, or leave it out")
+    if files_to is not None and ref == STDIN_REF:
+        raise UsageError("--files-to reads a backup or a file, not standard input",
+                         "give the backup id or the .db.zst.age file")
+    if files_to is not None and dry_run:
+        raise UsageError("--files-to writes files, which a dry run does not",
+                         "leave out --files-to, or --dry-run")
+    config = run.config()
     request = RestoreRequest(
         ref=ref, data_dir=data_dir, name=name, initial_cluster=initial_cluster,
         peer_urls=peer_urls, token=token, store=source.value if source else None,
         bump_revision=bump_revision,
     )
+    files = None
+    if files_to is not None:
+        import dataclasses
+
+        from etcdops.restore.files import restore_files
+        from etcdops.restore.member import check_request
+
+        check_request(config, request)  # a member that would be refused writes no files either
+        files = restore_files(config, ref, files_to, run.reporter(), force=force,
+                              store=request.store)
+        if files.backup_id:
+            # the member from the very backup whose files went back: `latest` may move
+            request = dataclasses.replace(request, ref=files.backup_id)
     if dry_run:
         from etcdops.restore.preflight import dry_run as check
 
-        checked = check(run.config(), request, run.reporter())
+        checked = check(config, request, run.reporter())
         run.emit(checked.as_dict(), lambda console: console.print(_dry_run_report(checked)))
         warnings: tuple[str, ...] = checked.warnings
     else:
         stdin = sys.stdin.buffer if ref == STDIN_REF else None
-        result = restore_member(run.config(), request, run.reporter(), stdin=stdin)
-        run.emit(result.as_dict(), lambda console: console.print(_report(result)))
+        result = restore_member(config, request, run.reporter(), stdin=stdin)
+        run.emit(result.as_dict() | {"files": files.as_dict() if files else None},
+                 lambda console: console.print(_report(result, files)))
         warnings = result.warnings
     for warning in warnings:
         run.warn(warning)
 
 
-def _report(result: Any) -> Any:
+def _report(result: Any, files: Any) -> Any:
     member, plan = result.member, result.revision_plan
     what = f"backup {result.backup_id}" if result.backup_id else result.source
     where = f" from the {result.store} store" if result.store else ""
@@ -107,6 +138,10 @@ def _report(result: Any) -> Any:
                  f"etcdutl {format_duration(took['etcdutl'])}, total "
                  f"{format_duration(took['total'])}"),
         *(("fell back", note) for note in result.fallbacks),
+        *((("included files", f"{len(files.files)} put back under {files.dest_dir}"
+            if files.files else "none in this backup"),) if files else ()),
+        *(("kept aside", str(file.moved_aside)) for file in (files.files if files else ())
+          if file.moved_aside),
     ])
 
 

@@ -274,3 +274,51 @@ def test_a_file_without_a_manifest_gives_its_files_checked_by_age_alone(tmp_path
     target = tmp_path / "dest/etc/kubernetes/enc.yaml"
     assert target.read_bytes() == b"keys" and stat.S_IMODE(target.stat().st_mode) == 0o640
     assert os.listdir(tmp_path / "dest") == ["etc"]
+
+
+def test_restore_files_to_puts_them_back_first_and_an_existing_one_stops_it_all(
+    files_config, saved_with_files, host, backup_toml, tmp_path
+):
+    def restore(*extra: str):
+        peer = "http://127.0.0.1:2380"
+        return CliRunner().invoke(app, [
+            "restore", saved_with_files.id, "--data-dir", str(data_dir), "--name", "cp-1",
+            "--initial-cluster", f"cp-1={peer}", "--initial-advertise-peer-urls", peer,
+            "--files-to", str(dest), *extra, "--config", str(backup_toml), "-o", "json",
+        ])
+
+    data_dir, dest = tmp_path / "member" / "etcd", tmp_path / "restored"
+    data_dir.mkdir(parents=True)
+    (data_dir / "old").write_text("the old data dir")
+    first = restore()
+    assert first.exit_code == 0, first.output
+    document = json.loads(first.stdout)
+    assert document["backup_id"] == saved_with_files.id
+    assert len(document["files"]["files"]) == len(host) > 0
+    for path, (content, _mode, _mtime) in host.items():
+        assert restored_at(dest, path).read_bytes() == content
+    assert (data_dir / "member").is_dir() and document["moved_aside"]
+
+    # again: the files are there now, so nothing is touched, the new data dir included
+    before_files, before_member = tree(dest), tree(data_dir.parent)
+    again = restore()
+    assert again.exit_code == 2, again.output
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "--force" in errors[0]
+    assert tree(dest) == before_files and tree(data_dir.parent) == before_member
+
+    forced = restore("--force")
+    assert forced.exit_code == 0, forced.output
+    assert all(file["moved_aside"] for file in json.loads(forced.stdout)["files"]["files"])
+    assert tree(dest) != before_files  # the old copies kept aside beside the new ones
+
+
+def test_force_without_files_to_is_a_usage_error(backup_toml, tmp_path):
+    result = CliRunner().invoke(app, [
+        "restore", "latest", "--data-dir", str(tmp_path / "d"), "--name", "a",
+        "--initial-cluster", "a=http://127.0.0.1:2380",
+        "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--force",
+        "--config", str(backup_toml),
+    ])
+    assert result.exit_code == 2 and "--files-to" in result.stderr
+    assert not (tmp_path / "d").exists()
