@@ -128,6 +128,7 @@ def prepared_snapshot(
     bump_revision: int | None = None,
     stdin: BinaryIO | None = None,
     clock: Callable[[], float] = time.time,
+    shared: bool = True,
 ) -> Iterator[Prepared]:
     """Decode REF once, with every check, into a 0700 directory in `under` (default: the
     system's temporary directory) that is removed when the block ends, however it ends; and
@@ -138,7 +139,9 @@ def prepared_snapshot(
     bump_revision 0 means no bump and no warning (the caller advanced the revision or reports
     it); None means a staging etcd advances the revision by the gap the snapshot's write rate
     and the backup's age call for, within [restore] bump_budget, else the restart warning.
-    REF '-' reads a plain snapshot from `stdin`. `clock` is the wall clock the age is read from."""
+    REF '-' reads a plain snapshot from `stdin`. `clock` is the wall clock the age is read from.
+    shared=False: this snapshot serves one member of several, each restored on its own, so no
+    staging etcd runs (each member's would write its own number of revisions)."""
     if bump_flags and bump_revision == 0:
         raise UsageError("--bump-revision 0 means no bump: it cannot go with etcdutl's flags")
     if not bump_flags and bump_revision:
@@ -162,6 +165,12 @@ def prepared_snapshot(
             plan = flags_plan(bump_revision or config.restore.bump_revision)
         elif bump_revision == 0:
             plan = unbumped_plan(None)
+        elif not shared:
+            plan = unbumped_plan(restart_warning(
+                f"{no_flags(etcdutl)}; a staging etcd advances one snapshot for every member, "
+                "and members restored one by one would each get their own revisions: restore "
+                "them all with `etcdops dr run` for a bumped snapshot"
+            ))
         else:
             staging = time.monotonic()
             plain, plan = _stage(config, etcdutl, plain, status, revision, work, reporter, clock)
@@ -220,7 +229,7 @@ def restore_member(
         with prepared_snapshot(
             config, request.ref, reporter, store=request.store, stores=stores,
             under=target.path.parent, bump_flags=flags, bump_revision=request.bump_revision,
-            stdin=stdin,
+            stdin=stdin, shared=len(member.members) == 1,
         ) as prepared:
             return _restore(prepared, member, target, etcdutl, reporter, started)
     except KeyboardInterrupt:

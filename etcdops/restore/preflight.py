@@ -96,6 +96,9 @@ def dry_run(
         revision = f"{FLAGS} (by {request.bump_revision or config.restore.bump_revision:,})"
     elif request.bump_revision == 0:
         revision = "none (--bump-revision 0)"
+    elif len(member.members) > 1:
+        revision = ("none: one member of several restored on its own gets no staging etcd "
+                    "(restart what watches, or restore them all with dr run)")
     elif created and config.restore.bump_budget > 0 and _has_etcd():
         revision = (f"{STAGING} if the snapshot's compaction samples give a write rate and the "
                     "gap fits [restore] bump_budget, else none (restart what watches)")

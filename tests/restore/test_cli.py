@@ -79,6 +79,24 @@ def test_json_is_the_result_document(backup_toml, saved, host):
     assert document["warnings"] and document["fallbacks"] == []
 
 
+def test_one_member_of_several_gets_no_staging_etcd_of_its_own(backup_toml, saved, host):
+    # each member's staging etcd would write its own number of revisions: members that must
+    # hold the same data would not; dr run stages once for all of them
+    peer, other = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
+    args = ["--data-dir", str(host / "etcd"), "--name", "cp-1",
+            "--initial-cluster", f"cp-1={peer},cp-2={other}", "--initial-advertise-peer-urls",
+            peer, "-o", "json"]
+    dry = invoke(backup_toml, saved.id, *args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["revision"].startswith("none: one member of several")
+    result = invoke(backup_toml, saved.id, *args)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["revision"]["method"] == "none" and "staging" not in document["durations"]
+    assert any("etcdops dr run" in warning and "restart kube-apiserver" in warning
+               for warning in document["warnings"])
+
+
 @pytest.mark.parametrize(("case", "code"), [
     ("bad initial cluster", 2), ("data dir is a file", 2), ("wrong identity", 12),
     ("corrupt object", 15), ("missing etcdutl", 1),
