@@ -27,7 +27,7 @@ def demo(
     rows = [[s.name, format_duration(s.seconds), s.detail] for s in report.steps]
 
     def render(console: Any) -> None:
-        from etcdops.cli.dr import _print as print_recovery  # dr run's own report
+        from etcdops.cli.dr import print_report as print_recovery  # dr run's own report
 
         console.print(table("etcdops demo", ["step", "took", "what happened"], rows))
         if recovery is not None:

@@ -73,7 +73,7 @@ def run_plan(
                               "type": type(failure).__name__}
     if report is not None:
         _write_report(report, document)
-    run.emit(document, lambda console: _print(console, result))
+    run.emit(document, lambda console: print_report(console, result))
     for warning in result.warnings:
         run.warn(warning)
     if failure is not None:
@@ -93,7 +93,7 @@ def _write_report(path: Path, document: dict[str, Any]) -> None:
         target.write((json.dumps(document, indent=2, default=str) + "\n").encode())
 
 
-def _print(console: Any, result: Any) -> None:
+def print_report(console: Any, result: Any) -> None:
     if result.dry_run:
         _print_dry_run(console, result)
         return
