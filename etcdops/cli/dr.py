@@ -94,6 +94,7 @@ def _write_report(path: Path, document: dict[str, Any]) -> None:
 
 
 def print_report(console: Any, result: Any) -> None:
+    """dr run's report as a table and summary (or the dry run's checks), for dr and the demo."""
     if result.dry_run:
         _print_dry_run(console, result)
         return
