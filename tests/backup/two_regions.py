@@ -16,8 +16,9 @@ def with_s3(config, s3, *, primary_url=None, replica_url=None):
     )
 
 
-def toml_for(config, path, s3_settings=""):
-    """The config as an operator's etcdops.toml (s3_settings: more lines for the [s3] table)."""
+def toml_for(config, path, s3_settings="", replica_settings=""):
+    """The config as an operator's etcdops.toml (s3_settings: more lines for the [s3] table,
+    which the replica inherits unless replica_settings, for [s3.replica], set its own)."""
     lines = [f'cluster = "{config.cluster}"', "[etcd]",
              f'endpoints = ["{config.etcd.endpoints[0]}"]', "[encryption]",
              f'recipients = ["{config.encryption.recipients[0]}"]',
@@ -27,8 +28,7 @@ def toml_for(config, path, s3_settings=""):
         lines.append(f"[{table}]")
         for name in ("bucket", "region", "prefix", "endpoint_url"):
             lines.append(f'{name} = "{getattr(location, name)}"')
-        if table == "s3":
-            lines.append(s3_settings)
+        lines.append(s3_settings if table == "s3" else replica_settings)
     path.write_text("\n".join(lines) + "\n")
     return path
 
