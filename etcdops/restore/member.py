@@ -37,11 +37,9 @@ from etcdops.restore.revision import (
     restart_warning,
     unbumped_plan,
 )
-from etcdops.restore.staging import save_checked, stage_bump
+from etcdops.restore.staging import ETCDUTL_TIMEOUT, save_checked, stage_bump
 from etcdops.stores.configured import Stores
 
-# an 8 GiB database (the seed's quota) on a slow disk takes minutes; an hour means stuck
-ETCDUTL_TIMEOUT = 3600.0
 BUILT_NAME = "data"
 STDIN_REF = "-"  # a plain snapshot on standard input: how `dr run` hands one to another host
 

@@ -41,7 +41,8 @@ STAGING_NAME = "etcdops-staging"
 STAGED_NAME = "staged.db"
 # a restored member replays no WAL, but a large database takes a while to open
 START_WAIT = 60.0
-# an 8 GiB database (the seed's quota) on a slow disk takes minutes; an hour means stuck
+# an `etcdutl snapshot restore` of an 8 GiB database (the seed's quota) on a slow disk takes
+# minutes; an hour means stuck (the staging etcd's and every member's)
 ETCDUTL_TIMEOUT = 3600.0
 # enough puts to see the host's write speed (a fraction of a second), few enough to be cheap
 CALIBRATION_WRITES = 2000
