@@ -69,7 +69,7 @@ class Prepared:
     status: SnapshotStatus  # what was read, from which store, which copies failed first
     revision: int | None  # the backup's snapshot revision, before any bump
     plan: RevisionPlan  # the flags every member's etcdutl gets, the method, the bump, a warning
-    durations: dict[str, float]  # download_decode, and staging when a staging etcd ran
+    durations: dict[str, float]  # download_decode, and staging when a staging etcd was tried
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -170,35 +170,40 @@ def prepared_snapshot(
                 "them all with `etcdops dr run` for a bumped snapshot"
             ))
         else:
-            staging = time.monotonic()
-            plain, plan = _stage(config, etcdutl, plain, status, revision, work, reporter, clock)
-            durations["staging"] = round(time.monotonic() - staging, 3)
+            plain, plan, staged_for = _stage(
+                config, etcdutl, plain, status, revision, work, reporter, clock
+            )
+            if staged_for is not None:
+                durations["staging"] = round(staged_for, 3)
         yield Prepared(plain, status, revision, plan, durations)
 
 
 def _stage(
     config: Config, etcdutl: Path, plain: Path, status: SnapshotStatus, revision: int,
     work: Path, reporter: Reporter, clock: Callable[[], float],
-) -> tuple[Path, RevisionPlan]:
-    """The snapshot advanced on a staging etcd, or the plain one and the reason it was not."""
+) -> tuple[Path, RevisionPlan, float | None]:
+    """The snapshot advanced on a staging etcd, or the plain one and the reason it was not;
+    and how long the staging took, None when none was tried."""
     why = no_flags(etcdutl)
     if status.created_at is None:
         return plain, unbumped_plan(restart_warning(
             f"{why}; a snapshot without a manifest has no age to estimate the revisions clients "
             "may have seen since, so no staging etcd advanced it"
-        ))
+        )), None
     if config.restore.bump_budget <= 0:
         return plain, unbumped_plan(restart_warning(
             f"{why}; [restore] bump_budget is 0s, so no staging etcd advanced it"
-        ))
+        )), None
     created = datetime.fromisoformat(status.created_at).timestamp()
+    started = time.monotonic()
     outcome = stage_bump(
         config, etcdutl, plain, status.source, revision, created, work, reporter, clock=clock
     )
+    took = time.monotonic() - started
     if outcome.staged is None:
-        return plain, unbumped_plan(restart_warning(f"{why}; {outcome.reason}"))
+        return plain, unbumped_plan(restart_warning(f"{why}; {outcome.reason}")), took
     plain.unlink()  # the staged snapshot replaces it: the disk holds one snapshot, not two
-    return outcome.staged.path, outcome.staged.plan
+    return outcome.staged.path, outcome.staged.plan, took
 
 
 def restore_prepared(

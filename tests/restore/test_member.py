@@ -230,3 +230,14 @@ def test_a_parent_that_cannot_be_written_is_a_storage_error_before_any_read(
     finally:
         subprocess.run(["chattr", "-i", str(occupied)], check=True)
     assert unchanged(occupied) == before
+
+
+def test_no_staging_time_is_reported_when_no_staging_etcd_ran(backup_config, saved, tmp_path):
+    from etcdops.backup.readback import fetch_snapshot
+
+    plain = tmp_path / "plain.db"  # no manifest: no age, so no staging etcd
+    fetch_snapshot(backup_config, saved.id, plain, LogReporter())
+    result = restore_member(backup_config, request(new_member(tmp_path / "r"), str(plain)),
+                            LogReporter())
+    assert "without a manifest has no age" in result.warnings[0]
+    assert set(result.durations) == {"download_decode", "etcdutl", "total"}
