@@ -45,9 +45,9 @@ def restore(
         "--bump-revision", min=0, max=10**12, help="Add N to the revision with etcdutl's "
         "--bump-revision --mark-compacted (refused if this etcdutl lacks them); 0: no bump "
         "and no restart warning (the caller advanced it) [default: [restore] bump_revision "
-        "with etcdutl's "
-        "flags if it has them, else a staging etcd within [restore] bump_budget, else a "
-        "warning of what to restart].", show_default=False)] = None,
+        "with etcdutl's flags if it has them; else, for a cluster of one member, a staging "
+        "etcd within [restore] bump_budget; else a warning of what to restart].",
+        show_default=False)] = None,
     files_to: Annotated[Path | None, typer.Option(
         "--files-to", help="Also put the backup's included files ([backup] include_files) back "
         "under DIR at their own paths ('/' puts each where it was); done first, so an existing "
@@ -62,10 +62,12 @@ def restore(
     """Restore one member of a new cluster from a backup, with etcdutl.
 
     Every member of one recovery gets the same backup (by id), --initial-cluster and token.
-    The revision is moved past what clients may have seen since the backup: by etcdutl where
-    it offers --bump-revision (etcd 3.5.10+, 3.6), else on a staging etcd on loopback when that
-    fits [restore] bump_budget; otherwise the report says which components to restart. Not for
-    re-adding one failed member to a live cluster (that is member remove/add).
+    The revision is moved past what clients may have seen since the backup by etcdutl where
+    it offers --bump-revision (etcd 3.5.10+, 3.6). Without it, a cluster of one member is
+    advanced on a staging etcd on loopback when that fits [restore] bump_budget; one member of
+    several gets none (each would get its own revisions: `etcdops dr run` stages once for all)
+    and the report says which components to restart. Not for re-adding one failed member to a
+    live cluster (that is member remove/add).
     """
     from etcdops.errors import UsageError
     from etcdops.restore.member import STDIN_REF, RestoreRequest, restore_member

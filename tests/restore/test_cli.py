@@ -413,3 +413,10 @@ def test_sigterm_while_the_staging_etcd_writes_stops_it_and_leaves_nothing(
     assert f"interrupted; {host / 'etcd'} is as it was" in stderr
     assert staging_etcds(host) == []  # the staging etcd was stopped
     assert listing(host) == before  # its data dir, the plaintext, the working dir: all gone
+
+
+def test_help_promises_a_staging_etcd_only_for_a_cluster_of_one_member():
+    text = " ".join(CliRunner().invoke(app, ["restore", "--help"],
+                                       env={"COLUMNS": "200"}).stdout.split())
+    assert "for a cluster of one member, a staging etcd within [restore] bump_budget" in text
+    assert "one member of several gets none" in text and "`etcdops dr run` stages once" in text
