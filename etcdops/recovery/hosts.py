@@ -35,6 +35,7 @@ from etcdops.errors import (
     ConfigError,
     EtcdopsError,
     HostUnreachableError,
+    Interrupted,
     ToolError,
     UsageError,
 )
@@ -49,6 +50,8 @@ _PREFIX_FAILED = 255  # ssh's own failure: no connection, refused key, unknown h
 _TIMED_OUT = (124, 137)  # `timeout` stopped the command (with SIGTERM, with SIGKILL)
 _CANNOT_RUN = (126, 127)  # the shell's (and timeout's) not executable, not found
 _USAGE = 2  # etcdops's exit code for arguments it does not take
+_INTERRUPTED = 130  # etcdops's exit code for Ctrl-C and SIGTERM
+_INTERRUPTS = ("Interrupted", "KeyboardInterrupt")  # the error types it then reports
 
 
 @dataclass(frozen=True)
@@ -262,12 +265,16 @@ class Host:
             "look at what it waits for on that host, or give the step a longer timeout",
         )
 
-    def _remote_error(self, error: dict[str, Any]) -> EtcdopsError:
+    def _remote_error(self, error: dict[str, Any]) -> EtcdopsError | Interrupted:
         """The remote etcdops's error as the same class here, so the exit code is the same."""
+        message, hint = f"on {self.where}: {error.get('message')}", error.get("hint") or None
+        if error.get("exit_code") == _INTERRUPTED or error.get("type") in _INTERRUPTS:
+            # stopped there by Ctrl-C or SIGTERM: an interrupt here too (exit 130), not a failure
+            return Interrupted(message, hint)
         # a type this etcdops lacks: click's own usage errors (NoSuchOption...) exit 2
         fallback = UsageError if error.get("exit_code") == _USAGE else ToolError
         cls = _error_classes().get(str(error.get("type")), fallback)
-        return cls(f"on {self.where}: {error.get('message')}", error.get("hint") or None)
+        return cls(message, hint)
 
 
 def _split(text: str, what: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -20,6 +21,7 @@ from etcdops.errors import (
     ConfigError,
     HostUnreachableError,
     IntegrityError,
+    Interrupted,
     ToolError,
     UsageError,
 )
@@ -357,3 +359,45 @@ def test_a_stream_cut_short_fails_the_restore_there_with_nothing_changed(
     assert exit_code_for(raised.value) == 15
     assert [p.name for p in host_dir.iterdir()] == ["data"]
     assert [p.name for p in old.iterdir()] == ["kept"]
+
+
+def test_a_remote_etcdops_stopped_by_sigterm_is_an_interrupt_here(sshd, tmp_path):
+    fifo = tmp_path / "stream"
+    os.mkfifo(fifo)
+    # a writer that sends nothing: the remote restore waits on its stdin until it is stopped
+    stop = threading.Event()
+    threading.Thread(target=_hold_open, args=(fifo, stop), daemon=True).start()
+    host = Host("cp-2", sshd.prefix, etcdops=ETCDOPS)
+    data_dir = tmp_path / "cp-2" / "data"
+    data_dir.parent.mkdir()
+
+    def remote_restore() -> int:
+        for pid in sshd.sessions():
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"restore" in argv and not argv[0].endswith(b"timeout"):
+                    return pid
+        raise AssertionError("no remote restore runs")
+
+    def terminate_it():
+        # its scratch dir is made once it runs, signal handlers set, before it reads stdin
+        wait_for(lambda: any(data_dir.parent.iterdir()), "the remote restore reads", timeout=30)
+        os.kill(remote_restore(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_it, daemon=True).start()
+    try:
+        with pytest.raises(Interrupted) as raised:
+            host.etcdops_json(["restore", "-", "--data-dir", str(data_dir), "--name", "cp-2",
+                               "--initial-cluster", "cp-2=http://127.0.0.1:2380",
+                               "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+                               "--bump-revision", "0"], stdin_path=fifo, timeout=60)
+    finally:
+        stop.set()
+    assert raised.value.message.startswith(f"on cp-2 ({sshd.prefix}): interrupted")
+    assert exit_code_for(raised.value) == 130
+    assert list(data_dir.parent.iterdir()) == []
+
+
+def _hold_open(fifo: Path, stop: threading.Event) -> None:
+    with fifo.open("wb"):
+        stop.wait(60)
