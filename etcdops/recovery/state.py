@@ -119,13 +119,15 @@ def read_state(path: Path, plan: Plan) -> RecoveryState | None:
             f"fix or remove {path} (removing it starts a new recovery from step 1)",
         ) from exc
     try:
-        if document.pop("version") != STATE_VERSION:
-            raise ValueError("unsupported version")
+        if not isinstance(document, dict):
+            raise ValueError(f"a JSON {type(document).__name__}, not an object")
+        if document.pop("version", None) != STATE_VERSION:
+            raise ValueError(f"not version {STATE_VERSION}")
         document["steps"] = {
             name: StepRecord(**record) for name, record in document["steps"].items()
         }
         state = RecoveryState(path=path, **document)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(
             f"state file {path} is not a recovery state: {exc}",
             f"remove {path} to start a new recovery, or point --state at the right file",

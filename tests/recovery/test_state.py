@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 from etcdops.cli.main import app
 from etcdops.errors import ConfigError, UsageError
 from etcdops.recovery.plan import load_plan
-from etcdops.recovery.state import STEP_NAMES, StepRecord, now_iso, open_state, read_state
+from etcdops.recovery.state import (
+    STATE_VERSION,
+    STEP_NAMES,
+    StepRecord,
+    now_iso,
+    open_state,
+    read_state,
+)
 from tests.recovery.test_plan import EXAMPLE
 
 
@@ -83,11 +90,22 @@ def test_a_completed_recovery_is_refused(plan_file, tmp_path):
     assert f"remove {path} to run a new recovery" in str(raised.value.hint)
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"version": 99}),
-                                     json.dumps({"version": 1, "steps": {}})])
+@pytest.mark.parametrize("content", [
+    "{not json", json.dumps({"version": 99}),
+    json.dumps({"version": STATE_VERSION + 1, "steps": {}}),
+    # valid JSON of the wrong shape: each once ended in an internal error (exit 1)
+    '"x"', "null", "[]", json.dumps({"version": STATE_VERSION, "steps": []}),
+    json.dumps({"version": STATE_VERSION, "steps": {"stop": "done"}}),
+])
 def test_a_state_file_that_is_not_one_is_refused(plan_file, tmp_path, content):
     path = tmp_path / "state.json"
     path.write_text(content)
     with pytest.raises(ConfigError, match=f"state file {path}") as raised:
         read_state(path, load_plan(plan_file))
     assert f"remove {path}" in str(raised.value.hint)
+    config = tmp_path / "etcdops.toml"
+    config.write_text('cluster = "prod"\n')
+    result = CliRunner().invoke(app, ["dr", "run", "--plan", str(plan_file), "--state",
+                                      str(path), "--config", str(config)])
+    assert result.exit_code == 10, result.output
+    assert result.stderr.startswith("error: state file") and result.stderr.count("\n") == 1
