@@ -8,7 +8,6 @@ mistake is a ConfigError naming the key, its file and line, as in etcdops.toml.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +126,6 @@ class Plan:
     steps: Steps = _table(Steps)
     files: FilesPlan = _table(FilesPlan)
     path: Path = field(default=Path("plan.toml"), metadata={"kind": "internal"})
-    sha256: str = field(default="", metadata={"kind": "internal"})
 
     @property
     def store(self) -> str | None:
@@ -138,6 +136,24 @@ class Plan:
     def initial_cluster(self) -> str:
         """--initial-cluster of every member: the same on each."""
         return ",".join(f"{member.name}={member.peer_url}" for member in self.members)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What finished steps depend on: the backup, the source, the members and where the
+        files went. A resume refuses a plan that changed any of it; the steps, the targets and
+        the comments may be edited between runs (a failed command fixed, a timeout raised)."""
+        return {
+            "backup": self.backup,
+            "source": self.source,
+            # a member's `etcdops` is only how etcdops is run there: fixing it changes nothing
+            # that was done
+            "members": [
+                {"name": m.name, "peer_url": m.peer_url, "client_url": m.client_url,
+                 "data_dir": str(m.data_dir), "exec": m.exec}
+                for m in self.members
+            ],
+            "files": {"to": None if self.files.to is None else str(self.files.to),
+                      "force": self.files.force},
+        }
 
     def restore_target(self, config: Config) -> float:
         """Steps 1-2 must end within this many seconds of step 1's start."""
@@ -168,10 +184,10 @@ def load_plan(path: Path) -> Plan:
             f"{path}: TOML syntax error: {exc}",
             "fix the syntax at that line (strings need quotes, tables need [brackets])",
         ) from exc
-    return parse_plan(raw, Origin(path, text), path, hashlib.sha256(data).hexdigest())
+    return parse_plan(raw, Origin(path, text), path)
 
 
-def parse_plan(raw: dict[str, Any], origin: Origin, path: Path, sha256: str) -> Plan:
+def parse_plan(raw: dict[str, Any], origin: Origin, path: Path) -> Plan:
     """A plan from parsed TOML: each table checked as the config's are, then the rules that
     span keys (the source, members unique, a check for each of steps 3-5)."""
     plan = build_table(Plan, raw, (), origin)
@@ -187,7 +203,7 @@ def parse_plan(raw: dict[str, Any], origin: Origin, path: Path, sha256: str) -> 
         )
     _check_members(plan.members, origin)
     _check_steps(plan.steps, origin)
-    return dataclasses.replace(plan, path=path, sha256=sha256)
+    return dataclasses.replace(plan, path=path)
 
 
 def _check_members(members: tuple[PlanMember, ...], origin: Origin) -> None:

@@ -89,7 +89,7 @@ def _dry_run(
     elif existing is not None:
         found.add("state", str(state_path), f"a run resumes at {step_label(existing.next_step)} "
                   f"(the disaster was declared at {existing.declared_at})")
-    state = existing or RecoveryState(state_path, plan.sha256, declared_at="", token="")
+    state = existing or RecoveryState(state_path, plan.fingerprint(), declared_at="", token="")
     _choose_backup(state, found)
     failures = found.failures
     return build_report(

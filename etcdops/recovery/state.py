@@ -1,10 +1,13 @@
 """The state of a recovery in progress, so that a rerun after an interruption resumes.
 
 Written atomically (temporary file, fsync, rename) after each step and whenever something a
-resume must reuse is decided: the plan's sha256 (a changed plan is refused), when the disaster
-was declared (the first run's start), the backup chosen (a resume restores the same one, not a
-newer `latest`), the cluster token, the revision after the restore, and each finished step.
-A completed recovery is never run again: that would restore over a recovered cluster.
+resume must reuse is decided: the plan's fingerprint (what finished steps depend on: the
+backup, the source, the members, the files; a plan that changed any of it is refused, naming
+what changed, while its steps, targets and comments may be edited between runs), when the
+disaster was declared (the first run's start), the backup chosen (a resume restores the same
+one, not a newer `latest`), the cluster token, the revision after the restore, and each
+finished step. A completed recovery is never run again: that would restore over a recovered
+cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from etcdops.errors import ConfigError, UsageError
 from etcdops.recovery.plan import Plan
 from etcdops.stores.local import AtomicFile
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the plan's fingerprint instead of its file's sha256
 # the stop step, then the seed's five: the order of a run and of its report
 STEP_NAMES = ("stop", "restore", "start", "nodes", "pods", "controllers")
 
@@ -42,7 +45,7 @@ class RecoveryState:
     """What a recovery has decided and done so far."""
 
     path: Path
-    plan_sha256: str
+    plan_fingerprint: dict[str, Any]  # Plan.fingerprint() when the recovery began
     declared_at: str  # the first run's start: the data-loss window is the backup's age then
     token: str
     backup_id: str | None = None
@@ -101,7 +104,7 @@ def open_state(path: Path, plan: Plan, cluster: str) -> RecoveryState:
     if existing is not None:
         return existing
     return RecoveryState(
-        path=path, plan_sha256=plan.sha256, declared_at=now_iso(),
+        path=path, plan_fingerprint=plan.fingerprint(), declared_at=now_iso(),
         token=f"{cluster}-recovery-{secrets.token_hex(4)}",
     )
 
@@ -127,17 +130,20 @@ def read_state(path: Path, plan: Plan) -> RecoveryState | None:
             name: StepRecord(**record) for name, record in document["steps"].items()
         }
         state = RecoveryState(path=path, **document)
+        if not isinstance(state.plan_fingerprint, dict):
+            raise ValueError("plan_fingerprint is not an object")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(
             f"state file {path} is not a recovery state: {exc}",
             f"remove {path} to start a new recovery, or point --state at the right file",
         ) from exc
-    if state.plan_sha256 != plan.sha256:
+    changed = plan_changes(state.plan_fingerprint, plan.fingerprint())
+    if changed:
         raise ConfigError(
             f"the plan {plan.path} changed since the recovery recorded in {path} began "
-            f"({', '.join(state.steps) or 'no step'} done)",
-            f"put the plan back as it was to resume, or remove {path} to start a new recovery "
-            "from step 1",
+            f"({', '.join(state.steps) or 'no step'} done): {'; '.join(changed)}",
+            "put those keys back as they were to resume (the steps, targets and comments may "
+            f"change), or remove {path} to start a new recovery from step 1",
         )
     if state.completed_at is not None:
         raise UsageError(
@@ -145,3 +151,30 @@ def read_state(path: Path, plan: Plan) -> RecoveryState | None:
             f"remove {path} to run a new recovery: it restores over the cluster that runs now",
         )
     return state
+
+
+def plan_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two plan fingerprints, in words ('backup', 'members[1] (etcd-2)
+    data_dir', ...); empty when a resume may go on."""
+    changes = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        if key == "members" and isinstance(old, list) and isinstance(new, list) \
+                and len(old) == len(new) and all(isinstance(m, dict) for m in old):
+            for index, (was, member) in enumerate(zip(old, new, strict=True)):
+                fields = [name for name in member if was.get(name) != member[name]]
+                if fields:
+                    changes.append(f"members[{index}] ({was.get('name')}) {', '.join(fields)} "
+                                   f"was {', '.join(repr(was.get(name)) for name in fields)}")
+        else:
+            changes.append(f"{key} was {_shown(old)}, now {_shown(new)}")
+    return changes
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):  # members: their names say enough
+        return "[" + ", ".join(str(m.get("name")) if isinstance(m, dict) else repr(m)
+                               for m in value) + "]"
+    return repr(value)

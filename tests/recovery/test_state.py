@@ -52,16 +52,19 @@ def test_a_new_state_is_not_written_until_saved_and_then_round_trips(plan_file, 
     assert again.revision_after == 1234
 
 
-def test_a_changed_plan_is_refused_naming_the_state_file_and_how_to_start_over(
+def test_a_changed_plan_is_refused_naming_what_changed_the_state_file_and_how_to_start_over(
     plan_file, tmp_path
 ):
     path = tmp_path / "state.json"
     state = open_state(path, load_plan(plan_file), "prod")
     state.finish(record("stop"))
-    plan_file.write_text(EXAMPLE.replace("expect = 5", "expect = 6"))
+    plan_file.write_text(EXAMPLE.replace('data_dir = "/var/lib/etcd"\nexec = "ssh',
+                                         'data_dir = "/srv/etcd"\nexec = "ssh'))
     with pytest.raises(ConfigError) as raised:
         read_state(path, load_plan(plan_file))
-    assert f"changed since the recovery recorded in {path} began (stop done)" in str(raised.value)
+    message = str(raised.value)
+    assert f"changed since the recovery recorded in {path} began (stop done)" in message
+    assert "members[1] (cp-2) data_dir was '/var/lib/etcd'" in message
     assert f"remove {path} to start a new recovery" in str(raised.value.hint)
     config = tmp_path / "etcdops.toml"
     config.write_text('cluster = "prod"\n')
@@ -75,6 +78,43 @@ def test_a_changed_plan_is_refused_naming_the_state_file_and_how_to_start_over(
         else:
             assert result.exit_code == 10, result.output
             assert result.stderr.count("\n") == 1 and "changed since" in result.stderr
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (('backup = "latest"', 'backup = "20260101T000000Z-abcdef"'),
+     "backup was 'latest', now '20260101T000000Z-abcdef'"),
+    (('source = "auto" ', 'source = "replica" '), "source was 'auto', now 'replica'"),
+    (("[steps.stop]", '[files]\nto = "/"\n[steps.stop]'), "files was {'to': None"),
+    (("[steps.stop]", '[[members]]\nname = "cp-3"\npeer_url = "https://10.0.1.13:2380"\n'
+      'client_url = "https://10.0.1.13:2379"\ndata_dir = "/var/lib/etcd"\n'
+      'exec = "ssh root@cp-3"\n[steps.stop]'),
+     "members was [cp-1, cp-2], now [cp-1, cp-2, cp-3]"),
+])
+def test_a_change_to_what_finished_steps_depend_on_is_refused_and_named(
+    plan_file, tmp_path, edit, words
+):
+    path = tmp_path / "state.json"
+    open_state(path, load_plan(plan_file), "prod").finish(record("stop"))
+    assert EXAMPLE.count(edit[0]) == 1
+    plan_file.write_text(EXAMPLE.replace(*edit))
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        read_state(path, load_plan(plan_file))
+
+
+def test_the_steps_targets_and_comments_may_be_edited_before_a_resume(plan_file, tmp_path):
+    """'Fix the command in the plan, then run dr run again': the rerun resumes."""
+    path = tmp_path / "state.json"
+    state = open_state(path, load_plan(plan_file), "prod")
+    state.finish(record("stop"))
+    edited = (EXAMPLE.replace('commands = ["systemctl start etcd"]',
+                              'commands = ["systemctl start etcd.service"]  # fixed')
+              .replace("expect = 5", "expect = 6").replace('recovery = "10m"', 'recovery = "15m"')
+              .replace('timeout = "3m"', 'timeout = "5m"')
+              + "# a comment\n[steps.restore]\ntimeout = \"1h\"\n")
+    assert edited != EXAMPLE
+    plan_file.write_text(edited)
+    resumed = read_state(path, load_plan(plan_file))
+    assert resumed is not None and resumed.token == state.token and resumed.next_step == "restore"
 
 
 def test_a_completed_recovery_is_refused(plan_file, tmp_path):
