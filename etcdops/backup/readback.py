@@ -140,19 +140,44 @@ def first_good(
     attempt: Callable[[BackupSource], T],
     reporter: Reporter,
 ) -> tuple[BackupSource, T, list[str]]:
-    """Try each copy in turn: a copy that is unreachable or damaged gives way to the next."""
+    """Try each copy in turn: a copy that is unreachable or damaged gives way to the next.
+    When none can be read, the error names the backup and every copy's failure."""
     sources, notes = located
     fallbacks = list(notes)
+    failed: list[tuple[BackupSource, StorageError | IntegrityError]] = []
     for index, source in enumerate(sources):
         try:
             return source, attempt(source), fallbacks
         except (StorageError, IntegrityError) as exc:
+            failed.append((source, exc))
             if index == len(sources) - 1:
-                raise
+                raise _no_good_copy(failed, notes) from exc
             note = f"{source.label} failed ({exc.message}); reading {sources[index + 1].label}"
             reporter.event(note)
             fallbacks.append(note)
     raise AssertionError("locate() returns at least one source")
+
+
+def _no_good_copy(
+    failed: list[tuple[BackupSource, StorageError | IntegrityError]], notes: list[str]
+) -> EtcdopsError:
+    """Every copy of a backup failed: one error naming the backup and each copy's failure."""
+    source, last = failed[-1]
+    if source.manifest is None or source.store is None:
+        return last  # a file: its own error says it all
+    copies = [
+        f"{s.store} store: {'damaged' if isinstance(e, IntegrityError) else 'unreadable'} "
+        f"({e.message.removeprefix(f'{s.label}: ')})"
+        for s, e in failed
+    ]
+    damaged = any(isinstance(e, IntegrityError) for _, e in failed)
+    cls = IntegrityError if damaged else StorageError
+    other = "" if len(failed) > 1 else ", or a copy in a store not read (leave out --from)"
+    return cls(
+        f"backup {source.manifest.id} could not be read from any store: "
+        + "; ".join(copies + notes),
+        f"use an older backup (`etcdops snapshot list --store all` lists them){other}",
+    )
 
 
 def _file_source(path: Path) -> BackupSource:

@@ -237,3 +237,30 @@ def test_an_identity_file_others_can_read_is_used_with_a_warning(backup_config, 
     [warning] = status.warnings
     assert str(identity) in warning and f"chmod 600 {identity}" in warning
     assert status.as_dict()["warnings"] == [warning]
+
+
+def test_every_copy_damaged_names_the_backup_each_failure_and_an_older_backup(
+    backup_config, s3, etcd_loaded
+):
+    from tests.backup.two_regions import corrupt_primary_copy, with_s3
+
+    config = with_s3(backup_config, s3)
+    manifest = save_snapshot(config, LogReporter()).manifest
+    corrupt_primary_copy(config, s3, manifest)  # the local copy lost, the primary's damaged
+    client = s3.client("us-west-2")
+    key = manifest.object_key  # the replica has no prefix
+    data = bytearray(client.get_object(Bucket="etcdops-replica", Key=key)["Body"].read())
+    data[-20] ^= 0x01  # its last chunk
+    client.put_object(Bucket="etcdops-replica", Key=key, Body=bytes(data))
+    with pytest.raises(IntegrityError) as raised:
+        snapshot_status(config, manifest.id, LogReporter())
+    message = raised.value.message
+    assert message.startswith(f"backup {manifest.id} could not be read from any store: ")
+    assert "primary store: damaged (age payload chunk" in message
+    assert "replica store: damaged (age payload chunk" in message
+    assert raised.value.hint == "use an older backup (`etcdops snapshot list --store all` " \
+        "lists them)"
+    with pytest.raises(IntegrityError) as only:
+        snapshot_status(config, manifest.id, LogReporter(), store="primary")
+    assert only.value.message.startswith(f"backup {manifest.id} could not be read from any")
+    assert "leave out --from" in only.value.hint
