@@ -261,6 +261,14 @@ def _check_steps(steps: Steps, origin: Origin) -> None:
                 f"set {example} or command = \"...\" in [steps.{name}] (a command that exits 0 "
                 "when the step is done)",
             )
+    if steps.nodes.expect == 0 and not steps.nodes.command:
+        # no lease to wait for: step 3 would pass having seen nothing
+        raise ConfigError(
+            f"{origin.describe(('steps', 'nodes', 'expect'))}: [steps.nodes] expect = 0 "
+            "checks nothing",
+            "set expect to the number of nodes (their leases must be renewed after the "
+            "restore), or give command = \"kubectl wait --for=condition=Ready nodes --all\"",
+        )
 
 
 def _port(url: str) -> int | None:

@@ -3,7 +3,8 @@
 The members come from etcd's member list (names, peer and client URLs) and step 3's expected
 node count from the node leases there; when etcd does not answer (the disaster already
 happened) they are guessed from [etcd] endpoints, and a warning says so. Every key is explained
-in the file; it parses as it is written (tests load it back).
+in the file; it parses as it is written (tests load it back), except when no node lease was
+counted: then step 3's expect is written as 0, which the plan's reader refuses until it is set.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def write_plan_template(config: Config, path: Path, *, force: bool = False) -> P
             "pass --force to overwrite it, or choose another --plan path",
         )
     members, node_leases, members_from, warnings = _cluster(config, path)
+    if not node_leases:
+        warnings += (f"no node lease was counted: set [steps.nodes] expect in {path} to the "
+                     "number of nodes (or give it a command); as written, 0 is refused",)
     text = plan_text(config, members, node_leases, members_from)
     with AtomicFile(path, mode=0o644) as target:
         target.write(text.encode())
@@ -223,8 +227,8 @@ def plan_text(
         "",
         "# Step 3: nodes reconnect: this many node leases under /registry/leases/kube-node-lease/",
         "# renewed after the restore"
-        + (f" ({expect} in the cluster when this was written)," if node_leases is not None
-           else " (set it to the number of nodes),"),
+        + (f" ({expect} in the cluster when this was written)," if expect
+           else " (SET IT to the number of nodes: 0 checks nothing and is refused),"),
         "# and/or a command that exits 0 once they have.",
         "[steps.nodes]",
         f"expect = {expect}",

@@ -77,6 +77,11 @@ def test_the_issues_example_works_as_written(tmp_path):
     assert default_state_path(plan.path) == tmp_path / "plan.toml.state.json"
 
 
+def test_a_node_count_of_zero_stands_beside_a_command_that_does_the_checking(tmp_path):
+    text = EXAMPLE.replace("expect = 5", 'expect = 0\ncommand = "kubectl wait nodes --all"')
+    assert load_plan(write(tmp_path, text)).steps.nodes.expect == 0
+
+
 def test_targets_left_out_are_the_configs_dr_targets(tmp_path):
     text = EXAMPLE.replace('restore = "5m"', "").replace('recovery = "10m"', "")
     plan = load_plan(write(tmp_path, text))
@@ -130,6 +135,8 @@ CASES = {
                        "invalid value for 'source': 'tape'", "source ="),
     "a step without a check": (EXAMPLE.replace("expect = 5\n", ""),
                                "[steps.nodes] has no check", "[steps.nodes]"),
+    "a node check of zero leases": (EXAMPLE.replace("expect = 5", "expect = 0"),
+                                    "[steps.nodes] expect = 0 checks nothing", "expect = 0"),
     "a relative data dir": (second_member("data_dir", '"etcd"'),
                             "members[1].data_dir 'etcd' is not an absolute path",
                             'data_dir = "etcd"'),

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from etcdops.cli.main import app
 from etcdops.demo.sample import load_kubernetes_objects
+from etcdops.errors import ConfigError
 from etcdops.etcd.session import EtcdSession
 from etcdops.recovery.plan import load_plan
 
@@ -67,6 +69,11 @@ def test_an_existing_plan_is_kept_unless_forced(etcd_single, tmp_path):
     assert path.read_text() == "# my edited plan\n"
     forced = dr_plan(config, path, "--force")
     assert forced.exit_code == 0, forced.output
+    # a cluster without node leases: step 3's expect is left for the operator to set
+    assert forced.stderr.count("warning: no node lease was counted") == 1
+    written = path.read_text().replace("expect = 0", "expect = 1")
+    assert written != path.read_text()
+    path.write_text(written)
     assert load_plan(path).members[0].name == etcd_single.members[0].name
 
 
@@ -78,6 +85,13 @@ def test_with_etcd_down_the_members_are_guessed_from_the_endpoints_with_a_warnin
     result = dr_plan(config, path)
     assert result.exit_code == 0, result.output
     assert "warning: etcd did not answer" in result.stderr and "guessed" in result.stderr
+    assert f"set [steps.nodes] expect in {path}" in result.stderr
+    # no lease counted: step 3's expect is written as 0, refused until it is set
+    text = path.read_text()
+    assert "expect = 0" in text and "SET IT to the number of nodes" in text
+    with pytest.raises(ConfigError, match=r"expect = 0 checks nothing"):
+        load_plan(path)
+    path.write_text(text.replace("expect = 0", "expect = 2"))
     plan = load_plan(path)
     assert [(m.name, m.peer_url, m.client_url, m.exec, m.data_dir) for m in plan.members] == [
         ("member-1", unreachable_endpoint.rsplit(":", 1)[0] + ":2380", unreachable_endpoint,
@@ -85,4 +99,4 @@ def test_with_etcd_down_the_members_are_guessed_from_the_endpoints_with_a_warnin
         ("member-2", "http://10.0.1.12:2380", "http://10.0.1.12:2379", "ssh root@10.0.1.12",
          Path("/var/lib/etcd")),
     ]
-    assert plan.steps.nodes.expect == 0
+    assert plan.steps.nodes.expect == 2
