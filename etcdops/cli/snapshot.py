@@ -190,7 +190,8 @@ def status(run: Invocation, ref: RefArgument, source: FromOption = None) -> None
         run.config(), ref, run.reporter(), store=source.value if source else None
     )
     run.emit(result.as_dict(), lambda console: console.print(_status_text(result)))
-    for warning in result.warnings:
+    # the copy read is intact (exit 0), but a copy that failed is the operator's to fix
+    for warning in (*result.fallbacks, *result.warnings):
         run.warn(warning)
 
 
@@ -239,7 +240,11 @@ def verify(
         show_default=False,
     )] = None,
 ) -> int:
-    """Prove a backup is intact with every check; with --drill, that it restores and serves."""
+    """Prove a backup is intact with every check; with --drill, that it restores and serves.
+
+    Exits 3 (partial) when it was verified only after another copy failed (each named on
+    stderr), 15 when no copy verifies.
+    """
     from etcdops.restore.drill import verify_backup
 
     if scratch_dir is not None and not drill:
@@ -260,11 +265,15 @@ def verify(
             _drill_text(console, result.drill)
 
     run.emit(result.as_dict(), render)
-    for warning in result.status.warnings:
+    for warning in (*result.status.fallbacks, *result.status.warnings):
         run.warn(warning)
     for problem in result.drill.problems if result.drill else ():
         run.warn(problem)
-    return exitcodes.OK if result.verified else exitcodes.INTEGRITY
+    if not result.verified:
+        return exitcodes.INTEGRITY
+    # verified, but only after a copy (or a store) failed: the backup is not everywhere it
+    # should be, as a save that missed the replica is partial
+    return exitcodes.PARTIAL if result.status.fallbacks else exitcodes.OK
 
 
 _PHASE_NAMES = {"decode": "decode", "restore": "etcdutl restore", "start": "etcd start",

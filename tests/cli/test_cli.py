@@ -301,3 +301,30 @@ def test_tables_cut_no_header_and_no_value_at_any_width(width):
     for word in [*columns, *checks, "123456789", "2200000", "20261125T030000Z-3fa9c2",
                  "http://127.0.0.1:23790", "replica", "1h10m"]:
         assert word in words, (word, text)
+
+
+def test_verify_that_fell_back_warns_under_quiet_and_exits_partial(
+    backup_config, s3, etcd_loaded, tmp_path
+):
+    from etcdops.backup.save import save_snapshot
+    from etcdops.report import LogReporter
+    from tests.backup.two_regions import corrupt_primary_copy, toml_for, with_s3
+
+    config = with_s3(backup_config, s3)
+    manifest = save_snapshot(config, LogReporter()).manifest
+    toml = toml_for(config, tmp_path / "etcdops.toml")
+    runner = CliRunner()
+
+    def run(*args):
+        return runner.invoke(app, [*args, "-q", "--config", str(toml)])
+
+    assert run("snapshot", "verify", "latest").exit_code == 0  # every copy good: no fallback
+    corrupt_primary_copy(config, s3, manifest)
+    said = f"warning: backup {manifest.id} in primary store failed ("
+    for args in (("verify", "latest"), ("verify", "latest", "--drill")):
+        result = run("snapshot", *args)
+        assert result.exit_code == 3, result.output
+        assert result.stderr.startswith(said), result.stderr
+        assert f"reading backup {manifest.id} in replica store" in result.stderr
+    status = run("snapshot", "status", "latest")  # a report of the copy read: still 0
+    assert status.exit_code == 0 and status.stderr.startswith(said)
