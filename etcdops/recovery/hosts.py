@@ -4,9 +4,16 @@ A prefix (`ssh root@cp-2`) gets one extra argument, the command as one shell lin
 it (a kubectl or docker prefix ends with `sh -c`, and passes stdin on with `-i`); an empty prefix
 runs the command here, without a shell. On another host the command runs under `timeout`, so it
 stops at its timeout even when this side is gone: sshd does not signal a command whose client
-went away, it only closes its pipes (a remote restore then reads a truncated snapshot and fails
-its checks). Here, every command runs in a process group of its own, ended as a whole on a
-timeout, Ctrl-C or SIGTERM: no orphaned ssh.
+went away, it only closes its pipes. Here, every command runs in a session of its own, and on a
+timeout, Ctrl-C or SIGTERM every process of that session is ended (from /proc; GNU `timeout`
+leaves the process group but not the session): no orphaned ssh, and a prefix that runs here
+(`sh -c`) leaves nothing running.
+
+What ending the local ssh cannot do is reach the remote command. A remote `etcdops restore -`
+still reading its snapshot from stdin reads a truncated one and fails its checks, with nothing
+changed. One that has read all of it (its etcdutl running) goes on: it finishes within its
+`timeout` and swaps its data dir in, although dr run here was interrupted (the report and
+state say step 1 did not finish, and a rerun restores that member again, moving the dir aside).
 
 stdin is streamed from a file by the kernel (an 8 GiB snapshot never passes through memory),
 stderr is reported line by line as it comes, prefixed by the member's name, and stdout, a
@@ -155,7 +162,7 @@ class Host:
             stdout, tail = self._communicate(process, started + limit)
         except BaseException as exc:  # a timeout, Ctrl-C, SIGTERM: nothing of it may go on
             exited = process.poll() is not None
-            _end_group(process)
+            _end_session(process)
             if isinstance(exc, subprocess.TimeoutExpired):
                 raise self._timed_out(shown, timeout, left_running=exited) from None
             raise
@@ -310,21 +317,48 @@ def _next_line(lines: queue.Queue[str | None], deadline: float) -> str | None:
         raise subprocess.TimeoutExpired("", 0) from None
 
 
-def _end_group(process: subprocess.Popen[bytes]) -> None:
-    """End the command's whole process group: SIGTERM, then SIGKILL after a grace."""
+def _end_session(process: subprocess.Popen[bytes]) -> None:
+    """End every process of the command's session: SIGTERM, then SIGKILL after a grace.
+
+    The session, not the process group: GNU `timeout` (a prefix's `sh -c` runs it here) moves
+    itself and its command into a group of their own, but stays in the session."""
     try:
-        _signal_group(process.pid, signal.SIGTERM)
+        _signal_session(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=STOP_GRACE)
+        while _session_members(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # not our children: nothing to wait on but their going
     finally:
-        # also after a second Ctrl-C during the grace, and for children that outlived it
-        _signal_group(process.pid, signal.SIGKILL)
+        # also after a second Ctrl-C during the grace, and for processes that outlived it
+        _signal_session(process.pid, signal.SIGKILL)
         process.wait()
 
 
-def _signal_group(pgid: int, signum: int) -> None:
+def _signal_session(sid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # nothing left in the group
-        os.killpg(pgid, signum)
+        os.killpg(sid, signum)  # the leader's group, also where /proc is not
+    for pid in _session_members(sid):
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+            os.kill(pid, signum)
+
+
+def _session_members(sid: int) -> list[int]:
+    """The live processes of session sid, from /proc (none where there is no /proc)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:  # gone since the listing
+                continue
+            # after the command name: state, ppid, pgrp, session
+            if fields[0] != b"Z" and int(fields[3]) == sid:
+                found.append(int(entry.name))
+    return found
 
 
 def _json(text: str) -> dict[str, Any] | None:

@@ -401,3 +401,33 @@ def test_a_remote_etcdops_stopped_by_sigterm_is_an_interrupt_here(sshd, tmp_path
 def _hold_open(fifo: Path, stop: threading.Event) -> None:
     with fifo.open("wb"):
         stop.wait(60)
+
+
+def test_an_interrupt_ends_gnu_timeout_and_its_command_though_they_leave_the_group(tmp_path):
+    # a prefix of `sh -c` runs the real `timeout` here, which moves itself and its command
+    # into a process group of their own: ending the group alone left both running
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    pidfile = tmp_path / "pid"
+
+    seen = []
+
+    def interrupt_once_running():
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), "the command runs")
+        timeout_pid = int(pidfile.read_text().split()[0])
+        seen.append(Path(f"/proc/{timeout_pid}/cmdline").read_bytes().split(b"\0")[0])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=interrupt_once_running, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Host("cp-2", "sh -c").run(
+                ["sh", "-c", f"echo $PPID $$ > {pidfile}; exec sleep 40"], timeout=40)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    timeout_pid, sleep_pid = map(int, pidfile.read_text().split())
+    assert seen == [b"timeout"]
+    wait_for(lambda: not alive(sleep_pid) and not alive(timeout_pid),
+             "timeout and its command are stopped", timeout=STOP_GRACE)
