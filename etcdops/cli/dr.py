@@ -63,6 +63,8 @@ def run_plan(
     """
     from etcdops.recovery.run import run_recovery
 
+    if report is not None:
+        _check_report_path(report)  # a typo must not cost the report of a whole recovery
     result = run_recovery(
         run.config(), plan_path, run.reporter(), dry_run=dry_run, state_path=state
     )
@@ -71,11 +73,11 @@ def run_plan(
     if failure is not None and document["error"] is not None:
         document["error"] |= {"exit_code": exitcodes.exit_code_for(failure),
                               "type": type(failure).__name__}
-    if report is not None:
-        _write_report(report, document)
     run.emit(document, lambda console: print_report(console, result))
     for warning in result.warnings:
         run.warn(warning)
+    if report is not None:
+        _write_report(run, report, document)
     if failure is not None:
         # the report carries the error: no second JSON document on stdout
         return run.fail(failure, document=False)
@@ -86,11 +88,32 @@ def run_plan(
     return exitcodes.OK
 
 
-def _write_report(path: Path, document: dict[str, Any]) -> None:
+def _check_report_path(path: Path) -> None:
+    """Refuse, before the run, a --report path that cannot be written (its directory is not
+    created: a mistyped one would hide the report where no one looks)."""
+    from etcdops.errors import UsageError
+
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"--report {path}: the directory {path.parent} does not exist",
+            "create it, or give a path in an existing directory",
+        )
+    if path.is_dir():
+        raise UsageError(f"--report {path} is a directory", "give a file path for the report")
+
+
+def _write_report(run: Invocation, path: Path, document: dict[str, Any]) -> None:
+    """Write the report file after the report was printed: a failure to write it is a
+    warning, never the recovery's outcome or exit code."""
+    from etcdops.errors import EtcdopsError
     from etcdops.stores.local import AtomicFile
 
-    with AtomicFile(path, mode=0o644) as target:
-        target.write((json.dumps(document, indent=2, default=str) + "\n").encode())
+    try:
+        with AtomicFile(path, mode=0o644) as target:
+            target.write((json.dumps(document, indent=2, default=str) + "\n").encode())
+    except EtcdopsError as exc:
+        run.warn(f"the report file was not written: {exc.message} (the report above is the "
+                 "recovery's)")
 
 
 def print_report(console: Any, result: Any) -> None:

@@ -426,3 +426,39 @@ def test_a_stop_command_that_fails_ends_the_run_with_the_report_so_far(
     assert listing(tmp_path / "hosts") == before
     state = json.loads((tmp_path / "plan.toml.state.json").read_text())
     assert state["steps"] == {} and state["backup_id"] == saved.manifest.id
+
+
+def test_a_report_path_in_no_directory_is_refused_before_anything_runs(aws, tmp_path, old_hosts,
+                                                                       launcher):
+    saved, cluster = aws, old_hosts
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=launcher.commands(cluster), stop=[f"touch {tmp_path / 'stopped'}"])
+    before = listing(tmp_path)
+    missing = tmp_path / "no-such-dir" / "report.json"
+    result = dr_run(config, plan, "--report", str(missing))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1
+    assert f"the directory {missing.parent} does not exist" in result.stderr
+    assert listing(tmp_path) == before  # no directory made, no state, nothing stopped
+
+
+def test_a_report_file_that_cannot_be_written_is_a_warning_not_the_recoverys_outcome(
+    aws, tmp_path, old_hosts, launcher
+):
+    saved, cluster = aws, old_hosts
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
+    # the stop step turns the report's directory into a file, then fails as the run's outcome
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=launcher.commands(cluster),
+                     stop=[f"rmdir {reports} && touch {reports}",
+                           "echo kubelet still runs >&2; exit 3"])
+    result = dr_run(config, plan, "--report", str(reports / "report.json"), "-o", "json")
+    assert result.exit_code == 1, result.output  # the stop step's failure, not the report's
+    report = json.loads(result.stdout)
+    assert "exited 3: kubelet still runs" in report["error"]["message"]
+    assert "warning: the report file was not written" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "exited 3" in errors[0], result.stderr
