@@ -40,7 +40,7 @@ def check_target(data_dir: Path) -> Target:
             f"the parent of --data-dir {path} does not exist",
             f"create {path.parent}, or check the path",
         )
-    if os.path.ismount(path):
+    if is_mount_point(path):
         raise StorageError(
             f"--data-dir {path} is a mount point: it can neither be moved aside nor replaced",
             f"restore into a new directory below it (e.g. {path / 'data'}) and point etcd's "
@@ -50,6 +50,25 @@ def check_target(data_dir: Path) -> Target:
     if occupied:
         _refuse_if_in_use(path)
     return Target(path, occupied)
+
+
+def is_mount_point(path: Path) -> bool:
+    """Whether something is mounted at path (absolute, resolved): /proc/self/mountinfo where it
+    exists, since os.path.ismount misses a bind mount from the same filesystem."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+            points = {_unescape(line.split()[4]) for line in info if line.strip()}
+    except OSError:
+        return os.path.ismount(path)
+    return str(path) in points
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as octal escapes."""
+    for escaped, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"),
+                          ("\\134", "\\")):
+        field = field.replace(escaped, char)
+    return field
 
 
 def _refuse_if_in_use(path: Path) -> None:

@@ -18,3 +18,23 @@ def scratch(tmp_path):
     path = tmp_path / "scratch"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def bind_mount():
+    """mount --bind SOURCE TARGET (read-only if asked), as root does on a real host; every
+    mount made is unmounted at teardown."""
+    import subprocess
+
+    mounted = []
+
+    def mount(source, target, *, read_only=False):
+        subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+        mounted.append(target)
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", str(target)], check=True)

@@ -1,6 +1,7 @@
 """The target data dir: refused before any work when it cannot be replaced, moved aside intact
 when it holds data, and left as it was when the swap fails."""
 
+import os
 import stat
 import tempfile
 from datetime import UTC, datetime
@@ -126,3 +127,12 @@ def test_a_failed_rename_after_the_move_aside_puts_the_old_data_dir_back(tmp_pat
     assert "nothing was changed" in caught.value.hint
     assert tree(target_path) == {"member/old": b"old data"}
     assert [p.name for p in tmp_path.iterdir()] == ["etcd"]
+
+
+def test_a_bind_mount_from_the_same_filesystem_is_a_mount_point_too(tmp_path, bind_mount):
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "etcd").mkdir()
+    target = bind_mount(tmp_path / "disk", tmp_path / "etcd")
+    assert not os.path.ismount(target)  # what os.path.ismount misses
+    with pytest.raises(StorageError, match="is a mount point"):
+        check_target(target)
