@@ -9,6 +9,7 @@ the free space on the data dir's filesystem. A refusal is the restore's own erro
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -85,10 +86,12 @@ def dry_run(
     member, target, etcdutl = check_request(config, request)
     flags = bump_flags_for(etcdutl, request.bump_revision)
     parent = target.path.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
+    read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+    if read_only or not os.access(parent, os.W_OK | os.X_OK):
         # the error a real restore gets when it creates its working directory there
+        reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
         raise StorageError(
-            f"cannot create a temporary directory in {parent}: Permission denied",
+            f"cannot create a temporary directory in {parent}: {reason}",
             "it must be writable, with room for the snapshot",
         )
     backup, size, created = _locate(config, request, reporter, stores)

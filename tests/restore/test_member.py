@@ -241,3 +241,19 @@ def test_no_staging_time_is_reported_when_no_staging_etcd_ran(backup_config, sav
                             LogReporter())
     assert "without a manifest has no age" in result.warnings[0]
     assert set(result.durations) == {"download_decode", "etcdutl", "total"}
+
+
+def test_a_read_only_parent_is_named_for_what_it_is_in_a_dry_run_as_in_a_restore(
+    backup_config, saved, tmp_path, bind_mount
+):
+    from etcdops.restore.preflight import dry_run
+
+    (tmp_path / "ro").mkdir()
+    parent = bind_mount(tmp_path / "ro", tmp_path / "ro", read_only=True)
+    member = LocalEtcd("etcd-r", parent / "data")
+    with pytest.raises(StorageError) as real:
+        restore_member(backup_config, request(member), LogReporter())
+    with pytest.raises(StorageError) as dry:
+        dry_run(backup_config, request(member), LogReporter())
+    assert real.value.message.endswith(": Read-only file system")
+    assert dry.value.message == real.value.message
