@@ -167,6 +167,8 @@ def _summary(result: Any) -> list[tuple[str, Any]]:
     if result.files:
         pairs.append(("files", f"{len(result.files['files'])} put back under "
                       f"{result.files['to']}"))
+    # the revision's restart warning above all: the report is what is kept of the recovery
+    pairs += [("warning", warning) for warning in result.warnings]
     pairs.append(("state file", result.state_path))
     if result.resume_at is not None:
         from etcdops.recovery.report import step_label

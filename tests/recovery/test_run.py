@@ -119,6 +119,12 @@ def test_text_report_and_a_missed_target_the_run_finishes_then_exits_16(
     assert "nothing was there" in out  # a rebuilt host had no data dir to move aside
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert any("target missed: restore time" in line for line in warnings)
+    # the recovery's own warnings (the revision's restart warning) are in the report too
+    told = [line.removeprefix("warning: ") for line in warnings if "target missed" not in line]
+    assert told, result.stderr
+    flat = " ".join(out.split())
+    for warning in told:
+        assert f"warning {' '.join(warning.split())}" in flat, out
     assert every_key(cluster) == saved.objects
     state = json.loads((tmp_path / "plan.toml.state.json").read_text())
     assert state["completed_at"] and set(state["steps"]) == {
