@@ -50,8 +50,9 @@ def restore(
         show_default=False)] = None,
     files_to: Annotated[Path | None, typer.Option(
         "--files-to", help="Also put the backup's included files ([backup] include_files) back "
-        "under DIR at their own paths ('/' puts each where it was); done first, so an existing "
-        "file stops the restore before the data dir is touched.", show_default=False)] = None,
+        "under DIR at their own paths ('/' puts each where it was), once the member is restored; "
+        "an existing file stops the restore before the data dir is touched.",
+        show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="With --files-to: replace existing files (each kept as a hidden "
         ".NAME.etcdops-<UTC time> beside it).")] = False,
@@ -86,19 +87,21 @@ def restore(
         peer_urls=peer_urls, token=token, store=source.value if source else None,
         bump_revision=bump_revision,
     )
-    files = None
+    files = checked_files = None
     if files_to is not None:
         import dataclasses
 
-        from etcdops.restore.files import restore_files
+        from etcdops.restore.files import check_files
         from etcdops.restore.member import check_request
 
         check_request(config, request)  # a member that would be refused writes no files either
-        files = restore_files(config, ref, files_to, run.reporter(), force=force,
-                              store=request.store)
-        if files.backup_id:
-            # the member from the very backup whose files went back: `latest` may move
-            request = dataclasses.replace(request, ref=files.backup_id)
+        # the files' conflicts are found before the member is restored, and the files written
+        # after it: a failed member restore leaves no files behind for a rerun to trip on
+        checked_files = check_files(config, ref, files_to, run.reporter(), force=force,
+                                    store=request.store)
+        if checked_files.source.manifest is not None:
+            # the member from the very backup whose files go back: `latest` may move
+            request = dataclasses.replace(request, ref=checked_files.source.manifest.id)
     if dry_run:
         from etcdops.restore.preflight import dry_run as check
 
@@ -108,6 +111,10 @@ def restore(
     else:
         stdin = sys.stdin.buffer if ref == STDIN_REF else None
         result = restore_member(config, request, run.reporter(), stdin=stdin)
+        if checked_files is not None:
+            from etcdops.restore.files import write_files
+
+            files = write_files(checked_files, run.reporter())
         run.emit(result.as_dict() | {"files": files.as_dict() if files else None},
                  lambda console: console.print(_report(result, files)))
         warnings = result.warnings

@@ -78,8 +78,59 @@ def restore_files(
     at their recorded paths, each checked against the manifest first; trying each store's copy
     in turn as a restore does. Without force, a file already there refuses the whole operation
     before anything is written."""
+    return write_files(check_files(config, ref, dest_dir, reporter, force=force, store=store,
+                                   stores=stores), reporter)
+
+
+@dataclass(frozen=True)
+class CheckedFiles:
+    """A backup's included files, read and checked, and where each would go: nothing written."""
+
+    source: BackupSource
+    included: Included
+    fallbacks: tuple[str, ...]
+    dest_dir: Path
+    force: bool
+    targets: list[tuple[IncludedFile, Path]]
+
+
+def check_files(
+    config: Config,
+    ref: str,
+    dest_dir: Path,
+    reporter: Reporter,
+    *,
+    force: bool = False,
+    store: str | None = None,
+    stores: Stores | None = None,
+) -> CheckedFiles:
+    """Read and check the files backup REF carries and refuse what could not be written, as
+    restore_files does, writing nothing: what `restore --files-to` does before the member."""
     located = locate(config, ref, reporter, store=store, stores=stores)
-    return restore_located_files(config, located, dest_dir, reporter, force=force)
+    source, included, fallbacks = first_good(
+        located, lambda s: read_included(config, s, reporter), reporter
+    )
+    dest = dest_dir.expanduser().absolute()
+    return CheckedFiles(source, included, tuple(fallbacks), dest, force,
+                        _check_targets(dest, included, force))
+
+
+def write_files(checked: CheckedFiles, reporter: Reporter) -> FilesResult:
+    """Write files checked by check_files, checking their targets once more (time passed)."""
+    targets = _check_targets(checked.dest_dir, checked.included, checked.force)
+    written = tuple(_write_all(targets, reporter))
+    source = checked.source
+    if not written:
+        reporter.event(f"{source.label} carries no included files")
+    return FilesResult(
+        backup_id=source.manifest.id if source.manifest else None,
+        source=source.label,
+        store=source.store,
+        fallbacks=checked.fallbacks,
+        dest_dir=checked.dest_dir,
+        files=written,
+        checks=checked.included.checks,
+    )
 
 
 def restore_located_files(

@@ -322,3 +322,36 @@ def test_force_without_files_to_is_a_usage_error(backup_toml, tmp_path):
     ])
     assert result.exit_code == 2 and "--files-to" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_a_member_restore_that_fails_writes_no_files_and_a_rerun_needs_no_force(
+    files_config, saved_with_files, host, backup_toml, tmp_path
+):
+    from etcdops.etcd.binaries import find_binary
+
+    failing = tmp_path / "bin" / "etcdutl"
+    failing.parent.mkdir()
+    failing.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1 $2" = "snapshot restore" ]; then echo "no space left on device" >&2; exit 1; fi\n'
+        f'exec {find_binary("etcdutl")} "$@"\n')
+    failing.chmod(0o755)
+    data_dir, dest = tmp_path / "member" / "etcd", tmp_path / "restored"
+    data_dir.parent.mkdir()
+    peer = "http://127.0.0.1:2380"
+
+    def restore(env=None):
+        return CliRunner().invoke(app, [
+            "restore", saved_with_files.id, "--data-dir", str(data_dir), "--name", "cp-1",
+            "--initial-cluster", f"cp-1={peer}", "--initial-advertise-peer-urls", peer,
+            "--files-to", str(dest), "--config", str(backup_toml),
+        ], env=env)
+
+    failed = restore({"ETCDOPS_ETCD_ETCDUTL": str(failing)})
+    # the staging etcd's etcdutl fails first: the member is not restored either
+    assert failed.exit_code == 15 and "no space left on device" in failed.stderr, failed.output
+    assert not dest.exists() and list(data_dir.parent.iterdir()) == []
+    rerun = restore()
+    assert rerun.exit_code == 0, rerun.output
+    for path, (content, _mode, _mtime) in host.items():
+        assert restored_at(dest, path).read_bytes() == content
