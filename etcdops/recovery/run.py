@@ -119,6 +119,7 @@ class _Run:
         self.bump_flags = False
         self.prepared: Prepared | None = None  # the decoded backup, from before stop to step 1
         self.prepare_started_at, self.prepare_seconds = "", 0.0
+        self.current = ""  # the step running, or "decode" (step 1's, before the stop step)
         etcd = config.etcd
         self.session = EtcdSession(dataclasses.replace(
             etcd, endpoints=tuple(member.client_url for member in plan.members),
@@ -144,7 +145,7 @@ class _Run:
                         self.prepared = None
         except KeyboardInterrupt:
             failure = Interrupted(
-                f"interrupted during {step_label(str(state.next_step))}; {state.path} keeps "
+                f"interrupted during {self._current_label()}; {state.path} keeps "
                 "the steps done before it",
                 f"run dr run --plan {self.plan.path} again to resume at "
                 f"{step_label(str(state.next_step))}",
@@ -154,6 +155,13 @@ class _Run:
         finally:
             self.session.close()
         return build_report(self.config, self.plan, state, self.ran, failure=failure)
+
+    def _current_label(self) -> str:
+        """What was running, in words: the decode is step 1's, though it runs first."""
+        if self.current == "decode":
+            before = "" if "stop" in self.state.steps else ", before the stop step ran"
+            return f"{step_label('restore')} while the backup was decoded{before}"
+        return step_label(self.current or str(self.state.next_step))
 
     def _preflight(self) -> None:
         """Refuse with the first failed prerequisite while nothing is touched yet."""
@@ -175,6 +183,7 @@ class _Run:
     def _prepare(self, snapshot: contextlib.ExitStack) -> None:
         """Step 1 begins with the backup decoded, before the stop step touches anything; its
         time counts in step 1's, and the targets count from its start."""
+        self.current = "decode"
         started_at, started = now_iso(), time.monotonic()
         if self.state.restore_started_at is None:
             self.state.restore_started_at = started_at
@@ -195,6 +204,7 @@ class _Run:
     def _step(self, name: str) -> StepRecord:
         """Run one step, timed; a hard failure is recorded as failed and raised."""
         label = step_label(name)
+        self.current = name
         started_at, started = now_iso(), time.monotonic()
         if name == "restore":
             # the decode before the stop step is step 1's too

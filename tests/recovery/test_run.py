@@ -468,3 +468,42 @@ def test_a_report_file_that_cannot_be_written_is_a_warning_not_the_recoverys_out
     assert "warning: the report file was not written" in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "exited 3" in errors[0], result.stderr
+
+
+def test_sigterm_during_step_1s_decode_names_it_and_the_rerun_resumes_at_the_stop_step(
+    aws, tmp_path, old_hosts, launcher
+):
+    from tests.restore.standins import sleeping_etcdutl
+
+    saved, cluster = aws, old_hosts
+    # the staging etcd's etcdutl, inside the decode (etcdutl 3.5.1 cannot bump), takes its time
+    etcdutl, ready = sleeping_etcdutl(tmp_path / "bin")
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk",
+                         extra=f'[etcd]\netcdutl = "{etcdutl}"')
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=launcher.commands(cluster), stop=[f"touch {tmp_path / 'stopped'}"])
+    before = listing(tmp_path / "hosts")
+    process = subprocess.Popen(
+        [ETCDOPS, "dr", "run", "--plan", str(plan), "--config", str(config), "-o", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for(lambda: ready.exists() or process.poll() is not None, "the decode's etcdutl")
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert ("interrupted during step 1 (Restore etcd from backup) while the backup was decoded, "
+            "before the stop step ran") in errors[0]
+    assert "resume at the stop step" in errors[0]
+    report = json.loads(out)
+    assert [step["verdict"] for step in report["steps"]] == ["not run", "failed"] + [
+        "not run"] * 4
+    assert report["resume_at"] == {"step": 0, "name": "stop"}
+    assert not (tmp_path / "stopped").exists()
+    assert listing(tmp_path / "hosts") == before
