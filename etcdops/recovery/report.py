@@ -2,12 +2,17 @@
 recovery times against their targets, the data-loss window, the revision plan, and where each
 member's data dir is and where the old one went.
 
-Times are wall clock from step 1's start, kept in the state file, so an interruption's gap
-counts: for the cluster it was outage too.
+The restore and recovery times are wall clock from the start of step 1's first decode of the
+backup (which runs before the stop step, so that a backup that fails in every store leaves the
+control plane untouched) to the end of step 2 and step 5, kept in the state file, so the stop
+step and an interruption's gap count: for the cluster it was outage too. Each step's own time
+is its own: step 1's decode is shown apart (started_at and seconds of its own), so the stop
+step's, the decode's and the steps' times add up to those wall-clock times.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,7 +128,10 @@ class RecoveryReport:
                 {"number": NUMBERS[record.name], "name": record.name,
                  "title": TITLES[record.name], "started_at": record.started_at or None,
                  "seconds": round(record.seconds, 3) if record.started_at else None,
-                 "verdict": record.verdict, "detail": record.detail}
+                 "verdict": record.verdict, "detail": record.detail,
+                 "decode": {"started_at": record.decode_started_at,
+                            "seconds": round(record.decode_seconds, 3)}
+                 if record.decode_started_at else None}
                 for record in self.steps
             ],
             "restore_time": self.restore_time.as_dict(),
@@ -164,8 +172,7 @@ def build_report(
             steps.append(ran[name])
         elif name in state.steps:
             done = state.steps[name]
-            steps.append(StepRecord(name, done.started_at, done.ended_at, done.seconds,
-                                    RESUMED, done.detail))
+            steps.append(dataclasses.replace(done, verdict=RESUMED))
         else:
             steps.append(StepRecord(name, "", "", 0.0, NOT_RUN, ""))
     return RecoveryReport(
@@ -194,7 +201,7 @@ def build_report(
 
 
 def _since_restore(state: RecoveryState, last: str) -> float | None:
-    """Wall-clock seconds from step 1's first start to the end of step `last`."""
+    """Wall-clock seconds from step 1's first decode to the end of step `last`."""
     record = state.steps.get(last)
     if record is None or state.restore_started_at is None:
         return None

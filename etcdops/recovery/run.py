@@ -181,8 +181,8 @@ class _Run:
         _choose_backup(self.state, found)
 
     def _prepare(self, snapshot: contextlib.ExitStack) -> None:
-        """Step 1 begins with the backup decoded, before the stop step touches anything; its
-        time counts in step 1's, and the targets count from its start."""
+        """Step 1 begins with the backup decoded, before the stop step touches anything; step 1
+        reports its time apart, and the targets count from its start."""
         self.current = "decode"
         started_at, started = now_iso(), time.monotonic()
         if self.state.restore_started_at is None:
@@ -195,9 +195,12 @@ class _Run:
                 bump_flags=self.bump_flags,
             ))
         except BaseException as exc:
+            seconds = time.monotonic() - started
             detail = getattr(exc, "message", None) or "interrupted"
-            self.ran["restore"] = StepRecord("restore", started_at, now_iso(),
-                                             time.monotonic() - started, "failed", detail)
+            self.ran["restore"] = StepRecord(
+                "restore", started_at, now_iso(), seconds, "failed",
+                f"decoding the backup: {detail}", started_at, seconds,
+            )
             raise
         self.prepare_started_at, self.prepare_seconds = started_at, time.monotonic() - started
 
@@ -206,20 +209,25 @@ class _Run:
         label = step_label(name)
         self.current = name
         started_at, started = now_iso(), time.monotonic()
+        decode: tuple[str, float] = ("", 0.0)
+        prefix = ""
         if name == "restore":
-            # the decode before the stop step is step 1's too
-            started_at, started = self.prepare_started_at, started - self.prepare_seconds
+            # step 1's decode ran before the stop step: its own time, shown apart; step 1's
+            # timeout counts from it
+            decode = (self.prepare_started_at, self.prepare_seconds)
+            prefix = (f"backup decoded in {format_duration(self.prepare_seconds)} from "
+                      f"{self.prepare_started_at[11:23]}; ")
         timeout = getattr(self.plan.steps, name).timeout
         self.reporter.event(f"{label}: started (timeout {format_duration(timeout)})")
         try:
-            outcome = self._dispatch(name, started + timeout, timeout)
+            outcome = self._dispatch(name, started - decode[1] + timeout, timeout)
         except BaseException as exc:
             detail = getattr(exc, "message", None) or "interrupted"
-            self.ran[name] = StepRecord(name, started_at, now_iso(),
-                                        time.monotonic() - started, "failed", detail)
+            self.ran[name] = StepRecord(name, started_at, now_iso(), time.monotonic() - started,
+                                        "failed", prefix + detail, *decode)
             raise
         record = StepRecord(name, started_at, now_iso(), time.monotonic() - started,
-                            outcome.verdict, outcome.detail)
+                            outcome.verdict, prefix + outcome.detail, *decode)
         self.ran[name] = record
         self.reporter.event(
             f"{label}: {record.verdict} in {format_duration(record.seconds)}: {record.detail}"

@@ -38,6 +38,10 @@ class StepRecord:
     seconds: float
     verdict: str  # ok | failed | timed out | skipped (resumed: done before)
     detail: str
+    # step 1 only: the backup's download and decode, which runs before the stop step (so that
+    # a backup that fails stops the recovery with the control plane untouched)
+    decode_started_at: str = ""
+    decode_seconds: float = 0.0
 
 
 @dataclass
