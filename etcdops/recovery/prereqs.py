@@ -106,6 +106,34 @@ def check_prerequisites(
     return found
 
 
+def recheck_members(config: Config, plan: Plan, reporter: Reporter) -> None:
+    """After the stop step, before any data dir is swapped: every member's data dir can be
+    replaced now (no etcd left running on it), here through restore's own checks, on another
+    host through its `restore - --dry-run`; the first that cannot stops step 1 with nothing
+    changed, instead of a cluster half restored."""
+    from etcdops.restore.member import STDIN_REF, RestoreRequest, check_request
+
+    for member in plan.members:
+        try:
+            if member.remote:
+                host = Host(member.name, member.exec, member.etcdops, reporter=reporter)
+                host.etcdops_json(["restore", "-", "--dry-run", *_restore_args(member, plan)],
+                                  timeout=_REMOTE_CHECK_TIMEOUT)
+            else:
+                check_request(config, RestoreRequest(
+                    ref=STDIN_REF, data_dir=member.data_dir, name=member.name,
+                    initial_cluster=plan.initial_cluster, peer_urls=member.peer_url,
+                ))
+        except EtcdopsError as exc:
+            # a remote error already says "on <member> (<prefix>): ..."
+            where = "" if member.remote else f"on member {member.name} (this host): "
+            exc.message = f"after the stop step, {where}{exc.message}; no member was restored"
+            if isinstance(exc, LockedError):
+                exc.hint = ("make [steps.stop] stop the etcd on every member's data dir, stop "
+                            "that one now, then run dr run again (it resumes at step 1)")
+            raise
+
+
 def _revision_plan(config: Config, bump_flags: bool) -> str:
     """How the restored cluster's revision will be kept past what clients saw."""
     if bump_flags:

@@ -26,7 +26,7 @@ from etcdops.lock import HostLock
 from etcdops.recovery import steps
 from etcdops.recovery.members import prepared_backup, restore_members
 from etcdops.recovery.plan import Plan, default_state_path, load_plan
-from etcdops.recovery.prereqs import Preflight, check_prerequisites
+from etcdops.recovery.prereqs import Preflight, check_prerequisites, recheck_members
 from etcdops.recovery.report import RecoveryReport, build_report, step_label
 from etcdops.recovery.state import (
     STEP_NAMES,
@@ -242,6 +242,7 @@ class _Run:
             return steps.Outcome("ok", detail)
         if name == "restore":
             assert self.prepared is not None, "the backup is decoded before step 1"
+            recheck_members(self.config, plan, reporter)
             return steps.Outcome("ok", restore_members(
                 self.config, plan, state, self.prepared, reporter, stores=self.stores,
                 deadline=deadline,

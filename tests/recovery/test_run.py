@@ -518,3 +518,42 @@ def test_sigterm_during_step_1s_decode_names_it_and_the_rerun_resumes_at_the_sto
     assert report["resume_at"] == {"step": 0, "name": "stop"}
     assert not (tmp_path / "stopped").exists()
     assert listing(tmp_path / "hosts") == before
+
+
+@pytest.mark.parametrize("where", ["this host", "another host"])
+def test_a_data_dir_still_in_use_after_the_stop_step_stops_step_1_before_any_member_is_restored(
+    aws, tmp_path, old_hosts, launcher, where
+):
+    from etcdops.etcd.local import LocalEtcd
+
+    saved, cluster = aws, old_hosts
+    members = [Member.of(m) for m in cluster.members]
+    # an etcd the stop step does not stop, on the last member's data dir: before the re-check
+    # the first members were restored and then this one refused, a cluster split in two
+    squatter = LocalEtcd("squatter", tmp_path / "hosts" / "squatted")
+    squatter.start()
+    try:
+        members[2].data_dir = squatter.data_dir
+        if where == "another host":
+            members[2].exec, members[2].etcdops = "sh -c", ETCDOPS
+        config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
+        plan = plan_toml(tmp_path / "plan.toml", members, start=launcher.commands(cluster),
+                         stop=[f"touch {tmp_path / 'stopped'}"])
+        before = listing(*(m.data_dir.parent for m in cluster.members))
+        result = dr_run(config, plan, "-o", "json")
+        assert squatter.running
+    finally:
+        squatter.stop()
+    assert result.exit_code == 11, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "error: after the stop step, on " in errors[0] and "etcd-3 (" in errors[0]
+    assert "an etcd is running on" in errors[0] and "no member was restored" in errors[0]
+    assert (tmp_path / "stopped").exists()  # the stop step ran; what it left running is named
+    after = [p for p in listing(*(m.data_dir.parent for m in cluster.members))
+             if "/squatted" not in p]
+    assert after == [p for p in before if "/squatted" not in p]  # no data dir moved aside
+    report = json.loads(result.stdout)
+    assert [step["verdict"] for step in report["steps"][:2]] == ["ok", "failed"]
+    assert report["resume_at"] == {"step": 1, "name": "restore"}
+    assert all(member["moved_aside"] == [] for member in report["members"])
