@@ -10,7 +10,7 @@ catalogue (which copies are verified), the identity against the manifest's recip
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from etcdops.backup.catalog import BackupView, combined_view, resolve_ref
@@ -23,6 +23,7 @@ from etcdops.errors import (
     LockedError,
     StorageError,
     ToolError,
+    UsageError,
 )
 from etcdops.recovery.hosts import Host
 from etcdops.recovery.plan import Plan, PlanMember
@@ -324,21 +325,44 @@ def _judge_disk(
 
 
 def _files(plan: Plan, view: BackupView | None, found: Preflight) -> None:
-    """Where the included files go back, and how many there are."""
-    if plan.files.to is None or view is None:
+    """Where the included files go back, how many there are, and that none is in the way
+    (found now, before the stop step, not in step 1 once the control plane is down)."""
+    from etcdops.stores.local import file_in_the_way
+
+    to = plan.files.to
+    if to is None or view is None:
         return
     count = len(view.manifest.files)
     if count == 0:
         found.add("files", "this host", "the backup carries no included files")
         return
-    if plan.files.to.exists() and not plan.files.to.is_dir():
-        found.fail("files", "this host", StorageError(
-            f"[files] to {plan.files.to} is not a directory",
+    dest = to.expanduser().absolute()
+    if blocker := file_in_the_way(dest):
+        found.fail("files", "this host", UsageError(
+            f"[files] to {to}: {blocker} is a file, not a directory",
             "point [files] to at a directory (\"/\" puts each file back at its own path)",
         ))
         return
+    for entry in view.manifest.files:
+        # where restore.files writes it: its recorded path below the directory
+        target = dest.joinpath(*PurePosixPath(entry.path.lstrip("/")).parts)
+        problem = None
+        if blocker := file_in_the_way(target.parent):
+            problem = f"{blocker} is a file, not a directory"
+        elif target.is_dir():
+            problem = f"{target} is a directory"
+        elif not plan.files.force and (target.exists() or target.is_symlink()):
+            problem = f"{target} already exists"
+        if problem is not None:
+            found.fail("files", "this host", UsageError(
+                f"the backup's included file {entry.path} cannot go back under [files] to "
+                f"{to}: {problem}",
+                "move it away, set force = true in [files] (an existing file is then kept "
+                "beside it as .NAME.etcdops-<UTC time>), or point [files] to elsewhere",
+            ))
+            return
     found.add("files", "this host", (
-        f"{count} included file{'s' if count != 1 else ''} go back under {plan.files.to}"
-        + (" (existing ones moved aside: force)" if plan.files.force
-           else " (an existing one stops step 1 before any data dir is touched)")
+        f"{count} included file{'s' if count != 1 else ''} go back under {to}"
+        + (" (existing ones moved aside: force)" if plan.files.force else
+           " (none there yet)")
     ))

@@ -268,13 +268,14 @@ def put_back(saved, originals: dict[str, bytes]) -> None:
     ("missing etcdutl", 1, "[etcd] etcdutl"),
     ("data dir in the way", 2, "is a file, not a directory"),
     ("host unreachable", 1, "cannot reach member etcd-3"),
+    ("included file in the way", 2, "set force = true in [files]"),
 ])
 def test_each_refusal_is_one_clear_line_its_exit_code_and_no_data_dir_changed(
     aws, tmp_path, old_hosts, launcher, case, code, words
 ):
     saved, cluster = aws, old_hosts
     members = [Member.of(m) for m in cluster.members]
-    identity, extra, originals = None, "", None
+    identity, extra, originals, files_to = None, "", None, None
     if case == "wrong identity":
         identity = tmp_path / "other-identity.txt"
         generate_identity_file(identity)
@@ -285,10 +286,15 @@ def test_each_refusal_is_one_clear_line_its_exit_code_and_no_data_dir_changed(
         members[1].data_dir.write_text("not a data dir")
     elif case == "host unreachable":
         members[2].exec, members[2].etcdops = closed_ssh(), ETCDOPS
+    elif case == "included file in the way":  # found before the stop step, not in step 1
+        files_to = tmp_path / "hosts" / "files"
+        there = files_to / saved.included.relative_to("/")
+        there.parent.mkdir(parents=True)
+        there.write_text("the operator's own copy")
     config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk",
                          identity=identity, extra=extra)
     plan = plan_toml(tmp_path / "plan.toml", members, start=launcher.commands(cluster),
-                     stop=[f"touch {tmp_path / 'stopped'}"])
+                     stop=[f"touch {tmp_path / 'stopped'}"], files_to=files_to)
     before = listing(tmp_path / "hosts")
     if case == "corrupt in every region":
         originals = corrupt_every_region(saved)
