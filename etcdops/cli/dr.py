@@ -163,7 +163,15 @@ def _summary(result: Any) -> list[tuple[str, Any]]:
                       f"{revision['after_restore']} after the restore ({how})"))
     document = result.as_dict()
     for member in document["members"]:
-        aside = ", ".join(member["moved_aside"]) or "nothing was there"
+        original = member["original"]
+        copies = [path for path in member["moved_aside"] if path != original]
+        if member["name"] not in result.members:
+            aside = "not restored yet"
+        else:
+            aside = (f"{original} (from before the disaster)" if original
+                     else "nothing was there before the disaster")
+        if copies:
+            aside += f"; copies restored by earlier attempts: {', '.join(copies)}"
         pairs.append((f"member {member['name']}",
                       f"{member['data_dir']} on {member['host']}; old data dir: {aside}"))
     if result.files:

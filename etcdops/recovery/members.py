@@ -66,6 +66,9 @@ def restore_members(
             )
         restored = _restore_one(config, plan, state, member, prepared, reporter, deadline)
         record = state.members.setdefault(member.name, {"moved_aside": []})
+        # the first restore of a member moved aside its data dir from before the disaster (or
+        # found none); one redone after a failed step 1 moves aside that attempt's copy
+        record.setdefault("original", restored["moved_aside"])
         record.update(host=member.host, data_dir=restored["data_dir"])
         if restored["moved_aside"]:
             record["moved_aside"].append(restored["moved_aside"])

@@ -142,7 +142,9 @@ class RecoveryReport:
                 {"name": member.name, "host": member.host,
                  "data_dir": self.members.get(member.name, {}).get(
                      "data_dir", str(member.data_dir)),
-                 "moved_aside": list(self.members.get(member.name, {}).get("moved_aside", []))}
+                 "moved_aside": list(self.members.get(member.name, {}).get("moved_aside", [])),
+                 # where the data dir from before the disaster went (None: there was none)
+                 "original": self.members.get(member.name, {}).get("original")}
                 for member in self.plan.members
             ],
             "files": self.files,

@@ -9,6 +9,7 @@ import json
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -563,3 +564,50 @@ def test_a_data_dir_still_in_use_after_the_stop_step_stops_step_1_before_any_mem
     assert [step["verdict"] for step in report["steps"][:2]] == ["ok", "failed"]
     assert report["resume_at"] == {"step": 1, "name": "restore"}
     assert all(member["moved_aside"] == [] for member in report["members"])
+
+
+FAILING_ETCDUTL = f"""#!{sys.executable}
+import os, sys
+real, member, fixed = {{real!r}}, {{member!r}}, {{fixed!r}}
+if "snapshot" in sys.argv and member in sys.argv and not os.path.exists(fixed):
+    sys.exit("etcdutl: disk full (a stand-in)")
+os.execv(real, [real, *sys.argv[1:]])
+"""
+
+
+def test_a_member_restored_again_after_a_failed_step_1_keeps_its_original_data_dir_marked(
+    aws, tmp_path, old_hosts, launcher
+):
+    from etcdops.etcd.binaries import find_binary
+
+    saved, cluster = aws, old_hosts
+    etcdutl, fixed = tmp_path / "bin" / "etcdutl", tmp_path / "disk-freed"
+    etcdutl.parent.mkdir()
+    etcdutl.write_text(FAILING_ETCDUTL.format(real=str(find_binary("etcdutl")),
+                                              member="etcd-3", fixed=str(fixed)))
+    etcdutl.chmod(0o755)
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk",
+                         extra=f'[etcd]\netcdutl = "{etcdutl}"')
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=launcher.commands(cluster))
+    failed = dr_run(config, plan, "-o", "json")
+    assert failed.exit_code == 1 and "disk full" in failed.stderr, failed.output
+    first = {m["name"]: m for m in json.loads(failed.stdout)["members"]}
+    assert first["etcd-1"]["original"] == first["etcd-1"]["moved_aside"][0]
+    assert first["etcd-3"]["original"] is None and first["etcd-3"]["moved_aside"] == []
+
+    fixed.touch()
+    with Kubelets(cluster.client_urls, saved.objects):
+        result = dr_run(config, plan, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "plan.toml.state.json").read_text())
+    for name in ("etcd-1", "etcd-2"):  # restored twice: the original, then the first copy
+        member = state["members"][name]
+        original, copy = member["moved_aside"]
+        assert member["original"] == original == first[name]["original"]
+        assert (Path(original) / "member" / "old").read_text() == f"{name}'s old data"
+        assert (Path(copy) / "member" / "wal").is_dir()
+        assert (f"old data dir: {original} (from before the disaster); copies restored by "
+                f"earlier attempts: {copy}") in result.stdout
+    (original,) = state["members"]["etcd-3"]["moved_aside"]
+    assert state["members"]["etcd-3"]["original"] == original
