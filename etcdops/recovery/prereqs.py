@@ -31,8 +31,6 @@ from etcdops.report import Reporter
 from etcdops.stores.configured import Stores
 from etcdops.units import format_size
 
-# a restore holds the plain snapshot and the restored data dir beside each other
-DISK_FACTOR = 2
 # a host that takes longer than this to run `etcdops --version` is not one to restore through
 PROBE_TIMEOUT = 30.0
 _REMOTE_CHECK_TIMEOUT = 60.0
@@ -91,16 +89,21 @@ def check_prerequisites(
     found.backup = view
     if view is not None:
         _identity(config, view, found)
-    snapshot_size = view.manifest.snapshot_size if view is not None else None
+    # a local member's restore dry run sizes its restore from the backup's manifest (read
+    # again from the store the backup is read from first) once the backup and identity hold
+    sized = (view.manifest.id, view.good_in[0]) if view is not None and not found.failures \
+        else None
     supports: list[bool] = []
+    disks: list[_Disk] = []
     for member in plan.members:
         if member.remote:
-            supports.append(_remote_member(member, plan, snapshot_size, reporter, found))
+            supports.append(_remote_member(member, plan, reporter, found, disks))
         else:
             supports.append(
-                _local_member(config, member, plan, snapshot_size, reporter, found)
+                _local_member(config, member, plan, reporter, found, disks, stores, sized)
             )
     found.bump_flags = bool(supports) and all(supports)
+    _judge_disks(disks, found)
     if not found.failures:
         found.add("revision", "", _revision_plan(config, found.bump_flags))
     _files(plan, view, found)
@@ -216,21 +219,23 @@ def _restore_args(member: PlanMember, plan: Plan) -> list[str]:
 
 
 def _local_member(
-    config: Config, member: PlanMember, plan: Plan, snapshot_size: int | None,
-    reporter: Reporter, found: Preflight,
+    config: Config, member: PlanMember, plan: Plan, reporter: Reporter, found: Preflight,
+    disks: list[_Disk], stores: Stores, sized: tuple[str, str] | None,
 ) -> bool:
     """A member on this host: what its restore's own dry run says (member flags, data dir,
-    etcdutl, free space), refused as the restore would refuse; whether its etcdutl bumps."""
+    etcdutl, free space and the space it needs), refused as the restore would refuse; whether
+    its etcdutl bumps. sized: the backup and store to size the restore by, if any."""
     from etcdops.restore.member import STDIN_REF, RestoreRequest
     from etcdops.restore.preflight import dry_run
 
     where = f"{member.name} (this host)"
+    ref, store = sized or (STDIN_REF, None)
     request = RestoreRequest(
-        ref=STDIN_REF, data_dir=member.data_dir, name=member.name,
-        initial_cluster=plan.initial_cluster, peer_urls=member.peer_url,
+        ref=ref, data_dir=member.data_dir, name=member.name,
+        initial_cluster=plan.initial_cluster, peer_urls=member.peer_url, store=store,
     )
     try:
-        checked = dry_run(config, request, reporter)
+        checked = dry_run(config, request, reporter, stores=stores)
     except LockedError as exc:
         # an etcd that still runs on it is what the stop step is for
         found.add("data dir", where, f"{exc.message}: the stop step must stop it; it is then "
@@ -239,7 +244,7 @@ def _local_member(
     except EtcdopsError as exc:
         found.fail("etcdutl" if isinstance(exc, ToolError) else "data dir", where, exc)
         return False
-    return _restore_findings(checked.as_dict(), where, snapshot_size, found)
+    return _restore_findings(checked.as_dict(), where, found, disks)
 
 
 def _local_etcdutl(config: Config, where: str, found: Preflight) -> bool:
@@ -262,8 +267,7 @@ def _etcdutl_detail(path: str, bumps: bool) -> str:
 
 
 def _remote_member(
-    member: PlanMember, plan: Plan, snapshot_size: int | None, reporter: Reporter,
-    found: Preflight,
+    member: PlanMember, plan: Plan, reporter: Reporter, found: Preflight, disks: list[_Disk]
 ) -> bool:
     """A member on another host: it answers through its prefix, and its etcdops's restore dry
     run (`restore - --dry-run`) passes there; whether its etcdutl bumps."""
@@ -287,41 +291,57 @@ def _remote_member(
     except EtcdopsError as exc:
         found.fail("etcdutl" if isinstance(exc, ToolError) else "data dir", where, exc)
         return False
-    return _restore_findings(document, where, snapshot_size, found)
+    return _restore_findings(document, where, found, disks)
 
 
 def _restore_findings(
-    document: dict[str, Any], where: str, snapshot_size: int | None, found: Preflight
+    document: dict[str, Any], where: str, found: Preflight, disks: list[_Disk]
 ) -> bool:
     """What a restore's dry run reported (restore.preflight.DryRun.as_dict, here or from
-    another host); whether that etcdutl bumps."""
+    another host); whether that etcdutl bumps. Its disk is judged once every member is in."""
     etcdutl = document["etcdutl"]
     bumps = bool(etcdutl["bump_revision"])
     found.add("etcdutl", where, _etcdutl_detail(str(etcdutl["path"]), bumps))
     data_dir, aside = document["data_dir"], document["moved_aside_to"]
     found.add("data dir", where, f"{data_dir} would be moved aside to {aside}" if aside
               else f"{data_dir} is absent or empty: nothing to move aside")
-    _judge_disk(str(Path(data_dir).parent), int(document["free_bytes"]), where, snapshot_size,
-                found)
+    needed = document.get("space_needed")
+    disks.append(_Disk(where, str(Path(data_dir).parent), int(document["free_bytes"]),
+                       None if needed is None else int(needed)))
     return bumps
 
 
-def _judge_disk(
-    directory: str, free: int, where: str, snapshot_size: int | None, found: Preflight
-) -> None:
-    if snapshot_size is None:
-        found.add("disk", where, f"{format_size(free)} free in {directory}")
-        return
-    needed = DISK_FACTOR * snapshot_size
-    if free < needed:
-        found.fail("disk", where, StorageError(
-            f"{directory} has {format_size(free)} free; the restore needs about "
-            f"{format_size(needed)} (twice the {format_size(snapshot_size)} snapshot)",
-            "free space there, or give the member a data dir on a larger disk",
-        ))
-        return
-    found.add("disk", where, f"{format_size(free)} free in {directory} (about "
-              f"{format_size(needed)} needed)")
+@dataclass(frozen=True)
+class _Disk:
+    """A member's free space, and the space its restore's own dry run says it needs."""
+
+    where: str
+    directory: str
+    free: int
+    needed: int | None  # None: that dry run could not size it (a snapshot on stdin)
+
+
+def _judge_disks(disks: list[_Disk], found: Preflight) -> None:
+    """Each member's free space against its restore's own figure (restore.preflight). A dry
+    run on another host reads no backup and cannot size it: the figure a member here got for
+    the same snapshot stands in, when there is one."""
+    known = [disk.needed for disk in disks if disk.needed is not None]
+    for disk in disks:
+        needed, borrowed = disk.needed, False
+        if needed is None and known:
+            needed, borrowed = max(known), True
+        if needed is None:
+            found.add("disk", disk.where, f"{format_size(disk.free)} free in {disk.directory}")
+        elif disk.free < needed:
+            found.fail("disk", disk.where, StorageError(
+                f"{disk.directory} has {format_size(disk.free)} free; the restore needs about "
+                f"{format_size(needed)} there",
+                "free space there, or give the member a data dir on a larger disk",
+            ))
+        else:
+            found.add("disk", disk.where, f"{format_size(disk.free)} free in {disk.directory} "
+                      f"(about {format_size(needed)} needed"
+                      + (", as a member here needs" if borrowed else "") + ")")
 
 
 def _files(plan: Plan, view: BackupView | None, found: Preflight) -> None:

@@ -385,6 +385,9 @@ def test_a_member_on_another_host_is_restored_and_started_through_its_ssh_prefix
     where = f"etcd-3 ({sshd.prefix})"
     assert {c["check"] for c in prerequisites if c["where"] == where} == {
         "host", "etcdutl", "data dir", "disk"}
+    # its dry run reads the snapshot on stdin, so cannot size it: a local member's figure
+    disks = [c["detail"] for c in prerequisites if c["check"] == "disk"]
+    assert disks[0].endswith("needed)") and disks[2].endswith("needed, as a member here needs)")
     with Kubelets(cluster.client_urls, saved.objects):
         result = dr_run(config, plan, "-o", "json")
     assert result.exit_code == 0, result.output
@@ -611,3 +614,26 @@ def test_a_member_restored_again_after_a_failed_step_1_keeps_its_original_data_d
                 f"earlier attempts: {copy}") in result.stdout
     (original,) = state["members"]["etcd-3"]["moved_aside"]
     assert state["members"]["etcd-3"]["original"] == original
+
+
+def test_the_dry_run_judges_each_disk_by_the_restores_own_space_figure(aws, tmp_path, old_hosts,
+                                                                       launcher):
+    from etcdops.report import LogReporter
+    from etcdops.restore.member import RestoreRequest
+    from etcdops.restore.preflight import dry_run
+    from etcdops.units import format_size
+
+    saved, cluster = aws, old_hosts
+    alone = cluster.members[0]  # one member alone: its restore stages, and needs more room
+    member = Member.of(alone)
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
+    plan = plan_toml(tmp_path / "plan.toml", [member], start=launcher.commands(cluster)[:1])
+    result = dr_run(config, plan, "--dry-run", "-o", "json")
+    assert result.exit_code == 0, result.output
+    (disk,) = [c for c in json.loads(result.stdout)["prerequisites"] if c["check"] == "disk"]
+    own = dry_run(saved.config, RestoreRequest(
+        ref=saved.manifest.id, data_dir=alone.data_dir, name=alone.name,
+        initial_cluster=f"{alone.name}={alone.peer_url}", peer_urls=alone.peer_url,
+    ), LogReporter()).space_needed
+    assert own is not None and own > 2 * saved.manifest.snapshot_size  # not dr run's own 2x
+    assert f"(about {format_size(own)} needed)" in disk["detail"], disk
