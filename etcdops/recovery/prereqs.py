@@ -10,7 +10,7 @@ catalogue (which copies are verified), the identity against the manifest's recip
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from etcdops.backup.catalog import BackupView, combined_view, resolve_ref
@@ -363,16 +363,10 @@ def _files(plan: Plan, view: BackupView | None, found: Preflight) -> None:
             "point [files] to at a directory (\"/\" puts each file back at its own path)",
         ))
         return
+    from etcdops.restore.files import file_target
+
     for entry in view.manifest.files:
-        # where restore.files writes it: its recorded path below the directory
-        target = dest.joinpath(*PurePosixPath(entry.path.lstrip("/")).parts)
-        problem = None
-        if blocker := file_in_the_way(target.parent):
-            problem = f"{blocker} is a file, not a directory"
-        elif target.is_dir():
-            problem = f"{target} is a directory"
-        elif not plan.files.force and (target.exists() or target.is_symlink()):
-            problem = f"{target} already exists"
+        _target, problem = file_target(dest, entry, plan.files.force)
         if problem is not None:
             found.fail("files", "this host", UsageError(
                 f"the backup's included file {entry.path} cannot go back under [files] to "

@@ -14,9 +14,10 @@ import contextlib
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from etcdops.backup.included import Included, IncludedFile, read_included
+from etcdops.backup.manifest import ManifestFile
 from etcdops.backup.readback import BackupSource, first_good, locate
 from etcdops.config import Config
 from etcdops.errors import StorageError, UsageError
@@ -133,33 +134,17 @@ def write_files(checked: CheckedFiles, reporter: Reporter) -> FilesResult:
     )
 
 
-def restore_located_files(
-    config: Config,
-    located: tuple[list[BackupSource], list[str]],
-    dest_dir: Path,
-    reporter: Reporter,
-    *,
-    force: bool = False,
-) -> FilesResult:
-    """restore_files() for a backup already located (readback.locate): what a recovery that
-    has chosen its backup and store calls, so that every step reads the same one."""
-    source, included, fallbacks = first_good(
-        located, lambda s: read_included(config, s, reporter), reporter
-    )
-    dest = dest_dir.expanduser().absolute()
-    targets = _check_targets(dest, included, force)
-    written = tuple(_write_all(targets, reporter))
-    if not written:
-        reporter.event(f"{source.label} carries no included files")
-    return FilesResult(
-        backup_id=source.manifest.id if source.manifest else None,
-        source=source.label,
-        store=source.store,
-        fallbacks=tuple(fallbacks),
-        dest_dir=dest,
-        files=written,
-        checks=included.checks,
-    )
+def file_target(dest: Path, entry: ManifestFile, force: bool) -> tuple[Path, str | None]:
+    """Where an included file goes back below dest, and why it cannot (None: it can): the one
+    rule for `restore --files-to` and for dr run's prerequisites."""
+    target = dest.joinpath(*PurePosixPath(entry.path.lstrip("/")).parts)
+    if (blocker := file_in_the_way(target.parent)) is not None:
+        return target, f"{blocker} is a file, not a directory"
+    if target.is_dir():
+        return target, f"{target} is a directory"
+    if not force and (target.exists() or target.is_symlink()):
+        return target, f"{target} already exists (nothing was written)"
+    return target, None
 
 
 def _check_targets(
@@ -173,24 +158,13 @@ def _check_targets(
         )
     targets = []
     for file in included.files:
-        target = dest.joinpath(*file.relative.parts)
-        if (blocker := file_in_the_way(target.parent)) is not None:
+        target, problem = file_target(dest, file.entry, force)
+        if problem is not None:
             raise UsageError(
-                f"cannot restore {file.entry.path} to {target}: {blocker} is a file, not a "
-                "directory",
-                "move that file away, or choose another --files-to directory",
-            )
-        if target.is_dir():
-            raise UsageError(
-                f"cannot restore {file.entry.path}: {target} is a directory",
-                "move it away, or choose another --files-to directory",
-            )
-        if not force and (target.exists() or target.is_symlink()):
-            raise UsageError(
-                f"{target} already exists (nothing was written)",
-                "pass --force to replace it (the file there is kept as a hidden "
-                f".{target.name}.etcdops-<UTC time> beside it), or choose another --files-to "
-                "directory",
+                f"cannot restore {file.entry.path} to {target}: {problem}",
+                "pass --force to replace an existing file (it is kept as a hidden "
+                f".{target.name}.etcdops-<UTC time> beside it), move what is in the way, or "
+                "choose another --files-to directory",
             )
         targets.append((file, target))
     return targets
