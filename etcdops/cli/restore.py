@@ -56,6 +56,10 @@ def restore(
     force: Annotated[bool, typer.Option(
         "--force", help="With --files-to: replace existing files (each kept as a hidden "
         ".NAME.etcdops-<UTC time> beside it).")] = False,
+    snapshot_size: Annotated[int | None, typer.Option(
+        "--snapshot-size", min=0, help="With '-' and --dry-run: the size in bytes of the "
+        "snapshot that will come on standard input, so that the free space is judged (dr run "
+        "passes it to another host's dry run).", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check every prerequisite and say what a restore would do, reading "
         "no backup (manifests only) and no standard input, and changing nothing.")] = False,
@@ -78,6 +82,9 @@ def restore(
     if files_to is not None and ref == STDIN_REF:
         raise UsageError("--files-to reads a backup or a file, not standard input",
                          "give the backup id or the .db.zst.age file")
+    if snapshot_size is not None and (ref != STDIN_REF or not dry_run):
+        raise UsageError("--snapshot-size sizes a dry run of a snapshot on standard input",
+                         "use it with REF '-' and --dry-run, or leave it out")
     if files_to is not None and dry_run:
         raise UsageError("--files-to writes files, which a dry run does not",
                          "leave out --files-to, or --dry-run")
@@ -105,7 +112,7 @@ def restore(
     if dry_run:
         from etcdops.restore.preflight import dry_run as check
 
-        checked = check(config, request, run.reporter())
+        checked = check(config, request, run.reporter(), snapshot_size=snapshot_size)
         run.emit(checked.as_dict(), lambda console: console.print(_dry_run_report(checked)))
         warnings: tuple[str, ...] = checked.warnings
     else:

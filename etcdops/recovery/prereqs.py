@@ -97,7 +97,8 @@ def check_prerequisites(
     disks: list[_Disk] = []
     for member in plan.members:
         if member.remote:
-            supports.append(_remote_member(member, plan, reporter, found, disks))
+            size = view.manifest.snapshot_size if view is not None else None
+            supports.append(_remote_member(member, plan, reporter, found, disks, size))
         else:
             supports.append(
                 _local_member(config, member, plan, reporter, found, disks, stores, sized)
@@ -267,10 +268,12 @@ def _etcdutl_detail(path: str, bumps: bool) -> str:
 
 
 def _remote_member(
-    member: PlanMember, plan: Plan, reporter: Reporter, found: Preflight, disks: list[_Disk]
+    member: PlanMember, plan: Plan, reporter: Reporter, found: Preflight, disks: list[_Disk],
+    snapshot_size: int | None,
 ) -> bool:
     """A member on another host: it answers through its prefix, and its etcdops's restore dry
-    run (`restore - --dry-run`) passes there; whether its etcdutl bumps."""
+    run (`restore - --dry-run`, told the size of the snapshot it will be sent) passes there;
+    whether its etcdutl bumps."""
     where = f"{member.name} ({member.host})"
     host = Host(member.name, member.exec, member.etcdops, reporter=reporter)
     probe = host.probe(PROBE_TIMEOUT)
@@ -280,8 +283,9 @@ def _remote_member(
         return False
     found.add("host", where, f"reachable in {probe.seconds:.1f}s, etcdops {probe.etcdops_version}")
     try:
+        sized = [] if snapshot_size is None else ["--snapshot-size", str(snapshot_size)]
         document = host.etcdops_json(
-            ["restore", "-", "--dry-run", *_restore_args(member, plan)],
+            ["restore", "-", "--dry-run", *sized, *_restore_args(member, plan)],
             timeout=_REMOTE_CHECK_TIMEOUT,
         )
     except LockedError as exc:
@@ -318,30 +322,23 @@ class _Disk:
     where: str
     directory: str
     free: int
-    needed: int | None  # None: that dry run could not size it (a snapshot on stdin)
+    needed: int | None  # None: that dry run could not size it (no backup found to size by)
 
 
 def _judge_disks(disks: list[_Disk], found: Preflight) -> None:
-    """Each member's free space against its restore's own figure (restore.preflight). A dry
-    run on another host reads no backup and cannot size it: the figure a member here got for
-    the same snapshot stands in, when there is one."""
-    known = [disk.needed for disk in disks if disk.needed is not None]
+    """Each member's free space against its restore's own figure (restore.preflight)."""
     for disk in disks:
-        needed, borrowed = disk.needed, False
-        if needed is None and known:
-            needed, borrowed = max(known), True
-        if needed is None:
+        if disk.needed is None:
             found.add("disk", disk.where, f"{format_size(disk.free)} free in {disk.directory}")
-        elif disk.free < needed:
+        elif disk.free < disk.needed:
             found.fail("disk", disk.where, StorageError(
                 f"{disk.directory} has {format_size(disk.free)} free; the restore needs about "
-                f"{format_size(needed)} there",
+                f"{format_size(disk.needed)} there",
                 "free space there, or give the member a data dir on a larger disk",
             ))
         else:
             found.add("disk", disk.where, f"{format_size(disk.free)} free in {disk.directory} "
-                      f"(about {format_size(needed)} needed"
-                      + (", as a member here needs" if borrowed else "") + ")")
+                      f"(about {format_size(disk.needed)} needed)")
 
 
 def _files(plan: Plan, view: BackupView | None, found: Preflight) -> None:

@@ -78,11 +78,13 @@ class DryRun:
 
 
 def dry_run(
-    config: Config, request: RestoreRequest, reporter: Reporter, *, stores: Stores | None = None
+    config: Config, request: RestoreRequest, reporter: Reporter, *, stores: Stores | None = None,
+    snapshot_size: int | None = None,
 ) -> DryRun:
     """Check every prerequisite of restore_member without reading the backup or changing
     anything: the member flags, the data dir, etcdutl, the backup located (its manifest only),
-    the identity against its recipients, and the free space; REF '-' reads no standard input."""
+    the identity against its recipients, and the free space; REF '-' reads no standard input
+    (snapshot_size: what will come there, for the space check)."""
     member, target, etcdutl = check_request(config, request)
     flags = bump_flags_for(etcdutl, request.bump_revision)
     parent = target.path.parent
@@ -94,7 +96,7 @@ def dry_run(
             f"cannot create a temporary directory in {parent}: {reason}",
             "it must be writable, with room for the snapshot",
         )
-    backup, size, created = _locate(config, request, reporter, stores)
+    backup, size, created = _locate(config, request, reporter, stores, snapshot_size)
     if flags:
         revision = f"{FLAGS} (by {request.bump_revision or config.restore.bump_revision:,})"
     elif request.bump_revision == 0:
@@ -132,13 +134,15 @@ def _has_etcd() -> bool:
 
 
 def _locate(
-    config: Config, request: RestoreRequest, reporter: Reporter, stores: Stores | None
+    config: Config, request: RestoreRequest, reporter: Reporter, stores: Stores | None,
+    stdin_size: int | None,
 ) -> tuple[dict[str, object], int | None, bool]:
     """The backup a restore would read first (its manifest, not its object), its snapshot's
     size if known, and whether it has a manifest (a creation time); the identity is checked
     against the backup's recipients."""
     if request.ref == STDIN_REF:
-        return {"source": "standard input", "read": False}, None, False
+        return ({"source": "standard input", "read": False, "snapshot_size": stdin_size},
+                stdin_size, False)
     sources, notes = locate(config, request.ref, reporter, store=request.store, stores=stores)
     first = sources[0]
     manifest = first.manifest

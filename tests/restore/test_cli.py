@@ -331,10 +331,24 @@ def test_dry_run_of_stdin_reads_none_of_it(backup_toml, host, tmp_path):
         process.wait()
         for pipe in (process.stdin, process.stdout, process.stderr):
             pipe.close()
-    assert document["backup"] == {"source": "standard input", "read": False}
+    assert document["backup"] == {"source": "standard input", "read": False,
+                                  "snapshot_size": None}
     assert document["space_needed"] is None and document["enough_space"] is None
     assert document["revision"].startswith("none")
     assert listing(tmp_path) == before
+
+
+def test_dry_run_of_stdin_told_the_snapshot_size_judges_the_free_space(backup_toml, host):
+    _, args = member_at(host / "etcd")
+    huge = 1 << 60  # more than any disk here has free
+    sized = invoke(backup_toml, "-", *args, "--dry-run", "--snapshot-size", str(huge),
+                   "-o", "json")
+    assert sized.exit_code == 0, sized.output
+    document = json.loads(sized.stdout)
+    assert document["space_needed"] == 2 * huge and document["enough_space"] is False
+    assert "the restore needs about" in sized.stderr
+    refused = invoke(backup_toml, "latest", *args, "--snapshot-size", "10")
+    assert refused.exit_code == 2 and "--snapshot-size" in refused.stderr
 
 
 @pytest.mark.parametrize(("case", "code"), [
