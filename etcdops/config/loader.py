@@ -114,6 +114,18 @@ def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | No
     return next((p for p in DEFAULT_PATHS if p.is_file()), None)
 
 
+def parse_toml(path: Path, text: str) -> dict[str, Any]:
+    """A TOML file's tables; a syntax error is a ConfigError naming the file and line (the
+    config and a dr plan alike)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: TOML syntax error: {exc}",
+            "fix the syntax at that line (strings need quotes, tables need [brackets])",
+        ) from exc
+
+
 def load_config(
     path: Path | None = None,
     *,
@@ -133,13 +145,7 @@ def load_config(
                 f"cannot read config file {config_path}: {exc.strerror}",
                 "check the path and its permissions",
             ) from exc
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(
-                f"{config_path}: TOML syntax error: {exc}",
-                "fix the syntax at that line (strings need quotes, tables need [brackets])",
-            ) from exc
+        raw = parse_toml(config_path, text)
     origin = Origin(config_path, text)
     warnings = _apply_environment(raw, env, origin)
     for dotted, value in (overrides or {}).items():

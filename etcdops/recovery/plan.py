@@ -8,14 +8,13 @@ mistake is a ConfigError naming the key, its file and line, as in etcdops.toml.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from etcdops.config import Config
-from etcdops.config.loader import Origin, build_table
+from etcdops.config.loader import Origin, build_table, parse_toml
 from etcdops.config.settings import opt
 from etcdops.errors import ConfigError
 
@@ -177,14 +176,7 @@ def load_plan(path: Path) -> Plan:
         raise ConfigError(f"cannot read plan {path}: {exc.strerror}", "check its permissions") \
             from exc
     text = data.decode("utf-8", "replace")
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"{path}: TOML syntax error: {exc}",
-            "fix the syntax at that line (strings need quotes, tables need [brackets])",
-        ) from exc
-    return parse_plan(raw, Origin(path, text), path)
+    return parse_plan(parse_toml(path, text), Origin(path, text), path)
 
 
 def parse_plan(raw: dict[str, Any], origin: Origin, path: Path) -> Plan:
