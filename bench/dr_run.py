@@ -595,7 +595,8 @@ class Bench:
             problems.append(f"simulated kubelets failed: {exc}")
         run = measured.run
         doc = json.loads(report.read_text())
-        checks = in_thread(lambda: check_recovered(disaster, staged=side == ETCDOPS))
+        restored_at = (doc["revision"] or {}).get("after_restore")
+        checks = in_thread(lambda: check_recovered(disaster, restored_at))
         problems += judge(doc, checks, side, rusage(out).get("code", 0))
         # step 1's decode (and staging) runs before the stop step; the report has it apart
         decode = [s["decode"]["seconds"] for s in doc["steps"] if s.get("decode")]
@@ -647,18 +648,18 @@ def members_cpu(pid_files: Sequence[Path]) -> float:
     return total
 
 
-def check_recovered(disaster: Disaster, *, staged: bool) -> dict[str, Any]:
-    """What the recovered cluster holds: the same keys as before the disaster, its revision,
-    and (when the revision was advanced) whether a read at the old revision is refused."""
+def check_recovered(disaster: Disaster, restored_at: int | None) -> dict[str, Any]:
+    """What the recovered cluster holds: the same keys as before the disaster; whether it was
+    restored past the disaster's revision and then a read at that revision is refused."""
+    past = restored_at is not None and restored_at > disaster.revision_before
     with EtcdSession(disaster.cluster.etcd_config(command_timeout=60.0)) as session:
         after = keyspace(session)
         revision = session.status(disaster.cluster.members[0].client_url).revision
-        compacted = (not session.readable_at(disaster.revision_before)
-                     if staged and revision > disaster.revision_before else None)
+        compacted = not session.readable_at(disaster.revision_before) if past else None
     plaintext = [str(p) for m in disaster.cluster.members
                  for p in m.data_dir.parent.glob(".etcdops-*")]
     return {"same_keys": after == disaster.before, "keys_after": after.keys,
-            "revision_after": revision, "past_disaster": revision > disaster.revision_before,
+            "restored_at": restored_at, "revision_now": revision, "past_disaster": past,
             "old_revision_compacted": compacted, "plaintext_left": plaintext}
 
 
@@ -680,8 +681,8 @@ def judge(doc: dict[str, Any], checks: dict[str, Any], side: str, code: int) -> 
     if checks["plaintext_left"]:
         problems.append(f"plaintext left: {checks['plaintext_left']}")
     if side == ETCDOPS and not (checks["past_disaster"] and checks["old_revision_compacted"]):
-        problems.append(f"revision {checks['revision_after']} not past the disaster's, or the "
-                        "old revision still readable")
+        problems.append(f"restored at revision {checks['restored_at']}, not past the "
+                        "disaster's, or the disaster's revision still readable")
     return problems
 
 
