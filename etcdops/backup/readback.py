@@ -391,16 +391,19 @@ def decode_snapshot(
     """Write the checked plain snapshot of a backup, or of a snapshot file (encrypted or plain),
     to out: what a restore or a drill hands to etcdutl. Copies are tried as for status, and out
     appears only once every check has passed."""
+    # a scratch file that etcdutl reads at once and that goes with its directory: not synced
     return _decode_into(
-        config, locate(config, ref, reporter, store=store, stores=stores), out, reporter
+        config, locate(config, ref, reporter, store=store, stores=stores), out, reporter,
+        durable=False,
     )
 
 
 def _decode_into(
-    config: Config, located: tuple[list[BackupSource], list[str]], out: Path, reporter: Reporter
+    config: Config, located: tuple[list[BackupSource], list[str]], out: Path, reporter: Reporter,
+    *, durable: bool = True,
 ) -> SnapshotStatus:
     def attempt(source: BackupSource) -> _Decoded:
-        with AtomicFile(out) as target:
+        with AtomicFile(out, durable=durable) as target:
             return _read(config, source, target, reporter)
 
     source, decoded, fallbacks = first_good(located, attempt, reporter)

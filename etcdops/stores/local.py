@@ -108,10 +108,13 @@ class _BackgroundSync:
 
 
 class AtomicFile(CommitOnExit):
-    """A file that appears at its path only when commit() has made it durable."""
+    """A file that appears at its path only when commit() has made it durable (durable=False:
+    only complete, for a scratch file read at once and gone with its directory, where syncing
+    would only make its reader wait)."""
 
-    def __init__(self, path: Path, mode: int = 0o600) -> None:
+    def __init__(self, path: Path, mode: int = 0o600, *, durable: bool = True) -> None:
         self.path = path
+        self._durable = durable
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._temp = _temp_path(path)
@@ -126,7 +129,7 @@ class AtomicFile(CommitOnExit):
         try:
             written = self._file.write(data)
             self._unsynced += written
-            if self._unsynced >= SYNC_EVERY:
+            if self._durable and self._unsynced >= SYNC_EVERY:
                 self._unsynced = 0
                 self._file.flush()
                 self._sync.request()
@@ -140,10 +143,12 @@ class AtomicFile(CommitOnExit):
         self._sync.stop()
         try:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if self._durable:
+                os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self._temp, self.path)
-            fsync_dir(self.path.parent)
+            if self._durable:
+                fsync_dir(self.path.parent)
         except OSError as exc:
             self.abort()
             raise _storage_error("write", self.path, exc) from exc
