@@ -173,12 +173,30 @@ def test_over_the_budget_the_snapshot_is_used_as_it_is_with_the_warning(
 def test_without_samples_there_is_no_rate_and_the_warning_says_so(
     backup_config, saved, tmp_path
 ):
-    with prepared_snapshot(backup_config, saved.id, Events(), under=tmp_path,
+    events = Events()
+    with prepared_snapshot(backup_config, saved.id, events, under=tmp_path,
                            bump_flags=False) as prepared:
         warning = prepared.plan.warning
     assert prepared.plan.method == "none"
     assert "the snapshot holds 0 compaction sample(s) under /etcdops/compaction/" in warning
     assert "fewer than two points to measure the write rate by" in warning
+    # the snapshot's bytes show there is none: no staging etcd is restored and booted to look
+    assert not any(e.startswith("starting a staging etcd") for e in events.events)
+
+
+def test_the_sample_scan_finds_the_prefix_anywhere_even_across_its_reads(tmp_path):
+    from etcdops.restore import staging
+
+    prefix = b"/etcdops/compaction/"
+    snapshot = tmp_path / "snapshot.db"
+    chunk = staging._SCAN_CHUNK
+    for at in (0, chunk - 7, chunk, 2 * chunk + 3):  # straddling a read boundary too
+        data = bytearray(3 * chunk)
+        data[at:at + len(prefix)] = prefix
+        snapshot.write_bytes(bytes(data))
+        assert staging.may_hold_samples(snapshot, prefix), at
+    snapshot.write_bytes(bytes(3 * chunk) + prefix[:-1])
+    assert not staging.may_hold_samples(snapshot, prefix)
 
 
 @pytest.mark.parametrize("case", ["no manifest", "budget 0s"])
