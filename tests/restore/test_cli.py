@@ -74,7 +74,7 @@ def test_json_is_the_result_document(backup_toml, saved, host):
     assert document["data_dir"] == str(host / "etcd")
     assert (Path(document["moved_aside"]) / "member" / "old").read_text() == "old data"
     assert document["revision"]["snapshot"] == saved.etcd.revision
-    # a staging etcd was started to look for the snapshot's compaction samples (none there)
+    # the staging was tried: the snapshot holds no compaction sample, so it ended at the scan
     assert set(document["durations"]) == {"download_decode", "staging", "etcdutl", "total"}
     assert document["warnings"] and document["fallbacks"] == []
 
