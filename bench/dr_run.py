@@ -75,7 +75,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,7 @@ from moto_s3 import (
 )
 from restore import TreePeaks
 
+from etcdops.cli.exitcodes import TARGET_MISSED  # dr run finished but missed a target
 from etcdops.config import EtcdConfig
 from etcdops.demo.disaster import Keyspace, keyspace, written_after_backup
 from etcdops.demo.kubelets import Simulator
@@ -137,7 +138,6 @@ TARGET_WALL_S = 120.0  # the issue's "under 2 minutes here", for the whole `dr r
 RESTORE_TARGET, RECOVERY_TARGET = "5m", "10m"  # the seed's, in the plan as the issue has them
 STEP_TIMEOUT = "3m"
 MIN_PODS_UPDATED = 0.9
-TARGET_MISSED = 16  # dr run's exit code when it finished but missed a target
 DECODE = "decode"  # step 1's download, decode and staging etcd, before the stop step
 KILL_WAIT_S = 30.0
 DEFAULT_OBJECTS = 20_000  # the Kubernetes part: ~800 nodes with their leases, ~8,000 pods
@@ -447,8 +447,8 @@ class Disaster:
     revision_before: int
     nodes: list[str]
     after_backup: dict[bytes, bytes]
-    pid_files: list[Path] = field(default_factory=list)
-    plan: Path = Path()
+    pid_files: list[Path]  # where the plan's start commands write each member's pid
+    plan: Path
 
 
 class Bench:
@@ -456,13 +456,14 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, moto: MotoServer, children: DrChildren) -> None:
         self.args, self.moto, self.children = args, moto, children
-        self.disaster: Disaster | None = None
+        self.cluster: LocalCluster | None = None
+        self.pid_files: list[Path] = []
         self.simulator: Simulator | None = None
 
     def run(self, target: int, workdir: Path) -> SizeResult:
         """Build the disaster, then recover from it each round, each side."""
         result = SizeResult(target)
-        disaster = self.disaster = self._disaster(target, workdir, result)
+        disaster = self._disaster(target, workdir, result)
         sides = [side for side in SIDES if side in self.args.sides]
         for index in range(self.args.warmup + self.args.rounds):
             number = max(0, index - self.args.warmup + 1)  # 0 for warm-ups
@@ -478,8 +479,11 @@ class Bench:
         etcdops = etcdops_binary()
         env = fake_aws_env(shutil.which("env") or "/usr/bin/env", workdir / "no-aws-config")
         # no fsync while filling (a fixture); the recovered members run with it
-        cluster = LocalCluster.three(workdir / "cluster", quota_backend_bytes=QUOTA_BACKEND_BYTES,
-                                     unsafe_no_fsync=True)
+        cluster = self.cluster = LocalCluster.three(
+            workdir / "cluster", quota_backend_bytes=QUOTA_BACKEND_BYTES, unsafe_no_fsync=True
+        )
+        (workdir / "pids").mkdir()
+        self.pid_files = [workdir / "pids" / f"{m.name}.pid" for m in cluster.members]
         wait_for_quiet(self.args.wait_quiet)
         in_thread(cluster.start)
         etcd = cluster.etcd_config(command_timeout=60.0)
@@ -545,15 +549,11 @@ class Bench:
         print(f"  disaster at revision {revision}: {before.keys} keys ({len(nodes)} nodes, "
               f"{result.pods} pods), db {format_size(result.db_size)}; every member killed",
               flush=True)
-        disaster = Disaster(cluster, config, nostaging, env, result.backup_id, before, revision,
-                            nodes, after_backup)
-        pids = workdir / "pids"
-        pids.mkdir()
-        disaster.pid_files = [pids / f"{m.name}.pid" for m in cluster.members]
-        disaster.plan = workdir / "plan.toml"
-        disaster.plan.write_text(plan_text(cluster, disaster.pid_files, result.backup_id,
-                                           len(nodes), list(after_backup)))
-        return disaster
+        plan = workdir / "plan.toml"
+        plan.write_text(plan_text(cluster, self.pid_files, result.backup_id, len(nodes),
+                                  list(after_backup)))
+        return Disaster(cluster, config, nostaging, env, result.backup_id, before, revision,
+                        nodes, after_backup, self.pid_files, plan)
 
     def _compact(self, env: list[str], etcdops: str, config: Path, workdir: Path,
                  when: str) -> None:
@@ -631,10 +631,10 @@ class Bench:
             with contextlib.suppress(Exception):
                 self.simulator.stop()
             self.simulator = None
-        if self.disaster is not None:
-            for path in self.disaster.pid_files:
-                stop_launched(path, grace=2.0)
-            self.disaster.cluster.stop()
+        for path in self.pid_files:
+            stop_launched(path, grace=2.0)
+        if self.cluster is not None:
+            self.cluster.stop()
 
 
 def members_cpu(pid_files: Sequence[Path]) -> float:
