@@ -23,7 +23,7 @@ from typing import BinaryIO
 from etcdops.backup.readback import READ_SIZE, SnapshotStatus, decode_snapshot
 from etcdops.config import Config
 from etcdops.errors import Interrupted, UsageError
-from etcdops.etcd.binaries import etcdutl_supports, find_binary
+from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.etcdutl import run_etcdutl
 from etcdops.report import Reporter
 from etcdops.restore.datadir import Target, check_target, swap_in
@@ -37,7 +37,12 @@ from etcdops.restore.revision import (
     restart_warning,
     unbumped_plan,
 )
-from etcdops.restore.staging import ETCDUTL_TIMEOUT, save_checked, stage_bump
+from etcdops.restore.staging import (
+    ETCDUTL_TIMEOUT,
+    save_checked,
+    stage_bump,
+    trusted_hash_flags,
+)
 from etcdops.stores.configured import Stores
 
 BUILT_NAME = "data"
@@ -278,7 +283,7 @@ def _restore(
             run_etcdutl(
                 etcdutl,
                 ["snapshot", "restore", str(prepared.path), "--data-dir", str(built),
-                 *member.etcdutl_flags(), *plan.flags, *_trusted_hash(etcdutl)],
+                 *member.etcdutl_flags(), *plan.flags, *trusted_hash_flags(etcdutl)],
                 timeout=ETCDUTL_TIMEOUT,
             )
             restored = time.monotonic()
@@ -305,14 +310,6 @@ def _restore(
         },
         warnings=prepared.warnings,
     )
-
-
-def _trusted_hash(etcdutl: Path) -> tuple[str, ...]:
-    """A prepared snapshot's sha256 trailer was checked as it was written (decoded, read from
-    stdin or saved from the staging etcd), into a 0700 directory only etcdops writes: etcdutl's
-    own re-hash of the whole file would only repeat it (4 of its 5 s at 1 GiB, measured). It
-    still drops the trailer, as without the flag."""
-    return ("--skip-hash-check",) if etcdutl_supports(etcdutl, "--skip-hash-check") else ()
 
 
 def _interrupted(target: Target) -> Interrupted:
