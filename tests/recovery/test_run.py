@@ -491,15 +491,14 @@ def test_a_report_file_that_cannot_be_written_is_a_warning_not_the_recoverys_out
 
 
 def test_sigterm_during_step_1s_decode_names_it_and_the_rerun_resumes_at_the_stop_step(
-    aws, tmp_path, old_hosts, launcher
+    aws, tmp_path, old_hosts, launcher, s3_proxy
 ):
-    from tests.restore.standins import sleeping_etcdutl
-
     saved, cluster = aws, old_hosts
-    # the staging etcd's etcdutl, inside the decode (etcdutl 3.5.1 cannot bump), takes its time
-    etcdutl, ready = sleeping_etcdutl(tmp_path / "bin")
+    # the primary lists the backup but never sends its object: the decode waits on it
+    proxy = s3_proxy()
+    proxy.hang(lambda r: r.method == "GET" and r.path.endswith(".db.zst.age"))
     config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk",
-                         extra=f'[etcd]\netcdutl = "{etcdutl}"')
+                         primary_url=proxy.url)
     plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
                      start=launcher.commands(cluster), stop=[f"touch {tmp_path / 'stopped'}"])
     before = listing(tmp_path / "hosts")
@@ -507,8 +506,12 @@ def test_sigterm_during_step_1s_decode_names_it_and_the_rerun_resumes_at_the_sto
         [ETCDOPS, "dr", "run", "--plan", str(plan), "--config", str(config), "-o", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+    def decoding() -> bool:  # the plaintext's file is open beside the data dirs, waiting
+        return bool(list((tmp_path / "hosts").glob("*/.etcdops-prepare-*/.tmp-*")))
+
     try:
-        wait_for(lambda: ready.exists() or process.poll() is not None, "the decode's etcdutl")
+        wait_for(lambda: decoding() or process.poll() is not None, "the decode's download")
         assert process.poll() is None, process.communicate()
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
