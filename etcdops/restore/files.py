@@ -85,14 +85,13 @@ def restore_files(
 
 @dataclass(frozen=True)
 class CheckedFiles:
-    """A backup's included files, read and checked, and where each would go: nothing written."""
+    """A backup's included files, read and checked, and where they would go: nothing written."""
 
     source: BackupSource
     included: Included
     fallbacks: tuple[str, ...]
     dest_dir: Path
     force: bool
-    targets: list[tuple[IncludedFile, Path]]
 
 
 def check_files(
@@ -112,8 +111,8 @@ def check_files(
         located, lambda s: read_included(config, s, reporter), reporter
     )
     dest = dest_dir.expanduser().absolute()
-    return CheckedFiles(source, included, tuple(fallbacks), dest, force,
-                        _check_targets(dest, included, force))
+    _check_targets(dest, included, force)  # refused now; write_files checks again, time passes
+    return CheckedFiles(source, included, tuple(fallbacks), dest, force)
 
 
 def write_files(checked: CheckedFiles, reporter: Reporter) -> FilesResult:
