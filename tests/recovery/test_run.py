@@ -119,7 +119,7 @@ def test_text_report_and_a_missed_target_the_run_finishes_then_exits_16(
                      start=launcher.commands(cluster), targets={"restore": "1ms"},
                      source="primary")
     with Kubelets(cluster.client_urls, saved.objects):
-        result = dr_run(config, plan, env={"COLUMNS": "250"})
+        result = dr_run(config, plan, env={"COLUMNS": "1000"})
     assert result.exit_code == 16, result.output
     out = result.stdout
     rows = [line.replace("│", " ").split() for line in out.splitlines()]
@@ -355,7 +355,7 @@ def test_the_dry_run_lists_every_failed_prerequisite_and_exits_with_the_first(
                          extra=f'[etcd]\netcdutl = "{tmp_path / "no-etcdutl"}"')
     plan = plan_toml(tmp_path / "plan.toml", members, start=launcher.commands(cluster))
     before = listing(tmp_path)
-    result = dr_run(config, plan, "--dry-run", env={"COLUMNS": "250"})
+    result = dr_run(config, plan, "--dry-run", env={"COLUMNS": "1000"})
     assert result.exit_code == 1, result.output  # the first failure: etcdutl, a ToolError
     failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
     # etcd-1's etcdutl; etcd-2's data dir (its restore refuses that first); etcd-3's host
@@ -604,7 +604,7 @@ def test_a_member_restored_again_after_a_failed_step_1_keeps_its_original_data_d
 
     fixed.touch()
     with Kubelets(cluster.client_urls, saved.objects):
-        result = dr_run(config, plan, env={"COLUMNS": "400"})
+        result = dr_run(config, plan, env={"COLUMNS": "1000"})
     assert result.exit_code == 0, result.output
     state = json.loads((tmp_path / "plan.toml.state.json").read_text())
     for name in ("etcd-1", "etcd-2"):  # restored twice: the original, then the first copy

@@ -51,7 +51,7 @@ def test_the_text_report_names_the_token_to_share_and_warns_what_to_restart(
     backup_toml, saved, host
 ):
     # wide enough that no temporary path is folded mid-word
-    result = invoke(backup_toml, "latest", *member_args(host / "etcd"), env={"COLUMNS": "300"})
+    result = invoke(backup_toml, "latest", *member_args(host / "etcd"), env={"COLUMNS": "1000"})
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     assert f"backup {saved.id} from the local store as member cp-1" in out
@@ -310,7 +310,7 @@ def test_dry_run_reports_what_a_restore_would_do_and_changes_nothing(
     # the plain snapshot and the restored data dir, and while a staging etcd runs its own two
     assert document["space_needed"] == 3 * saved.snapshot_size
     assert document["free_bytes"] > document["space_needed"] and document["enough_space"]
-    text = invoke(backup_toml, "latest", *args, "--dry-run", env={"COLUMNS": "300"})
+    text = invoke(backup_toml, "latest", *args, "--dry-run", env={"COLUMNS": "1000"})
     assert text.exit_code == 0, text.output
     out = " ".join(text.stdout.split())
     assert "nothing was read or changed" in out and f"backup {saved.id} in local store" in out
