@@ -183,6 +183,25 @@ class DrConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    # the periods of the unattended jobs: the timers' and the daemon's
+    snapshot_every: float = opt("duration", 3600.0, within=("1s", "7d"))
+    maintain_every: float = opt("duration", 60.0, within=("1s", "1d"))
+    drill_every: float = opt("duration", 86400.0, within=("1s", "30d"))
+    # the TTL of the lease that holds a period's election: a node that dies mid-save keeps the
+    # period from the others this long at most
+    election_ttl: float = opt("duration", 30.0, within=("5s", "10m"))
+    # how long the daemon lets a running job finish after SIGTERM before abandoning it
+    stop_timeout: float = opt("duration", 60.0, within=("1s", "1h"))
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # node_exporter's textfile collector directory; unset: no metrics files are written
+    textfile_dir: Path | None = opt("path")
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str = opt("str", "default")
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
@@ -196,6 +215,8 @@ class Config:
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     dr: DrConfig = field(default_factory=DrConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = field(default="built-in defaults", metadata={"kind": "internal"})
     # what the caller should tell the operator (this layer never prints)
     warnings: tuple[str, ...] = field(default=(), metadata={"kind": "internal"})
@@ -213,4 +234,6 @@ SECTIONS: dict[str, type] = {
     "restore": RestoreConfig,
     "backup": BackupConfig,
     "dr": DrConfig,
+    "schedule": ScheduleConfig,
+    "metrics": MetricsConfig,
 }

@@ -249,7 +249,8 @@ def test_truncating_a_full_final_chunk_file_is_caught(identity: Identity) -> Non
 
 
 @pytest.mark.parametrize(
-    "garbage", [b"\x00", os.urandom(17), os.urandom(ENC_CHUNK), os.urandom(CHUNK)]
+    "garbage", [b"\x00", os.urandom(17), os.urandom(ENC_CHUNK), os.urandom(CHUNK)],
+    ids=["one-byte", "17-bytes", "a-chunk-with-tag", "a-chunk"],
 )
 def test_appended_data_is_an_integrity_error(
     identity: Identity, ciphertext: bytes, garbage: bytes
