@@ -5,6 +5,12 @@ server. Nothing that a test can change is session-scoped; every process is stopp
 even after a failure.
 """
 
+import os
+
+# The suite reads `error: ...` and `warning: ...` lines from stderr, which is no terminal here:
+# text logs unless a test asks for JSON ($ETCDOPS_LOG_FORMAT is etcdops.cli.logs')
+os.environ["ETCDOPS_LOG_FORMAT"] = "text"
+
 pytest_plugins = [
     "tests.fixtures.etcd",
     "tests.fixtures.tls",

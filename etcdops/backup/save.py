@@ -29,7 +29,7 @@ from etcdops.config import Config
 from etcdops.crypto.keys import configured_recipients
 from etcdops.errors import EtcdopsError, Interrupted, StorageError
 from etcdops.lock import HostLock
-from etcdops.report import Reporter
+from etcdops.report import Reporter, note
 from etcdops.stores.base import Store, server_side_copier
 from etcdops.stores.configured import Stores, open_stores
 from etcdops.stores.fanout import Fanout
@@ -137,6 +137,7 @@ def _save(
             started = time.monotonic()
             created = clock()
             backup_id = kept.backup_id = new_backup_id(created)
+            note(backup_id=backup_id)  # every later log line of the run names the backup
             key = object_key("", config.cluster, backup_id, created)
             stream = etcd.snapshot_stream()
             endpoint, member = stream.source.endpoint, stream.source.status

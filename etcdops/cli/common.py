@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,11 @@ from typing import Annotated, Any
 import typer
 
 from etcdops.cli import exitcodes
+from etcdops.cli.logs import chosen_format, setup_logging
 from etcdops.errors import EtcdopsError, Interrupted
+from etcdops.report import fields, log_scope, note
+
+log = logging.getLogger("etcdops.cli")
 
 
 class OutputFormat(enum.StrEnum):
@@ -52,10 +57,15 @@ def error_document(message: str, hint: str | None, code: int, kind: str) -> str:
 class Invocation:
     """One run of one command: its shared options and the means to report."""
 
-    def __init__(self, output: OutputFormat, config_path: Path | None, verbosity: int) -> None:
+    def __init__(
+        self, output: OutputFormat, config_path: Path | None, verbosity: int,
+        log_format: str = "text",
+    ) -> None:
         self.output = output
         self.config_path = config_path
         self.verbosity = verbosity
+        self.log_format = log_format  # of stderr: "text" or "json" (etcdops.cli.logs)
+        self.started = time.monotonic()
         self._console: Any = None
         self._err_console: Any = None
 
@@ -68,6 +78,7 @@ class Invocation:
         from etcdops.config import load_config
 
         config = load_config(self.config_path, overrides=overrides)
+        note(cluster=config.cluster)
         for warning in config.warnings:
             self.warn(warning)
         return config
@@ -93,7 +104,7 @@ class Invocation:
         from etcdops.cli.render import TerminalReporter
         from etcdops.report import LogReporter
 
-        if self.verbosity < 0 or not self.err_console.is_terminal:
+        if self.verbosity < 0 or self.log_format == "json" or not self.err_console.is_terminal:
             return LogReporter()
         return TerminalReporter(self.err_console)
 
@@ -106,7 +117,18 @@ class Invocation:
 
     def warn(self, message: str) -> None:
         """One line on stderr about something that went wrong without stopping the job."""
-        sys.stderr.write(f"warning: {message}\n")
+        if self.log_format == "json":
+            log.warning("%s", message)
+        else:
+            sys.stderr.write(f"warning: {message}\n")
+
+    def done(self, code: int) -> None:
+        """In JSON logs, a last line for the run: how long it took and how it ended."""
+        if self.log_format == "json":
+            log.info("done", extra=fields(duration=self._duration(), exit_code=code))
+
+    def _duration(self) -> float:
+        return round(time.monotonic() - self.started, 3)
 
     def fail(self, error: BaseException, *, document: bool = True) -> int:
         """Print a failure as one line (JSON on stdout too, unless the command's own result
@@ -120,23 +142,20 @@ class Invocation:
         else:
             message = f"internal error: {type(error).__name__}: {error}"
             hint = "rerun with -v for the traceback, and report it"
-        if self.verbosity > 0 and not isinstance(error, KeyboardInterrupt):
-            traceback.print_exception(error, file=sys.stderr)
-        line = f"error: {message}" + (f" — {hint}" if hint else "")
-        sys.stderr.write(line + "\n")
+        with_traceback = self.verbosity > 0 and not isinstance(error, KeyboardInterrupt)
+        if self.log_format == "json":
+            log.error("%s", message, exc_info=error if with_traceback else None, extra=fields(
+                hint=hint, exit_code=code, error_type=type(error).__name__,
+                duration=self._duration(),
+            ))
+        else:
+            if with_traceback:
+                traceback.print_exception(error, file=sys.stderr)
+            line = f"error: {message}" + (f" — {hint}" if hint else "")
+            sys.stderr.write(line + "\n")
         if self.json and document:
             sys.stdout.write(error_document(message, hint, code, type(error).__name__))
         return code
-
-
-def _setup_logging(verbosity: int) -> None:
-    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("etcdops")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -169,6 +188,15 @@ _SHARED = [
             "--quiet", "-q", help="Only warnings and errors on stderr.")],
     ),
 ]
+
+
+def _command_name(context: typer.Context) -> str:
+    """The command's words without the program's ("snapshot save")."""
+    words = []
+    while context.parent is not None:
+        words.append(context.info_name or "")
+        context = context.parent
+    return " ".join(reversed(words))
 
 
 def _invocation(context: typer.Context, after: SharedOptions) -> Invocation:
@@ -207,18 +235,22 @@ def command(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, context: typer.Context, output: OutputFormat | None,
                 config_path: Path | None, verbose: int, quiet: bool, **kwargs: Any) -> None:
         run = _invocation(context, SharedOptions(output, config_path, verbose, quiet))
-        _setup_logging(run.verbosity)
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
-        try:
-            code = func(run, *args, **kwargs)
-        except typer.Exit:
-            raise
-        except (Exception, KeyboardInterrupt) as error:  # one line and its exit code, always
-            raise typer.Exit(run.fail(error)) from None
-        finally:
-            if in_main:
-                signal.signal(signal.SIGTERM, previous)
+        with log_scope(command=_command_name(context)):
+            try:
+                # chosen inside: a bad $ETCDOPS_LOG_FORMAT is one error line (in text)
+                run.log_format = chosen_format()
+                setup_logging(run.verbosity, run.log_format)
+                code = func(run, *args, **kwargs)
+            except typer.Exit:
+                raise
+            except (Exception, KeyboardInterrupt) as error:  # one line and its exit code, always
+                raise typer.Exit(run.fail(error)) from None
+            finally:
+                if in_main:
+                    signal.signal(signal.SIGTERM, previous)
+            run.done(code or 0)
         if code:
             raise typer.Exit(code)
 

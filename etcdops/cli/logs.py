@@ -1,0 +1,76 @@
+"""Log lines on stderr: plain messages for a person at a terminal, one JSON object per line for
+journald and log shippers.
+
+$ETCDOPS_LOG_FORMAT chooses: text, json, or auto (the default: json when stderr is not a
+terminal). A JSON line has timestamp, level, logger and message, then the fields of the run
+(cluster, command, a backup id: etcdops.report's scope) and of the call (a duration, an error's
+hint and exit code).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from etcdops.errors import ConfigError
+from etcdops.report import FIELDS_ATTRIBUTE, scope_fields
+
+FORMAT_VARIABLE = "ETCDOPS_LOG_FORMAT"
+FORMATS = ("auto", "text", "json")
+
+
+def chosen_format(env: Mapping[str, str] | None = None, stream: IO[str] | None = None) -> str:
+    """'text' or 'json': what $ETCDOPS_LOG_FORMAT asks for, auto deciding by the stream."""
+    env = os.environ if env is None else env
+    stream = sys.stderr if stream is None else stream
+    value = env.get(FORMAT_VARIABLE, "").strip().lower() or "auto"
+    if value not in FORMATS:
+        raise ConfigError(
+            f"${FORMAT_VARIABLE} is {value!r}", f"set it to one of {', '.join(FORMATS)}"
+        )
+    if value == "auto":
+        return "text" if _is_terminal(stream) else "json"
+    return value
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream is no terminal
+        return False
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (a traceback goes in a field, not after it)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC)
+        document: dict[str, Any] = {
+            "timestamp": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        document.update(scope_fields())
+        document.update(getattr(record, FIELDS_ATTRIBUTE, {}))
+        if record.exc_info:
+            document["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(document, default=str, ensure_ascii=False)
+
+
+def setup_logging(verbosity: int, log_format: str) -> None:
+    """The etcdops loggers to stderr at the level -q/-v ask for, in the format chosen."""
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter("%(message)s")
+    )
+    root = logging.getLogger("etcdops")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
