@@ -410,3 +410,64 @@ def test_the_readme_lists_every_range_as_the_code_declares_it():
             if "range_text" in spec.metadata:
                 declared[f"{section}.{spec.name}"] = spec.metadata["range_text"]
     assert documented == declared
+
+
+# systemd credentials (LoadCredential= in the units): "credential:NAME" is a file in
+# $CREDENTIALS_DIRECTORY, never a path of its own
+
+def _credentials(tmp_path, **files):
+    directory = tmp_path / "credentials"
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def test_a_credential_is_read_from_the_units_credentials_directory(tmp_path):
+    creds = _credentials(tmp_path, **{"etcd-client.key": "KEY", "etcd-password": "s3cret\n"})
+    path = write(tmp_path, '[etcd]\nkey = "credential:etcd-client.key"\n'
+                 'password_file = "credential:etcd-password"\n')
+    config = load_config(path, env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert config.etcd.key == creds / "etcd-client.key"
+    assert config.etcd.resolved_password() == "s3cret"
+    # a variable may name one too, and a plain path beside it stays a path
+    config = load_config(path, env={"CREDENTIALS_DIRECTORY": str(creds),
+                                    "ETCDOPS_ETCD_KEY": str(creds / "etcd-password"),
+                                    "ETCDOPS_ENCRYPTION_IDENTITY_FILE": "credential:etcd-password"})
+    assert config.etcd.key == creds / "etcd-password"
+    assert config.encryption.identity_file == creds / "etcd-password"
+
+
+def test_a_credential_outside_a_unit_exits_10_naming_the_setting(tmp_path):
+    path = write(tmp_path, f'[local]\ndir = "{tmp_path}/backups"\n'
+                 '[encryption]\nidentity_file = "credential:age-identity.txt"\n')
+    result = CliRunner().invoke(app, ["snapshot", "list", "--config", str(path)],
+                                env={"CREDENTIALS_DIRECTORY": None})
+    assert result.exit_code == 10, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}:4: 'encryption.identity_file' = "
+                           "'credential:age-identity.txt' is a systemd credential, but "
+                           "$CREDENTIALS_DIRECTORY is not set")
+    assert "run it under its unit" in line
+    assert "ETCDOPS_ENCRYPTION_IDENTITY_FILE=/path/to/the/file" in line
+    assert "Traceback" not in result.output
+
+
+def test_a_credential_the_unit_did_not_pass_names_it_and_the_directory(tmp_path):
+    creds = _credentials(tmp_path)
+    path = write(tmp_path, '[etcd]\nkey = "credential:etcd-client.key"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert str(caught.value.message) == (
+        f"{path}:2: 'etcd.key' = 'credential:etcd-client.key': no credential etcd-client.key in "
+        f"$CREDENTIALS_DIRECTORY ({creds})")
+    assert "LoadCredential=" in caught.value.hint
+
+
+@pytest.mark.parametrize("name", ["", "../shadow", "b/", ".."])
+def test_a_credential_is_a_file_name_never_a_path(tmp_path, name):
+    creds = _credentials(tmp_path, b="x")
+    (tmp_path / "shadow").write_text("readable, but not a credential")
+    path = write(tmp_path, f'[etcd]\ncacert = "credential:{name}"\n')
+    with pytest.raises(ConfigError, match="does not name a credential"):
+        load_config(path, env={"CREDENTIALS_DIRECTORY": str(creds)})

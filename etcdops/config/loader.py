@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from etcdops.config.settings import SECTIONS, Config, S3Config, S3Location
-from etcdops.config.values import checked_value, key_name
+from etcdops.config.values import checked_value, key_name, variable_name
 from etcdops.errors import ConfigError
 
 DEFAULT_PATHS = (Path("etcdops.toml"), Path("/etc/etcdops/etcdops.toml"))
@@ -33,10 +33,12 @@ _CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 class Origin:
     """Where each value came from, so that an error can point at it."""
 
-    def __init__(self, path: Path | None, text: str) -> None:
+    def __init__(self, path: Path | None, text: str, credentials: str | None = None) -> None:
         self.path = path
         self.lines = text.splitlines()
         self.overrides: dict[tuple[str, ...], str] = {}
+        # $CREDENTIALS_DIRECTORY, where "credential:NAME" values are (values.credential_file)
+        self.credentials = credentials
 
     def describe(self, keypath: tuple[str | int, ...]) -> str:
         if keypath in self.overrides:
@@ -146,7 +148,7 @@ def load_config(
                 "check the path and its permissions",
             ) from exc
         raw = parse_toml(config_path, text)
-    origin = Origin(config_path, text)
+    origin = Origin(config_path, text, env.get("CREDENTIALS_DIRECTORY"))
     warnings = _apply_environment(raw, env, origin)
     for dotted, value in (overrides or {}).items():
         if value is None:
@@ -172,20 +174,16 @@ def load_config(
     )
 
 
-def _variable(keypath: tuple[str, ...]) -> str:
-    return "ETCDOPS_" + "_".join(keypath).upper()
-
-
 def _variables() -> list[str]:
     """The name of every setting's environment variable."""
-    names = [_variable(("cluster",))]
+    names = [variable_name(("cluster",))]
     for section, cls in SECTIONS.items():
         for spec in dataclasses.fields(cls):
             if spec.metadata.get("kind") == "section":
-                names += [_variable((section, spec.name, f.name))
+                names += [variable_name((section, spec.name, f.name))
                           for f in dataclasses.fields(spec.metadata["cls"])]
             else:
-                names.append(_variable((section, spec.name)))
+                names.append(variable_name((section, spec.name)))
     return names
 
 
@@ -311,7 +309,7 @@ def build_table(cls: type, raw: Any, prefix: tuple[str | int, ...], origin: Orig
         source = origin.describe(keypath)
         if source.startswith("$"):
             hint = source[1:] + " is not a setting" + _nearest(
-                source[1:], [_variable(prefix + (k,)) for k in known]
+                source[1:], [variable_name(prefix + (k,)) for k in known]
             )
         else:
             hint = "not a setting" + _nearest(unknown[0], list(known))

@@ -16,6 +16,10 @@ from etcdops.units import parse_duration, parse_size
 if TYPE_CHECKING:
     from etcdops.config.loader import Origin
 
+# A file setting written "credential:NAME" is the systemd credential NAME (LoadCredential= in the
+# units): systemd copies the secret to $CREDENTIALS_DIRECTORY, which only the service's user can
+# read, so that the TLS key, the password and the age identity need no readable path on disk.
+CREDENTIAL = "credential:"
 _BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}")
 _REGION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?")
 
@@ -29,10 +33,17 @@ def key_name(keypath: tuple[str | int, ...]) -> str:
     return text
 
 
+def variable_name(keypath: tuple[str | int, ...]) -> str:
+    """The environment variable that sets a setting (ETCDOPS_S3_REPLICA_BUCKET)."""
+    return "ETCDOPS_" + "_".join(str(part) for part in keypath).upper()
+
+
 def checked_value(spec: dataclasses.Field[Any], value: Any, keypath: tuple[str | int, ...],
                   origin: Origin) -> Any:
     """One setting, converted to its type and checked against its declared range."""
     key, kind = key_name(keypath), spec.metadata["kind"]
+    if kind == "file" and isinstance(value, str) and value.startswith(CREDENTIAL):
+        return credential_file(value, keypath, origin)
     valid = f"{key} takes {spec.metadata['range_text']}" if "range" in spec.metadata else None
     if valid and spec.metadata["why"]:
         valid += f" ({spec.metadata['why']})"
@@ -50,6 +61,34 @@ def checked_value(spec: dataclasses.Field[Any], value: Any, keypath: tuple[str |
                 f"{origin.describe(keypath)}: '{key}' = {value!r} is out of range", valid
             )
     return converted
+
+
+def credential_file(value: str, keypath: tuple[str | int, ...], origin: Origin) -> Path:
+    """The file of a "credential:NAME" setting in $CREDENTIALS_DIRECTORY; a ConfigError when
+    it is not run under a unit that passes credentials, or the unit did not pass this one."""
+    key, name = key_name(keypath), value.removeprefix(CREDENTIAL)
+    where = f"{origin.describe(keypath)}: '{key}' = {value!r}"
+    if not name or "/" in name or name in (".", ".."):  # systemd's rule: a file name
+        raise ConfigError(
+            f"{where} does not name a credential",
+            "write credential:NAME with the name the unit's LoadCredential= gives it, such as "
+            "credential:etcd-client.key (a file name: no '/')",
+        )
+    directory = origin.credentials
+    if not directory:
+        raise ConfigError(
+            f"{where} is a systemd credential, but $CREDENTIALS_DIRECTORY is not set",
+            "run it under its unit (systemctl start etcdops-...@CLUSTER.service), or give a "
+            f"path for this run: {variable_name(keypath)}=/path/to/the/file",
+        )
+    path = Path(directory) / name
+    if not os.access(path, os.R_OK):
+        raise ConfigError(
+            f"{where}: no credential {name} in $CREDENTIALS_DIRECTORY ({directory})",
+            "the unit did not pass it: put its source where the unit's LoadCredential= "
+            f"{name}:... looks (see runbooks/install-control-plane.md), then restart the unit",
+        )
+    return path
 
 
 def _convert(kind: str, value: Any) -> Any:
