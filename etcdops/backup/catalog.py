@@ -19,6 +19,7 @@ from etcdops.backup.manifest import (
 from etcdops.backup.retention import Condition
 from etcdops.errors import IntegrityError, NotFoundError, StorageError, UsageError
 from etcdops.stores.base import ObjectInfo, Store
+from etcdops.stores.s3_errors import FeatureUnavailable
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class Catalog:
         self.store = store
         self.cluster = cluster
         self.prefix = snapshots_prefix(prefix, cluster)
+        # optional features the store could not serve, one line each: the operator's warnings
+        self.warnings: list[str] = []
 
     def entries(self) -> list[CatalogEntry]:
         """Every backup whose manifest exists, verified or why not; a manifest that cannot be
@@ -135,10 +138,18 @@ class Catalog:
 
     def unfinished(self) -> list[ObjectInfo]:
         """Writes of this cluster's backups that never finished (a save killed mid-write), each
-        dated by its latest sign of life."""
+        dated by its latest sign of life. None, and why in warnings, when the store cannot list
+        them (an S3-compatible server without ListMultipartUploads): they only cost space, and
+        nothing that needs the backups may stall on them."""
+        try:
+            found = self.store.unfinished(self.prefix)
+        except FeatureUnavailable as exc:
+            if str(exc) not in self.warnings:
+                self.warnings.append(str(exc))
+            return []
         return [
             ObjectInfo(info.key, info.size, _last_sign_of_life(info.key, info.modified))
-            for info in self.store.unfinished(self.prefix)
+            for info in found
         ]
 
     def incomplete(self) -> list[ObjectInfo]:
@@ -282,6 +293,8 @@ class Listing:
     show_all: bool
     incomplete: dict[str, list[str]] = field(default_factory=dict)  # store -> object keys
     unfinished: dict[str, list[ObjectInfo]] = field(default_factory=dict)
+    # what show_all could not look at, one line each (a store that cannot list unfinished writes)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> dict[str, str]:
@@ -306,6 +319,7 @@ class Listing:
                 name: [{"key": i.key, "last_active_at": i.modified.isoformat()} for i in infos]
                 for name, infos in self.unfinished.items()
             }
+            doc["warnings"] = self.warnings
         return doc
 
 
@@ -320,4 +334,5 @@ def list_backups(stores: Mapping[str, Store], cluster: str, *, show_all: bool = 
             catalog = Catalog(stores[name], cluster)
             listing.incomplete[name] = [info.key for info in catalog.incomplete()]
             listing.unfinished[name] = catalog.unfinished()
+            listing.warnings.extend(catalog.warnings)
     return listing

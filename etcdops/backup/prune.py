@@ -7,7 +7,9 @@ is deleted before its object, so that a prune interrupted halfway leaves an inco
 (cleaned up next time) and never a manifest that lists a missing object.
 Writes that never finished (a save killed mid-upload: S3 parts, a local temporary file) are
 weighed like incomplete objects and aborted once they are older than keep_within: no save runs
-that long, so nothing in progress is touched.
+that long, so nothing in progress is touched. A store that cannot list them (an S3-compatible
+server without ListMultipartUploads, or credentials without s3:ListBucketMultipartUploads) is
+still pruned of everything else, with one note saying so: retention must never stall on them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ class StorePrune:
     store: str
     decisions: list[Decision] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # backups that failed their check here
+    # what the operator should know: backups that failed their check here, and optional parts
+    # of the prune the store could not do (unfinished writes it cannot list)
+    notes: list[str] = field(default_factory=list)
     error: str | None = None  # the store could not be listed or a deletion failed
 
     def as_dict(self) -> dict[str, object]:
@@ -108,6 +112,9 @@ def _prune_store(
 ) -> None:
     entries = {e.id: e for e in catalog.entries()}
     actions, candidates = _candidates(catalog, entries.values())
+    # in the result only, which the CLI prints as warnings: one line, not one per listing
+    result.notes += [f"{w}; retention still applies to the complete backups"
+                     for w in catalog.warnings]
 
     def decided() -> list[Decision]:
         return decide(

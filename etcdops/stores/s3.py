@@ -30,7 +30,7 @@ from etcdops.config import S3Location
 from etcdops.errors import ConfigError, EtcdopsError, NotFoundError, StorageError
 from etcdops.stores.base import ObjectInfo, check_key
 from etcdops.stores.s3_client import make_client
-from etcdops.stores.s3_errors import s3_error
+from etcdops.stores.s3_errors import FeatureUnavailable, refusal, s3_error
 from etcdops.stores.s3_parts import (
     Checksum,
     MiB,
@@ -75,6 +75,7 @@ class S3Store:
         self.copy_part_size = copy_part_size
         self.deadline = location.deadline
         self.abort_wait = min(ABORT_WAIT, location.read_timeout)
+        self.sse = location.sse  # what a refusal's hint names beside the S3 permission
         self._write_args = self._object_settings(location)
         self._client = make_client(location, self.max_concurrency)
         self.region: str = location.region or self._client.meta.region_name or "us-east-1"
@@ -206,16 +207,43 @@ class S3Store:
 
     def unfinished(self, prefix: str = "") -> list[ObjectInfo]:
         """Multipart uploads in progress: their parts cost money and no listing shows them. The
-        size is 0: S3 says what an upload holds only part by part."""
+        size is 0: S3 says what an upload holds only part by part.
+
+        Raises FeatureUnavailable when the server does not implement ListMultipartUploads or
+        the credentials may not call it: finding them is optional (a lifecycle rule with
+        AbortIncompleteMultipartUpload removes them too), retention is not.
+        """
         paginator = self._client.get_paginator("list_multipart_uploads")
         found = []
-        with self._calling("list uploads in", f"s3://{self.bucket}/{self.prefix}{prefix}"):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-                found += [
-                    ObjectInfo(upload["Key"][len(self.prefix):], 0, upload["Initiated"])
-                    for upload in page.get("Uploads", [])
-                ]
+        where = f"s3://{self.bucket}/{self.prefix}{prefix}"
+        try:
+            with self._calling("list uploads in", where):
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                    found += [
+                        ObjectInfo(upload["Key"][len(self.prefix):], 0, upload["Initiated"])
+                        for upload in page.get("Uploads", [])
+                    ]
+        except StorageError as exc:
+            refused = refusal(exc.__cause__)
+            if refused is None:
+                raise
+            raise self._uploads_unavailable(*refused, where) from exc.__cause__
         return sorted(found, key=lambda info: (info.key, info.modified))
+
+    def _uploads_unavailable(
+        self, not_implemented: bool, answer: str, where: str
+    ) -> FeatureUnavailable:
+        if not_implemented:
+            said = "the server does not implement ListMultipartUploads"
+            fix = "or use a server that implements it"
+        else:
+            said = "access denied to ListMultipartUploads"
+            fix = f"or allow s3:ListBucketMultipartUploads on arn:aws:s3:::{self.bucket}"
+        return FeatureUnavailable(
+            f"{self.name}: {said} on {where} ({answer}): unfinished uploads (of saves killed "
+            "mid-write) are not listed or aborted in this store",
+            f"add a lifecycle rule with AbortIncompleteMultipartUpload to the bucket, {fix}",
+        )
 
     def abort_unfinished(self, key: str) -> None:
         """Abort every multipart upload in progress to key, and with it the parts it holds."""

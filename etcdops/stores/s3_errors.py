@@ -1,5 +1,12 @@
 """botocore's failures in etcdops terms: one line naming the store, the bucket and what was
-being done, and a hint that says what to check."""
+being done, and a hint that says what to check.
+
+A refusal is not a fault: a server that does not implement a call (NotImplemented, 501, as
+S3-compatible servers answer for what they lack) or credentials that may not make it
+(AccessDenied) give the same answer on every retry, so neither is retryable, and the hint
+names the S3 call and the IAM permission it needs. Where the call serves an optional feature,
+the store raises FeatureUnavailable instead, and its callers go on without that feature.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +19,44 @@ if TYPE_CHECKING:
 
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
+# what S3 and S3-compatible servers (MinIO, Ceph RGW, Garage, R2, s3proxy, ...) answer for a
+# call or a header they do not implement; HEAD has no body, so only its status says so
+_NOT_IMPLEMENTED = {"NotImplemented", "XNotImplemented", "NotSupported", "501",
+                    "MethodNotAllowed", "405"}
 _TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling",
               "ThrottlingException", "NoSuchUpload"}
+
+# The IAM permission each S3 call etcdops makes needs (botocore's operation names): a refusal's
+# hint names it. HEAD needs s3:GetObject; both copies need s3:GetObject on the source too.
+PERMISSIONS = {
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "CopyObject": "s3:PutObject",
+    "UploadPartCopy": "s3:PutObject",
+    "GetObject": "s3:GetObject",
+    "HeadObject": "s3:GetObject",
+    "ListObjectsV2": "s3:ListBucket",
+    "DeleteObject": "s3:DeleteObject",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "CreateBucket": "s3:CreateBucket",
+}
+_KMS = {"PutObject": "kms:GenerateDataKey", "CreateMultipartUpload": "kms:GenerateDataKey",
+        "CopyObject": "kms:GenerateDataKey and kms:Decrypt",
+        "UploadPartCopy": "kms:GenerateDataKey and kms:Decrypt",
+        "UploadPart": "kms:GenerateDataKey", "CompleteMultipartUpload": "kms:GenerateDataKey",
+        "GetObject": "kms:Decrypt"}
+
+
+class FeatureUnavailable(StorageError):
+    """A store cannot serve an optional feature: its server does not implement the call, or the
+    credentials may not make it. Callers go on without the feature, with this as their one
+    warning about it; it is never retryable."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint, retryable=False)
 
 
 def s3_error(
@@ -57,9 +100,8 @@ def s3_error(
         )
     if not isinstance(exc, ClientError):
         return StorageError(f"{head}: {_one_line(exc)}")
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    detail = _one_line(exc.response.get("Error", {}).get("Message") or code or exc)
+    code, status, detail = _answer(exc)
+    operation = exc.operation_name
     if code in ("404", "NoSuchKey", "NotFound"):
         return NotFoundError(f"{head}: no such object", "run 'etcdops snapshot list'")
     if code == "NoSuchBucket":
@@ -68,11 +110,16 @@ def s3_error(
             f"(cannot {action} {where})",
             f"check {store.section}.bucket and {store.section}.region, or create the bucket",
         )
+    if code in _NOT_IMPLEMENTED or status in (405, 501):
+        return StorageError(
+            f"{head}: the server at {store.endpoint} refuses {operation} as not implemented "
+            f"({code}: {detail})",
+            f"etcdops needs {operation} for this; use an S3 service that implements it (see "
+            "'What etcdops asks of S3' in the README); retrying will not help",
+        )
     if code in _DENIED or status == 403:
         return StorageError(
-            f"{head}: access denied ({code}: {detail})",
-            "check which credentials the AWS credential chain finds, their IAM permissions "
-            "and the bucket policy",
+            f"{head}: access denied ({code}: {detail})", denied_hint(store, operation)
         )
     if status >= 500 or code in _TRANSIENT:
         return StorageError(
@@ -81,6 +128,48 @@ def s3_error(
             retryable=True,
         )
     return StorageError(f"{head}: {code}: {detail}")
+
+
+def refusal(exc: BaseException | None) -> tuple[bool, str] | None:
+    """When S3 refused a call for good (the same answer on every retry): whether as not
+    implemented (False: access denied), and S3's answer as "Code: message"; None for any other
+    failure."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return None
+    code, status, detail = _answer(exc)
+    if code in _NOT_IMPLEMENTED or status in (405, 501):
+        return True, f"{code}: {detail}"
+    if code in _DENIED or status == 403:
+        return False, f"{code}: {detail}"
+    return None
+
+
+def denied_hint(store: S3Store, operation: str) -> str:
+    """What to check when S3 denies a call: the permission it needs, on what."""
+    permission = PERMISSIONS.get(operation)
+    if permission is None:
+        needs = "their IAM permissions"
+    else:
+        bucket_level = permission in ("s3:ListBucket", "s3:ListBucketMultipartUploads")
+        resource = f"arn:aws:s3:::{store.bucket}" + ("" if bucket_level else f"/{store.prefix}*")
+        needs = f"that they are allowed {permission} on {resource}"
+        if store.sse == "aws:kms" and operation in _KMS:
+            needs += f", and {_KMS[operation]} on the KMS key ({store.section}.kms_key_id)"
+        if operation == "HeadObject":
+            needs += " (without s3:ListBucket, S3 answers 403 for a missing object too)"
+    return (f"check which credentials the AWS credential chain finds, {needs}, and the bucket "
+            "policy")
+
+
+def _answer(exc: object) -> tuple[str, int, str]:
+    """S3's error code, HTTP status and message of a ClientError."""
+    response = getattr(exc, "response", {})
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    detail = _one_line(response.get("Error", {}).get("Message") or code or exc)
+    return code, status, detail
 
 
 def _one_line(value: object) -> str:
