@@ -1,0 +1,254 @@
+"""Electing the one taker of a job inside etcd: a key created only if absent, attached to a lease
+that a daemon thread keeps alive while the job runs.
+
+python3-etcd3's Lock does not fit: it has no keep-alive (a job that outlives the TTL loses the
+lock without knowing) and its context manager enters the block after a timeout even when the
+lock was never acquired. Here the key is written by one transaction (compare create_revision ==
+0, then put with the lease), so of any number of nodes asking at once exactly one wins, and the
+others read who did in the same transaction. A taker that dies stops renewing: etcd deletes the
+key when the lease expires, and the job can be taken again.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from etcdops.errors import EtcdopsError
+from etcdops.etcd.connection import rpc_error
+from etcdops.etcd.lease import LeaseCalls
+from etcdops.etcd.rpc import import_etcdrpc, import_grpc
+
+# renewals per TTL: two can fail (a member restarting, a slow leader election) before it lapses
+_RENEWALS_PER_TTL = 3
+# the keep-alive thread is told to stop before the lease is revoked or handed over; a renewal
+# in flight then is harmless (it renews a lease that is about to go)
+_STOP_WAIT = 1.0
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Someone else holds the key: its value as they wrote it, and when it was created."""
+
+    value: bytes
+    create_revision: int
+
+
+class KeptAlive:
+    """A lease renewed on a daemon thread until stop(); `lost` says why it could not be renewed.
+
+    Each renewal is a one-shot keep-alive on the first member that answers, so a member that
+    dies costs one renewal, not the lease. The lease counts as lost when etcd says it no longer
+    exists, or when no renewal succeeded before its last known expiry.
+    """
+
+    def __init__(
+        self, session: ElectionCalls, lease: int, ttl: int, granted_at: float,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
+        self.lease = lease
+        self.ttl = ttl
+        self.lost: str | None = None
+        self._session = session
+        self._expires = granted_at + ttl
+        self._on_lost = on_lost
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{lease:x}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Renew no more (the lease lives on until revoked or until its TTL runs out)."""
+        self._stop.set()
+        self._thread.join(_STOP_WAIT)
+
+    def _run(self) -> None:
+        interval = self.ttl / _RENEWALS_PER_TTL
+        while not self._stop.wait(interval):
+            asked = time.monotonic()
+            try:
+                ttl = self._session._first_answer(
+                    "a lease keep-alive",
+                    lambda url: self._session.keep_alive(url, [self.lease]).get(self.lease, 0),
+                )
+            except Exception as exc:  # anything: this thread must not die with a traceback
+                if self._stop.is_set():
+                    return  # the session may be closing under the last renewal
+                if time.monotonic() < self._expires:
+                    continue  # the next member, or the next try, may still renew it in time
+                why = exc.message if isinstance(exc, EtcdopsError) else repr(exc)
+                self._lose(f"lease {self.lease:x} could not be renewed before it expired: {why}")
+                return
+            if ttl <= 0:
+                self._lose(f"lease {self.lease:x} expired or was revoked before it was renewed")
+                return
+            self._expires = asked + ttl
+
+    def _lose(self, why: str) -> None:
+        if self._stop.is_set():
+            return  # stopped on purpose: whatever became of the lease is the owner's to say
+        self.lost = why
+        if self._on_lost is not None:
+            self._on_lost(why)
+
+
+class Term:
+    """Our hold on an election key: the key as created, and its lease kept alive."""
+
+    def __init__(
+        self, session: ElectionCalls, key: bytes, create_revision: int, kept: KeptAlive
+    ) -> None:
+        self.key = key
+        self.create_revision = create_revision
+        self.kept = kept
+        self._session = session
+
+    @property
+    def lease(self) -> int:
+        return self.kept.lease
+
+    @property
+    def lost(self) -> str | None:
+        """Why the lease could not be kept alive (another node may hold the key since), or None."""
+        return self.kept.lost
+
+    def release(self) -> None:
+        """Give the key up at once (revoking the lease deletes it): another node may take it."""
+        self.kept.stop()
+        self._session.revoke_lease(self.lease)
+
+    def settle(self, value: bytes, ttl: float) -> bool:
+        """Keep the key, with a new value, for ttl seconds more, as a record that the job is
+        done; False when it is no longer ours (the lease was lost and the key expired or was
+        taken by another node), and then nothing is written."""
+        self.kept.stop()
+        lease, _ = self._session.grant_lease(ttl)
+        try:
+            kept = self._session.replace_if_created_at(self.key, value, self.create_revision, lease)
+        except BaseException:
+            self._session.revoke_lease(lease)
+            raise
+        if not kept:
+            self._session.revoke_lease(lease)
+        # the key moved to the new lease, or is not ours: the old lease holds nothing to keep
+        self._session.revoke_lease(self.lease)
+        return kept
+
+
+class ElectionCalls(LeaseCalls):
+    """Leases granted and revoked, keys created only if absent: the calls of an election."""
+
+    def campaign(
+        self, key: bytes, value: bytes, ttl: float,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> Term | Taken:
+        """Take the key if no one holds it, under a lease renewed until the Term is released or
+        settled; or who holds it. on_lost is called (on the keep-alive thread) if the lease is
+        lost before then."""
+        asked = time.monotonic()
+        lease, granted = self.grant_lease(ttl)
+        try:
+            claim = self.put_if_absent(key, value, lease)
+        except BaseException:
+            self.revoke_lease(lease)
+            raise
+        if isinstance(claim, Taken):
+            self.revoke_lease(lease)
+            return claim
+        return Term(self, key, claim, KeptAlive(self, lease, granted, asked, on_lost))
+
+    def grant_lease(self, ttl: float) -> tuple[int, int]:
+        """A new lease of at least ttl seconds (etcd's TTLs are whole seconds): its id and TTL."""
+        etcdrpc = import_etcdrpc()
+        request = etcdrpc.LeaseGrantRequest(TTL=math.ceil(ttl))
+
+        def call(url: str) -> Any:
+            return self._unary(url, "Lease", "LeaseGrant", request, "a lease grant")
+
+        response = self._first_answer("a lease grant", call)
+        if response.error:
+            raise EtcdopsError(f"etcd refused a lease of {request.TTL}s: {response.error}")
+        return int(response.ID), int(response.TTL)
+
+    def revoke_lease(self, lease: int) -> bool:
+        """Revoke a lease, deleting the keys attached to it; False when it was already gone."""
+        grpc, etcdrpc = import_grpc(), import_etcdrpc()
+        request = etcdrpc.LeaseRevokeRequest(ID=lease)
+        timeout = self.config.command_timeout
+
+        def call(url: str) -> bool:
+            connection = self._connection(url)
+            try:
+                connection.stub("Lease").LeaseRevoke(
+                    request, timeout=timeout, metadata=connection.metadata
+                )
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    return False  # expired, or revoked by a retry of this very call
+                raise rpc_error(exc, url, "a lease revoke", timeout, self.config.user) from exc
+            return True
+
+        return self._first_answer("a lease revoke", call)
+
+    def put_if_absent(self, key: bytes, value: bytes, lease: int) -> int | Taken:
+        """Create the key with the lease unless it exists: the create revision when it was
+        created, else who holds it (read in the same transaction)."""
+        etcdrpc = import_etcdrpc()
+        request = etcdrpc.TxnRequest(
+            compare=[etcdrpc.Compare(
+                key=key, target=etcdrpc.Compare.CREATE, result=etcdrpc.Compare.EQUAL,
+                create_revision=0,
+            )],
+            success=[etcdrpc.RequestOp(
+                request_put=etcdrpc.PutRequest(key=key, value=value, lease=lease)
+            )],
+            failure=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key))],
+        )
+
+        def call(url: str) -> Any:
+            return self._unary(url, "KV", "Txn", request, f"the election of {key.decode()}")
+
+        response = self._first_answer("a transaction", call)
+        if response.succeeded:
+            return int(response.header.revision)
+        kv = response.responses[0].response_range.kvs[0]
+        if kv.value == value and kv.lease == lease:
+            # a member that timed out had applied our put before the next one was asked
+            return int(kv.create_revision)
+        return Taken(bytes(kv.value), int(kv.create_revision))
+
+    def replace_if_created_at(
+        self, key: bytes, value: bytes, create_revision: int, lease: int
+    ) -> bool:
+        """Put a new value and lease on the key if it is still the one created at that revision
+        (not expired, nor taken since by someone else); whether it was."""
+        etcdrpc = import_etcdrpc()
+        request = etcdrpc.TxnRequest(
+            compare=[etcdrpc.Compare(
+                key=key, target=etcdrpc.Compare.CREATE, result=etcdrpc.Compare.EQUAL,
+                create_revision=create_revision,
+            )],
+            success=[etcdrpc.RequestOp(
+                request_put=etcdrpc.PutRequest(key=key, value=value, lease=lease)
+            )],
+        )
+
+        def call(url: str) -> Any:
+            return self._unary(url, "KV", "Txn", request, f"the update of {key.decode()}")
+
+        # a retry after a put that was applied compares true again and writes the same again
+        return bool(self._first_answer("a transaction", call).succeeded)
+
+    def holder(self, key: bytes) -> Taken | None:
+        """Who holds an election key, or None when no one does."""
+        etcdrpc = import_etcdrpc()
+        request = etcdrpc.RangeRequest(key=key)
+
+        def call(url: str) -> Any:
+            return self._unary(url, "KV", "Range", request, f"a read of {key.decode()}")
+
+        kvs = self._first_answer("Range", call).kvs
+        return Taken(bytes(kvs[0].value), int(kvs[0].create_revision)) if kvs else None

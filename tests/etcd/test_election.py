@@ -1,0 +1,147 @@
+"""The election of a job's taker against a real etcd: create-if-absent under a lease, the lease
+kept alive past its TTL, revoked, handed over to a record, and lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from itertools import count
+
+import pytest
+
+from etcdops.etcd.election import Taken, Term
+from etcdops.etcd.local import LocalCluster
+from etcdops.etcd.session import EtcdSession
+
+_keys = count()
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One member for the module: each test elects under keys of its own."""
+    with LocalCluster.single(tmp_path_factory.mktemp("election")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def session(etcd: LocalCluster) -> Iterator[EtcdSession]:
+    with EtcdSession(etcd.etcd_config()) as opened:
+        yield opened
+
+
+@pytest.fixture
+def key() -> bytes:
+    return f"/etcdops/periods/test/job/{next(_keys)}".encode()
+
+
+def wait_until(condition, timeout: float, what: str) -> float:
+    """Poll until condition() holds; how long it took."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, f"{what}: not within {timeout}s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_only_the_first_campaign_takes_the_key_and_release_frees_it(etcd, session, key):
+    leases_before = set(session.lease_ids(etcd.client_urls[0]))
+    with EtcdSession(etcd.etcd_config()) as other:
+        term = session.campaign(key, b"node-a", ttl=10)
+        assert isinstance(term, Term)
+        lost = other.campaign(key, b"node-b", ttl=10)
+        assert lost == Taken(b"node-a", term.create_revision)
+        # the loser's lease was revoked at once: only the winner's is left
+        assert set(session.lease_ids(etcd.client_urls[0])) - leases_before == {term.lease}
+        term.release()
+        assert session.holder(key) is None
+        assert term.lease not in session.lease_ids(etcd.client_urls[0])
+        again = other.campaign(key, b"node-b", ttl=10)
+        assert isinstance(again, Term)
+        assert other.holder(key) == Taken(b"node-b", again.create_revision)
+        again.release()
+
+
+def test_of_many_concurrent_campaigns_exactly_one_wins(etcd, key):
+    contenders = 8
+    barrier = threading.Barrier(contenders)
+    outcomes: list[Term | Taken] = []
+    sessions = [EtcdSession(etcd.etcd_config()) for _ in range(contenders)]
+
+    def campaign(index: int) -> None:
+        sessions[index].holder(key)  # connect first, so that the campaigns start together
+        barrier.wait()
+        outcomes.append(sessions[index].campaign(key, f"node-{index}".encode(), ttl=10))
+
+    threads = [threading.Thread(target=campaign, args=(i,)) for i in range(contenders)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        winners = [o for o in outcomes if isinstance(o, Term)]
+        assert len(outcomes) == contenders and len(winners) == 1
+        taken = {o for o in outcomes if isinstance(o, Taken)}
+        assert taken == {sessions[0].holder(key)}
+        winners[0].release()
+    finally:
+        for opened in sessions:
+            opened.close()
+
+
+def test_the_keep_alive_keeps_the_key_past_its_ttl_where_a_bare_lease_expires(session, key):
+    since = time.monotonic()
+    term = session.campaign(key, b"kept", ttl=2)
+    assert isinstance(term, Term)
+    bare_key = key + b"-bare"
+    bare, ttl = session.grant_lease(2)
+    assert isinstance(session.put_if_absent(bare_key, b"bare", bare), int)
+
+    def bare_gone() -> bool:
+        assert session.holder(key) is not None, "the kept key expired"
+        return session.holder(bare_key) is None
+
+    # the same TTL: the lease nobody renews takes its key with it, the kept one does not
+    wait_until(bare_gone, 4 * ttl, "the bare lease's key expiring")
+
+    def kept_for(seconds: float) -> bool:
+        assert session.holder(key) is not None, "the kept key expired"
+        return time.monotonic() - since > seconds
+
+    wait_until(lambda: kept_for(3 * term.kept.ttl), 4 * term.kept.ttl, "three TTLs passing")
+    assert term.lost is None
+    term.release()
+    assert session.holder(key) is None
+
+
+def test_settle_moves_the_key_to_a_lease_of_its_own_with_the_new_value(
+    etcd, session, key, etcd3_client
+):
+    term = session.campaign(key, b"running", ttl=5)
+    assert isinstance(term, Term)
+    assert term.settle(b"done", ttl=120)
+    assert session.holder(key) == Taken(b"done", term.create_revision)
+    _, meta = etcd3_client(etcd.client_urls[0]).get(key)
+    assert meta.lease_id not in (0, term.lease)
+    assert term.lease not in session.lease_ids(etcd.client_urls[0])
+    assert meta.lease_id in session.lease_ids(etcd.client_urls[0])
+    session.revoke_lease(meta.lease_id)
+
+
+def test_a_lost_lease_is_noticed_and_settle_then_writes_nothing(etcd, session, key):
+    noticed: list[str] = []
+    term = session.campaign(key, b"node-a", ttl=3, on_lost=noticed.append)
+    assert isinstance(term, Term)
+    with EtcdSession(etcd.etcd_config()) as other:
+        # as when node a stalled past its TTL: etcd drops the lease, node b takes the key
+        assert other.revoke_lease(term.lease)
+        assert not other.revoke_lease(term.lease)  # a lease already gone is no error
+        winner = other.campaign(key, b"node-b", ttl=10)
+        assert isinstance(winner, Term)
+        wait_until(lambda: bool(noticed), 2 * term.kept.ttl, "the keep-alive noticing")
+        assert term.lost == noticed[0] and "expired or was revoked" in noticed[0]
+        leases = set(session.lease_ids(etcd.client_urls[0]))
+        assert not term.settle(b"node-a done", ttl=60)
+        assert other.holder(key) == Taken(b"node-b", winner.create_revision)
+        assert set(session.lease_ids(etcd.client_urls[0])) == leases  # the new lease revoked
+        winner.release()
