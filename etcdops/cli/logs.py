@@ -63,13 +63,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """The message, and the hint of an error logged with one (as `error: ... — hint` reads)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        hint = getattr(record, FIELDS_ATTRIBUTE, {}).get("hint")
+        text = record.getMessage() + (f" — {hint}" if hint else "")
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
 def setup_logging(verbosity: int, log_format: str) -> None:
     """The etcdops loggers to stderr at the level -q/-v ask for, in the format chosen."""
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter("%(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger("etcdops")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from etcdops import __version__
-from etcdops.cli import demo, dr, health, keys, maintenance, restore, snapshot
+from etcdops.cli import daemon, demo, dr, health, keys, maintenance, restore, snapshot
 from etcdops.cli.common import before_subcommand, error_document
 from etcdops.cli.exitcodes import HELP_TABLE
 
@@ -81,6 +81,7 @@ app.command("defrag")(maintenance.defrag)
 app.command("maintain")(maintenance.maintain)
 app.command("health")(health.health)
 app.command("restore")(restore.restore)
+app.command("daemon")(daemon.daemon)
 
 
 def _version(value: bool) -> None:

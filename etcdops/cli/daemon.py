@@ -1,0 +1,16 @@
+"""`etcdops daemon`: the schedule in one process, for hosts without systemd timers."""
+
+from etcdops.cli.common import Invocation, command
+
+
+@command
+def daemon(run: Invocation) -> int:
+    """Run the timers' jobs on their [schedule] periods until SIGTERM: snapshot (save, then
+    prune), maintain (compaction, defragmentation in its window) and the restore drill.
+
+    One job at a time; a failed job is logged and the loop goes on. SIGTERM lets the running
+    job finish ([schedule] stop_timeout at most) and exits 0; SIGHUP reloads the config.
+    """
+    from etcdops.unattended.daemon import Daemon
+
+    return Daemon(run.config).run()

@@ -1,0 +1,106 @@
+"""The unattended jobs, what each runs and how often: the same as the systemd timers'.
+
+Each job calls the services that its command calls (`snapshot save` then `snapshot prune`,
+`maintain`, `snapshot verify latest --drill`) and returns what the daemon logs when it ends. A
+job that would make its command exit non-zero raises an EtcdopsError: a backup missing from a
+store, a prune that failed, a drill that read a copy only after another failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from etcdops.config import Config
+from etcdops.config.settings import ScheduleConfig
+from etcdops.errors import IntegrityError, StorageError
+from etcdops.report import Reporter
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a job did, for its end line: a summary and fields (a backup id) for JSON logs."""
+
+    summary: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    period_setting: str  # the [schedule] setting of its period
+    run: Callable[[Config, Reporter], Outcome]
+
+    def period(self, schedule: ScheduleConfig) -> float:
+        """Seconds between two runs."""
+        return float(getattr(schedule, self.period_setting))
+
+
+def snapshot(config: Config, reporter: Reporter) -> Outcome:
+    """A backup into every configured store, then retention applied to each."""
+    from etcdops.backup.prune import prune
+    from etcdops.backup.save import save_snapshot
+    from etcdops.stores.configured import open_stores
+
+    stores = open_stores(config)
+    result = save_snapshot(config, reporter, stores=stores)
+    backup_id = result.manifest.id
+    # pruned even when a store missed the backup: retention must not stall behind an outage
+    pruned = prune(stores, config.cluster, config.retention, datetime.now(UTC), reporter)
+    problems = [f"backup {backup_id} is not in the {name} store: {why}"
+                for name, why in result.failures.items()]
+    problems += [f"pruning the {name} store failed: {why}" for name, why in pruned.failures.items()]
+    if problems:
+        raise StorageError("; ".join(problems), "fix the stores named; the next run retries")
+    deleted = sum(len(r.deleted) for r in pruned.stores)
+    return Outcome(
+        f"backup {backup_id} stored in {', '.join(result.stored)}; pruned {deleted}",
+        {"backup_id": backup_id},
+    )
+
+
+def maintain(config: Config, reporter: Reporter) -> Outcome:
+    """Compaction applied on disk, then defragmentation in its window (`etcdops maintain`)."""
+    from etcdops.etcd.session import EtcdSession
+    from etcdops.maintenance.compaction import compact
+    from etcdops.maintenance.defrag import defragment_cluster
+
+    with EtcdSession(config.etcd) as session:
+        # defragmentation reclaims only what compaction has already freed on disk
+        compaction = compact(session, config.compaction, physical=True)
+        defrag = defragment_cluster(session, config, reporter, now=datetime.now(UTC))
+    # compaction logged its reason already
+    compacted = (f"compacted to revision {compaction.target_revision}" if compaction.compacted
+                 else "not compacted")
+    defragmented = defrag.skipped or f"{len(defrag.done)} members defragmented"
+    return Outcome(f"{compacted}; {defragmented}")
+
+
+def drill(config: Config, reporter: Reporter) -> Outcome:
+    """The newest backup restored into a throwaway etcd and its keys counted."""
+    from etcdops.restore.drill import verify_backup
+
+    result = verify_backup(config, "latest", reporter, drill=True)
+    backup_id = result.status.backup_id
+    if not result.verified:
+        problems = "; ".join(result.drill.problems if result.drill else ())
+        raise IntegrityError(
+            f"backup {backup_id} is NOT VERIFIED: {problems}",
+            f"run 'etcdops snapshot verify {backup_id} --drill' and take a new backup",
+        )
+    if result.status.fallbacks:
+        raise StorageError(
+            f"backup {backup_id} verified only after: " + "; ".join(result.status.fallbacks),
+            "fix the copies named ('etcdops snapshot replicate --missing')",
+        )
+    return Outcome(f"backup {backup_id} verified by the restore drill", {"backup_id": backup_id})
+
+
+# in the order they run when due together: the drill then checks the backup just taken
+JOBS: tuple[Job, ...] = (
+    Job("snapshot", "snapshot_every", snapshot),
+    Job("maintain", "maintain_every", maintain),
+    Job("drill", "drill_every", drill),
+)
