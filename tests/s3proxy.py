@@ -55,6 +55,22 @@ def complete_upload(r: Request) -> bool:
     return r.method == "POST" and r.param("uploadId") is not None
 
 
+def list_uploads(r: Request) -> bool:
+    """Matches ListMultipartUploads (GET /bucket?uploads)."""
+    return r.method == "GET" and r.param("uploads") is not None
+
+
+def put_object(r: Request) -> bool:
+    """Matches PutObject: a PUT that is neither a part nor a copy."""
+    return (r.method == "PUT" and r.param("partNumber") is None
+            and "x-amz-copy-source" not in r.headers)
+
+
+# S3's own words for the refusals S3-compatible servers answer (AWS, MinIO, Ceph, R2 alike)
+NOT_IMPLEMENTED = "A header you provided implies functionality that is not implemented"
+ACCESS_DENIED = "Access Denied"
+
+
 @dataclass
 class _Rule:
     match: Match
@@ -63,6 +79,7 @@ class _Rule:
     times: int
     status: int = 500
     code: str = "InternalError"
+    message: str = "injected by S3FaultProxy"
     seconds: float = 0.0
     seen: int = 0
 
@@ -94,10 +111,15 @@ class S3FaultProxy:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def fail(self, match: Match, *, nth: int = 1, times: int = 1, status: int = 500,
-             code: str = "InternalError") -> None:
+             code: str = "InternalError", message: str = "injected by S3FaultProxy") -> None:
         """Answer an S3 error (500 InternalError by default) to the nth matching request and
         the times-1 matching requests after it."""
-        self._add(_Rule(match, "fail", nth, times, status=status, code=code))
+        self._add(_Rule(match, "fail", nth, times, status=status, code=code, message=message))
+
+    def refuse(self, match: Match, status: int, code: str, message: str) -> None:
+        """Answer every matching request with an S3 error, as a server that does not implement
+        the call (501 NotImplemented) or credentials that may not make it (403 AccessDenied)."""
+        self.fail(match, times=1 << 62, status=status, code=code, message=message)
 
     def reset(self, match: Match, *, nth: int = 1, times: int = 1,
               after_forward: bool = False) -> None:
@@ -197,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "fail":
             assert rule is not None
             self._drain(length)
-            return self._send_error(rule.status, rule.code)
+            return self._send_error(rule.status, rule.code, rule.message)
         with self.proxy._forwarding():
             if rule is not None and action == "delay":
                 time.sleep(rule.seconds)
@@ -248,12 +270,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             length -= len(block)
 
-    def _send_error(self, status: int, code: str) -> None:
+    def _send_error(self, status: int, code: str, message: str) -> None:
         body = (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{code}</Code><Message>injected by S3FaultProxy</Message>"
+            f"<Error><Code>{code}</Code><Message>{message}</Message>"
+            f"<Resource>{urlsplit(self.path).path}</Resource>"
             "<RequestId>s3faultproxy</RequestId></Error>"
         ).encode()
+        # a HEAD's answer has no body, as S3's (botocore then knows the status alone)
+        if self.command == "HEAD":
+            body = b""
         self.send_response_only(status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))

@@ -17,6 +17,7 @@ import pytest
 from etcdops.errors import ConfigError, NotFoundError, StorageError
 from etcdops.stores import s3_writer
 from etcdops.stores.s3 import S3Store
+from etcdops.stores.s3_errors import FeatureUnavailable
 from etcdops.stores.s3_parts import (
     MAX_PARTS,
     MIN_PART_SIZE,
@@ -26,7 +27,14 @@ from etcdops.stores.s3_parts import (
     crc32_digest,
 )
 from tests.faultproxy import FaultProxy, Faults
-from tests.s3proxy import complete_upload, upload_part
+from tests.s3proxy import (
+    ACCESS_DENIED,
+    NOT_IMPLEMENTED,
+    complete_upload,
+    list_uploads,
+    put_object,
+    upload_part,
+)
 
 PART = MIN_PART_SIZE
 KEY = "c/snapshots/2026/11/25/ID.db.zst.age"
@@ -290,6 +298,56 @@ def test_access_denied_is_not_retried(s3, s3_proxy):
     assert not caught.value.retryable
     assert "access denied" in caught.value.message and "credential" in caught.value.hint
     assert proxy.count(lambda r: r.method == "PUT") == 1
+
+
+@pytest.mark.parametrize("status, code, message, words", [
+    (501, "NotImplemented", NOT_IMPLEMENTED, "the server does not implement ListMultipartUploads"),
+    (403, "AccessDenied", ACCESS_DENIED, "allow s3:ListBucketMultipartUploads on "
+                                         "arn:aws:s3:::etcdops-primary"),
+])
+def test_a_server_that_refuses_to_list_uploads_makes_that_feature_unavailable(
+    s3, s3_proxy, status, code, message, words
+):
+    proxy = s3_proxy()
+    proxy.refuse(list_uploads, status, code, message)
+    store = primary(through(proxy, s3.primary))
+    with pytest.raises(FeatureUnavailable) as caught:
+        store.unfinished("c/")
+    error = caught.value
+    assert not error.retryable and f"({code}: {message})" in error.message
+    assert words in str(error) and "AbortIncompleteMultipartUpload" in error.hint
+    assert "retry later" not in str(error)
+    assert proxy.count(list_uploads) == 1  # the same answer on every retry: none is made
+
+
+def test_a_failing_list_of_uploads_is_still_retried_and_retryable(s3, s3_proxy):
+    proxy = s3_proxy()
+    proxy.fail(list_uploads, times=1 << 30)
+    location = dataclasses.replace(through(proxy, s3.primary), max_attempts=2)
+    with pytest.raises(StorageError) as caught:
+        primary(location).unfinished("c/")
+    assert not isinstance(caught.value, FeatureUnavailable)
+    assert caught.value.retryable and "retry later" in caught.value.hint
+    assert proxy.count(list_uploads) == 2
+
+
+@pytest.mark.parametrize("size", [10, 2 * PART + 1])  # a single PUT, a multipart upload
+def test_a_required_call_not_implemented_is_a_clear_error_not_retried(s3, s3_proxy, size):
+    proxy = s3_proxy()
+    proxy.refuse(lambda r: r.method in ("PUT", "POST"), 501, "NotImplemented", NOT_IMPLEMENTED)
+    store = primary(through(proxy, s3.primary))
+    with pytest.raises(StorageError) as caught:
+        write(store, KEY, os.urandom(size))
+    error = caught.value
+    assert not isinstance(error, FeatureUnavailable) and not error.retryable
+    operation = "PutObject" if size < PART else "CreateMultipartUpload"
+    assert f"refuses {operation} as not implemented (NotImplemented: {NOT_IMPLEMENTED})" in (
+        error.message)
+    assert "retrying will not help" in error.hint and "retry later" not in str(error)
+    # the one refused request, never retried: a PUT, or the POST that starts the upload
+    assert len(proxy.requests) == 1
+    assert proxy.count(put_object) == (1 if size < PART else 0)
+    assert_nothing_left(primary(s3.primary))
 
 
 @pytest.mark.parametrize(
