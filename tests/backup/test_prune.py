@@ -1,4 +1,5 @@
-"""`snapshot prune` and `list` against damaged local backups, each as an operator meets it."""
+"""`snapshot prune` and `list` against damaged local backups, and against an S3-compatible server
+that refuses an optional call, each as an operator meets it."""
 
 import json
 import shutil
@@ -7,7 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
+from etcdops.backup.save import save_snapshot
 from etcdops.cli.main import app
+from etcdops.report import LogReporter
+from tests.backup.two_regions import toml_for, with_s3
+from tests.s3proxy import ACCESS_DENIED, NOT_IMPLEMENTED, list_uploads
 
 LATER = "2027-06-01"  # long after every backup here: only keep_min and the checks protect them
 
@@ -153,3 +158,71 @@ def test_a_garbled_manifest_is_shown_warned_and_pruned_like_an_incomplete_object
     assert not (root / b2["object_key"]).exists() and not manifest_path.exists()
     assert not list(root.rglob(f"{b2['id']}*"))
     assert listed(etcdops, "--all")["damaged"] == {"local": []}
+
+
+@pytest.fixture
+def refusing_primary(backup_config, s3, s3_proxy, tmp_path):
+    """(config, toml, proxy, refuse): backups in every store, the primary reached through a
+    proxy; refuse(status, code, message) makes it answer every ListMultipartUploads so."""
+    proxy = s3_proxy()
+    config = with_s3(backup_config, s3, primary_url=proxy.url)
+
+    def refuse(status, code, message):
+        proxy.refuse(list_uploads, status, code, message)
+
+    return config, toml_for(config, tmp_path / "s3.toml"), proxy, refuse
+
+
+def save_at(config, *hours_ago, now):
+    return [save_snapshot(config, LogReporter(), clock=lambda m=now - timedelta(hours=h): m)
+            .manifest.id for h in hours_ago]
+
+
+@pytest.mark.parametrize("status, code, message, words", [
+    (501, "NotImplemented", NOT_IMPLEMENTED, "the server does not implement ListMultipartUploads"),
+    (403, "AccessDenied", ACCESS_DENIED, "allow s3:ListBucketMultipartUploads"),
+])
+def test_prune_applies_retention_where_unfinished_uploads_cannot_be_listed(
+    refusing_primary, s3, status, code, message, words
+):
+    config, toml, proxy, refuse = refusing_primary
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    old, older, new = save_at(config, 30, 50, 1, now=now)
+    refuse(status, code, message)
+    done = CliRunner().invoke(
+        app, ["snapshot", "prune", "-o", "json", "--config", str(toml),
+              "--now", now.strftime("%Y-%m-%dT%H:%M:%S%z")],
+        env={"ETCDOPS_RETENTION_KEEP_MIN": "1"},
+    )
+    # retention was applied everywhere: a missing optional call is a warning, not a failure
+    assert done.exit_code == 0, done.output
+    stores = json.loads(done.stdout)["stores"]
+    for name, result in stores.items():
+        assert sorted(result["deleted"]) == sorted([old, older]), name
+        assert result["error"] is None
+    [note] = stores["primary"]["notes"]
+    assert words in note and f"{code}: {message}" in note
+    assert "retention still applies to the complete backups" in note
+    assert stores["local"]["notes"] == stores["replica"]["notes"] == []
+    warned = [line for line in done.stderr.splitlines() if "ListMultipartUploads" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning"), done.stderr
+    assert "retry later" not in done.stderr
+    assert proxy.count(list_uploads) == 1
+    left = s3.client().list_objects_v2(Bucket="etcdops-primary")["Contents"]
+    assert len(left) == 3 and all(new in o["Key"] for o in left)  # its manifest, check, object
+
+
+def test_list_all_says_once_that_unfinished_uploads_cannot_be_listed(refusing_primary):
+    config, toml, proxy, refuse = refusing_primary
+    [backup_id] = save_at(config, 1, now=datetime.now(UTC))
+    refuse(501, "NotImplemented", NOT_IMPLEMENTED)
+    done = CliRunner().invoke(
+        app, ["snapshot", "list", "--all", "-o", "json", "--config", str(toml)]
+    )
+    assert done.exit_code == 0, done.output
+    doc = json.loads(done.stdout)
+    assert [b["id"] for b in doc["backups"]] == [backup_id]
+    assert doc["unfinished"] == {"local": [], "primary": [], "replica": []}
+    [warning] = doc["warnings"]
+    assert warning.startswith("primary: the server does not implement ListMultipartUploads")
+    assert doc["unreachable"] == {}
