@@ -29,21 +29,43 @@ RefArgument = Annotated[
 @command
 def save(
     run: Invocation,
-    local_only: Annotated[
-        bool, typer.Option("--local-only", help="Write to the local store only.")
-    ] = False,
+    local_only: Annotated[bool, typer.Option(
+        "--local-only",
+        help="Write to the local store only. Takes no part in the election: the backup is "
+        "this node's own, taken whatever the other nodes did this period.",
+    )] = False,
+    force: Annotated[bool, typer.Option(
+        "--force",
+        help="Take a backup even when this period already has one or another node is taking "
+        "it (before maintenance): no election.",
+    )] = False,
     endpoints: Annotated[
         str | None,
         typer.Option("--endpoints", help="etcd endpoints, comma-separated (overrides config)."),
     ] = None,
 ) -> int:
-    """Stream a snapshot from etcd, verify it, compress, encrypt and store it; print its id."""
-    from etcdops.backup.save import save_snapshot
+    """Stream a snapshot from etcd, verify it, compress, encrypt and store it; print its id.
+
+    Once per period ([schedule] snapshot_every) per cluster across nodes: the node that wins
+    the election in etcd saves; a node that finds the period taken, or a verified backup
+    already in it, says by whom and exits 0.
+    """
+    from etcdops.backup.period import save_once_per_period
     from etcdops.stores.configured import open_stores
 
     config = run.config(**{"etcd.endpoints": endpoints})
     stores = open_stores(config, local_only=local_only)
-    result = save_snapshot(config, run.reporter(), stores=stores)
+    # a local-only save writes no store the other nodes read: it cannot stand for the cluster
+    outcome = save_once_per_period(
+        config, run.reporter(), stores=stores, force=force or local_only
+    )
+    result = outcome.result
+    if result is None:
+        # one line, however narrow the terminal: what a timer's log and its grep want
+        run.emit(outcome.as_dict(), lambda console: console.print(
+            outcome.summary(), markup=False, soft_wrap=True
+        ))
+        return exitcodes.OK
     manifest = result.manifest
 
     def render(console: Any) -> None:
@@ -55,9 +77,11 @@ def save(
             markup=False,
         )
 
-    run.emit(result.as_dict(), render)
+    run.emit(outcome.as_dict(), render)
     for store, why in result.failures.items():
         run.warn(f"backup {manifest.id} is not in the {store} store: {why}")
+    for warning in outcome.warnings:
+        run.warn(warning)
     return exitcodes.for_stores(result.failures, stores)
 
 

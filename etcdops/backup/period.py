@@ -1,0 +1,293 @@
+"""One backup per cluster per period, whichever control-plane node's timer fires first.
+
+Every node runs the same hourly `etcdops snapshot save`. The period is the node's clock floored
+to `[schedule] snapshot_every` (UTC, from the epoch), so every node names the same one. Before
+saving, a node asks etcd and the catalogue whether the period is done or being done:
+
+1. the period's election key, /etcdops/periods/<cluster>/snapshot/<start>: a node holds it while
+   it saves (host, pid, start), and the node that saved keeps it until the period ends (its
+   backup id added);
+2. a verified backup created within the period in the stores every node shares (the S3 stores;
+   the local store when it is the only one): taken with --force, or after the key expired;
+3. otherwise it runs for the key (etcd/election.py): one transaction creates it only if absent,
+   under a lease of `[schedule] election_ttl` kept alive while the save runs. Of any number of
+   nodes asking in the same second exactly one wins; the others read who did.
+
+A node that dies mid-save stops renewing: the key goes when its lease expires, and the next node
+to try takes the period. A save that fails, or stores its backup nowhere but this host's disk
+(S3 down), revokes the key at once so that another node may do better; in the worst case, when
+S3 fails for every node, each one keeps a local backup. If the keep-alive loses the lease
+mid-save the backup is kept all the same (a good backup is never thrown away) and the outcome
+warns that another node may also have saved the period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from etcdops.backup.catalog import survey_stores
+from etcdops.backup.save import SaveResult, save_snapshot
+from etcdops.config import Config
+from etcdops.errors import EtcdopsError
+from etcdops.report import Reporter
+from etcdops.stores.configured import Stores, open_stores
+
+if TYPE_CHECKING:
+    from etcdops.etcd.election import Term
+    from etcdops.etcd.session import EtcdSession
+    from etcdops.stores.base import Store
+
+PERIODS_PREFIX = "/etcdops/periods/"
+# how long the key of a saved period outlives the period: a node whose clock lags etcd's (or a
+# timer that fires late) still finds the period done rather than taking a second backup
+DONE_MARGIN = 300.0
+
+
+@dataclass(frozen=True)
+class Period:
+    """One cluster's snapshot period: [start, start + every), UTC."""
+
+    cluster: str
+    start: datetime
+    every: float
+
+    @classmethod
+    def of(cls, cluster: str, moment: datetime, every: float) -> Period:
+        """The period a moment falls in: the epoch's seconds floored to a multiple of every."""
+        epoch = moment.timestamp()
+        start = datetime.fromtimestamp(math.floor(epoch / every) * every, UTC)
+        return cls(cluster, start, every)
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(seconds=self.every)
+
+    @property
+    def label(self) -> str:
+        return self.start.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    @property
+    def key(self) -> bytes:
+        """The period's election key in etcd."""
+        return f"{PERIODS_PREFIX}{self.cluster}/snapshot/{self.label}".encode()
+
+    def holds(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+    def as_dict(self) -> dict[str, object]:
+        return {"cluster": self.cluster, "start": self.start.isoformat(),
+                "end": self.end.isoformat(), "key": self.key.decode()}
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who took a period, as its election key says: the node, and its backup once saved."""
+
+    host: str
+    pid: int
+    started_at: datetime | None
+    backup_id: str | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def me(cls, started_at: datetime) -> Holder:
+        return cls(socket.gethostname(), os.getpid(), started_at)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.as_dict(), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, value: bytes) -> Holder:
+        """The holder a key's value names; a value that is not ours still names something."""
+        try:
+            doc = json.loads(value)
+            return cls(
+                str(doc["host"]), int(doc["pid"]), _moment(doc.get("started_at")),
+                doc.get("backup_id"), _moment(doc.get("finished_at")),
+            )
+        except (ValueError, TypeError, KeyError):
+            return cls(f"an unknown holder ({value[:80]!r})", 0, None)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "host": self.host, "pid": self.pid,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "backup_id": self.backup_id,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class ExistingBackup:
+    """A verified backup created within the period, found in the catalogue."""
+
+    id: str
+    created_at: datetime
+    verified_in: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PeriodOutcome:
+    """What one run did for its period: saved (result), or found it taken (holder) or done
+    (existing) and did nothing."""
+
+    period: Period
+    result: SaveResult | None = None
+    elected: bool = False  # False for a save that took no part in the election (--force)
+    holder: Holder | None = None
+    existing: ExistingBackup | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def skipped(self) -> bool:
+        return self.result is None
+
+    def summary(self) -> str:
+        """Why a skipped run did nothing, in one line for the operator or the daemon's log."""
+        where = f"period {self.period.label} of cluster {self.period.cluster}"
+        if self.holder is not None:
+            holder = self.holder
+            who = f"{holder.host} (pid {holder.pid})"
+            if holder.backup_id:
+                return f"{where} already has backup {holder.backup_id} by {who}: nothing to do"
+            when = f" at {holder.started_at:%Y-%m-%d %H:%M:%S}Z" if holder.started_at else ""
+            return f"{where} already taken by {who}{when}: nothing to do"
+        if self.existing is not None:
+            return (f"{where} already has backup {self.existing.id}, verified in "
+                    f"{', '.join(self.existing.verified_in)}: nothing to do")
+        return f"{where}: backup {self.result.manifest.id}" if self.result else where
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form: the save's own (SaveResult's) when it saved, else who took the period."""
+        doc: dict[str, object] = {
+            "skipped": self.skipped, "period": self.period.as_dict(), "elected": self.elected,
+            "warnings": list(self.warnings),
+        }
+        if self.result is not None:
+            return self.result.as_dict() | doc
+        existing = self.existing
+        return doc | {
+            "message": self.summary(),
+            "holder": self.holder.as_dict() if self.holder else None,
+            "backup": {
+                "id": existing.id, "created_at": existing.created_at.isoformat(),
+                "verified_in": list(existing.verified_in),
+            } if existing else None,
+        }
+
+
+def save_once_per_period(
+    config: Config,
+    reporter: Reporter,
+    *,
+    stores: Stores | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> PeriodOutcome:
+    """Take the period's backup unless another node has taken it or is taking it; with force,
+    take one regardless, outside the election.
+
+    now names the period (default: the clock's); an error of the save itself propagates, after
+    the period was given up so that another node may take it.
+    """
+    started = datetime.now(UTC)
+    period = Period.of(config.cluster, now or started, config.schedule.snapshot_every)
+    stores = stores or open_stores(config)
+    if force:
+        return PeriodOutcome(period, save_snapshot(config, reporter, stores=stores))
+    from etcdops.etcd.session import EtcdSession
+
+    with EtcdSession(config.etcd) as etcd:
+        taken = etcd.holder(period.key)
+        if taken is not None:
+            return PeriodOutcome(period, holder=Holder.from_json(taken.value))
+        existing = _backup_in_period(stores, period, reporter)
+        if existing is not None:
+            return PeriodOutcome(period, existing=existing)
+        return _elected_save(config, reporter, stores, period, etcd, Holder.me(started))
+
+
+def _elected_save(
+    config: Config, reporter: Reporter, stores: Stores, period: Period, etcd: EtcdSession,
+    me: Holder,
+) -> PeriodOutcome:
+    from etcdops.etcd.election import Taken
+
+    def lost(why: str) -> None:
+        reporter.event(f"{why}: another node may take period {period.label} too; this save goes on")
+
+    ttl = config.schedule.election_ttl
+    term = etcd.campaign(period.key, me.to_json(), ttl, on_lost=lost)
+    if isinstance(term, Taken):
+        return PeriodOutcome(period, holder=Holder.from_json(term.value))
+    reporter.event(f"elected to take period {period.label} of cluster {period.cluster} "
+                   f"(lease {term.kept.ttl}s, kept alive while the save runs)")
+    try:
+        result = save_snapshot(config, reporter, stores=stores)
+    except BaseException:
+        _give_up(term, period, reporter)
+        raise
+    if result.failures and not stores.partial(result.failures):
+        # held by this host's disk alone (or short of S3): another node may store it better
+        _give_up(term, period, reporter)
+        return PeriodOutcome(period, result, elected=True)
+    done = Holder(me.host, me.pid, me.started_at, result.manifest.id, datetime.now(UTC))
+    remaining = max((period.end - datetime.now(UTC)).total_seconds(), 0.0)
+    try:
+        settled, why = term.settle(done.to_json(), remaining + DONE_MARGIN), term.lost
+    except EtcdopsError as exc:
+        settled, why = False, exc.message
+    if settled:
+        return PeriodOutcome(period, result, elected=True)
+    warning = (
+        f"the election of period {period.label} was lost during the save "
+        f"({why or 'its key was gone'}): backup {result.manifest.id} is kept, and another "
+        "node may also have saved this period"
+    )
+    return PeriodOutcome(period, result, elected=True, warnings=(warning,))
+
+
+def _give_up(term: Term, period: Period, reporter: Reporter) -> None:
+    """Let another node take the period now rather than after the lease's TTL."""
+    try:
+        term.release()
+        reporter.event(f"gave up period {period.label}: another node may take it")
+    except EtcdopsError as exc:
+        reporter.event(f"could not give up period {period.label} ({exc.message}); "
+                       f"it is free once its lease of {term.kept.ttl}s expires")
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            term.kept.stop()  # a second signal: the lease expires on its own
+
+
+def _backup_in_period(
+    stores: Stores, period: Period, reporter: Reporter
+) -> ExistingBackup | None:
+    """The newest backup created within the period and verified in a store every node shares."""
+    shared = _shared_stores(stores)
+    survey = survey_stores(shared, period.cluster)
+    for name, exc in survey.unreachable.items():
+        reporter.event(f"the {name} store could not be listed ({exc.message}); electing anyway")
+    for view in reversed(survey.backups):
+        if period.holds(view.manifest.created_at) and view.verified_in:
+            return ExistingBackup(view.manifest.id, view.manifest.created_at,
+                                  tuple(view.verified_in))
+    return None
+
+
+def _shared_stores(stores: Stores) -> Mapping[str, Store]:
+    """The stores every node writes: all but this host's own, unless it is the only one."""
+    shared = {name: stores[name] for name in stores if name != stores.local}
+    return shared or {name: stores[name] for name in stores}
+
+
+def _moment(text: Any) -> datetime | None:
+    return datetime.fromisoformat(text) if isinstance(text, str) else None

@@ -1,0 +1,253 @@
+"""One backup per cluster per period across nodes: `etcdops snapshot save` processes, one per
+"node" (each with its own local store, as on its own host), against one three-member etcd."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from typer.testing import CliRunner
+
+from etcdops.backup.period import Period
+from etcdops.cli.main import app
+from etcdops.etcd.local import LocalCluster
+from etcdops.etcd.session import EtcdSession
+from tests.faultproxy import FaultProxy, Faults
+
+EVERY = 7 * 86400.0  # snapshot_every: a period no test run straddles
+TTL = 5  # election_ttl, the shortest the configuration allows
+# enough data that a save through the slow proxy streams for seconds
+FILL_VALUE = b"v" * (32 * 1024)
+FILL_BATCHES, FILL_BATCH = 4, 16
+
+
+class Setup(NamedTuple):
+    etcd: LocalCluster
+    base: Path
+    recipient: str
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """A three-member cluster holding 2 MiB, and an age recipient, for the whole module."""
+    from etcdops.crypto.keys import generate_identity_file
+
+    base = tmp_path_factory.mktemp("period")
+    recipient = str(generate_identity_file(base / "identity.txt"))
+    with LocalCluster.three(base / "etcd") as etcd:
+        with EtcdSession(etcd.etcd_config()) as session:
+            for batch in range(FILL_BATCHES):
+                session.put_many([
+                    (f"/registry/configmaps/fill/{batch}-{i}".encode(), FILL_VALUE)
+                    for i in range(FILL_BATCH)
+                ])
+        yield Setup(etcd, base, recipient)
+
+
+class Node(NamedTuple):
+    """One control-plane node's etcdops: its config file and its own local store."""
+
+    toml: Path
+    backups: Path
+
+    def save(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "etcdops", "snapshot", "save", "--config", str(self.toml),
+             *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def manifests(self) -> list[Path]:
+        return sorted(self.backups.rglob("*.manifest.json"))
+
+
+def nodes(setup: Setup, cluster: str, endpoints: list[str] | None = None, extra: str = "",
+          count: int = 3) -> list[Node]:
+    """count nodes of one cluster; each lists its own member first, as a node's config would."""
+    made = []
+    for index in range(count):
+        urls = endpoints or setup.etcd.client_urls[index:] + setup.etcd.client_urls[:index]
+        home = setup.base / cluster / f"node-{index}"
+        home.mkdir(parents=True, exist_ok=True)
+        toml = home / "etcdops.toml"
+        toml.write_text(
+            f'cluster = "{cluster}"\n'
+            f"[etcd]\nendpoints = {json.dumps(urls)}\ndial_timeout = \"2s\"\n"
+            f'[encryption]\nrecipients = ["{setup.recipient}"]\n'
+            f'[local]\ndir = "{home / "backups"}"\n'
+            f'[schedule]\nsnapshot_every = "{int(EVERY)}s"\nelection_ttl = "{TTL}s"\n'
+            + extra
+        )
+        made.append(Node(toml, home / "backups"))
+    return made
+
+
+def finished(process: subprocess.Popen[str]) -> tuple[int, dict, str]:
+    """The exit code, the JSON document and stderr of a save run with -o json."""
+    stdout, stderr = process.communicate(timeout=60)
+    return process.returncode, json.loads(stdout), stderr
+
+
+def period_key(cluster: str) -> bytes:
+    return Period.of(cluster, datetime.now(UTC), EVERY).key
+
+
+def holder(setup: Setup, cluster: str) -> dict | None:
+    with EtcdSession(setup.etcd.etcd_config()) as session:
+        taken = session.holder(period_key(cluster))
+    return json.loads(taken.value) if taken else None
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.1)
+
+
+def fresh_cluster(name: str) -> str:
+    return f"{name}-{secrets.token_hex(3)}"  # a cluster of its own: a period no one took yet
+
+
+def test_three_nodes_saving_at_once_take_exactly_one_backup_each_round(setup):
+    for round_ in range(3):
+        cluster = fresh_cluster(f"round{round_}")
+        group = nodes(setup, cluster)
+        processes = [node.save("-o", "json") for node in group]  # the same second, every node
+        runs = [finished(process) for process in processes]
+        assert [code for code, _, _ in runs] == [0, 0, 0], [stderr for _, _, stderr in runs]
+        saved = [(p, doc) for p, (_, doc, _) in zip(processes, runs, strict=True)
+                 if not doc["skipped"]]
+        assert len(saved) == 1, runs
+        winner, backup = saved[0]
+        assert backup["elected"] and backup["id"]
+        assert sum(len(node.manifests()) for node in group) == 1
+        for _, doc, _ in runs:
+            if doc["skipped"]:
+                # each loser names the winner, whether it was still saving or done
+                assert doc["holder"]["pid"] == winner.pid and doc["holder"]["host"]
+                assert doc["backup"] is None
+                assert doc["period"]["key"] == period_key(cluster).decode()
+        # the period stays done after the save, with its backup, for every node
+        assert holder(setup, cluster)["backup_id"] == backup["id"]
+        late = group[round_].save()
+        stdout, stderr = late.communicate(timeout=60)
+        assert late.returncode == 0, stderr
+        assert stdout.strip() == (
+            f"period {Period.of(cluster, datetime.now(UTC), EVERY).label} of cluster {cluster} "
+            f"already has backup {backup['id']} by {socket.gethostname()} (pid {winner.pid}): "
+            "nothing to do"
+        )
+        assert sum(len(node.manifests()) for node in group) == 1
+
+
+def test_a_winner_killed_mid_save_holds_the_period_until_its_lease_expires(setup):
+    cluster = fresh_cluster("killed")
+    host, port = setup.etcd.client_urls[0].removeprefix("http://").split(":")
+    slow = FaultProxy(host, int(port), Faults(delay_per_chunk=0.2))
+    try:
+        doomed, = nodes(setup, cluster, endpoints=[slow.url], count=1)
+        process = doomed.save("-o", "json")
+        for line in process.stderr:
+            if "streaming snapshot" in line:
+                break
+        else:
+            pytest.fail(f"the save never streamed: {process.communicate()}")
+        assert holder(setup, cluster)["pid"] == process.pid
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=10)
+        killed_at = time.monotonic()
+    finally:
+        slow.close()
+    other = nodes(setup, cluster)[1]
+    # in this process, so that it surely runs within the dead node's last TTL
+    refused = CliRunner().invoke(app, ["snapshot", "save", "-o", "json", "--config",
+                                       str(other.toml)])
+    assert time.monotonic() - killed_at < TTL
+    assert refused.exit_code == 0, refused.output
+    doc = json.loads(refused.stdout)
+    assert doc["skipped"] and doc["holder"]["pid"] == process.pid
+    assert doc["holder"]["backup_id"] is None
+    wait_until(lambda: holder(setup, cluster) is None, 3 * TTL, "the dead node's lease expiring")
+    code, doc, stderr = finished(other.save("-o", "json"))
+    assert code == 0, stderr
+    assert not doc["skipped"] and doc["elected"]
+    assert [m.name for m in other.manifests()] == [f"{doc['id']}.manifest.json"]
+    assert doomed.manifests() == []
+    assert holder(setup, cluster)["backup_id"] == doc["id"]
+
+
+def test_force_takes_a_backup_in_a_period_already_taken(setup):
+    cluster = fresh_cluster("forced")
+    first, second = nodes(setup, cluster, count=2)
+    code, taken, _ = finished(first.save("-o", "json"))
+    assert code == 0 and not taken["skipped"]
+    code, forced, stderr = finished(second.save("-o", "json", "--force"))
+    assert code == 0, stderr
+    assert not forced["skipped"] and not forced["elected"] and forced["id"] != taken["id"]
+    assert len(second.manifests()) == 1
+    assert holder(setup, cluster)["backup_id"] == taken["id"]  # the election is untouched
+
+
+def test_a_verified_backup_in_the_period_is_enough_without_its_key(setup):
+    cluster = fresh_cluster("catalogued")
+    node, = nodes(setup, cluster, count=1)
+    code, taken, _ = finished(node.save("-o", "json"))
+    assert code == 0 and not taken["skipped"]
+    with EtcdSession(setup.etcd.etcd_config()) as session:
+        session.delete_keys([period_key(cluster)])  # as when the key outlived its lease
+    code, doc, stderr = finished(node.save("-o", "json"))
+    assert code == 0, stderr
+    assert doc["skipped"] and doc["holder"] is None
+    assert doc["backup"]["id"] == taken["id"] and doc["backup"]["verified_in"] == ["local"]
+    assert f"already has backup {taken['id']}, verified in local" in doc["message"]
+    assert len(node.manifests()) == 1
+
+
+def test_a_failed_save_gives_the_period_up_at_once(setup):
+    cluster = fresh_cluster("failed")
+    missing = setup.base / "no-such-file"
+    broken, = nodes(setup, cluster, extra=f'[backup]\ninclude_files = ["{missing}"]\n', count=1)
+    started = time.monotonic()
+    code, doc, stderr = finished(broken.save("-o", "json"))
+    assert code != 0 and "error" in doc, stderr
+    assert "gave up period" in stderr
+    assert holder(setup, cluster) is None
+    # before its lease could have expired: the key was revoked, not left to time out
+    assert time.monotonic() - started < TTL
+    healthy = nodes(setup, cluster, count=2)[1]
+    code, doc, stderr = finished(healthy.save("-o", "json"))
+    assert code == 0 and not doc["skipped"], stderr
+
+
+def test_a_local_only_save_takes_no_part_in_the_election(setup):
+    cluster = fresh_cluster("local")
+    first, second = nodes(setup, cluster, count=2)
+    assert finished(first.save("-o", "json"))[0] == 0
+    code, doc, stderr = finished(second.save("-o", "json", "--local-only"))
+    assert code == 0, stderr
+    assert not doc["skipped"] and not doc["elected"]
+    assert len(second.manifests()) == 1
+
+
+def test_etcd_unreachable_is_exit_13_before_anything_is_saved(setup, unreachable_endpoint):
+    node, = nodes(setup, fresh_cluster("down"), endpoints=[unreachable_endpoint], count=1)
+    env = dict(os.environ)
+    process = subprocess.run(
+        [sys.executable, "-m", "etcdops", "snapshot", "save", "--config", str(node.toml)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert process.returncode == 13
+    assert unreachable_endpoint in process.stderr and "Traceback" not in process.stderr
+    assert node.manifests() == []
