@@ -29,6 +29,7 @@ from etcdops.config import Config
 from etcdops.crypto.keys import configured_recipients
 from etcdops.errors import EtcdopsError, Interrupted, StorageError
 from etcdops.lock import HostLock
+from etcdops.metrics import JobMetrics, job_metrics
 from etcdops.report import Reporter, note
 from etcdops.stores.base import Store, server_side_copier
 from etcdops.stores.configured import Stores, open_stores
@@ -111,18 +112,34 @@ def save_snapshot(
     the backup and why the rest do not. Only when no store holds it is that an exception; an
     interrupt is an Interrupted that says what was kept.
     """
-    recipients = configured_recipients(config.encryption)
-    # read before etcd is asked for anything: a file the restore needs that is missing fails the
-    # save here, with nothing stored
-    archive = archive_files(config.backup.include_files)
-    stores = (stores or open_stores(config)).open()
-    kept = _Kept()
-    try:
-        return _save(config, reporter, stores, recipients, archive, clock, kept)
-    except KeyboardInterrupt as exc:
-        if kept.fanout is not None:
-            kept.fanout.abort()  # what the interrupt found waiting, an S3 commit
-        raise kept.interrupted(stores) from exc
+    configured = open_stores(config)  # opens nothing yet
+    stores = stores or configured
+    with job_metrics(config, "snapshot", stores=stores, configured=configured) as metrics:
+        # what the backup-age alert measures against, known even while every save fails
+        metrics.set("period_seconds", config.schedule.snapshot_every)
+        recipients = configured_recipients(config.encryption)
+        # read before etcd is asked for anything: a file the restore needs that is missing fails
+        # the save here, with nothing stored
+        archive = archive_files(config.backup.include_files)
+        stores.open()
+        kept = _Kept()
+        try:
+            result = _save(config, reporter, stores, recipients, archive, clock, kept)
+        except KeyboardInterrupt as exc:
+            if kept.fanout is not None:
+                kept.fanout.abort()  # what the interrupt found waiting, an S3 commit
+            raise kept.interrupted(stores) from exc
+        _record(metrics, result)
+        return result
+
+
+def _record(metrics: JobMetrics, result: SaveResult) -> None:
+    """The save in the snapshot job's metrics: what each store now holds, and which failed."""
+    for store in result.failures:
+        metrics.failed(store=store)
+    for store in result.stored:
+        metrics.set("last_success_size_bytes", result.manifest.object_size, store=store)
+        metrics.set("last_success_revision", result.manifest.etcd.revision, store=store)
 
 
 def _save(

@@ -15,16 +15,18 @@ deletes only samples that can no longer matter.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from etcdops.config import CompactionConfig
+from etcdops.config import CompactionConfig, Config
 from etcdops.etcd.samples import Sample, parse_sample, sample_key, sample_value
 from etcdops.etcd.session import EtcdSession
 from etcdops.maintenance.quota import nospace_alarms
+from etcdops.metrics import job_metrics
 from etcdops.units import format_duration
 
 log = logging.getLogger("etcdops.maintenance.compaction")
@@ -50,6 +52,7 @@ class CompactionResult:
     sample_stored: bool
     samples_deleted: int
     seconds: float
+    nospace_alarms: int  # NOSPACE alarms raised when the run began
 
     def as_dict(self) -> dict[str, object]:
         """The result as `--output json` prints it."""
@@ -88,7 +91,7 @@ def compact(
     started = time.monotonic()
     retain = config.retain if retain is None else retain
     prefix = config.prefix.encode()
-    nospace = bool(nospace_alarms(session.alarms()))
+    nospace = len(nospace_alarms(session.alarms()))
     kvs, current = session.get_prefix(prefix)
     now = clock()  # after the read: revision `current` certainly existed at this moment
     stored = [s for s in map(parse_sample, kvs) if s is not None]
@@ -140,7 +143,27 @@ def compact(
         sample_stored=sample_stored,
         samples_deleted=len(obsolete),
         seconds=time.monotonic() - started,
+        nospace_alarms=nospace,
     )
+
+
+def compact_cluster(
+    session: EtcdSession, config: Config, *, retain: float | None = None, dry_run: bool = False,
+    physical: bool = False,
+) -> CompactionResult:
+    """compact() for the configured cluster, recorded in its metrics (a dry run is not)."""
+    run = functools.partial(
+        compact, session, config.compaction, retain=retain, dry_run=dry_run, physical=physical
+    )
+    if dry_run:
+        return run()
+    with job_metrics(config, "compaction") as metrics:
+        result = run()
+        # the oldest revision etcd keeps now
+        compacted = result.target_revision if result.compacted else None
+        metrics.set("revision", compacted or result.oldest_revision_before)
+        metrics.set("nospace_alarms", result.nospace_alarms)
+        return result
 
 
 def oldest_revision(session: EtcdSession, current: int) -> int:

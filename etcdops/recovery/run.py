@@ -23,6 +23,7 @@ from etcdops.config import Config
 from etcdops.errors import EtcdopsError, Interrupted
 from etcdops.etcd.session import EtcdSession
 from etcdops.lock import HostLock
+from etcdops.metrics import job_metrics
 from etcdops.recovery import steps
 from etcdops.recovery.members import prepared_backup, restore_members
 from etcdops.recovery.plan import Plan, default_state_path, load_plan
@@ -66,9 +67,16 @@ def run_recovery(
     if dry_run:
         return _dry_run(config, plan, state_path, reporter, stores)
     lock = state_path.with_name(state_path.name + ".lock")
-    with HostLock(lock, f"dr run with the state file {state_path}"):
-        state = open_state(state_path, plan, config.cluster)
-        return _Run(config, plan, state, reporter, stores).run()
+    with job_metrics(config, "recovery") as metrics:
+        with HostLock(lock, f"dr run with the state file {state_path}"):
+            state = open_state(state_path, plan, config.cluster)
+            run = _Run(config, plan, state, reporter, stores)
+            report = run.run()
+        for name, record in run.ran.items():
+            metrics.set("step_duration_seconds", record.seconds, step=name)
+        if report.failure is not None or report.target_missed:
+            metrics.failed()
+        return report
 
 
 def _dry_run(

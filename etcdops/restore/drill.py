@@ -19,6 +19,7 @@ from etcdops.config import Config
 from etcdops.errors import IntegrityError
 from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.local import LocalEtcd
+from etcdops.metrics import job_metrics
 from etcdops.report import Reporter
 from etcdops.restore.files import restore_files
 from etcdops.restore.inventory import Inventory
@@ -107,6 +108,19 @@ def verify_backup(
     the drill's scratch directories go (default: the system's temporary directory)."""
     if not drill:
         return VerifyResult(snapshot_status(config, ref, reporter, store=store, stores=stores))
+    with job_metrics(config, "drill") as metrics:
+        metrics.set("verified", 0)  # until it is: a drill that fails on its way did not verify
+        result = _drill(config, ref, reporter, store, stores, under)
+        metrics.set("verified", result.verified)
+        if not result.verified:
+            metrics.failed()
+        return result
+
+
+def _drill(
+    config: Config, ref: str, reporter: Reporter, store: str | None, stores: Stores | None,
+    under: Path | None,
+) -> VerifyResult:
     # found before anything is downloaded: a host without etcdutl or etcd cannot drill at all
     etcdutl = find_binary("etcdutl", config.etcd.etcdutl)
     find_binary("etcd")
