@@ -165,9 +165,10 @@ class Daemon:
                 if not self._stopping:
                     raise  # Ctrl-C: the daemon stops as any command does
                 took = time.monotonic() - started
+                # an Interrupted says what the job had kept
                 log.warning(
-                    "%s: abandoned after %s, [schedule] stop_timeout after SIGTERM: %s",
-                    name, format_duration(took), getattr(exc, "message", "interrupted"),
+                    "%s: abandoned after %s, to stop: %s", name, format_duration(took),
+                    getattr(exc, "message", "interrupted; nothing half-written was kept"),
                     extra=fields(duration=round(took, 3)),
                 )
             except Exception as exc:  # a bug in one job must not stop the others
