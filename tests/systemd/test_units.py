@@ -99,7 +99,8 @@ def test_every_service_runs_as_etcdops_with_the_same_hardening():
         text = (UNITS / service).read_text()
         assert "\nUser=etcdops\n" in text
         assert "\nEnvironment=ETCDOPS_CONFIG=/etc/etcdops/%i.toml\n" in text
-        for credential in ("etcd-client.key", "etcd-password", "age-identity.txt"):
+        for credential in ("etcd-client.key", "etcd-password", "age-identity.txt",
+                           "aws-credentials"):
             assert f"\nLoadCredential={credential}:etcdops.%i.{credential}\n" in text
         block = text[text.index("# --- Hardening"):]
         blocks[service] = block.split("\n[", 1)[0]  # up to the next section ([Install])
