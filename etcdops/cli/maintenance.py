@@ -55,24 +55,17 @@ def defrag(run: Invocation, force: Force = False, dry_run: DryRun = False) -> No
 
 @command
 def maintain(run: Invocation, force: Force = False, dry_run: DryRun = False) -> None:
-    """Compaction (applied on disk), then defragmentation in the window: what the timer runs."""
-    from etcdops.etcd.session import EtcdSession
-    from etcdops.maintenance.compaction import compact as compact_history
-    from etcdops.maintenance.defrag import defragment_cluster
+    """Compaction, then defragmentation in the window (each member once it applied the
+    compaction): what the timer runs."""
+    from etcdops.maintenance.maintain import maintain as maintain_cluster
 
-    config = run.config()
-    with EtcdSession(config.etcd) as session:
-        # defragmentation reclaims only what compaction has already freed on disk
-        compaction = compact_history(session, config.compaction, dry_run=dry_run, physical=True)
-        report = defragment_cluster(
-            session, config, run.reporter(), now=datetime.now(UTC), force=force, dry_run=dry_run
-        )
+    result = maintain_cluster(run.config(), run.reporter(), force=force, dry_run=dry_run)
 
     def render(console: Any) -> None:
-        console.print(_compaction_text(compaction))
-        _print_defrag(console, report)
+        console.print(_compaction_text(result.compaction))
+        _print_defrag(console, result.defrag)
 
-    run.emit({"compaction": compaction.as_dict(), "defrag": report.as_dict()}, render)
+    run.emit(result.as_dict(), render)
 
 
 def _compaction_text(result: Any) -> Any:
@@ -110,6 +103,11 @@ def _print_defrag(console: Any, report: Any) -> None:
             for m in report.done
         ]
         console.print(table(None, ["defragmented", "before", "after", "took"], done))
+    if report.compacted_to:
+        console.print(
+            f"each member was decided once it had applied the compaction to revision "
+            f"{report.compacted_to}", markup=False,
+        )
     for alarm in report.disarmed:
         console.print(f"disarmed {alarm}", markup=False)
     if report.alarm_kept:

@@ -167,6 +167,26 @@ class KVCalls(Connections):
 
         return self._first_answer("Compact", call)
 
+    def wait_compacted(self, endpoint: str, revision: int, *, timeout: float) -> None:
+        """Wait until one member has applied every compaction up to revision on disk, then
+        commit its backend. revision must already be compacted (at most the oldest revision
+        etcd keeps): a Compact to a newer one would compact."""
+        # compact returns once the member that served it applied the compaction; the others
+        # delete the old revisions later, on a queue of their own. etcd refuses a Compact to a
+        # revision already compacted, but with physical set the member asked first waits, on
+        # that queue, for the compactions queued before it, and then commits its backend: the
+        # member's own signal that its deletions are done (a Range below the revision fails as
+        # soon as the compaction is queued, before anything is deleted)
+        etcdrpc = import_etcdrpc()
+        url = self._url(endpoint)
+        request = etcdrpc.CompactionRequest(revision=revision, physical=True)
+        try:
+            self._unary(url, "KV", "Compact", request,
+                        f"waiting for the compaction to revision {revision}", timeout=timeout)
+        except RevisionCompacted:
+            return
+        # accepted: nothing had compacted that far on this member; done on disk all the same
+
     def put_revisions(self, endpoint: str, key: bytes, count: int, in_flight: int = 128) -> int:
         """Put `key` (empty value) `count` times on one member, `in_flight` puts at a time:
         each put is one revision, so this advances the revision by count; the last revision."""

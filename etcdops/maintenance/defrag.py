@@ -4,8 +4,11 @@ Defragment blocks the member it runs on, so: only in the off-peak window (unless
 member at a time, followers first and the leader last (the leader's stall is the one clients
 feel), every member healthy before starting and after each member, and stop at the first
 problem. A member is defragmented when its free pages exceed a threshold, when its database
-nears the quota, or when it raised NOSPACE. A NOSPACE alarm is disarmed only once every member
-is below the quota threshold again, or it would simply be raised again.
+nears the quota, or when it raised NOSPACE, judged from its status just before its turn, once it
+has applied the cluster's compaction on disk: a compaction is applied member by member, and a
+member defragmented before it deleted the old revisions gives nothing back. A NOSPACE alarm is
+disarmed only once every member is below the quota threshold again, or it would simply be
+raised again.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from datetime import datetime
 
 from etcdops.config import Config, DefragConfig, EtcdConfig
 from etcdops.errors import EtcdUnavailableError
-from etcdops.etcd.maintenance import Alarm, MemberStatus
+from etcdops.etcd.maintenance import MemberStatus
 from etcdops.etcd.metrics_page import fetch_page, metrics_url
 from etcdops.etcd.session import EtcdSession
 from etcdops.lock import HostLock
-from etcdops.maintenance.members import MemberState, survey, unhealthy
+from etcdops.maintenance.compaction import oldest_revision
+from etcdops.maintenance.members import MemberState, applied_status, survey, unhealthy
 from etcdops.maintenance.quota import above_share, effective_quota, nospace_alarms, share_text
 from etcdops.maintenance.window import parse_window
 from etcdops.report import Reporter
@@ -72,6 +76,7 @@ class DefragReport:
     done: list[Defragmented] = field(default_factory=list)
     disarmed: list[str] = field(default_factory=list)
     alarm_kept: str | None = None  # why a NOSPACE alarm stays raised
+    compacted_to: int | None = None  # the compaction each member was waited for
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -102,17 +107,18 @@ def assess_member(
     )
 
 
-def plan(
-    states: list[MemberState], alarms: list[Alarm], quotas: dict[str, int], config: DefragConfig
-) -> list[DefragDecision]:
-    """A decision for every member, in the order to work: followers first, the leader last."""
-    nospace = {alarm.member_id for alarm in nospace_alarms(alarms)}
-    decisions = [
-        assess_member(state.name, state.status, state.id in nospace, config, quotas[state.name])
-        for state in states
-        if state.status is not None
-    ]
-    return sorted(decisions, key=lambda d: d.is_leader)  # stable: member order otherwise
+def work_order(states: list[MemberState]) -> list[MemberState]:
+    """The members in the order to work: followers first, the leader last."""
+    return sorted(states, key=lambda s: bool(s.status and s.status.is_leader))  # stable
+
+
+def compaction_revision(session: EtcdSession, states: list[MemberState]) -> int | None:
+    """The revision the cluster is compacted to, None before its first compaction."""
+    # whoever compacted (etcdops compact, kube-apiserver, etcd's own compactor): the reads
+    # are linearizable, so they see every compaction committed before them
+    current = max(s.status.revision for s in states if s.status is not None)
+    oldest = oldest_revision(session, current)
+    return oldest if oldest > 1 else None
 
 
 def member_quotas(
@@ -157,9 +163,10 @@ def defragment_cluster(
         if problem:
             raise EtcdUnavailableError(f"not defragmenting: {problem}", HEALTH_HINT)
         quotas = member_quotas(session, states, config.etcd)
-        report.decisions = plan(states, session.alarms(), quotas, config.defrag)
+        nospace = {alarm.member_id for alarm in nospace_alarms(session.alarms())}
+        report.compacted_to = compaction_revision(session, states)
+        states = _run(session, config, report, reporter, states, quotas, nospace)
         if not dry_run:
-            states = _run(session, config, report, reporter, states)
             _disarm_nospace(session, states, config, report, reporter)
     report.seconds = time.monotonic() - started
     return report
@@ -171,11 +178,20 @@ def _run(
     report: DefragReport,
     reporter: Reporter,
     states: list[MemberState],
+    quotas: dict[str, int],
+    nospace: set[int],
 ) -> list[MemberState]:
-    pending = [d for d in report.decisions if d.defragment]
+    pending = work_order(states)
     while pending:
-        decision = pending.pop(0)
-        stop = "stopped; not defragmented: " + (", ".join(d.member for d in pending) or "none")
+        state = pending.pop(0)
+        stop = "stopped; not defragmented: " + (", ".join(s.name for s in pending) or "none")
+        status = _applied_status(session, config, report, state, stop)
+        decision = assess_member(
+            state.name, status, state.id in nospace, config.defrag, quotas[state.name]
+        )
+        report.decisions.append(decision)
+        if report.dry_run or not decision.defragment:
+            continue
         reporter.event(f"defragmenting {decision.member} ({decision.reason})")
         began = time.monotonic()
         try:
@@ -201,8 +217,28 @@ def _run(
             )
         # leadership can move while a member is blocked: whoever leads now still goes last
         leaders = {s.name for s in states if s.status and s.status.is_leader}
-        pending.sort(key=lambda d: d.member in leaders)
+        pending.sort(key=lambda s: s.name in leaders)
     return states
+
+
+def _applied_status(
+    session: EtcdSession, config: Config, report: DefragReport, state: MemberState, stop: str
+) -> MemberStatus:
+    # compact returns once the member that served it has applied the compaction; the others
+    # delete the old revisions later, so each member is decided from a status taken after it
+    # has, just before its turn (the survey's statuses can predate it)
+    endpoint = state.endpoint or ""  # every member has one: the survey found all healthy
+    learner = state.status is not None and state.status.is_learner
+    log.debug("%s: waiting for the compaction to revision %s", state.name, report.compacted_to)
+    try:
+        return applied_status(
+            session, endpoint, report.compacted_to, learner=learner,
+            timeout=config.compaction.timeout,
+        )
+    except EtcdUnavailableError as exc:
+        raise EtcdUnavailableError(
+            f"checking {state.name} before its turn failed: {exc.message}; {stop}", HEALTH_HINT
+        ) from exc
 
 
 def _disarm_nospace(

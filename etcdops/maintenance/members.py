@@ -17,6 +17,12 @@ from etcdops.etcd.maintenance import MemberStatus
 from etcdops.etcd.session import EtcdSession
 from etcdops.maintenance.quota import is_nospace_error
 
+# bbolt gives the pages a commit freed back to its freelist only once no read transaction that
+# began before that commit is open, and etcd closes each commit's read transaction on its own
+# time after the next commit: Status counts them free from the second or third commit after
+# (the second, measured on etcd 3.5.1; the third covers a close that lost the race)
+SETTLE_COMMITS = 3
+
 
 @dataclass(frozen=True)
 class MemberState:
@@ -55,6 +61,21 @@ def unhealthy(states: list[MemberState]) -> str | None:
     """One line naming every unhealthy member and why, None when all are healthy."""
     bad = [f"{s.name} ({s.endpoint or 'no client URL'}): {s.problem}" for s in states if s.problem]
     return "; ".join(bad) if bad else None
+
+
+def applied_status(
+    session: EtcdSession, endpoint: str, compacted_to: int | None, *, learner: bool,
+    timeout: float,
+) -> MemberStatus:
+    """A member's status once it has applied the cluster's compaction on disk and counts what
+    that freed as free: the status to decide that member's defragmentation from."""
+    # a learner refuses Compact; it applies compactions all the same, and is decided on what
+    # it shows
+    if compacted_to is not None and not learner:
+        # each wait commits the member's backend, so the settling commits come with it
+        for _ in range(SETTLE_COMMITS):
+            session.wait_compacted(endpoint, compacted_to, timeout=timeout)
+    return session.status(endpoint)
 
 
 def _state(session: EtcdSession, member: Member) -> MemberState:

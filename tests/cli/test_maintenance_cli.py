@@ -13,7 +13,12 @@ from typer.testing import CliRunner
 
 from etcdops.cli.main import app
 from etcdops.etcd.local import LocalCluster
-from tests.fixtures.etcd import TINY_QUOTA, fill_until_nospace
+from tests.fixtures.etcd import (
+    TINY_QUOTA,
+    assert_every_member_shrank,
+    db_sizes,
+    fill_until_nospace,
+)
 
 # a shared CI disk does not meet the production latency targets; these sections pass anywhere
 GENEROUS_HEALTH = (
@@ -90,22 +95,45 @@ def test_defrag_outside_the_window_changes_nothing(etcd_single, etcdops, tmp_pat
     assert report["skipped"] and report["decisions"] == []
 
 
-def test_maintain_compacts_then_defragments(etcd_churned3, etcdops, tmp_path):
+def test_compact_then_defrag_at_once_shrinks_every_member(etcd_uncompacted3, etcdops, tmp_path):
+    config = write_config(etcd_uncompacted3, tmp_path, '[defrag]\nfree_threshold = "1MiB"\n')
+    before = db_sizes(etcd_uncompacted3)
+    compacted = etcdops(config, "compact", "--retain", "0s", "-o", "json")
+    assert compacted.exit_code == 0, compacted.output
+    revision = json.loads(compacted.stdout)["target_revision"]
+    # at once: the followers may not have deleted the old revisions yet
+    defragged = etcdops(config, "defrag", "--force", "-o", "json")
+    assert defragged.exit_code == 0, defragged.output
+    report = json.loads(defragged.stdout)
+    assert report["compacted_to"] == revision
+    assert [d["defragment"] for d in report["decisions"]] == [True, True, True]
+    assert len(report["done"]) == 3
+    assert_every_member_shrank(before, db_sizes(etcd_uncompacted3))
+
+
+def test_maintain_compacts_then_defragments(etcd_uncompacted3, etcdops, tmp_path):
     config = write_config(
-        etcd_churned3, tmp_path, '[compaction]\nretain = "0s"\n[defrag]\nfree_threshold = "1MiB"\n'
+        etcd_uncompacted3, tmp_path,
+        '[compaction]\nretain = "0s"\n[defrag]\nfree_threshold = "1MiB"\n',
     )
+    before = db_sizes(etcd_uncompacted3)
     dry = etcdops(config, "maintain", "--force", "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert "would defragment" in dry.stdout and "would compact to revision" in dry.stdout
-    result = etcdops(config, "maintain", "--force", "-o", "json")
+    # nothing compacted, so nothing is free yet: every member is skipped, with its numbers
+    assert "would compact to revision" in dry.stdout and "skip" in dry.stdout
+    assert db_sizes(etcd_uncompacted3) == before
+    result = etcdops(config, "maintain", "--force")
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
-    assert doc["compaction"]["compacted"] and doc["compaction"]["physical"]
-    assert [d["defragment"] for d in doc["defrag"]["decisions"]] == [True, True, True]
-    assert doc["defrag"]["decisions"][-1]["is_leader"]
-    assert [m["member"] for m in doc["defrag"]["done"]] == [
-        d["member"] for d in doc["defrag"]["decisions"]
-    ]
+    text = " ".join(result.stdout.split())
+    assert "compacted to revision" in text and "once it had applied the compaction" in text
+    assert_every_member_shrank(before, db_sizes(etcd_uncompacted3))
+    # the history is gone now: a second run drops only the first run's sample, and skips
+    again = etcdops(config, "maintain", "--force", "-o", "json")
+    assert again.exit_code == 0, again.output
+    doc = json.loads(again.stdout)
+    assert doc["compaction"]["revisions_dropped"] <= 3 and not doc["compaction"]["physical"]
+    assert [d["defragment"] for d in doc["defrag"]["decisions"]] == [False, False, False]
+    assert doc["defrag"]["decisions"][-1]["is_leader"] and doc["defrag"]["done"] == []
 
 
 def test_compact_options_and_output(etcd_single, etcdops, tmp_path):

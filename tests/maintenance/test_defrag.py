@@ -15,8 +15,19 @@ from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.maintenance import MemberStatus
 from etcdops.etcd.session import EtcdSession
 from etcdops.lock import HostLock
-from etcdops.maintenance.defrag import LOCK_NAME, assess_member, defragment_cluster
-from tests.fixtures.etcd import TINY_QUOTA, fill_until_nospace
+from etcdops.maintenance.defrag import (
+    LOCK_NAME,
+    assess_member,
+    compaction_revision,
+    defragment_cluster,
+)
+from etcdops.maintenance.members import survey
+from tests.fixtures.etcd import (
+    TINY_QUOTA,
+    assert_every_member_shrank,
+    db_sizes,
+    fill_until_nospace,
+)
 
 MiB, GiB = 1024**2, 1024**3
 INSIDE = datetime(2026, 1, 15, 3, 0, tzinfo=UTC)  # inside the default 02:00-05:00 UTC
@@ -49,12 +60,7 @@ def config_for(cluster: LocalCluster, tmp_path: Path) -> Config:
 
 
 def sizes(cluster: LocalCluster) -> dict[str, int]:
-    with EtcdSession(cluster.etcd_config(dial_timeout=1.0)) as session:
-        return {
-            member.name: session.status(member.client_url).db_size
-            for member in cluster.members
-            if member.running
-        }
+    return {name: size for name, (size, _) in db_sizes(cluster).items()}
 
 
 def leader_name(cluster: LocalCluster) -> str:
@@ -150,6 +156,27 @@ def test_dry_run_then_defragment_followers_first_leader_last(
     assert report.disarmed == [] and report.alarm_kept is None
 
 
+def test_right_after_a_compaction_each_member_is_decided_once_it_applied_it(
+    etcd_uncompacted3: LocalCluster, tmp_path
+) -> None:
+    config = config_for(etcd_uncompacted3, tmp_path)
+    before = db_sizes(etcd_uncompacted3)
+    with EtcdSession(config.etcd) as session:
+        assert compaction_revision(session, survey(session)) is None  # never compacted
+        revision = session.status(etcd_uncompacted3.client_urls[0]).revision
+        # as `etcdops compact` does: the call returns once the member that served it applied
+        # the compaction; the others delete the old revisions later, on their own
+        assert session.compact(revision, physical=False, timeout=30)
+        report = defragment_cluster(session, config, Events(), now=INSIDE)
+    assert report.compacted_to == revision
+    assert [d.defragment for d in report.decisions] == [True, True, True]
+    for decision in report.decisions:
+        # decided from a status in which the compacted history already counts as free
+        assert decision.db_size_in_use < decision.db_size / 2, decision
+    assert len(report.done) == 3
+    assert_every_member_shrank(before, db_sizes(etcd_uncompacted3))
+
+
 def test_a_stopped_member_aborts_before_anything(etcd_churned3: LocalCluster, tmp_path) -> None:
     config = config_for(etcd_churned3, tmp_path)
     leader = leader_name(etcd_churned3)
@@ -196,6 +223,7 @@ def test_nospace_stays_raised_while_the_member_is_still_full(
         report = defragment_cluster(session, config, Events(), now=OUTSIDE, force=True)
         alarms = session.alarms()
     [decision] = report.decisions
+    assert report.compacted_to is None  # nothing to wait for
     assert decision.defragment and decision.reason.startswith("NOSPACE alarm raised")
     assert decision.quota == TINY_QUOTA  # the member's own quota, read from /metrics
     assert report.disarmed == []
