@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etcdops.backup.readback import SnapshotStatus, snapshot_status
-from etcdops.config import Config
+from etcdops.config import Config, EtcdConfig
 from etcdops.errors import IntegrityError
 from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.local import LocalEtcd
@@ -138,7 +138,7 @@ def _drill(
             reporter.event(f"starting a throwaway etcd on {member.client_url}")
             start_throwaway(member)
             phases.lap("start")
-            counted = _count(member, plain.status, reporter)
+            counted = _count(member, plain.status, reporter, config.etcd)
             phases.lap("inventory")
             files = _check_files(config, ref, plain.status, scratch, reporter, stores)
             phases.lap("files")
@@ -204,12 +204,17 @@ def _check_files(
     return _Files(paths, (f"{len(paths)} included files extracted and checked{against}",), ())
 
 
-def _count(member: LocalEtcd, status: SnapshotStatus, reporter: Reporter) -> _Counted:
+def _count(
+    member: LocalEtcd, status: SnapshotStatus, reporter: Reporter, source: EtcdConfig
+) -> _Counted:
     """Count the restored keys at the manifest's revision (what its key count means), or at
     the restored revision when there is no manifest or that revision is not there to read."""
     from etcdops.etcd.session import EtcdSession
 
-    with EtcdSession(member.etcd_config(command_timeout=60.0)) as session:
+    # a backup of an etcd with auth enabled restores with auth enabled and the source's users
+    auth = {"user": source.user, "password": source.password,
+            "password_file": source.password_file}
+    with EtcdSession(member.etcd_config(command_timeout=60.0, **auth)) as session:
         revision = session.status(member.client_url).revision
         notes: list[str] = []
         problems: list[str] = []
