@@ -118,3 +118,27 @@ def test_each_command_is_a_real_etcdops_command_line(service):
         result = subprocess.run([sys.executable, "-m", "etcdops", *command[1:], "--help"],
                                 capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 0, f"{shlex.join(command)}: {result.stdout}{result.stderr}"
+
+
+def _settings(unit: str) -> dict[str, list[str]]:
+    """Every KEY=value of a unit, by key (a key may repeat)."""
+    found: dict[str, list[str]] = {}
+    for line in (UNITS / unit).read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_the_schedules_are_the_issues():
+    snapshot = _settings("etcdops-snapshot@.timer")
+    assert snapshot["OnCalendar"] == ["hourly"] and snapshot["Persistent"] == ["true"]
+    # the delay spreads the nodes but stays far inside the hour that they elect a taker for
+    assert snapshot["RandomizedDelaySec"] == ["2min"]
+    assert _settings("etcdops-maintain@.timer")["OnUnitActiveSec"] == ["1min"]
+    drill = _settings("etcdops-drill@.timer")
+    assert drill["OnCalendar"] == ["daily"] and drill["Persistent"] == ["true"]
+    # prune after every save, whether it succeeded or not
+    save = _settings("etcdops-snapshot@.service")
+    assert save["OnSuccess"] == save["OnFailure"] == ["etcdops-prune@%i.service"]
+    assert _settings("etcdops@.service")["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
