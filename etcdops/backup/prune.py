@@ -24,8 +24,9 @@ from etcdops.backup.catalog import Catalog, CatalogEntry
 from etcdops.backup.checks import confirm, record_check
 from etcdops.backup.manifest import BackupKeys, backup_id_of
 from etcdops.backup.retention import Candidate, Condition, Decision, decide, worth_confirming
-from etcdops.config import RetentionConfig
+from etcdops.config import Config, RetentionConfig
 from etcdops.errors import EtcdopsError
+from etcdops.metrics import job_metrics
 from etcdops.report import Reporter
 from etcdops.stores.base import Store
 
@@ -82,13 +83,14 @@ def prune(
     reporter: Reporter,
     *,
     dry_run: bool = False,
+    metrics: Config | None = None,
 ) -> PruneReport:
     """Decide and (unless dry_run) delete in each store on its own; one failing spares the rest.
 
     Before anything is deleted in a store, the backups kept there as the newest verified ones
     are checked again: one that fails is damaged, and retention decides again, keeping older
     ones in its place. A dry run checks as well (it shows what would be done) but writes no
-    check record.
+    check record. With metrics (the cluster's configuration) the run is recorded, unless dry.
     """
     results = []
     for name, store in stores.items():
@@ -98,6 +100,12 @@ def prune(
             _prune_store(Catalog(store, cluster), policy, now, reporter, result, dry_run=dry_run)
         except EtcdopsError as exc:
             result.error = str(exc)
+    if metrics is not None and not dry_run:
+        with job_metrics(metrics, "prune", stores=stores) as recorded:
+            for result in results:
+                recorded.add("deletions_total", len(result.deleted), store=result.store)
+                if result.error:
+                    recorded.failed(store=result.store)
     return PruneReport(now, dry_run, results)
 
 

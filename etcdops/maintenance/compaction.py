@@ -86,8 +86,35 @@ def compact(
     physical: bool = False,
     clock: Callable[[], float] = time.time,
     host: str | None = None,
+    metrics: Config | None = None,
 ) -> CompactionResult:
-    """Compact to the newest revision at least retain old, then sample; a no-op says why."""
+    """Compact to the newest revision at least retain old, then sample; a no-op says why.
+    With metrics (the cluster's configuration) the run is recorded, unless it is a dry run."""
+    run = functools.partial(
+        _compact, session, config, retain=retain, dry_run=dry_run, physical=physical,
+        clock=clock, host=host,
+    )
+    if metrics is None or dry_run:
+        return run()
+    with job_metrics(metrics, "compaction") as recorded:
+        result = run()
+        # the oldest revision etcd keeps now
+        compacted = result.target_revision if result.compacted else None
+        recorded.set("revision", compacted or result.oldest_revision_before)
+        recorded.set("nospace_alarms", result.nospace_alarms)
+        return result
+
+
+def _compact(
+    session: EtcdSession,
+    config: CompactionConfig,
+    *,
+    retain: float | None,
+    dry_run: bool,
+    physical: bool,
+    clock: Callable[[], float],
+    host: str | None,
+) -> CompactionResult:
     started = time.monotonic()
     retain = config.retain if retain is None else retain
     prefix = config.prefix.encode()
@@ -145,25 +172,6 @@ def compact(
         seconds=time.monotonic() - started,
         nospace_alarms=nospace,
     )
-
-
-def compact_cluster(
-    session: EtcdSession, config: Config, *, retain: float | None = None, dry_run: bool = False,
-    physical: bool = False,
-) -> CompactionResult:
-    """compact() for the configured cluster, recorded in its metrics (a dry run is not)."""
-    run = functools.partial(
-        compact, session, config.compaction, retain=retain, dry_run=dry_run, physical=physical
-    )
-    if dry_run:
-        return run()
-    with job_metrics(config, "compaction") as metrics:
-        result = run()
-        # the oldest revision etcd keeps now
-        compacted = result.target_revision if result.compacted else None
-        metrics.set("revision", compacted or result.oldest_revision_before)
-        metrics.set("nospace_alarms", result.nospace_alarms)
-        return result
 
 
 def oldest_revision(session: EtcdSession, current: int) -> int:

@@ -13,6 +13,7 @@ raised again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from etcdops.maintenance.compaction import oldest_revision
 from etcdops.maintenance.members import MemberState, applied_status, survey, unhealthy
 from etcdops.maintenance.quota import above_share, effective_quota, nospace_alarms, share_text
 from etcdops.maintenance.window import parse_window
+from etcdops.metrics import job_metrics
 from etcdops.report import Reporter
 from etcdops.units import format_size
 
@@ -146,7 +148,22 @@ def defragment_cluster(
     force: bool = False,
     dry_run: bool = False,
 ) -> DefragReport:
-    """Defragment the members that need it, one at a time; EtcdUnavailableError at a problem."""
+    """Defragment the members that need it, one at a time; EtcdUnavailableError at a problem.
+    A run that is not a dry run is recorded in the cluster's metrics (outside the window too)."""
+    run = functools.partial(_defragment, session, config, reporter, now, force, dry_run)
+    if dry_run:
+        return run()
+    with job_metrics(config, "defrag") as metrics:
+        report = run()
+        reclaimed = sum(max(d.size_before - d.size_after, 0) for d in report.done)
+        metrics.add("reclaimed_bytes_total", reclaimed)
+        return report
+
+
+def _defragment(
+    session: EtcdSession, config: Config, reporter: Reporter, now: datetime, force: bool,
+    dry_run: bool,
+) -> DefragReport:
     started = time.monotonic()
     window = parse_window(config.defrag.window, config.defrag.timezone)
     report = DefragReport(str(window), window.contains(now), force, dry_run)

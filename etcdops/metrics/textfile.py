@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from etcdops.config import Config
+from etcdops.errors import LockedError
 from etcdops.metrics.catalogue import COUNTER, STORE_JOBS, Metric, job_metrics_of
 
 log = logging.getLogger("etcdops.metrics")
@@ -135,10 +136,13 @@ def job_metrics(
     """Record one run of a job in its file when [metrics] textfile_dir is set: an exception
     out of the block is the run's failure (recorded, then raised on); the block marks a
     partial failure with failed(store=...). `configured` names the stores whose values are
-    kept when the run works on fewer of them (--local-only)."""
+    kept when the run works on fewer of them (--local-only). A run refused by a lock that
+    another run holds is not recorded."""
     metrics = JobMetrics(config.cluster, job, stores, configured)
     try:
         yield metrics
+    except LockedError:
+        raise  # another run of the job holds the lock: this one did not run at all
     except BaseException:
         metrics.failed()
         _record(config, metrics)

@@ -4,19 +4,23 @@ a compaction that sees NOSPACE."""
 import dataclasses
 import json
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from typer.testing import CliRunner
 
+from etcdops.backup.prune import prune
 from etcdops.backup.save import save_snapshot
 from etcdops.cli.main import app
-from etcdops.config import Config
+from etcdops.config import Config, DefragConfig, LocalConfig, RetentionConfig
 from etcdops.config.settings import MetricsConfig
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
-from etcdops.maintenance.compaction import compact_cluster
+from etcdops.maintenance.compaction import compact
+from etcdops.maintenance.defrag import defragment_cluster
 from etcdops.report import LogReporter
 from etcdops.restore.drill import verify_backup
+from etcdops.stores.configured import open_stores
 from tests.fixtures.etcd import fill_until_nospace
 from tests.fixtures.system import require_system_package
 from tests.metrics.test_textfile import config, samples
@@ -88,7 +92,7 @@ def test_a_compaction_exports_the_nospace_alarm(
     textfiles.mkdir()
     configured = reaching(etcd_tiny_quota, textfiles)
     with EtcdSession(configured.etcd) as session:
-        result = compact_cluster(session, configured, retain=0.0)
+        result = compact(session, configured.compaction, retain=0.0, metrics=configured)
     found = samples(textfiles / "etcdops_main_compaction.prom")
     cluster = frozenset({("cluster", "main")})
     assert found["etcdops_compaction_nospace_alarms", cluster] == 1 == result.nospace_alarms
@@ -96,14 +100,63 @@ def test_a_compaction_exports_the_nospace_alarm(
     assert found["etcdops_compaction_attempts_total", cluster] == 1
 
 
+def test_a_prune_counts_its_deletions_per_store(backup_config, tmp_path):
+    for _ in range(3):
+        save_snapshot(backup_config, LogReporter())
+    textfiles = tmp_path / "textfile"
+    textfiles.mkdir()
+    recorded = dataclasses.replace(backup_config, metrics=MetricsConfig(textfiles))
+    later = datetime.now(UTC) + timedelta(days=30)
+    policy = RetentionConfig(keep_min=1)
+    stores = open_stores(recorded)
+    prune(stores, "test", policy, later, LogReporter(), dry_run=True, metrics=recorded)
+    assert list(textfiles.iterdir()) == []
+    report = prune(stores, "test", policy, later, LogReporter(), metrics=recorded)
+    assert len(report.stores[0].deleted) == 2
+    found = samples(textfiles / "etcdops_test_prune.prom")
+    local = frozenset({"cluster": "test", "store": "local"}.items())
+    assert found["etcdops_prune_deletions_total", local] == 2
+    assert found["etcdops_prune_failures_total", local] == 0
+
+
+def test_a_defragmentation_counts_the_bytes_it_reclaimed(
+    etcd_single: LocalCluster, etcd3_client, tmp_path
+):
+    client = etcd3_client(etcd_single.members[0].client_url)
+    for round_ in range(5):  # overwritten, so that the compaction frees most of the file
+        for key in range(20):
+            client.put(f"/registry/configmaps/churn/c-{key}", bytes([round_]) * 100_000)
+    textfiles = tmp_path / "textfile"
+    textfiles.mkdir()
+    configured = dataclasses.replace(
+        reaching(etcd_single, textfiles), defrag=DefragConfig(free_threshold=1024**2),
+        local=LocalConfig(dir=tmp_path / "state"),
+    )
+    with EtcdSession(configured.etcd) as session:
+        compact(session, configured.compaction, retain=0.0, physical=True)
+        noon = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)  # outside the 02:00-05:00 window
+        skipped = defragment_cluster(session, configured, LogReporter(), now=noon)
+        assert skipped.skipped
+        path = textfiles / "etcdops_main_defrag.prom"
+        cluster = frozenset({("cluster", "main")})
+        assert samples(path)["etcdops_defrag_attempts_total", cluster] == 1  # the file is fresh
+        report = defragment_cluster(session, configured, LogReporter(), now=noon, force=True)
+    [done] = report.done
+    found = samples(path)
+    assert found["etcdops_defrag_attempts_total", cluster] == 2
+    assert found["etcdops_defrag_reclaimed_bytes_total", cluster] == (
+        done.size_before - done.size_after
+    ) > 1024**2
+
+
 def test_a_dry_run_records_nothing(etcd_single: LocalCluster, tmp_path):
     textfiles = tmp_path / "textfile"
     textfiles.mkdir()
     configured = reaching(etcd_single, textfiles)
     with EtcdSession(configured.etcd) as session:
-        compact_cluster(session, configured, dry_run=True)
+        compact(session, configured.compaction, dry_run=True, metrics=configured)
         assert list(textfiles.iterdir()) == []
-        compact_cluster(session, configured)
+        compact(session, configured.compaction, metrics=configured)
     assert [p.name for p in textfiles.iterdir()] == ["etcdops_main_compaction.prom"]
 
 

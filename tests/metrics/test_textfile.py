@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from etcdops.config import Config
 from etcdops.config.settings import MetricsConfig
+from etcdops.errors import LockedError
 from etcdops.metrics import job_metrics
 from etcdops.metrics.catalogue import METRICS, job_metrics_of
 from etcdops.metrics.textfile import textfile_path
@@ -91,6 +92,15 @@ def test_a_failed_run_keeps_the_last_success_and_counts_the_failure(tmp_path):
         assert value(path, "etcdops_snapshot_last_failure_timestamp_seconds", store=store) >= (
             value(path, "etcdops_snapshot_last_success_timestamp_seconds", store=store)
         )
+
+
+def test_a_run_refused_by_another_runs_lock_is_not_a_run(tmp_path):
+    save(tmp_path, revision=1)
+    path = tmp_path / "etcdops_main_snapshot.prom"
+    before = samples(path)
+    with pytest.raises(LockedError), job_metrics(config(tmp_path), "snapshot", stores=STORES):
+        raise LockedError("another snapshot save is running")
+    assert samples(path) == before
 
 
 def test_a_store_that_failed_alone_keeps_its_last_success(tmp_path):
