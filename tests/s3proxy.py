@@ -66,6 +66,13 @@ def put_object(r: Request) -> bool:
             and "x-amz-copy-source" not in r.headers)
 
 
+def carries_checksum(r: Request) -> bool:
+    """Matches any request with an S3 flexible-checksum header (x-amz-checksum-*, including
+    x-amz-checksum-mode on reads, or x-amz-sdk-checksum-algorithm)."""
+    return any(name.startswith("x-amz-checksum") or name == "x-amz-sdk-checksum-algorithm"
+               for name in r.headers)
+
+
 # S3's own words for the refusals S3-compatible servers answer (AWS, MinIO, Ceph, R2 alike)
 NOT_IMPLEMENTED = "A header you provided implies functionality that is not implemented"
 ACCESS_DENIED = "Access Denied"

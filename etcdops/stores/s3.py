@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import wait
 from typing import Any
@@ -30,7 +32,7 @@ from etcdops.config import S3Location
 from etcdops.errors import ConfigError, EtcdopsError, NotFoundError, StorageError
 from etcdops.stores.base import ObjectInfo, check_key
 from etcdops.stores.s3_client import make_client
-from etcdops.stores.s3_errors import FeatureUnavailable, refusal, s3_error
+from etcdops.stores.s3_errors import FeatureUnavailable, checksums_refused, refusal, s3_error
 from etcdops.stores.s3_parts import (
     Checksum,
     MiB,
@@ -47,6 +49,7 @@ COPY_PART_SIZE = 256 * MiB  # copies move no bytes through us: big parts mean fe
 # long at most, and never longer than one reply may take (read_timeout): an interrupted save
 # must end promptly, and what an unanswered abort leaves, unfinished() finds.
 ABORT_WAIT = 10.0
+log = logging.getLogger("etcdops.stores.s3")
 
 
 class S3Store:
@@ -77,7 +80,11 @@ class S3Store:
         self.abort_wait = min(ABORT_WAIT, location.read_timeout)
         self.sse = location.sse  # what a refusal's hint names beside the S3 permission
         self._write_args = self._object_settings(location)
+        self._location = location
         self._client = make_client(location, self.max_concurrency)
+        # a server that refuses S3's checksum headers is sent none from then on (see _send)
+        self.checksums = True
+        self._switching = threading.Lock()
         self.region: str = location.region or self._client.meta.region_name or "us-east-1"
         self.endpoint: str = location.endpoint_url or self._client.meta.endpoint_url
 
@@ -120,6 +127,42 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:
             raise self.error(exc, action, target) from exc
 
+    def _send(
+        self, operation: str, checksum_args: dict[str, str] | None = None, /, **args: Any
+    ) -> Any:
+        """One S3 call, with checksum_args while the server takes checksum headers.
+
+        A server that refuses them (Backblaze B2, Cloudflare R2, OVH and other S3-compatible
+        ones answer InvalidArgument or NotImplemented naming the header) is told once in a
+        warning and sent none from then on: the call is made again by a client that signs every
+        body instead, so the server still checks that what arrived is what was sent, and the
+        manifest's SHA-256 of every object is checked on every read as before. Only the
+        composite checksum that verify() compares after an upload is lost.
+        """
+        from botocore.exceptions import ClientError
+
+        if self.checksums:
+            try:
+                return getattr(self._client, operation)(**args, **(checksum_args or {}))
+            except ClientError as exc:
+                refused = checksums_refused(exc)
+                if refused is None:
+                    raise
+                self._drop_checksums(refused)
+        return getattr(self._client, operation)(**args)
+
+    def _drop_checksums(self, answer: str) -> None:
+        with self._switching:
+            if not self.checksums:
+                return  # another part's request found out first
+            self._client = make_client(self._location, self.max_concurrency, checksums=False)
+            self.checksums = False
+        log.warning(
+            "%s: the server at %s refuses S3 checksum headers (%s): requests go without them "
+            "from now on, each body covered by its SigV4 signature (signed payload) instead; "
+            "every read still checks the manifest's sha256", self.name, self.endpoint, answer,
+        )
+
     def create_bucket(self) -> None:
         """Create the bucket in this store's region, for the demo and test setups; a bucket that
         exists and is ours already is fine."""
@@ -152,26 +195,24 @@ class S3Store:
     def open_reader(self, key: str) -> S3Reader:
         """Read an object as a stream."""
         with self._calling("read", self.describe(key)):
-            response = self._client.get_object(Bucket=self.bucket, Key=self.full_key(key))
+            response = self._send("get_object", Bucket=self.bucket, Key=self.full_key(key))
         return S3Reader(response["Body"], lambda exc: self.error(exc, "read", self.describe(key)))
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write a small object (a manifest) in one request that S3 checks against its SHA-256."""
         self.put_checked(key, data)
 
-    def put_checked(self, key: str, data: bytes | bytearray) -> Checksum:
-        """Write an object in one PUT that S3 checks against its SHA-256; that checksum."""
+    def put_checked(self, key: str, data: bytes | bytearray) -> Checksum | None:
+        """Write an object in one PUT that S3 checks against its SHA-256; that checksum, or
+        None from a server that takes no checksums (its signed payload was checked instead)."""
         checksum = Checksum("SHA256", sha256_checksum(data))
         with self._calling("write", self.describe(key)):
-            self._client.put_object(
-                Bucket=self.bucket,
-                Key=self.full_key(key),
-                Body=data,
-                ChecksumAlgorithm=checksum.algorithm,
-                ChecksumSHA256=checksum.value,
-                **self._write_args,
+            sent = self._send(
+                "put_object",
+                {"ChecksumAlgorithm": checksum.algorithm, "ChecksumSHA256": checksum.value},
+                Bucket=self.bucket, Key=self.full_key(key), Body=data, **self._write_args,
             )
-        return checksum
+        return checksum if sent else None
 
     def get_bytes(self, key: str) -> bytes:
         """Read a small object whole."""
@@ -267,8 +308,9 @@ class S3Store:
         """
         try:
             with self._calling("check", self.describe(key)):
-                response = self._client.head_object(
-                    Bucket=self.bucket, Key=self.full_key(key), ChecksumMode="ENABLED"
+                response = self._send(
+                    "head_object", {"ChecksumMode": "ENABLED"},
+                    Bucket=self.bucket, Key=self.full_key(key),
                 )
         except NotFoundError as exc:
             raise StorageError(
@@ -325,9 +367,10 @@ class S3Store:
                 # a checksum algorithm asks S3 for a full-object checksum of the copy, which GETs
                 # then verify (moto would otherwise stamp the source's composite value on it as
                 # a full-object one, and every read of the copy would fail its check)
-                self._client.copy_object(
+                self._send(
+                    "copy_object", {"ChecksumAlgorithm": "CRC32"},
                     Bucket=self.bucket, Key=self.full_key(key), CopySource=copy_source,
-                    ChecksumAlgorithm="CRC32", **self._write_args,
+                    **self._write_args,
                 )
             else:
                 self._copy_multipart(copy_source, key, size)
@@ -373,11 +416,9 @@ class S3Store:
     def start_upload(self, key: str) -> str:
         """Begin a multipart upload whose parts carry CRC32s; its upload id."""
         with self._calling("write", self.describe(key)):
-            return self._client.create_multipart_upload(
-                Bucket=self.bucket,
-                Key=self.full_key(key),
-                ChecksumAlgorithm="CRC32",
-                **self._write_args,
+            return self._send(
+                "create_multipart_upload", {"ChecksumAlgorithm": "CRC32"},
+                Bucket=self.bucket, Key=self.full_key(key), **self._write_args,
             )["UploadId"]
 
     def upload_part(
@@ -388,27 +429,28 @@ class S3Store:
         digest = crc32_digest(body)
         checksum = b64(digest)
         with self._calling("write", self.describe(key)):
-            response = self._client.upload_part(
-                Bucket=self.bucket,
-                Key=self.full_key(key),
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=body,
-                ChecksumAlgorithm="CRC32",
-                ChecksumCRC32=checksum,
+            response = self._send(
+                "upload_part", {"ChecksumAlgorithm": "CRC32", "ChecksumCRC32": checksum},
+                Bucket=self.bucket, Key=self.full_key(key), UploadId=upload_id,
+                PartNumber=number, Body=body,
             )
-        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": checksum}, digest
+        part = {"PartNumber": number, "ETag": response["ETag"]}
+        if self.checksums:
+            part["ChecksumCRC32"] = checksum
+        return part, digest
 
     def complete_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> bool:
         """Join the parts into the object; whether S3 confirmed it."""
         from botocore.exceptions import ClientError
 
         with self._calling("write", self.describe(key)):
+            if not self.checksums:
+                # parts sent before the server refused checksums may carry one
+                parts = [{k: v for k, v in p.items() if k != "ChecksumCRC32"} for p in parts]
             try:
-                self._client.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=self.full_key(key),
-                    UploadId=upload_id,
+                self._send(
+                    "complete_multipart_upload",
+                    Bucket=self.bucket, Key=self.full_key(key), UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
                 )
             except ClientError as exc:

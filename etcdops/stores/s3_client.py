@@ -17,8 +17,14 @@ def _api_models() -> Any:
     return botocore.loaders.create_loader()
 
 
-def make_client(location: S3Location, max_concurrency: int) -> Any:
-    """An S3 client for location, with connections for max_concurrency parts in flight."""
+def make_client(location: S3Location, max_concurrency: int, *, checksums: bool = True) -> Any:
+    """An S3 client for location, with connections for max_concurrency parts in flight.
+
+    checksums=False is for servers that refuse S3's checksum headers (x-amz-checksum-*,
+    x-amz-sdk-checksum-algorithm, x-amz-checksum-mode): botocore then sends none of its own,
+    and signs every body instead (SigV4's SHA-256 of the payload, which the server checks), so
+    that what arrives is still what was sent.
+    """
     import botocore.session
     from botocore.config import Config
 
@@ -32,12 +38,14 @@ def make_client(location: S3Location, max_concurrency: int) -> Any:
         # GETs check S3's full-object checksum as they end (the SHA-256 of an object sent in
         # one PUT, the CRC32 of a copy); a multipart object has only a composite one, and the
         # manifest's sha256 covers it
-        "response_checksum_validation": "when_supported",
+        "response_checksum_validation": "when_supported" if checksums else "when_required",
     }
+    if not checksums:
+        options["request_checksum_calculation"] = "when_required"
     # Every body goes with a checksum header that S3 checks, and the headers are signed: a
     # SigV4 hash of the body as well (botocore's habit over plain http) would be a third pass
-    # over every byte uploaded
-    options["s3"] = {"payload_signing_enabled": False}
+    # over every byte uploaded. Without checksum headers, that hash is what protects the body.
+    options["s3"] = {"payload_signing_enabled": not checksums}
     if location.endpoint_url:
         # moto and most S3-compatible services have no per-bucket DNS names
         options["s3"]["addressing_style"] = "path"

@@ -23,6 +23,10 @@ _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureD
 # call or a header they do not implement; HEAD has no body, so only its status says so
 _NOT_IMPLEMENTED = {"NotImplemented", "XNotImplemented", "NotSupported", "501",
                     "MethodNotAllowed", "405"}
+# how servers refuse a header they do not know: R2 "NotImplemented: Header 'x-amz-checksum-crc32'
+# with value ... not implemented", B2 "InvalidArgument: Unsupported header 'x-amz-checksum-sha256'
+# received for this API call", s3proxy NotImplemented for an unknown header
+_CHECKSUM_REFUSALS = {"NotImplemented", "XNotImplemented", "NotSupported", "InvalidArgument"}
 _TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling",
               "ThrottlingException", "NoSuchUpload"}
 
@@ -144,6 +148,26 @@ def refusal(exc: BaseException | None) -> tuple[bool, str] | None:
     if code in _DENIED or status == 403:
         return False, f"{code}: {detail}"
     return None
+
+
+def checksums_refused(exc: BaseException) -> str | None:
+    """S3's answer as "Code: message" when a server refused a request for the checksum headers
+    it carried (an S3-compatible server without S3's flexible checksums); None otherwise.
+
+    A checksum that does not match (BadDigest, InvalidDigest, a type mismatch) is damage or a
+    mistake, never a refusal: it must fail the request, not turn checksums off.
+    """
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return None
+    code, _, detail = _answer(exc)
+    # the header refused is in the message, or in the Header or ArgumentName S3 sends beside it
+    error = exc.response.get("Error", {})
+    named = " ".join(str(error.get(name, "")) for name in ("Message", "Header", "ArgumentName"))
+    if code not in _CHECKSUM_REFUSALS or "checksum" not in named.lower():
+        return None
+    return f"{code}: {detail}"
 
 
 def denied_hint(store: S3Store, operation: str) -> str:

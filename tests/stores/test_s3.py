@@ -30,6 +30,7 @@ from tests.faultproxy import FaultProxy, Faults
 from tests.s3proxy import (
     ACCESS_DENIED,
     NOT_IMPLEMENTED,
+    carries_checksum,
     complete_upload,
     list_uploads,
     put_object,
@@ -348,6 +349,57 @@ def test_a_required_call_not_implemented_is_a_clear_error_not_retried(s3, s3_pro
     assert len(proxy.requests) == 1
     assert proxy.count(put_object) == (1 if size < PART else 0)
     assert_nothing_left(primary(s3.primary))
+
+
+# Backblaze B2's answer to a request with a checksum header
+B2_REFUSAL = "Unsupported header 'x-amz-checksum-crc32' received for this API call."
+
+
+@pytest.mark.parametrize("first", ["one PUT", "multipart upload", "read"])
+def test_a_server_that_refuses_checksum_headers_gets_signed_bodies_instead(
+    s3, s3_proxy, caplog, first
+):
+    small, big = os.urandom(1000), os.urandom(2 * PART + 1)
+    if first == "read":  # a restore host: its first request is a GET with x-amz-checksum-mode
+        primary(s3.primary).put_bytes("c/small", small)
+    proxy = s3_proxy()
+    proxy.refuse(carries_checksum, 400, "InvalidArgument", B2_REFUSAL)
+    store = primary(through(proxy, s3.primary))
+    with caplog.at_level("WARNING", logger="etcdops"):
+        if first == "read":
+            assert store.get_bytes("c/small") == small
+        if first == "multipart upload":
+            write(store, KEY, big)
+        store.put_bytes("c/small", small)
+        write(store, KEY, big)
+        assert store.get_bytes("c/small") == small and store.get_bytes(KEY) == big
+    # one warning for the store, however many requests were refused
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"refuses S3 checksum headers (InvalidArgument: {B2_REFUSAL})" in warning
+    assert "signed payload" in warning and "sha256" in warning
+    assert proxy.count(carries_checksum) == 1  # the first one only: none after it
+    # every body that went up carries the SHA-256 its signature covers, which S3 checks
+    parts = sorted((r for r in proxy.requests if r.param("partNumber")),
+                   key=lambda r: (int(r.param("partNumber")), r.query))
+    for request in parts:
+        number = int(request.param("partNumber"))
+        body = big[(number - 1) * PART:number * PART]
+        assert request.headers["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest()
+    assert len(parts) == (6 if first == "multipart upload" else 3)
+    assert not store.checksums and unfinished_keys(store) == []
+
+
+def test_a_checksum_that_does_not_match_fails_and_keeps_checksums_on(s3, s3_proxy, caplog):
+    proxy = s3_proxy()
+    proxy.fail(put_object, status=400, code="BadDigest",
+               message="The SHA256 you specified did not match the calculated checksum.")
+    store = primary(through(proxy, s3.primary))
+    with caplog.at_level("WARNING", logger="etcdops"), pytest.raises(StorageError) as caught:
+        store.put_bytes("c/small", b"manifest")
+    assert "BadDigest" in caught.value.message
+    assert store.checksums and not [r for r in caplog.records if r.levelname == "WARNING"]
+    store.put_bytes("c/small", b"manifest")
+    assert proxy.requests[-1].headers["x-amz-checksum-sha256"]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from etcdops.config import S3Location
 from etcdops.errors import NotFoundError, StorageError
 from etcdops.stores.s3 import S3Store
-from etcdops.stores.s3_errors import PERMISSIONS, refusal, s3_error
+from etcdops.stores.s3_errors import PERMISSIONS, checksums_refused, refusal, s3_error
 
 
 def store(**settings):
@@ -104,6 +104,35 @@ def test_every_call_the_store_makes_has_its_permission():
 
     source = Path(s3_module.__file__).read_text()
     calls = set(re.findall(r"_client\.(\w+)\(", source))
+    calls |= set(re.findall(r'_send\(\s*"(\w+)"', source))
     calls |= set(re.findall(r'get_paginator\("(\w+)"\)', source))
     operations = {"".join(w.capitalize() for w in call.split("_")) for call in calls}
     assert operations - {"GetPaginator"} <= set(PERMISSIONS)
+
+
+@pytest.mark.parametrize("operation, status, code, message, extra, refused", [
+    # Backblaze B2 and Cloudflare R2, in their own words
+    ("UploadPart", 400, "InvalidArgument",
+     "Unsupported header 'x-amz-sdk-checksum-algorithm' received for this API call.", {}, True),
+    ("PutObject", 501, "NotImplemented",
+     "Header 'x-amz-checksum-crc32' with value '8FJbTw==' not implemented", {}, True),
+    # S3's generic words, with the header beside them
+    ("PutObject", 501, "NotImplemented",
+     "A header you provided implies functionality that is not implemented",
+     {"Header": "x-amz-checksum-sha256"}, True),
+    ("PutObject", 501, "NotImplemented",
+     "A header you provided implies functionality that is not implemented",
+     {"Header": "x-amz-server-side-encryption"}, False),
+    # damage or a mistake: a checksum that does not match must fail, never turn checks off
+    ("UploadPart", 400, "BadDigest",
+     "The CRC32 you specified did not match the calculated checksum.", {}, False),
+    ("UploadPart", 400, "InvalidRequest",
+     "Checksum Type mismatch occurred, expected checksum Type: null, actual checksum Type: "
+     "crc32", {}, False),
+    ("PutObject", 500, "InternalError", "checksum service failing", {}, False),
+])
+def test_which_answers_refuse_checksum_headers(operation, status, code, message, extra, refused):
+    error = answer(operation, status, code, message)
+    error.response["Error"].update(extra)
+    assert (checksums_refused(error) == f"{code}: {message}") is refused
+    assert refused or checksums_refused(error) is None
