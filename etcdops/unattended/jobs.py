@@ -8,6 +8,7 @@ store, a prune that failed, a drill that read a copy only after another failed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from etcdops.config import Config
 from etcdops.config.settings import ScheduleConfig
 from etcdops.errors import IntegrityError, StorageError
 from etcdops.report import Reporter
+
+log = logging.getLogger("etcdops.unattended.jobs")
 
 
 @dataclass(frozen=True)
@@ -39,26 +42,32 @@ class Job:
 
 
 def snapshot(config: Config, reporter: Reporter) -> Outcome:
-    """A backup into every configured store, then retention applied to each."""
+    """The period's backup into every configured store (unless another node took the period),
+    then retention applied to each store, as the timer's save and prune do."""
+    from etcdops.backup.period import save_once_per_period
     from etcdops.backup.prune import prune
-    from etcdops.backup.save import save_snapshot
     from etcdops.stores.configured import open_stores
 
     stores = open_stores(config)
-    result = save_snapshot(config, reporter, stores=stores)
-    backup_id = result.manifest.id
-    # pruned even when a store missed the backup: retention must not stall behind an outage
+    outcome = save_once_per_period(config, reporter, stores=stores)
+    for warning in outcome.warnings:
+        log.warning("%s", warning)
+    # pruned even when a store missed the backup or the period was another node's: retention
+    # must not stall behind an outage, and each node's local store is its own to prune
     pruned = prune(stores, config.cluster, config.retention, datetime.now(UTC), reporter)
-    problems = [f"backup {backup_id} is not in the {name} store: {why}"
-                for name, why in result.failures.items()]
-    problems += [f"pruning the {name} store failed: {why}" for name, why in pruned.failures.items()]
+    problems = [f"pruning the {name} store failed: {why}" for name, why in pruned.failures.items()]
+    deleted = sum(len(r.deleted) for r in pruned.stores)
+    result = outcome.result
+    if result is None:
+        summary, backup_id = outcome.summary(), None
+    else:
+        backup_id = result.manifest.id
+        summary = f"backup {backup_id} stored in {', '.join(result.stored)}"
+        problems[:0] = [f"backup {backup_id} is not in the {name} store: {why}"
+                        for name, why in result.failures.items()]
     if problems:
         raise StorageError("; ".join(problems), "fix the stores named; the next run retries")
-    deleted = sum(len(r.deleted) for r in pruned.stores)
-    return Outcome(
-        f"backup {backup_id} stored in {', '.join(result.stored)}; pruned {deleted}",
-        {"backup_id": backup_id},
-    )
+    return Outcome(f"{summary}; pruned {deleted}", {"backup_id": backup_id} if backup_id else {})
 
 
 def maintain(config: Config, reporter: Reporter) -> Outcome:
