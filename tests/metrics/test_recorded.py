@@ -24,6 +24,8 @@ from etcdops.stores.configured import open_stores
 from tests.fixtures.etcd import fill_until_nospace
 from tests.fixtures.system import require_system_package
 from tests.metrics.test_textfile import config, samples
+from tests.recovery.conftest import aws, launcher, saved_backup  # noqa: F401 (fixtures)
+from tests.recovery.test_run import old_hosts  # noqa: F401 (a fixture)
 
 LAST_SUCCESS = [f"etcdops_snapshot_last_success_{name}" for name in
                 ("timestamp_seconds", "duration_seconds", "size_bytes", "revision")]
@@ -163,3 +165,26 @@ def test_a_dry_run_records_nothing(etcd_single: LocalCluster, tmp_path):
 def reaching(cluster: LocalCluster, textfiles: Path) -> Config:
     """The configuration of cluster 'main' on a local etcd, its metrics in textfiles."""
     return dataclasses.replace(config(textfiles), etcd=cluster.etcd_config())
+
+
+def test_a_recovery_records_each_step_it_ran_and_its_failure(
+    aws, tmp_path, old_hosts, launcher  # noqa: F811 (the fixtures imported above)
+):
+    from tests.recovery.conftest import Member, config_toml, plan_toml
+
+    textfiles = tmp_path / "textfile"
+    textfiles.mkdir()
+    config = config_toml(tmp_path / "etcdops.toml", aws, local_dir=tmp_path / "lost-disk",
+                         extra=f'[metrics]\ntextfile_dir = "{textfiles}"')
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in old_hosts.members],
+                     start=launcher.commands(old_hosts), stop=["exit 3"])
+    result = CliRunner().invoke(
+        app, ["dr", "run", "--plan", str(plan), "--config", str(config), "-q", "-o", "json"]
+    )
+    assert result.exit_code == 1, result.output
+    found = samples(textfiles / f"etcdops_{aws.config.cluster}_recovery.prom")
+    cluster = frozenset({("cluster", aws.config.cluster)})
+    assert found["etcdops_recovery_failures_total", cluster] == 1
+    step = frozenset({("cluster", aws.config.cluster), ("step", "stop")})
+    assert found["etcdops_recovery_step_duration_seconds", step] > 0
+    assert not [labels for name, labels in found if ("step", "restore") in labels]
