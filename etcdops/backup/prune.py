@@ -29,6 +29,7 @@ from etcdops.errors import EtcdopsError
 from etcdops.metrics import job_metrics
 from etcdops.report import Reporter
 from etcdops.stores.base import Store
+from etcdops.stores.s3_errors import FeatureUnavailable
 
 
 @dataclass
@@ -120,9 +121,8 @@ def _prune_store(
 ) -> None:
     entries = {e.id: e for e in catalog.entries()}
     actions, candidates = _candidates(catalog, entries.values())
-    # in the result only, which the CLI prints as warnings: one line, not one per listing
-    result.notes += [f"{w}; retention still applies to the complete backups"
-                     for w in catalog.warnings]
+    for warning in catalog.warnings:
+        _unavailable(result, warning)
 
     def decided() -> list[Decision]:
         return decide(
@@ -140,10 +140,24 @@ def _prune_store(
     for decision in result.decisions:
         if decision.keep:
             continue
-        for action in actions[decision.candidate.id]:
-            action()
+        try:
+            for action in actions[decision.candidate.id]:
+                action()
+        except FeatureUnavailable as exc:
+            # an unfinished write S3 refuses to abort stays (a lifecycle rule removes it); the
+            # other deletions go on
+            _unavailable(result, str(exc))
+            continue
         result.deleted.append(decision.candidate.id)
         reporter.event(f"deleted backup {decision.candidate.id} from {catalog.store.name} store")
+
+
+def _unavailable(result: StorePrune, warning: str) -> None:
+    """Note an optional part of the prune the store could not do, once however often it came
+    up: in the result only, which the CLI prints as warnings."""
+    note = f"{warning}; retention still applies to the complete backups"
+    if note not in result.notes:
+        result.notes.append(note)
 
 
 def _confirm_kept(

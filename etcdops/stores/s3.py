@@ -32,7 +32,13 @@ from etcdops.config import S3Location
 from etcdops.errors import ConfigError, EtcdopsError, NotFoundError, StorageError
 from etcdops.stores.base import ObjectInfo, check_key
 from etcdops.stores.s3_client import make_client
-from etcdops.stores.s3_errors import FeatureUnavailable, checksums_refused, refusal, s3_error
+from etcdops.stores.s3_errors import (
+    PERMISSIONS,
+    FeatureUnavailable,
+    checksums_refused,
+    refusal,
+    s3_error,
+)
 from etcdops.stores.s3_parts import (
     Checksum,
     MiB,
@@ -256,47 +262,58 @@ class S3Store:
         """
         paginator = self._client.get_paginator("list_multipart_uploads")
         found = []
-        where = f"s3://{self.bucket}/{self.prefix}{prefix}"
-        try:
-            with self._calling("list uploads in", where):
-                for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-                    found += [
-                        ObjectInfo(upload["Key"][len(self.prefix):], 0, upload["Initiated"])
-                        for upload in page.get("Uploads", [])
-                    ]
-        except StorageError as exc:
-            refused = refusal(exc.__cause__)
-            if refused is None:
-                raise
-            raise self._uploads_unavailable(*refused, where) from exc.__cause__
+        with self._uploads("list uploads in", f"s3://{self.bucket}/{self.prefix}{prefix}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                found += [
+                    ObjectInfo(upload["Key"][len(self.prefix):], 0, upload["Initiated"])
+                    for upload in page.get("Uploads", [])
+                ]
         return sorted(found, key=lambda info: (info.key, info.modified))
 
-    def _uploads_unavailable(
-        self, not_implemented: bool, answer: str, where: str
-    ) -> FeatureUnavailable:
-        if not_implemented:
-            said = "the server does not implement ListMultipartUploads"
-            fix = "or use a server that implements it"
-        else:
-            said = "access denied to ListMultipartUploads"
-            fix = f"or allow s3:ListBucketMultipartUploads on arn:aws:s3:::{self.bucket}"
-        return FeatureUnavailable(
-            f"{self.name}: {said} on {where} ({answer}): unfinished uploads (of saves killed "
-            "mid-write) are not listed or aborted in this store",
-            f"add a lifecycle rule with AbortIncompleteMultipartUpload to the bucket, {fix}",
-        )
-
     def abort_unfinished(self, key: str) -> None:
-        """Abort every multipart upload in progress to key, and with it the parts it holds."""
+        """Abort every multipart upload in progress to key, and with it the parts it holds;
+        FeatureUnavailable when S3 refuses to (as unfinished())."""
         full_key = self.full_key(key)
         paginator = self._client.get_paginator("list_multipart_uploads")
-        with self._calling("abort uploads of", self.describe(key)):
+        # named by the store, not the key: one warning however many uploads are refused
+        with self._uploads("abort uploads in", f"s3://{self.bucket}/{self.prefix}"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full_key):
                 for upload in page.get("Uploads", []):
                     if upload["Key"] == full_key:
                         self._client.abort_multipart_upload(
                             Bucket=self.bucket, Key=full_key, UploadId=upload["UploadId"]
                         )
+
+    @contextlib.contextmanager
+    def _uploads(self, action: str, where: str) -> Iterator[None]:
+        """_calling for the optional work on unfinished uploads: a call S3 refuses for good
+        (not implemented, access denied) raises FeatureUnavailable, naming the call and the
+        permission it needs."""
+        from botocore.exceptions import ClientError
+
+        try:
+            with self._calling(action, where):
+                yield
+        except StorageError as exc:
+            cause = exc.__cause__
+            refused = refusal(cause)
+            if refused is None or not isinstance(cause, ClientError):
+                raise
+            not_implemented, answer = refused
+            operation = cause.operation_name
+            if not_implemented:
+                said, fix = f"the server does not implement {operation}", "or use one that does"
+            else:
+                resource = f"arn:aws:s3:::{self.bucket}" + (
+                    "" if operation == "ListMultipartUploads" else f"/{self.prefix}*"
+                )
+                said = f"access denied to {operation}"
+                fix = f"or allow {PERMISSIONS[operation]} on {resource}"
+            raise FeatureUnavailable(
+                f"{self.name}: {said} on {where} ({answer}): unfinished uploads (of saves "
+                "killed mid-write) are not listed or aborted in this store",
+                f"add a lifecycle rule with AbortIncompleteMultipartUpload to the bucket, {fix}",
+            ) from cause
 
     def verify(
         self, key: str, size: int, checksum: Checksum | None = None, *, ours: bool = True

@@ -226,3 +226,29 @@ def test_list_all_says_once_that_unfinished_uploads_cannot_be_listed(refusing_pr
     [warning] = doc["warnings"]
     assert warning.startswith("primary: the server does not implement ListMultipartUploads")
     assert doc["unreachable"] == {}
+
+
+def test_prune_goes_on_where_unfinished_uploads_cannot_be_aborted(refusing_primary, s3):
+    config, toml, proxy, _ = refusing_primary
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    old, new = save_at(config, 30, 1, now=now)
+    # a save killed mid-upload two days before: retention would abort it
+    killed = "test/snapshots/2026/11/23/20261123T120000Z-0a0a0a.db.zst.age"
+    s3.client().create_multipart_upload(Bucket="etcdops-primary", Key="backups/" + killed)
+    proxy.refuse(lambda r: r.method == "DELETE" and r.param("uploadId") is not None,
+                 403, "AccessDenied", ACCESS_DENIED)
+    done = CliRunner().invoke(
+        app, ["snapshot", "prune", "-o", "json", "--config", str(toml),
+              "--now", now.strftime("%Y-%m-%dT%H:%M:%S%z")],
+        env={"ETCDOPS_RETENTION_KEEP_MIN": "1"},
+    )
+    assert done.exit_code == 0, done.output
+    primary = json.loads(done.stdout)["stores"]["primary"]
+    assert primary["deleted"] == [old] and primary["error"] is None
+    [note] = primary["notes"]
+    assert "access denied to AbortMultipartUpload" in note
+    assert "s3:AbortMultipartUpload on arn:aws:s3:::etcdops-primary/backups/*" in note
+    uploads = s3.client().list_multipart_uploads(Bucket="etcdops-primary").get("Uploads", [])
+    assert [u["Key"] for u in uploads] == ["backups/" + killed]  # kept, and said so
+    assert new in " ".join(o["Key"] for o in s3.client().list_objects_v2(
+        Bucket="etcdops-primary")["Contents"])
