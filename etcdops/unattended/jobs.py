@@ -71,15 +71,11 @@ def snapshot(config: Config, reporter: Reporter) -> Outcome:
 
 
 def maintain(config: Config, reporter: Reporter) -> Outcome:
-    """Compaction applied on disk, then defragmentation in its window (`etcdops maintain`)."""
-    from etcdops.etcd.session import EtcdSession
-    from etcdops.maintenance.compaction import compact
-    from etcdops.maintenance.defrag import defragment_cluster
+    """Compaction, then defragmentation in its window: `etcdops maintain`'s service."""
+    from etcdops.maintenance.maintain import maintain as maintain_cluster
 
-    with EtcdSession(config.etcd) as session:
-        # defragmentation reclaims only what compaction has already freed on disk
-        compaction = compact(session, config.compaction, physical=True)
-        defrag = defragment_cluster(session, config, reporter, now=datetime.now(UTC))
+    result = maintain_cluster(config, reporter)
+    compaction, defrag = result.compaction, result.defrag
     # compaction logged its reason already
     compacted = (f"compacted to revision {compaction.target_revision}" if compaction.compacted
                  else "not compacted")
