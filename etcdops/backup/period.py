@@ -28,14 +28,16 @@ import json
 import math
 import os
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from etcdops.backup.catalog import survey_stores
+from etcdops.backup.catalog import Survey, survey_stores
 from etcdops.backup.save import SaveResult, save_snapshot
 from etcdops.config import Config
+from etcdops.crypto.keys import configured_recipients
 from etcdops.errors import EtcdopsError
 from etcdops.report import Reporter
 from etcdops.stores.configured import Stores, open_stores
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
     from etcdops.stores.base import Store
 
 PERIODS_PREFIX = "/etcdops/periods/"
+# how long a run waits for the catalogue before it elects without it: the election alone keeps
+# the period to one node, and the local copy must not wait on a hung S3
+CATALOGUE_BUDGET = 10.0
 # how long the key of a saved period outlives the period: a node whose clock lags etcd's (or a
 # timer that fires late) still finds the period done rather than taking a second backup
 DONE_MARGIN = 300.0
@@ -205,6 +210,9 @@ def save_once_per_period(
         return PeriodOutcome(period, save_snapshot(config, reporter, stores=stores))
     from etcdops.etcd.session import EtcdSession
 
+    # a configuration that cannot save says so before etcd is asked anything (save_snapshot
+    # reads the recipients again: they are a few lines)
+    configured_recipients(config.encryption)
     with EtcdSession(config.etcd) as etcd:
         taken = etcd.holder(period.key)
         if taken is not None:
@@ -271,12 +279,33 @@ def _give_up(term: Term, period: Period, reporter: Reporter) -> None:
 def _backup_in_period(
     stores: Stores, period: Period, reporter: Reporter
 ) -> ExistingBackup | None:
-    """The newest backup created within the period and verified in a store every node shares."""
+    """The newest backup created within the period and verified in a store every node shares;
+    None too when the stores cannot say so within CATALOGUE_BUDGET."""
     shared = _shared_stores(stores)
-    survey = survey_stores(shared, period.cluster)
-    for name, exc in survey.unreachable.items():
+    outcome: list[Survey | Exception] = []
+
+    def read() -> None:
+        try:
+            outcome.append(survey_stores(shared, period.cluster))
+        except Exception as exc:  # said below: the election decides without the catalogue
+            outcome.append(exc)
+
+    # on a thread of its own, so that a hung S3 is left behind rather than waited for
+    worker = threading.Thread(target=read, name="period-catalogue", daemon=True)
+    worker.start()
+    worker.join(CATALOGUE_BUDGET)
+    if not outcome:
+        reporter.event(f"the {' and '.join(shared)} catalogue did not answer within "
+                       f"{CATALOGUE_BUDGET:g}s; electing without it")
+        return None
+    if isinstance(outcome[0], Exception):
+        reporter.event(f"the {' and '.join(shared)} catalogue could not be read "
+                       f"({outcome[0]}); electing without it")
+        return None
+    found = outcome[0]
+    for name, exc in found.unreachable.items():
         reporter.event(f"the {name} store could not be listed ({exc.message}); electing anyway")
-    for view in reversed(survey.backups):
+    for view in reversed(found.backups):
         if period.holds(view.manifest.created_at) and view.verified_in:
             return ExistingBackup(view.manifest.id, view.manifest.created_at,
                                   tuple(view.verified_in))

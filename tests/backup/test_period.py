@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -19,8 +21,11 @@ from typing import NamedTuple
 import pytest
 from typer.testing import CliRunner
 
-from etcdops.backup.period import Period
+from etcdops.backup import period as period_module
+from etcdops.backup.period import Period, save_once_per_period
 from etcdops.cli.main import app
+from etcdops.config import Config, EncryptionConfig, LocalConfig, S3Config
+from etcdops.config.settings import ScheduleConfig
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
 from tests.faultproxy import FaultProxy, Faults
@@ -251,3 +256,49 @@ def test_etcd_unreachable_is_exit_13_before_anything_is_saved(setup, unreachable
     assert process.returncode == 13
     assert unreachable_endpoint in process.stderr and "Traceback" not in process.stderr
     assert node.manifests() == []
+
+
+class Events:
+    """A reporter that keeps each event line."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def event(self, message: str) -> None:
+        self.lines.append(message)
+
+    def progress(self, description: str, total: int | None) -> contextlib.nullcontext:
+        return contextlib.nullcontext(self)
+
+    def advance(self, amount: int) -> None:
+        pass
+
+
+def test_a_hung_primary_neither_holds_the_period_up_nor_keeps_it(
+    setup, s3, s3_proxy, monkeypatch
+):
+    proxy = s3_proxy()
+    proxy.hang()  # lists and uploads alike: a stopped S3 server
+    cluster = fresh_cluster("hung")
+    primary = dataclasses.replace(
+        s3.primary, endpoint_url=proxy.url, read_timeout=60.0, max_attempts=1, deadline=2.0
+    )
+    config = Config(
+        cluster=cluster, etcd=setup.etcd.etcd_config(),
+        encryption=EncryptionConfig(recipients=(setup.recipient,)),
+        local=LocalConfig(dir=setup.base / cluster / "backups"),
+        s3=S3Config(**dataclasses.asdict(primary), replica=s3.replica),
+        schedule=ScheduleConfig(snapshot_every=EVERY, election_ttl=TTL),
+    )
+    monkeypatch.setattr(period_module, "CATALOGUE_BUDGET", 0.5)
+    events = Events()
+    started = time.monotonic()
+    outcome = save_once_per_period(config, events)
+    assert time.monotonic() - started < 30  # the catalogue's list alone would take a minute
+    assert any("catalogue did not answer within 0.5s" in line for line in events.lines)
+    assert outcome.elected and outcome.result is not None
+    assert set(outcome.result.failures) == {"primary"}
+    assert outcome.result.stored == ("local", "replica")
+    # only this host's disk and the replica hold it: another node may reach the primary
+    assert holder(setup, cluster) is None
+    assert any(line.startswith("gave up period") for line in events.lines)

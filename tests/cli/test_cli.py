@@ -168,8 +168,11 @@ def test_sigterm_during_save_exits_130_and_leaves_no_partial_object(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     # the proxy makes the stream take seconds: signal once the save says it is streaming
-    first_line = process.stderr.readline()
-    assert "streaming snapshot" in first_line, first_line
+    # (after the lines before it, such as the one saying it was elected to take the period)
+    said = [process.stderr.readline()]
+    while said[-1] and "streaming snapshot" not in said[-1]:
+        said.append(process.stderr.readline())
+    assert "streaming snapshot" in said[-1], said
     time.sleep(0.3)
     assert list(backup_config.local.dir.rglob(".tmp-*")), "no partial object to clean up"
     process.send_signal(signal.SIGTERM)
