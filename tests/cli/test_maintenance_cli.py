@@ -48,7 +48,7 @@ def etcdops():
 
 def test_nospace_end_to_end(etcd_tiny_quota: LocalCluster, etcd3_client, etcdops, tmp_path):
     client = etcd3_client(etcd_tiny_quota.client_urls[0])
-    fill_until_nospace(client)
+    accepted = fill_until_nospace(client)
     config = write_config(etcd_tiny_quota, tmp_path, GENEROUS_HEALTH)
 
     sick = etcdops(config, "health", "-o", "json")
@@ -67,7 +67,8 @@ def test_nospace_end_to_end(etcd_tiny_quota: LocalCluster, etcd3_client, etcdops
     assert compacted.exit_code == 0, compacted.output
     result = json.loads(compacted.stdout)
     assert result["compacted"] and result["physical"]
-    assert result["revisions_dropped"] >= 30  # every overwrite of the four keys
+    # every overwrite of the four keys (how many etcd accepted before NOSPACE varies a little)
+    assert result["revisions_dropped"] >= accepted >= 20
 
     defragged = etcdops(config, "defrag", "--force", "-o", "json")
     assert defragged.exit_code == 0, defragged.output
