@@ -5,7 +5,9 @@ upload that only a successful commit completes, and every failure aborts it, so 
 partial object nor orphan parts are left behind. Every part carries its own CRC32, which S3
 checks on arrival; after completing, a HEAD checks the size and S3's composite checksum. Those
 checks catch damage in transit; what proves a backup intact is the SHA-256 of the whole object
-that the manifest keeps (S3 has no whole-object SHA-256 of a multipart object).
+that the manifest keeps (S3 has no whole-object SHA-256 of a multipart object). A server that
+refuses S3's checksum headers gets signed bodies instead (see _send); one that cannot list or
+abort unfinished uploads makes that feature unavailable, never the store (see _uploads).
 
 A hung endpoint ends a write in bounded time: each request gives up after the configured
 connect and read timeouts and max_attempts tries, every wait of a writer ends at its deadline,
