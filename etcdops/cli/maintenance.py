@@ -35,7 +35,8 @@ def compact(
 
     config = run.config(**{"compaction.retain": retain})
     with EtcdSession(config.etcd) as session:
-        result = compact_history(session, config.compaction, dry_run=dry_run, physical=physical)
+        result = compact_history(session, config.compaction, dry_run=dry_run, physical=physical,
+                                 metrics=config)
     run.emit(result.as_dict(), lambda console: console.print(_compaction_text(result)))
 
 

@@ -178,6 +178,8 @@ def list_backups(
             run.warn(warning)
     for name, why in listing.failures.items():
         run.warn(f"the {name} store could not be listed: {why}")
+    for warning in listing.warnings:
+        run.warn(warning)
     return exitcodes.for_stores(listing.failures, stores)
 
 
@@ -393,7 +395,8 @@ def prune(
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     stores = open_stores(config)
     report = prune_stores(
-        stores, config.cluster, config.retention, moment, run.reporter(), dry_run=dry_run
+        stores, config.cluster, config.retention, moment, run.reporter(), dry_run=dry_run,
+        metrics=config,
     )
 
     def render(console: Any) -> None:

@@ -41,7 +41,7 @@ def maintain(
 ) -> MaintainResult:
     """Compact, then defragment in the window (or forced); EtcdUnavailableError at a problem."""
     with EtcdSession(config.etcd) as session:
-        compaction = compact(session, config.compaction, dry_run=dry_run)
+        compaction = compact(session, config.compaction, dry_run=dry_run, metrics=config)
         defrag = defragment_cluster(
             session, config, reporter, now=now or datetime.now(UTC), force=force,
             dry_run=dry_run,

@@ -54,7 +54,8 @@ def snapshot(config: Config, reporter: Reporter) -> Outcome:
         log.warning("%s", warning)
     # pruned even when a store missed the backup or the period was another node's: retention
     # must not stall behind an outage, and each node's local store is its own to prune
-    pruned = prune(stores, config.cluster, config.retention, datetime.now(UTC), reporter)
+    pruned = prune(stores, config.cluster, config.retention, datetime.now(UTC), reporter,
+                   metrics=config)
     problems = [f"pruning the {name} store failed: {why}" for name, why in pruned.failures.items()]
     deleted = sum(len(r.deleted) for r in pruned.stores)
     result = outcome.result
