@@ -10,8 +10,16 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from etcdops.config import Config
 from etcdops.errors import LockedError, StorageError
 from etcdops.stores.local import file_in_the_way
+
+
+def job_lock(config: Config, job: str) -> HostLock:
+    """The host lock of one job of one cluster, in its [local] dir: two clusters that one host
+    serves (each its own config) may share the directory and never block each other."""
+    name = f".etcdops-{config.cluster}-{job.replace(' ', '-')}.lock"
+    return HostLock(config.local.dir / name, f"{job} of cluster {config.cluster}")
 
 
 class HostLock:

@@ -28,7 +28,7 @@ from etcdops.backup.replicate import copy_backup
 from etcdops.config import Config
 from etcdops.crypto.keys import configured_recipients
 from etcdops.errors import EtcdopsError, Interrupted, StorageError
-from etcdops.lock import HostLock
+from etcdops.lock import job_lock
 from etcdops.metrics import JobMetrics, job_metrics
 from etcdops.report import Reporter, note
 from etcdops.stores.base import Store, server_side_copier
@@ -39,8 +39,6 @@ from etcdops.stream.pipeline import SnapshotEncoder
 
 if TYPE_CHECKING:
     from etcdops.crypto.age import Recipient
-
-LOCK_NAME = ".etcdops-snapshot.lock"
 
 
 @dataclass(frozen=True)
@@ -149,7 +147,7 @@ def _save(
     """save_snapshot() under the host lock, noting in kept what is stored as it goes."""
     from etcdops.etcd.session import EtcdSession
 
-    with HostLock(config.local.dir / LOCK_NAME, "snapshot save"):
+    with job_lock(config, "snapshot save"):
         with EtcdSession(config.etcd) as etcd:
             started = time.monotonic()
             created = clock()

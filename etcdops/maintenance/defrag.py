@@ -24,7 +24,7 @@ from etcdops.errors import EtcdUnavailableError
 from etcdops.etcd.maintenance import MemberStatus
 from etcdops.etcd.metrics_page import fetch_page, metrics_url
 from etcdops.etcd.session import EtcdSession
-from etcdops.lock import HostLock
+from etcdops.lock import job_lock
 from etcdops.maintenance.compaction import oldest_revision
 from etcdops.maintenance.members import MemberState, applied_status, survey, unhealthy
 from etcdops.maintenance.quota import above_share, effective_quota, nospace_alarms, share_text
@@ -35,7 +35,6 @@ from etcdops.units import format_size
 
 log = logging.getLogger("etcdops.maintenance.defrag")
 
-LOCK_NAME = ".etcdops-defrag.lock"
 HEALTH_HINT = "fix that member (etcdctl endpoint status --cluster), then run etcdops defrag again"
 
 
@@ -174,7 +173,7 @@ def _defragment(
             "touched; --force defragments anyway"
         )
         return report
-    with HostLock(config.local.dir / LOCK_NAME, "defrag"):
+    with job_lock(config, "defrag"):
         states = survey(session)
         problem = unhealthy(states)
         if problem:

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from etcdops.backup.prune import prune
 from etcdops.backup.readback import fetch_snapshot, snapshot_status
-from etcdops.backup.save import LOCK_NAME, save_snapshot
+from etcdops.backup.save import save_snapshot
 from etcdops.cli.main import app
 from etcdops.config import RetentionConfig
-from etcdops.lock import HostLock
+from etcdops.lock import job_lock
 from etcdops.report import LogReporter
 from etcdops.stores.configured import open_stores
 from tests.backup.two_regions import (
@@ -328,7 +328,7 @@ def test_a_primary_that_stops_answering_at_commit_costs_nothing_local(
     assert_kept_locally(with_s3(backup_config, s3), doc["id"])
     assert keys_in(s3.client(), "etcdops-primary") == []
     assert_listing_honest(with_s3(backup_config, s3))
-    with HostLock(config.local.dir / LOCK_NAME, "snapshot save"):
+    with job_lock(config, "snapshot save"):
         pass  # released
 
 

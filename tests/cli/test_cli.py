@@ -11,9 +11,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from etcdops.backup.save import LOCK_NAME
 from etcdops.cli.main import app
-from etcdops.lock import HostLock
+from etcdops.lock import job_lock
 
 
 @pytest.fixture
@@ -119,10 +118,10 @@ def test_errors_in_json_mode_are_a_json_document(tmp_path):
 
 
 def test_second_save_on_a_host_exits_11(cli, backup_config, etcd_loaded):
-    with HostLock(backup_config.local.dir / LOCK_NAME, "snapshot save"):
+    with job_lock(backup_config, "snapshot save"):
         result = cli("snapshot", "save")
     assert result.exit_code == 11
-    assert "another snapshot save is running" in result.stderr
+    assert "another snapshot save of cluster test is running" in result.stderr
 
 
 def test_unreachable_etcd_exits_13_naming_the_endpoint_in_time(tmp_path, age_identity):

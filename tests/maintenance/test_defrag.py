@@ -14,9 +14,8 @@ from etcdops.errors import EtcdUnavailableError, LockedError
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.maintenance import MemberStatus
 from etcdops.etcd.session import EtcdSession
-from etcdops.lock import HostLock
+from etcdops.lock import job_lock
 from etcdops.maintenance.defrag import (
-    LOCK_NAME,
     assess_member,
     compaction_revision,
     defragment_cluster,
@@ -121,9 +120,9 @@ def test_outside_the_window_nothing_is_touched(tmp_path, unreachable_endpoint) -
 def test_a_second_run_on_the_host_is_refused(tmp_path, unreachable_endpoint) -> None:
     config = Config(local=LocalConfig(dir=tmp_path / "state"))
     with (
-        HostLock(tmp_path / "state" / LOCK_NAME, "defrag"),
+        job_lock(config, "defrag"),
         EtcdSession(config.etcd, [unreachable_endpoint]) as session,
-        pytest.raises(LockedError, match="another defrag is running"),
+        pytest.raises(LockedError, match="another defrag of cluster default is running"),
     ):
         defragment_cluster(session, config, Events(), now=INSIDE)
 
