@@ -13,8 +13,13 @@ saving, a node asks etcd and the catalogue whether the period is done or being d
    under a lease of `[schedule] election_ttl` kept alive while the save runs. Of any number of
    nodes asking in the same second exactly one wins; the others read who did.
 
-A node that dies mid-save stops renewing: the key goes when its lease expires, and the next node
-to try takes the period. A save that fails, or stores its backup nowhere but this host's disk
+A node that finds the key held by a save still running waits (unless told not to): it looks at the
+key every third of the TTL until the saver settles it with its backup id (done: nothing to do),
+or until the key is gone, and then it runs for the key again (and of the nodes waiting, one
+wins and the others wait again). A node that dies mid-save stops renewing: the key goes when its
+lease expires, and a node waiting takes the period. The wait ends, with nothing done, after
+`[etcd] snapshot_timeout` (the longest a save's stream may take) or at the end of the period,
+whichever comes first. A save that fails, or stores its backup nowhere but this host's disk
 (S3 down), revokes the key at once so that another node may do better; in the worst case, when
 S3 fails for every node, each one keeps a local backup. If the keep-alive loses the lease
 mid-save the backup is kept all the same (a good backup is never thrown away) and the outcome
@@ -23,31 +28,27 @@ warns that another node may also have saved the period.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import socket
 import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from etcdops.backup.catalog import Survey, survey_stores
 from etcdops.backup.save import SaveResult, save_snapshot
 from etcdops.config import Config
 from etcdops.crypto.keys import configured_recipients
 from etcdops.errors import EtcdopsError
+from etcdops.etcd.election import Holder, Taken, Term, election_key
 from etcdops.report import Reporter
 from etcdops.stores.configured import Stores, open_stores
 
 if TYPE_CHECKING:
-    from etcdops.etcd.election import Term
     from etcdops.etcd.session import EtcdSession
     from etcdops.stores.base import Store
 
-PERIODS_PREFIX = "/etcdops/periods/"
 # how long a run waits for the catalogue before it elects without it: the election alone keeps
 # the period to one node, and the local copy must not wait on a hung S3
 CATALOGUE_BUDGET = 10.0
@@ -82,7 +83,7 @@ class Period:
     @property
     def key(self) -> bytes:
         """The period's election key in etcd."""
-        return f"{PERIODS_PREFIX}{self.cluster}/snapshot/{self.label}".encode()
+        return election_key(self.cluster, "snapshot", self.label)
 
     def holds(self, moment: datetime) -> bool:
         return self.start <= moment < self.end
@@ -90,44 +91,6 @@ class Period:
     def as_dict(self) -> dict[str, object]:
         return {"cluster": self.cluster, "start": self.start.isoformat(),
                 "end": self.end.isoformat(), "key": self.key.decode()}
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Who took a period, as its election key says: the node, and its backup once saved."""
-
-    host: str
-    pid: int
-    started_at: datetime | None
-    backup_id: str | None = None
-    finished_at: datetime | None = None
-
-    @classmethod
-    def me(cls, started_at: datetime) -> Holder:
-        return cls(socket.gethostname(), os.getpid(), started_at)
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.as_dict(), sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, value: bytes) -> Holder:
-        """The holder a key's value names; a value that is not ours still names something."""
-        try:
-            doc = json.loads(value)
-            return cls(
-                str(doc["host"]), int(doc["pid"]), _moment(doc.get("started_at")),
-                doc.get("backup_id"), _moment(doc.get("finished_at")),
-            )
-        except (ValueError, TypeError, KeyError):
-            return cls(f"an unknown holder ({value[:80]!r})", 0, None)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "host": self.host, "pid": self.pid,
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "backup_id": self.backup_id,
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-        }
 
 
 @dataclass(frozen=True)
@@ -150,6 +113,7 @@ class PeriodOutcome:
     holder: Holder | None = None
     existing: ExistingBackup | None = None
     warnings: tuple[str, ...] = ()
+    waited: float = 0.0  # seconds spent waiting for another node's save
 
     @property
     def skipped(self) -> bool:
@@ -160,11 +124,14 @@ class PeriodOutcome:
         where = f"period {self.period.label} of cluster {self.period.cluster}"
         if self.holder is not None:
             holder = self.holder
-            who = f"{holder.host} (pid {holder.pid})"
             if holder.backup_id:
-                return f"{where} already has backup {holder.backup_id} by {who}: nothing to do"
+                return (f"{where} already has backup {holder.backup_id} by {holder.who}: "
+                        "nothing to do")
+            if self.waited:
+                return (f"{where} is still being taken by {holder.who}{holder.since}, after "
+                        f"waiting {self.waited:.0f}s for it: nothing to do")
             when = f" at {holder.started_at:%Y-%m-%d %H:%M:%S}Z" if holder.started_at else ""
-            return f"{where} already taken by {who}{when}: nothing to do"
+            return f"{where} already taken by {holder.who}{when}: nothing to do"
         if self.existing is not None:
             return (f"{where} already has backup {self.existing.id}, verified in "
                     f"{', '.join(self.existing.verified_in)}: nothing to do")
@@ -174,7 +141,7 @@ class PeriodOutcome:
         """The JSON form: the save's own (SaveResult's) when it saved, else who took the period."""
         doc: dict[str, object] = {
             "skipped": self.skipped, "period": self.period.as_dict(), "elected": self.elected,
-            "warnings": list(self.warnings),
+            "warnings": list(self.warnings), "waited_seconds": round(self.waited, 3),
         }
         if self.result is not None:
             return self.result.as_dict() | doc
@@ -195,10 +162,12 @@ def save_once_per_period(
     *,
     stores: Stores | None = None,
     force: bool = False,
+    wait: bool = True,
     now: datetime | None = None,
 ) -> PeriodOutcome:
     """Take the period's backup unless another node has taken it or is taking it; with force,
-    take one regardless, outside the election.
+    take one regardless, outside the election. With wait, a save still running on another node
+    is waited for, and its period taken over if that node dies or gives it up.
 
     now names the period (default: the clock's); an error of the save itself propagates, after
     the period was given up so that another node may take it.
@@ -213,29 +182,80 @@ def save_once_per_period(
     # a configuration that cannot save says so before etcd is asked anything (save_snapshot
     # reads the recipients again: they are a few lines)
     configured_recipients(config.encryption)
+    # a save's stream cannot outlast snapshot_timeout, and once the period is over the next
+    # period's timers take over
+    bound = min(config.etcd.snapshot_timeout, (period.end - started).total_seconds())
+    waiting = _Waiting(period, reporter, config.schedule.election_ttl, bound) if wait else None
     with EtcdSession(config.etcd) as etcd:
-        taken = etcd.holder(period.key)
-        if taken is not None:
-            return PeriodOutcome(period, holder=Holder.from_json(taken.value))
-        existing = _backup_in_period(stores, period, reporter)
-        if existing is not None:
-            return PeriodOutcome(period, existing=existing)
-        return _elected_save(config, reporter, stores, period, etcd, Holder.me(started))
+        while True:
+            taken = etcd.holder(period.key)
+            if taken is None:
+                # looked at again after a wait too: a saver that lost its lease still saved
+                existing = _backup_in_period(stores, period, reporter)
+                if existing is not None:
+                    return PeriodOutcome(period, existing=existing, waited=_waited(waiting))
+                me = Holder.me(datetime.now(UTC))
+                term = _campaign(config, reporter, period, etcd, me)
+                if isinstance(term, Term):
+                    outcome = _elected_save(config, reporter, stores, period, term, me)
+                    return replace(outcome, waited=_waited(waiting))
+                taken = term
+            holder = Holder.from_json(taken.value)
+            if holder.backup_id or waiting is None or not waiting.again(taken, holder):
+                return PeriodOutcome(period, holder=holder, waited=_waited(waiting))
 
 
-def _elected_save(
-    config: Config, reporter: Reporter, stores: Stores, period: Period, etcd: EtcdSession,
-    me: Holder,
-) -> PeriodOutcome:
-    from etcdops.etcd.election import Taken
+class _Waiting:
+    """A node's wait for the save that holds its period: the key read every third of the TTL,
+    until the period's end or snapshot_timeout."""
 
+    def __init__(self, period: Period, reporter: Reporter, ttl: float, bound: float) -> None:
+        self._period = period
+        self._reporter = reporter
+        self._interval = ttl / 3  # a dead saver's key is gone at most a TTL after its death
+        self._deadline = time.monotonic() + bound
+        self._seen: int | None = None  # the create revision of the key last announced
+        self._since: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        """How long this node has waited, 0 if it never did."""
+        return 0.0 if self._since is None else time.monotonic() - self._since
+
+    def again(self, taken: Taken, holder: Holder) -> bool:
+        """Whether to look at the key again: after a pause, unless the wait is over."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if taken.create_revision != self._seen:
+            # once per holder: a second round's winner is announced too
+            self._seen = taken.create_revision
+            self._since = self._since or time.monotonic()
+            self._reporter.event(
+                f"period {self._period.label} held by {holder.who}{holder.since}: waiting for "
+                "it to finish or its lease to expire"
+            )
+        # a plain sleep: SIGTERM's KeyboardInterrupt ends it, and nothing is held meanwhile
+        time.sleep(min(self._interval, left))
+        return True
+
+
+def _waited(waiting: _Waiting | None) -> float:
+    return waiting.seconds if waiting is not None else 0.0
+
+
+def _campaign(
+    config: Config, reporter: Reporter, period: Period, etcd: EtcdSession, me: Holder
+) -> Term | Taken:
     def lost(why: str) -> None:
         reporter.event(f"{why}: another node may take period {period.label} too; this save goes on")
 
-    ttl = config.schedule.election_ttl
-    term = etcd.campaign(period.key, me.to_json(), ttl, on_lost=lost)
-    if isinstance(term, Taken):
-        return PeriodOutcome(period, holder=Holder.from_json(term.value))
+    return etcd.campaign(period.key, me.to_json(), config.schedule.election_ttl, on_lost=lost)
+
+
+def _elected_save(
+    config: Config, reporter: Reporter, stores: Stores, period: Period, term: Term, me: Holder
+) -> PeriodOutcome:
     reporter.event(f"elected to take period {period.label} of cluster {period.cluster} "
                    f"(lease {term.kept.ttl}s, kept alive while the save runs)")
     try:
@@ -265,15 +285,9 @@ def _elected_save(
 
 def _give_up(term: Term, period: Period, reporter: Reporter) -> None:
     """Let another node take the period now rather than after the lease's TTL."""
-    try:
-        term.release()
-        reporter.event(f"gave up period {period.label}: another node may take it")
-    except EtcdopsError as exc:
-        reporter.event(f"could not give up period {period.label} ({exc.message}); "
-                       f"it is free once its lease of {term.kept.ttl}s expires")
-    except KeyboardInterrupt:
-        with contextlib.suppress(Exception):
-            term.kept.stop()  # a second signal: the lease expires on its own
+    why = term.let_go()
+    reporter.event(f"gave up period {period.label}: another node may take it" if why is None
+                   else f"could not give up period {period.label} ({why})")
 
 
 def _backup_in_period(
@@ -317,6 +331,3 @@ def _shared_stores(stores: Stores) -> Mapping[str, Store]:
     shared = {name: stores[name] for name in stores if name != stores.local}
     return shared or {name: stores[name] for name in stores}
 
-
-def _moment(text: Any) -> datetime | None:
-    return datetime.fromisoformat(text) if isinstance(text, str) else None

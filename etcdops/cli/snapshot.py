@@ -39,6 +39,11 @@ def save(
         help="Take a backup even when this period already has one or another node is taking "
         "it (before maintenance): no election.",
     )] = False,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait",
+        help="When another node's save of this period is still running, exit 0 at once rather "
+        "than wait for it to end (and take the period over if that node dies or gives it up).",
+    )] = False,
     endpoints: Annotated[
         str | None,
         typer.Option("--endpoints", help="etcd endpoints, comma-separated (overrides config)."),
@@ -47,8 +52,9 @@ def save(
     """Stream a snapshot from etcd, verify it, compress, encrypt and store it; print its id.
 
     Once per period ([schedule] snapshot_every) per cluster across nodes: the node that wins
-    the election in etcd saves; a node that finds the period taken, or a verified backup
-    already in it, says by whom and exits 0.
+    the election in etcd saves; a node that finds the period done, or a verified backup
+    already in it, says by whom and exits 0. A node that finds another's save still running
+    waits for it, and takes the period over if that node dies or fails (--no-wait: exit 0).
     """
     from etcdops.backup.period import save_once_per_period
     from etcdops.stores.configured import open_stores
@@ -57,7 +63,7 @@ def save(
     stores = open_stores(config, local_only=local_only)
     # a local-only save writes no store the other nodes read: it cannot stand for the cluster
     outcome = save_once_per_period(
-        config, run.reporter(), stores=stores, force=force or local_only
+        config, run.reporter(), stores=stores, force=force or local_only, wait=not no_wait
     )
     result = outcome.result
     if result is None:

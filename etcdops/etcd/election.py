@@ -7,15 +7,23 @@ lock was never acquired. Here the key is written by one transaction (compare cre
 0, then put with the lease), so of any number of nodes asking at once exactly one wins, and the
 others read who did in the same transaction. A taker that dies stops renewing: etcd deletes the
 key when the lease expires, and the job can be taken again.
+
+The keys live under /etcdops/periods/<cluster>/ (election_key), and their values are JSON that
+names the holder (Holder): a node that finds a key taken can say by whom.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from etcdops.errors import EtcdopsError
@@ -28,6 +36,67 @@ _RENEWALS_PER_TTL = 3
 # the keep-alive thread is told to stop before the lease is revoked or handed over; a renewal
 # in flight then is harmless (it renews a lease that is about to go)
 _STOP_WAIT = 1.0
+
+
+KEY_PREFIX = "/etcdops/periods/"
+
+
+def election_key(cluster: str, *job: str) -> bytes:
+    """The election key of one cluster's job: /etcdops/periods/<cluster>/<job>/..."""
+    return "/".join((KEY_PREFIX + cluster, *job)).encode()
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds an election key, as its value says: the node and since when; a job that keeps
+    its key as a record once done (a period's backup) adds what it made and when it ended."""
+
+    host: str
+    pid: int
+    started_at: datetime | None
+    backup_id: str | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def me(cls, started_at: datetime) -> Holder:
+        return cls(socket.gethostname(), os.getpid(), started_at)
+
+    @property
+    def who(self) -> str:
+        """The node in a message: "cp-2 (pid 4242)"."""
+        return f"{self.host} (pid {self.pid})"
+
+    @property
+    def since(self) -> str:
+        """" since <start>" for a message, or nothing when the value did not say."""
+        return f" since {self.started_at:%Y-%m-%d %H:%M:%S}Z" if self.started_at else ""
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.as_dict(), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, value: bytes) -> Holder:
+        """The holder a key's value names; a value that is not ours still names something."""
+        try:
+            doc = json.loads(value)
+            return cls(
+                str(doc["host"]), int(doc["pid"]), _moment(doc.get("started_at")),
+                doc.get("backup_id"), _moment(doc.get("finished_at")),
+            )
+        except (ValueError, TypeError, KeyError):
+            return cls(f"an unknown holder ({value[:80]!r})", 0, None)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "host": self.host, "pid": self.pid,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "backup_id": self.backup_id,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+def _moment(text: Any) -> datetime | None:
+    return datetime.fromisoformat(text) if isinstance(text, str) else None
 
 
 @dataclass(frozen=True)
@@ -119,6 +188,21 @@ class Term:
         """Give the key up at once (revoking the lease deletes it): another node may take it."""
         self.kept.stop()
         self._session.revoke_lease(self.lease)
+
+    def let_go(self) -> str | None:
+        """release() at the end of a job, whatever ended it: None once released, else why not
+        (the key then goes when its lease expires). Raises nothing, so that the job's own
+        outcome or error is what its caller sees."""
+        expires = f"it is free once its lease of {self.kept.ttl}s expires"
+        try:
+            self.release()
+        except EtcdopsError as exc:
+            return f"{exc.message}; {expires}"
+        except KeyboardInterrupt:
+            with contextlib.suppress(Exception):
+                self.kept.stop()  # a second signal: the lease expires on its own
+            return f"interrupted; {expires}"
+        return None
 
     def settle(self, value: bytes, ttl: float) -> bool:
         """Keep the key, with a new value, for ttl seconds more, as a record that the job is

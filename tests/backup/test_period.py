@@ -26,6 +26,7 @@ from etcdops.backup.period import Period, save_once_per_period
 from etcdops.cli.main import app
 from etcdops.config import Config, EncryptionConfig, LocalConfig, S3Config
 from etcdops.config.settings import ScheduleConfig
+from etcdops.etcd.election import Holder, Term
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
 from tests.faultproxy import FaultProxy, Faults
@@ -157,40 +158,146 @@ def test_three_nodes_saving_at_once_take_exactly_one_backup_each_round(setup):
         assert sum(len(node.manifests()) for node in group) == 1
 
 
-def test_a_winner_killed_mid_save_holds_the_period_until_its_lease_expires(setup):
-    cluster = fresh_cluster("killed")
+WAITING = "waiting for it to finish or its lease to expire"
+
+
+def read_until(process: subprocess.Popen[str], text: str) -> str:
+    """The first line of the process's stderr that holds text (the rest stays to be read)."""
+    for line in process.stderr:
+        if text in line:
+            return line
+    pytest.fail(f"no {text!r} line: {process.communicate()}")
+
+
+@contextlib.contextmanager
+def slow_winner(setup: Setup, cluster: str) -> Iterator[tuple[subprocess.Popen[str], Node,
+                                                                FaultProxy]]:
+    """A node saving through a slow proxy, already streaming (so holding the period)."""
     host, port = setup.etcd.client_urls[0].removeprefix("http://").split(":")
     slow = FaultProxy(host, int(port), Faults(delay_per_chunk=0.2))
+    doomed, = nodes(setup, cluster, endpoints=[slow.url], count=1)
+    process = doomed.save("-o", "json")
     try:
-        doomed, = nodes(setup, cluster, endpoints=[slow.url], count=1)
-        process = doomed.save("-o", "json")
-        for line in process.stderr:
-            if "streaming snapshot" in line:
-                break
-        else:
-            pytest.fail(f"the save never streamed: {process.communicate()}")
+        read_until(process, "streaming snapshot")
         assert holder(setup, cluster)["pid"] == process.pid
+        yield process, doomed, slow
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+        slow.close()
+
+
+def test_a_winner_killed_mid_save_is_taken_over_by_a_node_waiting_once_its_lease_expires(setup):
+    cluster = fresh_cluster("killed")
+    other = nodes(setup, cluster)[1]
+    with slow_winner(setup, cluster) as (process, doomed, _):
+        waiter = other.save("-o", "json")
+        line = read_until(waiter, WAITING)
+        assert f"(pid {process.pid}) since " in line
+        # --no-wait: what the period's key says, at once
+        started = time.monotonic()
+        refused = CliRunner().invoke(app, ["snapshot", "save", "-o", "json", "--no-wait",
+                                           "--config", str(other.toml)])
+        assert time.monotonic() - started < TTL
+        assert refused.exit_code == 0, refused.output
+        doc = json.loads(refused.stdout)
+        assert doc["skipped"] and doc["holder"]["pid"] == process.pid
+        assert doc["holder"]["backup_id"] is None and doc["waited_seconds"] == 0
+        assert "already taken by" in doc["message"]
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=10)
-        killed_at = time.monotonic()
-    finally:
-        slow.close()
+        assert holder(setup, cluster)["pid"] == process.pid  # the dead node's lease lives on
+    code, doc, stderr = finished(waiter)
+    assert code == 0, stderr
+    assert not doc["skipped"] and doc["elected"] and doc["waited_seconds"] > 0
+    assert [m.name for m in other.manifests()] == [f"{doc['id']}.manifest.json"]
+    assert doomed.manifests() == []
+    assert holder(setup, cluster)["backup_id"] == doc["id"]
+    assert holder(setup, cluster)["pid"] == waiter.pid
+
+
+def test_a_winner_that_fails_mid_save_is_taken_over_at_once_by_a_node_waiting(setup):
+    cluster = fresh_cluster("broken")
     other = nodes(setup, cluster)[1]
-    # in this process, so that it surely runs within the dead node's last TTL
-    refused = CliRunner().invoke(app, ["snapshot", "save", "-o", "json", "--config",
-                                       str(other.toml)])
-    assert time.monotonic() - killed_at < TTL
-    assert refused.exit_code == 0, refused.output
-    doc = json.loads(refused.stdout)
-    assert doc["skipped"] and doc["holder"]["pid"] == process.pid
-    assert doc["holder"]["backup_id"] is None
-    wait_until(lambda: holder(setup, cluster) is None, 3 * TTL, "the dead node's lease expiring")
-    code, doc, stderr = finished(other.save("-o", "json"))
+    with slow_winner(setup, cluster) as (process, doomed, slow):
+        waiter = other.save("-o", "json")
+        read_until(waiter, WAITING)
+        # one byte of the stream damaged: the trailer's check (or gRPC's framing) fails the save
+        slow.faults.flip_at = slow.server_bytes + 1024
+        stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode not in (0, 3), stderr
+        assert "gave up period" in stderr
+        # revoked as it failed, not left to expire: free, or already the waiter's
+        taken = holder(setup, cluster)
+        assert taken is None or taken["pid"] == waiter.pid
+    code, doc, stderr = finished(waiter)
     assert code == 0, stderr
     assert not doc["skipped"] and doc["elected"]
     assert [m.name for m in other.manifests()] == [f"{doc['id']}.manifest.json"]
     assert doomed.manifests() == []
-    assert holder(setup, cluster)["backup_id"] == doc["id"]
+
+
+def campaign_as_another_node(setup: Setup, cluster: str, session: EtcdSession) -> Term:
+    someone = Holder("cp-test", 4242, datetime.now(UTC))
+    term = session.campaign(period_key(cluster), someone.to_json(), TTL)
+    assert isinstance(term, Term)
+    return term
+
+
+def test_a_waiting_node_names_the_backup_the_holder_settles_with(setup):
+    cluster = fresh_cluster("settled")
+    node, interrupted = nodes(setup, cluster, count=2)
+    with EtcdSession(setup.etcd.etcd_config()) as session:
+        term = campaign_as_another_node(setup, cluster, session)
+        waiters = [node.save("-o", "json"), interrupted.save("-o", "json")]
+        for waiter in waiters:
+            assert "held by cp-test (pid 4242) since " in read_until(waiter, WAITING)
+        # a waiting node stopped by systemd: the CLI's interrupted exit, nothing to clean up
+        waiters[1].send_signal(signal.SIGTERM)
+        stdout, stderr = waiters[1].communicate(timeout=30)
+        assert waiters[1].returncode == 130, stderr
+        assert "interrupted" in stderr and "Traceback" not in stderr
+        done = Holder("cp-test", 4242, datetime.now(UTC), "20260101T000000Z-0a0b0c",
+                      datetime.now(UTC))
+        assert term.settle(done.to_json(), ttl=60)
+        code, doc, stderr = finished(waiters[0])
+    assert code == 0, stderr
+    assert doc["skipped"] and doc["holder"]["backup_id"] == "20260101T000000Z-0a0b0c"
+    assert doc["waited_seconds"] > 0
+    assert doc["message"].endswith(
+        "already has backup 20260101T000000Z-0a0b0c by cp-test (pid 4242): nothing to do"
+    )
+    assert node.manifests() == [] and interrupted.manifests() == []
+
+
+def test_a_wait_ends_after_the_snapshot_timeout_with_nothing_done(setup):
+    cluster = fresh_cluster("patient")
+    config = Config(
+        cluster=cluster, etcd=setup.etcd.etcd_config(snapshot_timeout=2.0),
+        encryption=EncryptionConfig(recipients=(setup.recipient,)),
+        local=LocalConfig(dir=setup.base / cluster / "backups"),
+        schedule=ScheduleConfig(snapshot_every=EVERY, election_ttl=TTL),
+    )
+    events = Events()
+    with EtcdSession(setup.etcd.etcd_config()) as session:
+        term = campaign_as_another_node(setup, cluster, session)
+        started = time.monotonic()
+        outcome = save_once_per_period(config, events)
+        term.release()
+    assert 2.0 <= time.monotonic() - started < 2.0 + TTL
+    assert outcome.skipped and outcome.holder.pid == 4242
+    assert 1.0 < outcome.waited <= time.monotonic() - started
+    assert outcome.summary().startswith(
+        f"period {outcome.period.label} of cluster {cluster} is still being taken by cp-test "
+        "(pid 4242) since "
+    )
+    assert outcome.summary().endswith("s for it: nothing to do")
+    assert [line for line in events.lines if WAITING in line] == [
+        f"period {outcome.period.label} held by cp-test (pid 4242){outcome.holder.since}: "
+        + WAITING
+    ]
+    assert list((setup.base / cluster).rglob("*.manifest.json")) == []
 
 
 def test_force_takes_a_backup_in_a_period_already_taken(setup):
