@@ -9,6 +9,13 @@ has applied the cluster's compaction on disk: a compaction is applied member by 
 member defragmented before it deleted the old revisions gives nothing back. A NOSPACE alarm is
 disarmed only once every member is below the quota threshold again, or it would simply be
 raised again.
+
+One member at a time across every node, too: each node's timer runs `etcdops maintain`, and two
+nodes defragmenting two members at once can block two of three and lose quorum. So a run holds
+the cluster's election key /etcdops/periods/<cluster>/defrag (etcd/election.py) under a lease
+kept alive for the whole run and released at its end; a run that finds it held defragments
+nothing. Not for a dry run, and not while NOSPACE is raised: etcd then refuses the key's lease
+like any write, and defragmentation is what clears the alarm.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from etcdops.config import Config, DefragConfig, EtcdConfig
 from etcdops.errors import EtcdUnavailableError
+from etcdops.etcd.election import Holder, Taken, Term, election_key
 from etcdops.etcd.maintenance import MemberStatus
 from etcdops.etcd.metrics_page import fetch_page, metrics_url
 from etcdops.etcd.session import EtcdSession
@@ -174,18 +183,61 @@ def _defragment(
         )
         return report
     with job_lock(config, "defrag"):
-        states = survey(session)
-        problem = unhealthy(states)
-        if problem:
-            raise EtcdUnavailableError(f"not defragmenting: {problem}", HEALTH_HINT)
-        quotas = member_quotas(session, states, config.etcd)
         nospace = {alarm.member_id for alarm in nospace_alarms(session.alarms())}
-        report.compacted_to = compaction_revision(session, states)
-        states = _run(session, config, report, reporter, states, quotas, nospace)
-        if not dry_run:
-            _disarm_nospace(session, states, config, report, reporter)
+        # elected before the survey: a member that another node is defragmenting answers
+        # slowly, and would read as unhealthy rather than as busy
+        term = _campaign(session, config, reporter, dry_run, bool(nospace))
+        if isinstance(term, Taken):
+            holder = Holder.from_json(term.value)
+            report.skipped = (
+                f"defragmentation of cluster {config.cluster} is running on host "
+                f"{holder.who}{holder.since}: nothing to do"
+            )
+            return report
+        try:
+            states = survey(session)
+            problem = unhealthy(states)
+            if problem:
+                raise EtcdUnavailableError(f"not defragmenting: {problem}", HEALTH_HINT)
+            quotas = member_quotas(session, states, config.etcd)
+            report.compacted_to = compaction_revision(session, states)
+            states = _run(session, config, report, reporter, states, quotas, nospace,
+                          lambda: term.lost if term is not None else None)
+            if not dry_run:
+                _disarm_nospace(session, states, config, report, reporter)
+        finally:
+            if term is not None:
+                why = term.let_go()
+                if why is not None:
+                    reporter.event(f"could not release {_KEY_NAME} ({why})")
     report.seconds = time.monotonic() - started
     return report
+
+
+_KEY_NAME = "the defragmentation's election key"
+
+
+def _campaign(
+    session: EtcdSession, config: Config, reporter: Reporter, dry_run: bool, nospace: bool
+) -> Term | Taken | None:
+    """The cluster's defragmentation for this run, or who has it; None for a run that does not
+    elect: a dry run, which blocks no member, or one under NOSPACE."""
+    if dry_run:
+        return None
+    if nospace:
+        reporter.event(
+            "NOSPACE is raised and etcd takes no writes, not even the election's: defragmenting "
+            "without it (a run on another node may overlap this one)"
+        )
+        return None
+
+    def lost(why: str) -> None:
+        reporter.event(f"{why}: another node may start defragmenting; stopping before the "
+                       "next member")
+
+    me = Holder.me(datetime.now(UTC)).to_json()
+    key = election_key(config.cluster, "defrag")
+    return session.campaign(key, me, config.schedule.election_ttl, on_lost=lost)
 
 
 def _run(
@@ -196,9 +248,17 @@ def _run(
     states: list[MemberState],
     quotas: dict[str, int],
     nospace: set[int],
+    lost: Callable[[], str | None],
 ) -> list[MemberState]:
     pending = work_order(states)
     while pending:
+        why = lost()
+        if why is not None:
+            raise EtcdUnavailableError(
+                f"{_KEY_NAME} was lost ({why}): another node may be defragmenting; stopped; "
+                f"not defragmented: {', '.join(s.name for s in pending)}",
+                "run etcdops defrag again once etcd answers: it defragments what still needs it",
+            )
         state = pending.pop(0)
         stop = "stopped; not defragmented: " + (", ".join(s.name for s in pending) or "none")
         status = _applied_status(session, config, report, state, stop)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +13,9 @@ import grpc
 import pytest
 
 from etcdops.config import Config, DefragConfig, LocalConfig
+from etcdops.config.settings import ScheduleConfig
 from etcdops.errors import EtcdUnavailableError, LockedError
+from etcdops.etcd.election import Holder, Term, election_key
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.maintenance import MemberStatus
 from etcdops.etcd.session import EtcdSession
@@ -31,6 +36,7 @@ from tests.fixtures.etcd import (
 MiB, GiB = 1024**2, 1024**3
 INSIDE = datetime(2026, 1, 15, 3, 0, tzinfo=UTC)  # inside the default 02:00-05:00 UTC
 OUTSIDE = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+KEY = election_key("test", "defrag")  # config_for's cluster's
 
 
 class Events:
@@ -203,6 +209,8 @@ def test_a_member_failing_midway_stops_the_rest(etcd_churned3: LocalCluster, tmp
         defragment_cluster(
             session, config, Events(fail_the_other_follower), now=INSIDE, force=True
         )
+        # the run's election key went with it: another node may defragment at once
+        assert session.holder(KEY) is None
     message = caught.value.message
     assert message.startswith(f"after defragmenting {first}: {second} ")
     assert message.endswith(f"stopped; not defragmented: {second}, {leader}")
@@ -219,9 +227,13 @@ def test_nospace_stays_raised_while_the_member_is_still_full(
     config = config_for(etcd_tiny_quota, tmp_path)
     with EtcdSession(config.etcd) as session:
         # no compaction first: the history is still in use and defragmentation cannot free it
-        report = defragment_cluster(session, config, Events(), now=OUTSIDE, force=True)
+        events = Events()
+        report = defragment_cluster(session, config, events, now=OUTSIDE, force=True)
         alarms = session.alarms()
     [decision] = report.decisions
+    # etcd refuses the election's lease under NOSPACE, and defragmentation is what clears it
+    assert any(line.startswith("NOSPACE is raised and etcd takes no writes") for line in
+               events.lines)
     assert report.compacted_to is None  # nothing to wait for
     assert decision.defragment and decision.reason.startswith("NOSPACE alarm raised")
     assert decision.quota == TINY_QUOTA  # the member's own quota, read from /metrics
@@ -230,3 +242,75 @@ def test_nospace_stays_raised_while_the_member_is_still_full(
     assert [alarm.kind for alarm in alarms] == ["NOSPACE"]
     with pytest.raises(grpc.RpcError, match="database space exceeded"):
         client.put("/registry/secrets/fill/one-more", "x")
+
+
+# --- one member at a time across nodes ----------------------------------------------------------
+
+
+def test_a_run_on_another_node_is_left_alone_and_a_run_holds_the_key_until_its_end(
+    etcd_churned3: LocalCluster, tmp_path
+) -> None:
+    config = config_for(etcd_churned3, tmp_path)
+    before = db_sizes(etcd_churned3)
+    another = Holder("cp-test", 4242, datetime(2026, 1, 15, 3, 0, 5, tzinfo=UTC))
+    with EtcdSession(config.etcd) as session:
+        term = session.campaign(KEY, another.to_json(), ttl=30)
+        assert isinstance(term, Term)
+        untouched = sizes(etcd_churned3)  # after the campaign's own write
+        events = Events()
+        held = defragment_cluster(session, config, events, now=OUTSIDE, force=True)
+        assert held.skipped == (
+            "defragmentation of cluster test is running on host cp-test (pid 4242) since "
+            "2026-01-15 03:00:05Z: nothing to do"
+        )
+        assert held.decisions == [] and held.done == [] and events.lines == []
+        assert sizes(etcd_churned3) == untouched
+        assert session.holder(KEY).value == another.to_json()  # the other node's, untouched
+        term.release()
+
+        holders: list[Holder] = []
+
+        def note_holder(message: str) -> None:
+            if message.startswith("defragmenting "):
+                holders.append(Holder.from_json(session.holder(KEY).value))
+
+        report = defragment_cluster(session, config, Events(note_holder), now=OUTSIDE,
+                                    force=True)
+        assert report.skipped is None and len(report.done) == 3
+        # held for every member, by this process, and released at the end of the run
+        assert [h.pid for h in holders] == [os.getpid()] * 3
+        assert session.holder(KEY) is None
+    assert_every_member_shrank(before, db_sizes(etcd_churned3))
+
+
+def test_a_run_that_loses_its_election_stops_before_the_next_member(
+    etcd_churned3: LocalCluster, etcd3_client, tmp_path
+) -> None:
+    config = dataclasses.replace(
+        config_for(etcd_churned3, tmp_path), schedule=ScheduleConfig(election_ttl=5.0)
+    )
+    leader = leader_name(etcd_churned3)
+    first, second = sorted(m.name for m in etcd_churned3.members if m.name != leader)
+    before = sizes(etcd_churned3)
+    client = etcd3_client(etcd_churned3.client_urls[0])
+    events: Events
+
+    def expire_the_lease(message: str) -> None:
+        if message.startswith(f"defragmented {first}:"):
+            # as when etcd could not be reached for a TTL: the lease goes, the run learns it
+            _, meta = client.get(KEY)
+            client.revoke_lease(meta.lease_id)
+            deadline = time.monotonic() + 10
+            while not any("stopping before the next member" in line for line in events.lines):
+                assert time.monotonic() < deadline, "the keep-alive never noticed"
+                time.sleep(0.05)
+
+    events = Events(expire_the_lease)
+    with EtcdSession(config.etcd) as session, pytest.raises(EtcdUnavailableError) as caught:
+        defragment_cluster(session, config, events, now=INSIDE)
+    message = caught.value.message
+    assert message.startswith("the defragmentation's election key was lost (lease ")
+    assert message.endswith(f"stopped; not defragmented: {second}, {leader}")
+    after = sizes(etcd_churned3)
+    assert after[first] < before[first] / 2
+    assert after[second] == before[second] and after[leader] == before[leader]
