@@ -3,16 +3,20 @@ kept alive past its TTL, revoked, handed over to a record, and lost."""
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from itertools import count
 
 import pytest
 
-from etcdops.etcd.election import Taken, Term
+from etcdops.etcd.election import Holder, Taken, Term, election_key
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
+from tests.faultproxy import FaultProxy
 
 _keys = count()
 
@@ -145,3 +149,34 @@ def test_a_lost_lease_is_noticed_and_settle_then_writes_nothing(etcd, session, k
         assert other.holder(key) == Taken(b"node-b", winner.create_revision)
         assert set(session.lease_ids(etcd.client_urls[0])) == leases  # the new lease revoked
         winner.release()
+
+
+def test_a_holder_reads_back_what_it_wrote_and_names_a_foreign_value_too() -> None:
+    started = datetime(2026, 1, 15, 3, 0, 5, tzinfo=UTC)
+    me = Holder.me(started)
+    assert (me.host, me.pid) == (socket.gethostname(), os.getpid())
+    done = Holder("cp-2", 4242, started, "20260115T030005Z-0a0b0c", started)
+    assert Holder.from_json(done.to_json()) == done
+    assert f"{done.who}{done.since}" == "cp-2 (pid 4242) since 2026-01-15 03:00:05Z"
+    foreign = Holder.from_json(b"locked by a script")
+    assert foreign.host == "an unknown holder (b'locked by a script')" and foreign.since == ""
+    assert election_key("prod", "snapshot", "2026-01-15T03:00:00Z") == (
+        b"/etcdops/periods/prod/snapshot/2026-01-15T03:00:00Z"
+    )
+
+
+def test_let_go_frees_the_key_and_says_why_when_it_cannot(etcd, session, key) -> None:
+    term = session.campaign(key, b"node-a", ttl=5)
+    assert isinstance(term, Term)
+    assert term.let_go() is None
+    assert session.holder(key) is None
+    host, port = etcd.client_urls[0].removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port))
+    with EtcdSession(etcd.etcd_config(endpoints=(proxy.url,), dial_timeout=0.5)) as far:
+        held = far.campaign(key, b"node-a", ttl=5)
+        assert isinstance(held, Term)
+        proxy.close()  # etcd unreachable from this node from now on: no exception, a reason
+        why = held.let_go()
+    assert why is not None
+    assert why.endswith(f"; it is free once its lease of {held.kept.ttl}s expires"), why
+    wait_until(lambda: session.holder(key) is None, 3 * held.kept.ttl, "the lease expiring")
