@@ -115,12 +115,6 @@ def holder(setup: Setup, cluster: str) -> dict | None:
     return json.loads(taken.value) if taken else None
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.1)
-
 
 def fresh_cluster(name: str) -> str:
     return f"{name}-{secrets.token_hex(3)}"  # a cluster of its own: a period no one took yet

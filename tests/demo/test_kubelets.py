@@ -20,6 +20,7 @@ from etcdops.demo.sample import (
 from etcdops.errors import ConfigError
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
+from tests.fixtures.waiting import wait_for
 
 OBJECTS = 600
 DEPLOYMENT = b"/registry/deployments/production/web-app"
@@ -35,12 +36,6 @@ class Events:
     def event(self, message: str) -> None:
         self.lines.append(message)
 
-
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never saw {what}"
-        time.sleep(0.05)
 
 
 def read(cluster: LocalCluster, prefix: bytes) -> dict[bytes, tuple[dict, int]]:

@@ -17,6 +17,7 @@ from etcdops.etcd.election import Holder, Taken, Term, election_key
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
 from tests.faultproxy import FaultProxy
+from tests.fixtures.waiting import wait_for
 
 _keys = count()
 
@@ -38,14 +39,6 @@ def session(etcd: LocalCluster) -> Iterator[EtcdSession]:
 def key() -> bytes:
     return f"/etcdops/periods/test/job/{next(_keys)}".encode()
 
-
-def wait_until(condition, timeout: float, what: str) -> float:
-    """Poll until condition() holds; how long it took."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, f"{what}: not within {timeout}s"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def test_only_the_first_campaign_takes_the_key_and_release_frees_it(etcd, session, key):
@@ -106,13 +99,13 @@ def test_the_keep_alive_keeps_the_key_past_its_ttl_where_a_bare_lease_expires(se
         return session.holder(bare_key) is None
 
     # the same TTL: the lease nobody renews takes its key with it, the kept one does not
-    wait_until(bare_gone, 4 * ttl, "the bare lease's key expiring")
+    wait_for(bare_gone, "the bare lease's key expiring", timeout=4 * ttl)
 
     def kept_for(seconds: float) -> bool:
         assert session.holder(key) is not None, "the kept key expired"
         return time.monotonic() - since > seconds
 
-    wait_until(lambda: kept_for(3 * term.kept.ttl), 4 * term.kept.ttl, "three TTLs passing")
+    wait_for(lambda: kept_for(3 * term.kept.ttl), "three TTLs passing", timeout=4 * term.kept.ttl)
     assert term.lost is None
     term.release()
     assert session.holder(key) is None
@@ -142,7 +135,7 @@ def test_a_lost_lease_is_noticed_and_settle_then_writes_nothing(etcd, session, k
         assert not other.revoke_lease(term.lease)  # a lease already gone is no error
         winner = other.campaign(key, b"node-b", ttl=10)
         assert isinstance(winner, Term)
-        wait_until(lambda: bool(noticed), 2 * term.kept.ttl, "the keep-alive noticing")
+        wait_for(lambda: bool(noticed), "the keep-alive noticing", timeout=2 * term.kept.ttl)
         assert term.lost == noticed[0] and "expired or was revoked" in noticed[0]
         leases = set(session.lease_ids(etcd.client_urls[0]))
         assert not term.settle(b"node-a done", ttl=60)
@@ -179,4 +172,4 @@ def test_let_go_frees_the_key_and_says_why_when_it_cannot(etcd, session, key) ->
         why = held.let_go()
     assert why is not None
     assert why.endswith(f"; it is free once its lease of {held.kept.ttl}s expires"), why
-    wait_until(lambda: session.holder(key) is None, 3 * held.kept.ttl, "the lease expiring")
+    wait_for(lambda: session.holder(key) is None, "the lease expiring", timeout=3 * held.kept.ttl)

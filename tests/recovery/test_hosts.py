@@ -29,6 +29,7 @@ from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.local import LocalEtcd, free_port
 from etcdops.etcd.session import EtcdSession
 from etcdops.recovery.hosts import STOP_GRACE, Host
+from tests.fixtures.waiting import alive, wait_for
 
 # ssh's PATH on the far side lacks the venv
 ETCDOPS = str(Path(sys.executable).with_name("etcdops"))
@@ -48,19 +49,6 @@ class Events:
         self.events.append(message)
 
 
-def wait_for(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def our_ssh_clients() -> list[int]:
@@ -86,7 +74,8 @@ def test_a_command_reaches_the_host_through_the_prefix_with_its_arguments_intact
     assert result.returncode == 0
     assert result.stdout == "[a b][it's][$HOME][*][x;y][] 0\n"
     assert host.run(["sh", "-c", "exit 3"], timeout=30).returncode == 3
-    assert sshd.sessions() == []
+    # sshd ends a session a moment after its client has gone
+    wait_for(lambda: sshd.sessions() == [], "the ssh sessions ending", timeout=10)
 
 
 def test_the_prefix_gets_one_shell_line_and_the_command_a_timeout_on_its_host():
@@ -331,7 +320,8 @@ def test_a_plain_snapshot_streamed_through_ssh_restores_a_member_on_that_host(
     assert document["initial_cluster_token"] == "recovery-1"
     assert [p.name for p in host_dir.iterdir()] == ["data"]  # its scratch dir is gone
     assert oct(member.data_dir.stat().st_mode & 0o777) == "0o700"
-    assert sshd.sessions() == []
+    # sshd ends a session a moment after its client has gone
+    wait_for(lambda: sshd.sessions() == [], "the ssh sessions ending", timeout=10)
     member.start()
     try:
         with EtcdSession(member.etcd_config()) as session:

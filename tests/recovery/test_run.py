@@ -10,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from etcdops.cli.main import app
 from etcdops.crypto.keys import generate_identity_file
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
+from tests.fixtures.waiting import alive, wait_for
 from tests.recovery.conftest import (
     ETCDOPS,
     INCLUDED,
@@ -140,21 +140,6 @@ def test_text_report_and_a_missed_target_the_run_finishes_then_exits_16(
     state = json.loads((tmp_path / "plan.toml.state.json").read_text())
     assert state["completed_at"] and set(state["steps"]) == {
         "stop", "restore", "start", "nodes", "pods", "controllers"}
-
-
-def wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never saw {what}"
-        time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def rebuilt_hosts(base: Path) -> LocalCluster:

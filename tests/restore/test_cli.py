@@ -21,6 +21,7 @@ from etcdops.etcd.samples import Sample, sample_key, sample_value
 from etcdops.etcd.session import EtcdSession
 from etcdops.report import LogReporter
 from tests.backup.two_regions import toml_for, with_s3
+from tests.fixtures.waiting import wait_for
 from tests.restore.standins import bumping_etcdutl, sleeping_etcdutl
 
 
@@ -130,12 +131,6 @@ def test_each_refusal_is_one_line_and_its_exit_code(
         assert "[etcd] etcdutl" in result.stderr
     assert listing(host) == before
 
-
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never saw {what}"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("during", ["download", "the staging etcd's etcdutl", "etcdutl"])
