@@ -176,12 +176,16 @@ def _defragment(
     window = parse_window(config.defrag.window, config.defrag.timezone)
     report = DefragReport(str(window), window.contains(now), force, dry_run)
     if not report.in_window and not force:
-        local = now.astimezone(window.zone)
-        report.skipped = (
-            f"outside the off-peak window {window} (it is {local:%H:%M} there): nothing "
-            "touched; --force defragments anyway"
-        )
-        return report
+        # under NOSPACE etcd takes no writes until a defragmentation: there is no peak to spare
+        if not nospace_alarms(session.alarms()):
+            local = now.astimezone(window.zone)
+            report.skipped = (
+                f"outside the off-peak window {window} (it is {local:%H:%M} there): nothing "
+                "touched; --force defragments anyway"
+            )
+            return report
+        reporter.event(f"NOSPACE is raised: defragmenting outside the off-peak window {window}, "
+                       "as etcd takes no writes until it is cleared")
     with job_lock(config, "defrag"):
         nospace = {alarm.member_id for alarm in nospace_alarms(session.alarms())}
         # elected before the survey: a member that another node is defragmenting answers

@@ -49,7 +49,10 @@ def etcdops():
 def test_nospace_end_to_end(etcd_tiny_quota: LocalCluster, etcd3_client, etcdops, tmp_path):
     client = etcd3_client(etcd_tiny_quota.client_urls[0])
     accepted = fill_until_nospace(client)
-    config = write_config(etcd_tiny_quota, tmp_path, GENEROUS_HEALTH)
+    hour = datetime.now(UTC).hour  # a window that is not now: NOSPACE does not wait for it
+    later = f'"{(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00"'
+    config = write_config(etcd_tiny_quota, tmp_path,
+                          f"{GENEROUS_HEALTH}[defrag]\nwindow = {later}\n")
 
     sick = etcdops(config, "health", "-o", "json")
     assert sick.exit_code == 13
@@ -70,9 +73,11 @@ def test_nospace_end_to_end(etcd_tiny_quota: LocalCluster, etcd3_client, etcdops
     # every overwrite of the four keys (how many etcd accepted before NOSPACE varies a little)
     assert result["revisions_dropped"] >= accepted >= 20
 
-    defragged = etcdops(config, "defrag", "--force", "-o", "json")
+    defragged = etcdops(config, "defrag", "-o", "json")
     assert defragged.exit_code == 0, defragged.output
+    assert "NOSPACE is raised: defragmenting outside the off-peak window" in defragged.stderr
     report = json.loads(defragged.stdout)
+    assert not report["in_window"] and not report["forced"]
     assert report["disarmed"] == ["NOSPACE on etcd-1"]
     [done] = report["done"]
     assert done["size_before"] > TINY_QUOTA * 0.8 > TINY_QUOTA / 4 > done["size_after"]

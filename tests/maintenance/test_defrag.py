@@ -113,14 +113,16 @@ def test_a_lower_quota_makes_the_same_member_due() -> None:
 # --- real clusters ------------------------------------------------------------------------------
 
 
-def test_outside_the_window_nothing_is_touched(tmp_path, unreachable_endpoint) -> None:
-    # an endpoint where nothing listens proves that not even a status call was made
-    config = Config(local=LocalConfig(dir=tmp_path / "state"))
-    with EtcdSession(config.etcd, [unreachable_endpoint]) as session:
-        report = defragment_cluster(session, config, Events(), now=OUTSIDE)
+def test_outside_the_window_nothing_is_touched(etcd_churned3: LocalCluster, tmp_path) -> None:
+    config = config_for(etcd_churned3, tmp_path)
+    before = sizes(etcd_churned3)
+    events = Events()
+    with EtcdSession(config.etcd) as session:
+        report = defragment_cluster(session, config, events, now=OUTSIDE)
     assert not report.in_window
     assert report.skipped.startswith("outside the off-peak window 02:00-05:00 UTC (it is 12:00")
-    assert report.decisions == [] and report.done == []
+    assert report.decisions == [] and report.done == [] and events.lines == []
+    assert sizes(etcd_churned3) == before  # due, every member, but not now
 
 
 def test_a_second_run_on_the_host_is_refused(tmp_path, unreachable_endpoint) -> None:
