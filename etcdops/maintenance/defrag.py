@@ -95,22 +95,37 @@ class DefragReport:
 
 
 def assess_member(
-    name: str, status: MemberStatus, nospace: bool, config: DefragConfig, quota: int
+    name: str, status: MemberStatus, nospace: bool, config: DefragConfig, quota: int,
+    *, reclaim_only: bool = False,
 ) -> DefragDecision:
-    """Apply etcd-defrag's rules to one member; the reason names each rule that fired."""
+    """Apply etcd-defrag's rules to one member; the reason names each rule that fired.
+
+    reclaim_only (outside the window, under NOSPACE): a member counts only when defragmenting
+    it gives pages back or can clear the alarm, so that a database full of live data is not
+    defragmented, blocking its member, every minute for nothing."""
     free = status.db_size - status.db_size_in_use
+    share = share_text(config.quota_percent, quota)
+    full_of_data = above_share(status.db_size_in_use, quota, config.quota_percent)
     reasons = []
-    if nospace:
+    if nospace and not (reclaim_only and full_of_data):
         reasons.append("NOSPACE alarm raised")
     if free > config.free_threshold:
         reasons.append(f"{format_size(free)} free > {format_size(config.free_threshold)}")
-    share = share_text(config.quota_percent, quota)
-    if above_share(status.db_size, quota, config.quota_percent):
+    if above_share(status.db_size, quota, config.quota_percent) and not reclaim_only:
         reasons.append(f"db {format_size(status.db_size)} > {share}")
-    reason = "; ".join(reasons) or (
-        f"{format_size(free)} free <= {format_size(config.free_threshold)} and db "
-        f"{format_size(status.db_size)} <= {share}"
-    )
+    if reasons:
+        reason = "; ".join(reasons)
+    elif reclaim_only:
+        reason = (
+            f"{format_size(status.db_size_in_use)} in use > {share}: defragmenting gives back "
+            f"{format_size(free)} and cannot clear NOSPACE, and outside the window nothing less "
+            "is worth blocking the member for"
+        )
+    else:
+        reason = (
+            f"{format_size(free)} free <= {format_size(config.free_threshold)} and db "
+            f"{format_size(status.db_size)} <= {share}"
+        )
     return DefragDecision(
         name, status.endpoint, status.is_leader, bool(reasons), reason,
         status.db_size, status.db_size_in_use, quota,
@@ -267,7 +282,8 @@ def _run(
         stop = "stopped; not defragmented: " + (", ".join(s.name for s in pending) or "none")
         status = _applied_status(session, config, report, state, stop)
         decision = assess_member(
-            state.name, status, state.id in nospace, config.defrag, quotas[state.name]
+            state.name, status, state.id in nospace, config.defrag, quotas[state.name],
+            reclaim_only=not (report.in_window or report.forced),
         )
         report.decisions.append(decision)
         if report.dry_run or not decision.defragment:

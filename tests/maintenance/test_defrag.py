@@ -104,6 +104,26 @@ def test_assess_member(db_size, in_use, nospace, defragment, reason) -> None:
     assert decision.reason.startswith(reason)
 
 
+@pytest.mark.parametrize(
+    ("db_size", "in_use", "nospace", "defragment", "reason"),
+    [
+        # outside the window under NOSPACE: only what gives back pages or clears the alarm
+        (64 * MiB, 20 * MiB, True, True, "NOSPACE alarm raised"),
+        (64 * MiB, 60 * MiB, True, False, "60.0 MiB in use > 80% of quota 64.0 MiB: defrag"),
+        (7 * GiB, 6 * GiB, True, True, "NOSPACE alarm raised; 1.0 GiB free > 200.0 MiB"),
+        (7 * GiB + 512 * MiB, 7 * GiB, True, True, "512.0 MiB free > 200.0 MiB"),
+        (7 * GiB, 7 * GiB - MiB, False, False, "7.0 GiB in use > 80% of quota 8.0 GiB"),
+    ],
+)
+def test_assess_member_outside_the_window_under_nospace(db_size, in_use, nospace, defragment,
+                                                        reason) -> None:
+    quota = 64 * MiB if db_size == 64 * MiB else 8 * GiB
+    decision = assess_member("etcd-1", status(db_size, in_use), nospace, DefragConfig(), quota,
+                             reclaim_only=True)
+    assert decision.defragment is defragment
+    assert decision.reason.startswith(reason)
+
+
 def test_a_lower_quota_makes_the_same_member_due() -> None:
     member = status(1800 * MiB, 1790 * MiB)
     assert not assess_member("etcd-1", member, False, DefragConfig(), 8 * GiB).defragment
