@@ -1,4 +1,5 @@
 import dataclasses
+import traceback
 from pathlib import Path
 
 import pytest
@@ -473,3 +474,109 @@ def test_a_credential_is_a_file_name_never_a_path(tmp_path, name):
     path = write(tmp_path, f'[etcd]\ncacert = "credential:{name}"\n')
     with pytest.raises(ConfigError, match="does not name a credential"):
         load_config(path, env={"CREDENTIALS_DIRECTORY": str(creds)})
+
+
+# --- a secret's value is never in an error ------------------------------------------------
+
+SECRET = "987654321"  # as a TOML number: the reviewer's case (an unquoted password)
+
+
+def secret_settings() -> list[tuple[str, ...]]:
+    """The keypath of every setting declared secret, nested tables included."""
+    found = [(f.name,) for f in dataclasses.fields(Config) if f.metadata.get("secret")]
+    for section, cls in SECTIONS.items():
+        for spec in dataclasses.fields(cls):
+            if spec.metadata.get("kind") == "section":
+                found += [(section, spec.name, f.name) for f in
+                          dataclasses.fields(spec.metadata["cls"]) if f.metadata.get("secret")]
+            elif spec.metadata.get("secret"):
+                found.append((section, spec.name))
+    return found
+
+
+def test_the_password_is_declared_secret_and_kept_out_of_repr():
+    assert ("etcd", "password") in secret_settings()
+    assert SECRET not in repr(EtcdConfig(password=SECRET))
+
+
+@pytest.mark.parametrize("kind", ["str", "text", "bool", "float", "strings", "int", "bucket",
+                                  "region", "url", "sse", "prefix", "duration", "size", "list",
+                                  "path", "file"])
+def test_no_error_about_a_secret_of_any_kind_shows_its_value(tmp_path, kind):
+    from etcdops.config.loader import Origin
+    from etcdops.config.settings import opt
+    from etcdops.config.values import checked_value
+
+    ranged = {"int": (1, 10), "float": (0.5, 1.5), "duration": ("1s", "1m"),
+              "size": ("1KiB", "1MiB")}
+    spec = opt(kind, secret=True, within=ranged.get(kind))
+    marker = f"s3cr3t-{SECRET}"
+    origin = Origin(write(tmp_path, ""), "")
+    refused = 0
+    for value in (int(SECRET), f"{marker}/", f"/{marker}", [marker, 1], {"v": marker}, "",
+                  f"{SECRET}0h", f"{SECRET}TiB", True):
+        try:
+            checked_value(spec, value, ("etcd", "password"), origin)
+        except ConfigError as error:
+            refused += 1
+            shown = [error.message, error.hint or "", "".join(
+                traceback.format_exception(error))]
+            assert not [text for text in shown if SECRET in text], (value, shown)
+            assert "<redacted " in error.message
+    assert refused >= 4  # every kind refuses most of these: the loop checked something
+
+
+def bad_secret_files(keypath: tuple[str, ...]) -> list[str]:
+    """TOML files that give the secret setting a value of the wrong type holding SECRET."""
+    *tables, key = keypath
+    header = f"[{'.'.join(tables)}]\n" if tables else ""
+    return [f"{header}{key} = {value}\n" for value in (
+        SECRET, f'["{SECRET}"]', f'{{ value = "{SECRET}" }}', f"{SECRET}.5")]
+
+
+@pytest.mark.parametrize("keypath", secret_settings())
+def test_a_bad_secret_in_the_file_is_nowhere_in_the_output(tmp_path, keypath):
+    runner = CliRunner()
+    for text in bad_secret_files(keypath):
+        path = write(tmp_path, text)
+        for extra, env in (([], {}), (["-o", "json"], {}), (["-v"], {}),
+                           (["-o", "json", "-v"], {"ETCDOPS_LOG_FORMAT": "json"})):
+            result = runner.invoke(app, ["snapshot", "list", "-c", str(path), *extra], env=env)
+            assert result.exit_code == 10, result.output
+            assert key_name_in(keypath, result.stderr)
+            assert SECRET not in result.stdout + result.stderr, (text, extra, result.output)
+
+
+def key_name_in(keypath: tuple[str, ...], text: str) -> bool:
+    return ".".join(keypath) in text
+
+
+def test_a_wrong_password_from_the_environment_is_nowhere_in_the_output(etcd_auth, tmp_path):
+    wrong = f"not-the-password-{SECRET}"
+    path = write(tmp_path, f'[etcd]\nendpoints = ["{etcd_auth.cluster.client_urls[0]}"]\n'
+                 'user = "root"\ndial_timeout = "2s"\n'
+                 f'[local]\ndir = "{tmp_path / "backups"}"\n')
+    runner = CliRunner()
+    for env in ({"ETCDOPS_ETCD_PASSWORD": wrong}, {"ETCDCTL_PASSWORD": wrong},
+                {"ETCDCTL_USER": f"root:{wrong}"}):
+        for extra in ([], ["-o", "json", "-v"]):
+            result = runner.invoke(app, ["compact", "--dry-run", "-c", str(path), *extra],
+                                   env=env | {"ETCDOPS_LOG_FORMAT": "json"} if extra else env)
+            assert result.exit_code == 13, result.output  # etcd refused the login
+            assert "authentication failed as user 'root'" in result.stderr, result.output
+            assert SECRET not in result.stdout + result.stderr, (env, extra, result.output)
+
+
+def test_no_command_takes_a_password_on_its_command_line():
+    from typer.main import get_command
+
+    def options(command, path=()):
+        for param in getattr(command, "params", []):
+            yield path, param.opts
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from options(sub, path + (name,))
+
+    seen = list(options(get_command(app)))
+    assert len(seen) > 20  # every command's options were walked
+    assert not [(path, opts) for path, opts in seen
+                if any("password" in opt or "secret" in opt for opt in opts)]

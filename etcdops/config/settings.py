@@ -21,8 +21,9 @@ def opt(
 ) -> Any:
     """A setting of a table: its kind (how values.checked_value converts it), default and
     range; the recovery plan's tables are declared with it too."""
-    # Secrets stay out of repr() so that a logged or printed config never shows them.
-    metadata: dict[str, Any] = {"kind": kind, "required": required}
+    # Secrets stay out of repr() so that a logged or printed config never shows them, and out
+    # of every error about their value (values.checked_value reads "secret").
+    metadata: dict[str, Any] = {"kind": kind, "required": required, "secret": secret}
     if within is not None:
         # bounds are written the way an operator writes the value, and shown so in errors;
         # a missing upper bound means the setting has no ceiling of its own

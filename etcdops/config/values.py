@@ -40,15 +40,17 @@ def variable_name(keypath: tuple[str | int, ...]) -> str:
 
 def checked_value(spec: dataclasses.Field[Any], value: Any, keypath: tuple[str | int, ...],
                   origin: Origin) -> Any:
-    """One setting, converted to its type and checked against its declared range."""
+    """One setting, converted to its type and checked against its declared range; an error
+    never shows a secret's value (only its type)."""
     key, kind = key_name(keypath), spec.metadata["kind"]
+    secret = spec.metadata.get("secret", False)
     if kind == "file" and isinstance(value, str) and value.startswith(CREDENTIAL):
         return credential_file(value, keypath, origin)
     valid = f"{key} takes {spec.metadata['range_text']}" if "range" in spec.metadata else None
     if valid and spec.metadata["why"]:
         valid += f" ({spec.metadata['why']})"
     try:
-        converted = _convert(kind, value)
+        converted = _convert(kind, value, secret)
     except ValueError as exc:
         raise ConfigError(
             f"{origin.describe(keypath)}: invalid value for '{key}': {exc}",
@@ -58,7 +60,8 @@ def checked_value(spec: dataclasses.Field[Any], value: Any, keypath: tuple[str |
         low, high = spec.metadata["range"]
         if converted < low or (high is not None and converted > high):
             raise ConfigError(
-                f"{origin.describe(keypath)}: '{key}' = {value!r} is out of range", valid
+                f"{origin.describe(keypath)}: '{key}' = {_shown(value, secret)} is out of range",
+                valid,
             )
     return converted
 
@@ -91,20 +94,30 @@ def credential_file(value: str, keypath: tuple[str | int, ...], origin: Origin) 
     return path
 
 
-def _convert(kind: str, value: Any) -> Any:
+def _shown(value: Any, secret: bool) -> str:
+    """How an error shows a value: a secret by its TOML type alone, anything else as written."""
+    if not secret:
+        return repr(value)
+    kind = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
+            dict: "table"}.get(type(value), "value")
+    return f"<redacted {kind}>"
+
+
+def _convert(kind: str, value: Any, secret: bool = False) -> Any:
+    text = _shown(value, secret)
     if kind == "str":
         if not isinstance(value, str) or not value:
-            raise ValueError(f"expected a non-empty string, got {value!r}")
+            raise ValueError(f"expected a non-empty string, got {text}")
         return value
     if kind == "text":  # a string that may be empty (an empty command prefix: none)
         if not isinstance(value, str):
-            raise ValueError(f"expected a string, got {value!r}")
+            raise ValueError(f"expected a string, got {text}")
         return value
     if kind == "bool":
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
         if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
+            raise ValueError(f"expected true or false, got {text}")
         return value
     if kind == "float":
         if isinstance(value, str):
@@ -113,55 +126,59 @@ def _convert(kind: str, value: Any) -> Any:
             except ValueError:
                 pass
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ValueError(f"expected a number, got {value!r}")
+            raise ValueError(f"expected a number, got {text}")
         return float(value)
     if kind == "strings":  # a list that is never split at commas: shell commands, keys
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ValueError(f"expected a list of non-empty strings, got {value!r}")
+            raise ValueError(f"expected a list of non-empty strings, got {text}")
         return tuple(value)
     if kind == "int":
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"expected a whole number, got {value!r}")
+            raise ValueError(f"expected a whole number, got {text}")
         return value
     if kind == "bucket":
         # botocore's own check, so that nothing it would take is refused here
         if not isinstance(value, str) or not _BUCKET.fullmatch(value):
-            raise ValueError(f"expected a bucket name (letters, digits, '.', '-'), got {value!r}")
+            raise ValueError(f"expected a bucket name (letters, digits, '.', '-'), got {text}")
         return value
     if kind == "region":
         if not isinstance(value, str) or not _REGION.fullmatch(value):
-            raise ValueError(f"expected a region name such as \"us-east-1\", got {value!r}")
+            raise ValueError(f"expected a region name such as \"us-east-1\", got {text}")
         return value
     if kind == "url":
         parts = urlsplit(value) if isinstance(value, str) else None
         if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+            raise ValueError(f"expected an http:// or https:// URL, got {text}")
         return value
     if kind == "sse":
         if value not in ("AES256", "aws:kms"):
-            raise ValueError(f"expected \"AES256\" or \"aws:kms\", got {value!r}")
+            raise ValueError(f"expected \"AES256\" or \"aws:kms\", got {text}")
         return value
     if kind == "prefix":
         if not isinstance(value, str) or value.startswith("/") or (value and value[-1] != "/"):
-            raise ValueError(f"expected a key prefix ending in '/' (or empty), got {value!r}")
+            raise ValueError(f"expected a key prefix ending in '/' (or empty), got {text}")
         return value
-    if kind == "duration":
-        return parse_duration(value)
-    if kind == "size":
-        return parse_size(value)
+    if kind in ("duration", "size"):
+        try:
+            return (parse_duration if kind == "duration" else parse_size)(value)
+        except ValueError:
+            if secret:  # the parser's own message quotes the value
+                raise ValueError(f"expected a {kind}, got {text}") from None
+            raise
     if kind == "list":
         items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) and v for v in items):
-            raise ValueError(f"expected a list of strings, got {value!r}")
+            raise ValueError(f"expected a list of strings, got {text}")
         return tuple(items)
     if kind in ("path", "file"):
         if not isinstance(value, str) or not value:
-            raise ValueError(f"expected a path, got {value!r}")
+            raise ValueError(f"expected a path, got {text}")
         path = Path(value).expanduser()
         if kind == "file" and not os.access(path, os.R_OK):
-            raise ValueError(f"file {path} does not exist or is not readable")
+            where = path if not secret else text
+            raise ValueError(f"file {where} does not exist or is not readable")
         return path
     raise AssertionError(f"unknown config kind {kind}")
 
