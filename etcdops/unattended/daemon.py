@@ -2,9 +2,17 @@
 
 One job runs at a time, in the main thread, so that jobs never overlap and a signal can unwind
 the one running. Every job runs once at start (what the timers' Persistent=true does for a
-missed run), then one period after its last run ended: a job that waited behind another or a
-host that slept runs once when it can, not once per missed period (schedule's rule). A job that
-fails is logged and counted; the loop goes on.
+missed run). The snapshot job then runs at the start of each of its periods, floored on the
+epoch as the election's are (OnCalendar=hourly), plus a random delay of up to a thirtieth of the
+period and 2 minutes at most (RandomizedDelaySec=): a period after the last run would drift
+later by the job's duration each time, and now and then leave a period with no run. The other
+jobs run one period after their last run ended. Either way a job that waited behind another, or
+a host that slept, runs once when it can, not once per missed period. A job that fails is logged
+and counted; the loop goes on. A job that cannot run on this host (the drill without an age
+identity) is not scheduled, and the start says why.
+
+Due times are epoch seconds, compared with time.time(): schedule's own naive local datetimes
+repeat an hour at a DST fall-back, which would hold a job an hour (or run one early).
 
 The loop waits on an Event, so that a signal wakes it at once. SIGTERM stops the daemon: at once
 when idle; while a job runs, after the job, or, once [schedule] stop_timeout has passed (or at a
@@ -17,12 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import schedule
@@ -38,12 +47,39 @@ log = logging.getLogger("etcdops.unattended.daemon")
 # The longest wait between two looks at the clock. The Event's timeout runs on the monotonic
 # clock, which stands still while the host sleeps; the schedule is on the wall clock.
 MAX_WAIT = 30.0
+# the snapshot timer's RandomizedDelaySec=, the longest an aligned job's start is spread
+MAX_SPREAD = 120.0
 
 
 @dataclass
 class Counts:
     runs: int = 0
     failures: int = 0
+
+
+@dataclass
+class _Runs:
+    """A job's last run, epoch seconds, and when it asked to run again (Outcome.again_in)."""
+
+    started: float | None = None
+    ended: float | None = None
+    again_at: float | None = None
+
+
+class _Entry(schedule.Job):
+    """A schedule job that is due at an epoch second rather than at a naive local time."""
+
+    def __init__(self, period: float, scheduler: schedule.Scheduler) -> None:
+        super().__init__(period, scheduler)  # type: ignore[arg-type]  # schedule takes floats
+        self.due = 0.0
+
+    @property
+    def should_run(self) -> bool:
+        return time.time() >= self.due
+
+    def set_due(self, due: float) -> None:
+        self.due = due
+        self.next_run = datetime.fromtimestamp(due)  # what schedule shows, local time
 
 
 class Daemon:
@@ -60,7 +96,9 @@ class Daemon:
         self._jobs = {job.name: job for job in jobs}
         self._reporter = reporter or LogReporter()
         self._scheduler = schedule.Scheduler()  # never schedule's global one
-        self._entries: dict[str, schedule.Job] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._runs = {name: _Runs() for name in self._jobs}
+        self.unscheduled: dict[str, str] = {}  # job name: why it does not run on this host
         self._wake = threading.Event()
         self._stopping = False
         self._reload_asked = False
@@ -71,31 +109,51 @@ class Daemon:
         self.plan(self.config)
 
     def plan(self, config: Config) -> None:
-        """Schedule every job on config's periods, each from its last run (never run: now)."""
-        now = datetime.now()
-        last_runs = {name: entry.last_run for name, entry in self._entries.items()}
+        """Schedule every job that fits this host on config's periods, each from its last run
+        (never run: now)."""
         self._scheduler.clear()
+        self._entries = {}
+        self.unscheduled = {}
         for name, job in self._jobs.items():
-            period = job.period(config.schedule)
-            entry = self._scheduler.every(period).seconds.do(self._run_job, name)
-            entry.last_run = last_runs.get(name)
-            # a next run in the past is due at once
-            entry.next_run = now if entry.last_run is None else (
-                entry.last_run + timedelta(seconds=period)
-            )
+            why = job.unfit(config)
+            if why is not None:
+                self.unscheduled[name] = why
+                continue
+            entry = _Entry(job.period(config.schedule), self._scheduler)
+            entry.seconds.do(self._run_job, name)
+            entry.set_due(self._due(job, self._runs[name], config))
             self._entries[name] = entry
 
     def next_runs(self) -> dict[str, datetime]:
-        """When each job runs next (wall clock)."""
+        """When each scheduled job runs next (local time, as schedule keeps it)."""
         return {name: entry.next_run for name, entry in self._entries.items()}
+
+    def _due(self, job: Job, runs: _Runs, config: Config) -> float:
+        """When a job runs next, epoch seconds: now if it never ran; a due time in the past is
+        due at once."""
+        if runs.started is None or runs.ended is None:
+            return time.time()
+        period = job.period(config.schedule)
+        if job.aligned:
+            from etcdops.backup.period import Period
+
+            # the period after the one the last run started in: one that ended during the
+            # run (an overrun) is still due at once
+            moment = datetime.fromtimestamp(runs.started, UTC)
+            start = Period.of(config.cluster, moment, period).end.timestamp()
+            due = start + random.uniform(0.0, min(MAX_SPREAD, period / 30))
+        else:
+            due = runs.ended + period
+        return due if runs.again_at is None else min(due, runs.again_at)
 
     def run(self) -> int:
         """Run jobs as they come due until SIGTERM (or stop()); 0, as a stop is no failure."""
         periods = ", ".join(
-            f"{name} every {format_duration(job.period(self.config.schedule))}"
-            for name, job in self._jobs.items()
+            f"{name} every {format_duration(self._jobs[name].period(self.config.schedule))}"
+            for name in self._entries
         )
         log.info("daemon started: %s", periods)
+        self._say_unscheduled()
         with self._signals():
             try:
                 while not self._stopping:
@@ -121,10 +179,12 @@ class Daemon:
 
     def run_due(self) -> None:
         """Every job that is due, one after the other, until a stop or a reload is asked."""
-        for entry in sorted(e for e in self._scheduler.jobs if e.should_run):
+        due = [(name, entry) for name, entry in self._entries.items() if entry.should_run]
+        for name, entry in sorted(due, key=lambda item: item[1].due):
             if self._stopping or self._reload_asked:
                 return
             entry.run()
+            entry.set_due(self._due(self._jobs[name], self._runs[name], self.config))
 
     def reload(self) -> None:
         """Read the configuration again; keep the one in force if it does not load."""
@@ -138,20 +198,28 @@ class Daemon:
         self.config = config
         self.plan(config)
         log.info("configuration reloaded from %s", config.source)
+        self._say_unscheduled()
 
     def stop(self) -> None:
         """Stop after the running job (what SIGTERM asks)."""
         self._stopping = True
         self._wake.set()
 
+    def _say_unscheduled(self) -> None:
+        for name, why in self.unscheduled.items():
+            log.info("%s: not scheduled: %s", name, why)
+
     def _idle(self) -> float:
-        idle = self._scheduler.idle_seconds
-        return MAX_WAIT if idle is None else min(max(idle, 0.0), MAX_WAIT)
+        if not self._entries:
+            return MAX_WAIT
+        idle = min(entry.due for entry in self._entries.values()) - time.time()
+        return min(max(idle, 0.0), MAX_WAIT)
 
     def _run_job(self, name: str) -> None:
         """One run of a job: its start and end logged, a failure counted and not raised."""
-        job, counts = self._jobs[name], self.counts[name]
+        job, counts, runs = self._jobs[name], self.counts[name], self._runs[name]
         counts.runs += 1
+        runs.started, runs.again_at = time.time(), None
         started = time.monotonic()
         with log_scope(job=name):
             log.info("%s: started", name)
@@ -180,8 +248,11 @@ class Daemon:
                 took = time.monotonic() - started
                 log.info("%s: done in %s: %s", name, format_duration(took), outcome.summary,
                          extra=fields(duration=round(took, 3), **outcome.fields))
+                if outcome.again_in is not None:
+                    runs.again_at = time.time() + outcome.again_in
             finally:
                 self._running = None
+                runs.ended = time.time()
 
     def _failed(self, name: str, started: float, counts: Counts, message: str,
                 hint: str | None, exc: BaseException) -> None:

@@ -12,22 +12,32 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etcdops.config import Config
 from etcdops.config.settings import ScheduleConfig
 from etcdops.errors import IntegrityError, StorageError
 from etcdops.report import Reporter
+from etcdops.units import format_duration
+
+if TYPE_CHECKING:
+    from etcdops.stores.configured import Stores
 
 log = logging.getLogger("etcdops.unattended.jobs")
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a job did, for its end line: a summary and fields (a backup id) for JSON logs."""
+    """What a job did, for its end line: a summary and fields (a backup id) for JSON logs;
+    again_in asks for the next run that many seconds after this one rather than on its period."""
 
     summary: str
     fields: dict[str, Any] = field(default_factory=dict)
+    again_in: float | None = None
+
+
+def _fits_any_host(config: Config) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,11 @@ class Job:
     name: str
     period_setting: str  # the [schedule] setting of its period
     run: Callable[[Config, Reporter], Outcome]
+    # True: runs at the start of each period of the epoch (the election's periods, what
+    # OnCalendar= does); False: a period after its last run ended
+    aligned: bool = False
+    # why this host cannot run the job (None: it can)
+    unfit: Callable[[Config], str | None] = _fits_any_host
 
     def period(self, schedule: ScheduleConfig) -> float:
         """Seconds between two runs."""
@@ -43,21 +58,39 @@ class Job:
 
 def snapshot(config: Config, reporter: Reporter) -> Outcome:
     """The period's backup into every configured store (unless another node took the period),
-    then retention applied to each store, as the timer's save and prune do."""
+    then retention applied to each store, as the timer's save and prune@ do.
+
+    The save does not wait for another node's: while it runs, this daemon's other jobs (the
+    compaction every minute) must go on. A period held by a save still running asks for a look
+    again after [schedule] election_ttl instead, so that the period of a winner that died or
+    gave up is still taken by this node; the prune waits for that last look.
+    """
     from etcdops.backup.period import save_once_per_period
-    from etcdops.backup.prune import prune
     from etcdops.stores.configured import open_stores
 
     stores = open_stores(config)
-    outcome = save_once_per_period(config, reporter, stores=stores)
+    try:
+        outcome = save_once_per_period(config, reporter, stores=stores, wait=False)
+    except Exception:
+        # pruned all the same, as the timer's OnFailure=prune@ does: retention must not stall
+        # behind an etcd outage; the save's error stays the job's
+        try:
+            problems = _prune(config, stores, reporter)[0]
+        except Exception as exc:
+            problems = [f"pruning failed: {type(exc).__name__}: {exc}"]
+        if problems:
+            log.error("%s (after the failed save)", "; ".join(problems))
+        raise
     for warning in outcome.warnings:
         log.warning("%s", warning)
+    held = outcome.holder is not None and not outcome.holder.backup_id
+    if outcome.result is None and outcome.existing is None and held:
+        again = config.schedule.election_ttl
+        return Outcome(f"{outcome.summary()} for now; looking again in {format_duration(again)}, "
+                       "in case that save fails", again_in=again)
     # pruned even when a store missed the backup or the period was another node's: retention
     # must not stall behind an outage, and each node's local store is its own to prune
-    pruned = prune(stores, config.cluster, config.retention, datetime.now(UTC), reporter,
-                   metrics=config)
-    problems = [f"pruning the {name} store failed: {why}" for name, why in pruned.failures.items()]
-    deleted = sum(len(r.deleted) for r in pruned.stores)
+    problems, deleted = _prune(config, stores, reporter)
     result = outcome.result
     if result is None:
         summary, backup_id = outcome.summary(), None
@@ -69,6 +102,17 @@ def snapshot(config: Config, reporter: Reporter) -> Outcome:
     if problems:
         raise StorageError("; ".join(problems), "fix the stores named; the next run retries")
     return Outcome(f"{summary}; pruned {deleted}", {"backup_id": backup_id} if backup_id else {})
+
+
+def _prune(config: Config, stores: Stores, reporter: Reporter) -> tuple[list[str], int]:
+    """Retention applied to every store: what failed, one line a store, and how many backups
+    were deleted."""
+    from etcdops.backup.prune import prune
+
+    pruned = prune(stores, config.cluster, config.retention, datetime.now(UTC), reporter,
+                   metrics=config)
+    problems = [f"pruning the {name} store failed: {why}" for name, why in pruned.failures.items()]
+    return problems, sum(len(r.deleted) for r in pruned.stores)
 
 
 def maintain(config: Config, reporter: Reporter) -> Outcome:
@@ -104,9 +148,16 @@ def drill(config: Config, reporter: Reporter) -> Outcome:
     return Outcome(f"backup {backup_id} verified by the restore drill", {"backup_id": backup_id})
 
 
+def _without_identity(config: Config) -> str | None:
+    # backup hosts hold only the recipients: only the drill host can decrypt
+    if config.encryption.identity_file is None:
+        return "no [encryption] identity_file on this host"
+    return None
+
+
 # in the order they run when due together: the drill then checks the backup just taken
 JOBS: tuple[Job, ...] = (
-    Job("snapshot", "snapshot_every", snapshot),
+    Job("snapshot", "snapshot_every", snapshot, aligned=True),
     Job("maintain", "maintain_every", maintain),
-    Job("drill", "drill_every", drill),
+    Job("drill", "drill_every", drill, unfit=_without_identity),
 )
