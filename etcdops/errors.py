@@ -81,6 +81,15 @@ class StorageError(EtcdopsError):
         self.retryable = retryable
 
 
+class FeatureUnavailable(StorageError):
+    """A store cannot serve an optional feature: its server does not implement the call, or the
+    credentials may not make it. Callers go on without the feature, with this as their one
+    warning about it; it is never retryable."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint, retryable=False)
+
+
 class NotFoundError(StorageError):
     """A backup or object that was asked for does not exist."""
 

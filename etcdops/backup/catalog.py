@@ -17,9 +17,14 @@ from etcdops.backup.manifest import (
     snapshots_prefix,
 )
 from etcdops.backup.retention import Condition
-from etcdops.errors import IntegrityError, NotFoundError, StorageError, UsageError
+from etcdops.errors import (
+    FeatureUnavailable,
+    IntegrityError,
+    NotFoundError,
+    StorageError,
+    UsageError,
+)
 from etcdops.stores.base import ObjectInfo, Store
-from etcdops.stores.s3_errors import FeatureUnavailable
 
 
 @dataclass(frozen=True)

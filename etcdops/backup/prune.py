@@ -25,11 +25,10 @@ from etcdops.backup.checks import confirm, record_check
 from etcdops.backup.manifest import BackupKeys, backup_id_of
 from etcdops.backup.retention import Candidate, Condition, Decision, decide, worth_confirming
 from etcdops.config import Config, RetentionConfig
-from etcdops.errors import EtcdopsError
+from etcdops.errors import EtcdopsError, FeatureUnavailable
 from etcdops.metrics import job_metrics
 from etcdops.report import Reporter
 from etcdops.stores.base import Store
-from etcdops.stores.s3_errors import FeatureUnavailable
 
 
 @dataclass

@@ -31,12 +31,17 @@ from concurrent.futures import wait
 from typing import Any
 
 from etcdops.config import S3Location
-from etcdops.errors import ConfigError, EtcdopsError, NotFoundError, StorageError
+from etcdops.errors import (
+    ConfigError,
+    EtcdopsError,
+    FeatureUnavailable,
+    NotFoundError,
+    StorageError,
+)
 from etcdops.stores.base import ObjectInfo, check_key
 from etcdops.stores.s3_client import make_client
 from etcdops.stores.s3_errors import (
     PERMISSIONS,
-    FeatureUnavailable,
     checksums_refused,
     refusal,
     s3_error,

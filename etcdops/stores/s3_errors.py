@@ -54,15 +54,6 @@ _KMS = {"PutObject": "kms:GenerateDataKey", "CreateMultipartUpload": "kms:Genera
         "GetObject": "kms:Decrypt"}
 
 
-class FeatureUnavailable(StorageError):
-    """A store cannot serve an optional feature: its server does not implement the call, or the
-    credentials may not make it. Callers go on without the feature, with this as their one
-    warning about it; it is never retryable."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message, hint, retryable=False)
-
-
 def s3_error(
     store: S3Store, exc: Exception, action: str, target: str | None = None
 ) -> EtcdopsError:

@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from etcdops.errors import ConfigError, NotFoundError, StorageError
+from etcdops.errors import ConfigError, FeatureUnavailable, NotFoundError, StorageError
 from etcdops.stores import s3_writer
 from etcdops.stores.s3 import S3Store
-from etcdops.stores.s3_errors import FeatureUnavailable
 from etcdops.stores.s3_parts import (
     MAX_PARTS,
     MIN_PART_SIZE,
