@@ -1,0 +1,1 @@
+"""The journal of etcd's changes between full backups: segments chained to a base backup."""
