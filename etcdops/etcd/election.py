@@ -15,6 +15,7 @@ names the holder (Holder): a node that finds a key taken can say by whom.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import os
@@ -33,6 +34,10 @@ from etcdops.etcd.rpc import import_etcdrpc, import_grpc
 
 # renewals per TTL: two can fail (a member restarting, a slow leader election) before it lapses
 _RENEWALS_PER_TTL = 3
+# the pause before trying again after a renewal that no member confirmed
+_RETRY_PAUSE = 1.0
+# the shortest call a renewal makes: enough for a member on loopback or in the same region
+_LAST_CALL = 0.05
 # the keep-alive thread is told to stop before the lease is revoked or handed over; a renewal
 # in flight then is harmless (it renews a lease that is about to go)
 _STOP_WAIT = 1.0
@@ -111,8 +116,14 @@ class KeptAlive:
     """A lease renewed on a daemon thread until stop(); `lost` says why it could not be renewed.
 
     Each renewal is a one-shot keep-alive on the first member that answers, so a member that
-    dies costs one renewal, not the lease. The lease counts as lost when etcd says it no longer
-    exists, or when no renewal succeeded before its last known expiry.
+    dies costs one renewal, not the lease. Each call is bounded by a third of the TTL and by
+    the time the lease has left: a member that accepts connections but never answers (stopped,
+    or stalled on its disk) is left for the next one before the lease runs out, and is then
+    asked last. The lease counts as lost when etcd says it no longer exists, or when no renewal
+    was confirmed by its last known expiry: on_lost is called then, not when a call ends.
+
+    The thread runs in a copy of the starting thread's context, so that what on_lost logs
+    carries the run's fields (report.log_scope) as the rest of the run does.
     """
 
     def __init__(
@@ -126,7 +137,10 @@ class KeptAlive:
         self._expires = granted_at + ttl
         self._on_lost = on_lost
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{lease:x}", daemon=True)
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), name=f"lease-{lease:x}",
+            daemon=True,
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -136,25 +150,41 @@ class KeptAlive:
 
     def _run(self) -> None:
         interval = self.ttl / _RENEWALS_PER_TTL
-        while not self._stop.wait(interval):
+        renew_at = time.monotonic() + interval
+        failure = "no renewal was tried"
+        # wakes to renew, or at the expiry when every renewal since the last one failed
+        while not self._stop.wait(max(min(renew_at, self._expires) - time.monotonic(), 0.0)):
+            if time.monotonic() >= self._expires:
+                self._lose(f"lease {self.lease:x} could not be renewed before it expired: "
+                           f"{failure}")
+                return
             asked = time.monotonic()
             try:
-                ttl = self._session._first_answer(
-                    "a lease keep-alive",
-                    lambda url: self._session.keep_alive(url, [self.lease]).get(self.lease, 0),
-                )
+                ttl = self._renew(interval)
             except Exception as exc:  # anything: this thread must not die with a traceback
                 if self._stop.is_set():
                     return  # the session may be closing under the last renewal
-                if time.monotonic() < self._expires:
-                    continue  # the next member, or the next try, may still renew it in time
-                why = exc.message if isinstance(exc, EtcdopsError) else repr(exc)
-                self._lose(f"lease {self.lease:x} could not be renewed before it expired: {why}")
-                return
+                failure = exc.message if isinstance(exc, EtcdopsError) else repr(exc)
+                # soon again, rather than a whole interval: the lease may have little time left
+                renew_at = time.monotonic() + min(interval, _RETRY_PAUSE)
+                continue
             if ttl <= 0:
                 self._lose(f"lease {self.lease:x} expired or was revoked before it was renewed")
                 return
             self._expires = asked + ttl
+            renew_at = asked + interval
+
+    def _renew(self, bound: float) -> int:
+        """One renewal on the first member that answers in time: the lease's TTL afterwards."""
+        cap = min(self._session.config.command_timeout, bound)
+
+        def call(url: str) -> int:
+            # past the expiry a member is still asked briefly: a TTL it returns is etcd's word
+            # that the lease lives (its clock, not this estimate, is what expires it)
+            timeout = max(min(cap, self._expires - time.monotonic()), _LAST_CALL)
+            return self._session.keep_alive(url, [self.lease], timeout).get(self.lease, 0)
+
+        return self._session._first_answer("a lease keep-alive", call)
 
     def _lose(self, why: str) -> None:
         if self._stop.is_set():
@@ -165,12 +195,15 @@ class KeptAlive:
 
 
 class Term:
-    """Our hold on an election key: the key as created, and its lease kept alive."""
+    """Our hold on an election key: the key and the value it was created with, and its lease
+    kept alive."""
 
     def __init__(
-        self, session: ElectionCalls, key: bytes, create_revision: int, kept: KeptAlive
+        self, session: ElectionCalls, key: bytes, value: bytes, create_revision: int,
+        kept: KeptAlive,
     ) -> None:
         self.key = key
+        self.value = value
         self.create_revision = create_revision
         self.kept = kept
         self._session = session
@@ -242,7 +275,7 @@ class ElectionCalls(LeaseCalls):
         if isinstance(claim, Taken):
             self.revoke_lease(lease)
             return claim
-        return Term(self, key, claim, KeptAlive(self, lease, granted, asked, on_lost))
+        return Term(self, key, value, claim, KeptAlive(self, lease, granted, asked, on_lost))
 
     def grant_lease(self, ttl: float) -> tuple[int, int]:
         """A new lease of at least ttl seconds (etcd's TTLs are whole seconds): its id and TTL."""

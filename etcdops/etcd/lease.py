@@ -43,14 +43,17 @@ class LeaseCalls(Connections):
         entries = newer_fields(response, _LEASES_FIELD)["leases"]
         return [etcdrpc.LeaseRevokeRequest.FromString(entry).ID for entry in entries]
 
-    def keep_alive(self, endpoint: str, lease_ids: Sequence[int]) -> dict[int, int]:
+    def keep_alive(
+        self, endpoint: str, lease_ids: Sequence[int], timeout: float | None = None
+    ) -> dict[int, int]:
         """Refresh each lease once, in one stream; each lease's TTL afterwards, in seconds (0
-        or less: the lease no longer exists)."""
+        or less: the lease no longer exists). timeout (default: command_timeout) bounds the
+        whole stream: a renewal that outlasts its lease is worth nothing."""
         grpc, etcdrpc = import_grpc(), import_etcdrpc()
         url = self._url(endpoint)
         connection = self._connection(url)
         requests = (etcdrpc.LeaseKeepAliveRequest(ID=lease) for lease in lease_ids)
-        timeout = self.config.command_timeout
+        timeout = timeout or self.config.command_timeout
         ttls: dict[int, int] = {}
         try:
             # etcd answers each request in turn and ends the stream when the requests end

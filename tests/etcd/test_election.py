@@ -1,9 +1,12 @@
 """The election of a job's taker against a real etcd: create-if-absent under a lease, the lease
-kept alive past its TTL, revoked, handed over to a record, and lost."""
+kept alive past its TTL (through a hung member too), revoked, handed over to a record, and lost
+(noticed by its expiry, with the run's log fields)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -13,9 +16,11 @@ from itertools import count
 
 import pytest
 
+from etcdops.errors import EtcdUnavailableError
 from etcdops.etcd.election import Holder, Taken, Term, election_key
-from etcdops.etcd.local import LocalCluster
+from etcdops.etcd.local import LocalCluster, LocalEtcd
 from etcdops.etcd.session import EtcdSession
+from etcdops.report import log_scope, note, scope_fields
 from tests.faultproxy import FaultProxy
 from tests.fixtures.waiting import wait_for
 
@@ -29,6 +34,24 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield cluster
 
 
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Three members, for the tests that stop one."""
+    with LocalCluster.three(tmp_path_factory.mktemp("election-three")) as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def hung(member: LocalEtcd) -> Iterator[None]:
+    """The member stopped (SIGSTOP): its port still accepts connections, nothing answers."""
+    assert member.process is not None
+    os.kill(member.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(member.process.pid, signal.SIGCONT)
+
+
 @pytest.fixture
 def session(etcd: LocalCluster) -> Iterator[EtcdSession]:
     with EtcdSession(etcd.etcd_config()) as opened:
@@ -38,7 +61,6 @@ def session(etcd: LocalCluster) -> Iterator[EtcdSession]:
 @pytest.fixture
 def key() -> bytes:
     return f"/etcdops/periods/test/job/{next(_keys)}".encode()
-
 
 
 def test_only_the_first_campaign_takes_the_key_and_release_frees_it(etcd, session, key):
@@ -173,3 +195,64 @@ def test_let_go_frees_the_key_and_says_why_when_it_cannot(etcd, session, key) ->
     assert why is not None
     assert why.endswith(f"; it is free once its lease of {held.kept.ttl}s expires"), why
     wait_for(lambda: session.holder(key) is None, "the lease expiring", timeout=3 * held.kept.ttl)
+
+
+def test_a_hung_member_costs_a_renewal_not_the_lease(three, key) -> None:
+    noticed: list[str] = []
+    # the hung member first, as on its own node; a renewal waiting command_timeout (30 s) on
+    # it would outlast the 5 s lease
+    with EtcdSession(three.etcd_config()) as session, EtcdSession(
+        three.etcd_config(endpoints=tuple(three.client_urls[1:]))
+    ) as others:
+        term = session.campaign(key, b"node-a", ttl=5, on_lost=noticed.append)
+        assert isinstance(term, Term) and term.value == b"node-a"
+        with hung(three.members[0]):
+            since = time.monotonic()
+
+            def held_for(seconds: float) -> bool:
+                with contextlib.suppress(EtcdUnavailableError):  # a leader election under way
+                    assert others.holder(key) is not None, "the key expired"
+                return time.monotonic() - since > seconds
+
+            wait_for(lambda: held_for(2 * term.kept.ttl), "two TTLs passing",
+                     timeout=3 * term.kept.ttl)
+        # the same key, never expired and taken again: renewed through the other members
+        assert others.holder(key) == Taken(b"node-a", term.create_revision)
+        assert noticed == [] and term.lost is None
+        term.release()
+        assert others.holder(key) is None
+
+
+def test_a_lease_no_member_renews_is_lost_at_its_expiry_not_when_a_call_times_out(
+    three, key
+) -> None:
+    noticed: list[tuple[float, str]] = []
+    member = three.members[0]
+    with EtcdSession(member.etcd_config()) as session:  # command_timeout: 30 s
+        asked = time.monotonic()
+        term = session.campaign(
+            key, b"node-a", ttl=4, on_lost=lambda why: noticed.append((time.monotonic(), why))
+        )
+        assert isinstance(term, Term)
+        with hung(member):
+            wait_for(lambda: noticed, "the lease counted lost", timeout=3 * term.kept.ttl)
+        lost_at, why = noticed[0]
+        # by the expiry: the saver is told before another node can have taken the key
+        assert lost_at - asked <= term.kept.ttl + 1.0, lost_at - asked
+        assert why.startswith(f"lease {term.lease:x} could not be renewed before it expired: ")
+        assert "did not finish a lease keep-alive within" in why, why
+        assert term.lost == why
+        term.let_go()
+
+
+def test_on_lost_runs_with_the_log_fields_of_the_run_that_campaigned(session, key) -> None:
+    seen: list[dict] = []
+    with log_scope(cluster="prod", command="snapshot save"):
+        term = session.campaign(key, b"node-a", ttl=3,
+                                on_lost=lambda why: seen.append(scope_fields()))
+        assert isinstance(term, Term)
+        note(backup_id="20260115T030005Z-0a0b0c")  # known once the save is under way
+        assert session.revoke_lease(term.lease)  # as etcd does to a lease that lapsed
+        wait_for(lambda: seen, "the keep-alive noticing", timeout=2 * term.kept.ttl)
+    assert seen == [{"cluster": "prod", "command": "snapshot save",
+                     "backup_id": "20260115T030005Z-0a0b0c"}]
