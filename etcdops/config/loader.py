@@ -27,7 +27,9 @@ _ETCDCTL_VARIABLES = {
     "ETCDCTL_USER": "user",
     "ETCDCTL_PASSWORD": "password",
 }
-_CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# part of every backup's path and of the metrics files' names (etcdops.metrics.textfile): no
+# '/', no leading '.', nothing a file name or an object key would need to escape
+CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 class Origin:
@@ -339,7 +341,7 @@ def build_table(cls: type, raw: Any, prefix: tuple[str | int, ...], origin: Orig
             f"{origin.describe(prefix)}: missing required key '{key_name(keypath)}'",
             f"add {missing[0]} = \"...\" to [{where}]",
         )
-    if cls is Config and "cluster" in values and not _CLUSTER_NAME.fullmatch(values["cluster"]):
+    if cls is Config and "cluster" in values and not CLUSTER_NAME.fullmatch(values["cluster"]):
         raise ConfigError(
             f"{origin.describe(('cluster',))}: invalid cluster name {values['cluster']!r}",
             "use letters, digits, '.', '_' or '-' (it becomes part of every backup's path)",

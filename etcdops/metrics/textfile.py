@@ -17,13 +17,13 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from etcdops.config import Config
+from etcdops.config.loader import CLUSTER_NAME
 from etcdops.errors import LockedError
 from etcdops.metrics.catalogue import COUNTER, STORE_JOBS, Metric, job_metrics_of
 
@@ -124,8 +124,12 @@ def _short(job: str, metric: Metric) -> str:
 
 
 def textfile_path(directory: Path, cluster: str, job: str) -> Path:
-    """The file of one cluster's job; the cluster's name made safe for a file name."""
-    return directory / f"etcdops_{re.sub(r'[^A-Za-z0-9_-]', '_', cluster)}_{job}.prom"
+    """The file of one cluster's job, named with the cluster as it is: the stale-file alert
+    reads the cluster label from the name (monitoring/etcdops.rules.yml), and it must be the
+    one the metrics carry. The loader lets only names safe in a file name through."""
+    if not CLUSTER_NAME.fullmatch(cluster):
+        raise ValueError(f"cluster name {cluster!r} is not one the configuration accepts")
+    return directory / f"etcdops_{cluster}_{job}.prom"
 
 
 @contextlib.contextmanager
@@ -155,7 +159,11 @@ def _record(config: Config, metrics: JobMetrics) -> None:
     metrics.finish()
     if directory is None:
         return
-    path = textfile_path(directory, metrics.cluster, metrics.job)
+    try:
+        path = textfile_path(directory, metrics.cluster, metrics.job)
+    except ValueError as exc:  # a Config made without the loader
+        log.warning("metrics not written: %s", exc)
+        return
     try:
         with _locked(directory):
             write_samples(path, metrics, metrics.applied(read_samples(path)))
@@ -195,14 +203,24 @@ def read_samples(path: Path) -> dict[Key, float]:
 
 
 def write_samples(path: Path, metrics: JobMetrics, samples: dict[Key, float]) -> None:
-    """Write a job's samples atomically, with a registry of their own."""
+    """Write a job's samples atomically, with a registry of their own, readable by
+    node_exporter from the moment the file has its name."""
     from prometheus_client import CollectorRegistry, write_to_textfile
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Samples(metrics, samples))
-    write_to_textfile(str(path), registry)
-    # node_exporter runs as another user: a service's UMask=0077 must not hide the file
-    os.chmod(path, 0o644)
+    # node_exporter runs as another user, and write_to_textfile creates its file under the
+    # unit's UMask=0077 (0600): chmod after its rename left the file unreadable for a moment,
+    # a failed scrape. So it writes a name node_exporter skips (not *.prom), made 0644 before
+    # it is renamed onto the file. The process umask stays: other threads write secrets.
+    staging = path.with_name(f".{path.name}.tmp")
+    try:
+        write_to_textfile(str(staging), registry)
+        os.chmod(staging, 0o644)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
 
 
 class _Samples:

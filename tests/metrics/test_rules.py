@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from etcdops.metrics.catalogue import METRICS
+from etcdops.metrics.catalogue import JOBS, METRICS
+from etcdops.metrics.textfile import textfile_path
 from tests.fixtures.system import require_system_package
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +69,29 @@ def test_the_rules_name_only_metrics_etcdops_writes():
     text = RULES.read_text()
     used = set(re.findall(r"\betcdops_[a-z_]+\b", text)) - {"etcdops_job"}
     assert used and used <= set(METRICS), used - set(METRICS)
+
+
+def test_the_file_age_rule_reads_back_the_cluster_and_job_each_file_is_named_with():
+    """The rule's label_replace regexes (anchored, as Prometheus anchors them) applied to the
+    names textfile_path gives: the labels are the metrics' own, for any shape of valid name."""
+    [rule] = [rule for group in yaml.safe_load(RULES.read_text())["groups"]
+              for rule in group["rules"] if rule.get("record") == "etcdops:textfile_age_seconds"]
+    selector = _unquoted(re.search(r'file=~"([^"]+)"', rule["expr"])[1])
+    labels = {label: _unquoted(regex) for label, regex in re.findall(
+        r'"(cluster|etcdops_job)", "\$1", "file", "([^"]+)"', rule["expr"])}
+    assert set(labels) == {"cluster", "etcdops_job"}
+    for cluster in ("main", "k8s.events", "events_k8s-2", "a", "prod_snapshot"):
+        for job in JOBS:
+            for name in (textfile_path(Path("/var/lib/node-exporter"), cluster, job).name,
+                         str(textfile_path(Path("/var/lib/node-exporter"), cluster, job))):
+                assert re.fullmatch(selector, name), name
+                assert re.fullmatch(labels["cluster"], name)[1] == cluster, name
+                assert re.fullmatch(labels["etcdops_job"], name)[1] == job, name
+
+
+def _unquoted(text: str) -> str:
+    """A PromQL string's content as the regex it is ("\\\\." is "\\.")."""
+    return text.replace("\\\\", "\\")
 
 
 def _anchor(heading: str) -> str:

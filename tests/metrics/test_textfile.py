@@ -128,18 +128,28 @@ def test_a_run_on_fewer_stores_keeps_the_others_and_a_store_removed_goes(tmp_pat
     assert not [key for key in samples(path) if ("store", "primary") in key[1]]
 
 
-def test_one_file_per_cluster_and_job_with_a_safe_name(tmp_path):
-    for cluster in ("main", "events/k8s"):
+def test_one_file_per_cluster_and_job_named_with_the_cluster_as_it_is(tmp_path):
+    # the stale-file rule reads the cluster label from the name: it must be the metrics' own
+    for cluster in ("main", "k8s.events", "events_k8s-2"):
         for job in ("compaction", "drill"):
             with job_metrics(config(tmp_path, cluster), job):
                 pass
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "etcdops_events_k8s_compaction.prom", "etcdops_events_k8s_drill.prom",
+        "etcdops_events_k8s-2_compaction.prom", "etcdops_events_k8s-2_drill.prom",
+        "etcdops_k8s.events_compaction.prom", "etcdops_k8s.events_drill.prom",
         "etcdops_main_compaction.prom", "etcdops_main_drill.prom",
     ]
-    drill = samples(tmp_path / "etcdops_events_k8s_drill.prom")
+    drill = samples(tmp_path / "etcdops_k8s.events_drill.prom")
     assert {name for name, _ in drill} <= {m.name for m in job_metrics_of("drill")}
-    assert {dict(labels)["cluster"] for _, labels in drill} == {"events/k8s"}
+    assert {dict(labels)["cluster"] for _, labels in drill} == {"k8s.events"}
+
+
+def test_a_cluster_name_the_loader_refuses_writes_no_file_and_fails_no_job(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, "etcdops.metrics"), \
+            job_metrics(config(tmp_path, "events/k8s"), "drill"):
+        pass
+    assert "cluster name 'events/k8s' is not one the configuration accepts" in caplog.text
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_metric_is_named_after_its_job_so_no_two_files_share_a_series():
@@ -230,3 +240,58 @@ def test_undeclared_names_and_wrong_labels_are_refused(tmp_path):
             metrics.set("last_success_revision", 1)
         with pytest.raises(ValueError, match="not a counter"):
             metrics.add("last_success_revision", 1, store="local")
+
+
+# Under the units' UMask=0077 (run in a child process: the umask is process-wide). The child
+# records, at each rename onto a .prom name (an audit hook runs just before the call), the
+# mode of the file being renamed, which is the mode the final file has from its first moment;
+# the parent meanwhile stats the final file as fast as it can.
+_UMASK_WRITER = """
+import os, stat, sys
+from pathlib import Path
+from etcdops.config import Config
+from etcdops.config.settings import MetricsConfig
+from etcdops.metrics import job_metrics
+directory = Path(sys.argv[1])
+renames = []
+def audit(event, args):
+    if event in ("os.rename", "os.replace"):
+        source, target = os.fsdecode(args[0]), os.fsdecode(args[1])
+        renames.append((Path(source).name, Path(target).name,
+                        stat.S_IMODE(os.stat(source).st_mode)))
+sys.addaudithook(audit)
+os.umask(0o077)
+config = Config(cluster="main", metrics=MetricsConfig(textfile_dir=directory))
+for revision in range(int(sys.argv[2])):
+    with job_metrics(config, "compaction") as metrics:
+        metrics.set("revision", revision)
+        if revision == 0:
+            print("started", flush=True)
+for source, target, mode in renames:
+    print(source, target, oct(mode))
+"""
+
+
+def test_the_file_is_never_seen_unreadable_under_umask_0077(tmp_path):
+    writes = 300
+    path = textfile_path(tmp_path, "main", "compaction")
+    child = subprocess.Popen([sys.executable, "-c", _UMASK_WRITER, str(tmp_path), str(writes)],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "started\n"
+    modes = set()
+    while child.poll() is None:
+        try:
+            modes.add(path.stat().st_mode & 0o777)
+        except FileNotFoundError:  # only before the first rename
+            assert not modes
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0
+    assert modes == {0o644}
+    renames = [line.split() for line in out.splitlines()]
+    onto_final = [(source, mode) for source, target, mode in renames if target == path.name]
+    assert len(onto_final) == writes
+    # what becomes the file is already 0644, and no temporary name is one node_exporter reads
+    assert {mode for _, mode in onto_final} == {"0o644"}
+    assert not [source for source, _, _ in renames if source.endswith(".prom")]
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert value(path, "etcdops_compaction_attempts_total") == writes
