@@ -1,15 +1,18 @@
-"""etcdops daemon: the loop's rules in-process with stand-in jobs, then the real command as a
-process against a real etcd and a local store (jobs on their periods, failures, SIGTERM idle
-and mid-job, SIGHUP, the missed-period rule)."""
+"""etcdops daemon: the loop's rules in-process with stand-in jobs (periods, the epoch-aligned
+snapshot period, a look again asked by a job), then the real command as a process against a
+real etcd and a local store (jobs on their periods, failures, SIGTERM idle and mid-job, SIGHUP,
+the missed-period rule, the drill where there is no identity)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -25,6 +28,7 @@ from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.local import LocalCluster
 from etcdops.unattended.daemon import Daemon
 from etcdops.unattended.jobs import Job, Outcome
+from tests.fixtures.waiting import wait_for
 
 # --- the loop, in-process ----------------------------------------------------------------
 
@@ -36,16 +40,18 @@ class Recorder:
         self.runs: list[str] = []
         self.fail: set[str] = set()
         self.work: dict[str, Callable[[], None]] = {}
+        self.again_in: dict[str, list[float]] = {}  # each run takes the first one left
 
-    def job(self, name: str, setting: str) -> Job:
+    def job(self, name: str, setting: str, aligned: bool = False) -> Job:
         def run(config: Config, reporter: Any) -> Outcome:
             self.runs.append(name)
             self.work.get(name, lambda: None)()
             if name in self.fail:
                 raise EtcdUnavailableError(f"{name} cannot reach etcd", "start etcd")
-            return Outcome(f"{name} ok")
+            again = self.again_in.get(name) or [None]
+            return Outcome(f"{name} ok", again_in=again.pop(0))
 
-        return Job(name, setting, run)
+        return Job(name, setting, run, aligned=aligned)
 
 
 def schedule_config(**periods: float) -> Config:
@@ -128,6 +134,82 @@ def test_a_reload_applies_new_periods_from_the_last_run_and_a_bad_one_keeps_the_
     assert errors == ["reload failed, the configuration in force stays: bad.toml:3: not a setting"]
 
 
+def test_an_aligned_job_runs_once_in_every_period_however_long_it_takes() -> None:
+    # a run takes 60% of the period: a period after each run's end would leave every third
+    # period without a run
+    period, work = 1.0, 0.6
+    recorder, starts = Recorder(), []
+
+    def record() -> None:
+        starts.append(time.time())
+        time.sleep(work)  # the job's own work, not a wait on the test's part
+
+    recorder.work["snapshot"] = record
+    jobs = (recorder.job("snapshot", "snapshot_every", aligned=True),)
+    daemon = Daemon(lambda: schedule_config(snapshot_every=period), jobs=jobs)
+    loop = threading.Thread(target=daemon.run)
+    loop.start()
+    try:
+        wait_for(lambda: len(starts) >= 7, "seven runs", timeout=20)
+    finally:
+        daemon.stop()
+        loop.join(10)
+    periods = [math.floor(moment / period) for moment in starts]
+    assert periods == list(range(periods[0], periods[0] + len(periods))), starts
+
+
+def test_an_aligned_jobs_next_run_is_the_next_periods_start_plus_a_small_delay() -> None:
+    recorder = Recorder()
+    jobs = (recorder.job("snapshot", "snapshot_every", aligned=True),)
+    daemon = Daemon(lambda: schedule_config(snapshot_every=3600), jobs=jobs)
+    daemon.run_due()
+    start = (math.floor(time.time() / 3600) + 1) * 3600
+    due = daemon.next_runs()["snapshot"].timestamp()
+    # at most 2 minutes later, as the timer's RandomizedDelaySec=2min
+    assert start <= due <= start + 120
+
+
+def test_a_job_asking_to_look_again_runs_then_and_then_on_its_period() -> None:
+    recorder = Recorder()
+    recorder.again_in["slow"] = [0.2]
+    daemon = daemon_of(recorder, lambda: schedule_config(snapshot_every=3600, maintain_every=60))
+    daemon.run_due()
+    asked = datetime.now()
+    assert daemon.next_runs()["slow"] <= asked + timedelta(seconds=0.2)
+    wait_for(lambda: datetime.now() >= daemon.next_runs()["slow"], "the look again")
+    daemon.run_due()
+    assert recorder.runs == ["slow", "quick", "slow"]
+    ended = datetime.now()
+    assert ended + timedelta(seconds=3000) < daemon.next_runs()["slow"]
+
+
+def test_a_job_unfit_for_the_host_is_not_scheduled_and_the_start_says_why(caplog: Any) -> None:
+    recorder = Recorder()
+
+    def unfit(config: Config) -> str | None:
+        return None if config.schedule.drill_every < 60 else "no identity here"
+
+    jobs = (recorder.job("quick", "maintain_every"),
+            Job("drill", "drill_every", recorder.job("drill", "drill_every").run, unfit=unfit))
+    configs = [schedule_config(maintain_every=3600, drill_every=86400),
+               schedule_config(maintain_every=3600, drill_every=10)]
+    daemon = Daemon(lambda: configs.pop(0), jobs=jobs)
+    assert list(daemon.next_runs()) == ["quick"]
+    with caplog.at_level(logging.INFO, logger="etcdops"):
+        loop = threading.Thread(target=daemon.run)
+        loop.start()
+        wait_for(lambda: recorder.runs, "the first run")
+        daemon.stop()
+        loop.join(10)
+    assert recorder.runs == ["quick"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[:2] == ["daemon started: quick every 60m00s",
+                         "drill: not scheduled: no identity here"]
+    daemon.reload()  # a configuration where the job fits
+    assert list(daemon.next_runs()) == ["quick", "drill"]
+    assert daemon.unscheduled == {}
+
+
 # --- the command, as a process -----------------------------------------------------------
 
 
@@ -206,7 +288,7 @@ def start(setup: Setup, tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]
     scratch = tmp_path / "tmp"
     scratch.mkdir()
 
-    def launch(**settings: str) -> DaemonProcess:
+    def launch(**settings: str | None) -> DaemonProcess:
         write_config(setup, tmp_path, **settings)
         daemon = DaemonProcess(
             tmp_path / "etcdops.toml", tmp_path / f"daemon-{len(started)}.log",
@@ -220,8 +302,9 @@ def start(setup: Setup, tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]
         daemon.close()
 
 
-def write_config(setup: Setup, directory: Path, **settings: str) -> Path:
-    """etcdops.toml backing setup's etcd up into directory/backups; settings are "etcd.key"."""
+def write_config(setup: Setup, directory: Path, **settings: str | None) -> Path:
+    """etcdops.toml backing setup's etcd up into directory/backups; settings are "etcd.key"
+    (None: the setting is left out)."""
     tables: dict[str, dict[str, str]] = {
         "etcd": {"endpoints": f'["{setup.cluster.client_urls[0]}"]'},
         "encryption": {"recipients": f'["{setup.recipient}"]',
@@ -231,7 +314,10 @@ def write_config(setup: Setup, directory: Path, **settings: str) -> Path:
     }
     for dotted, value in settings.items():
         section, key = dotted.split(".")
-        tables.setdefault(section, {})[key] = value
+        if value is None:  # left out
+            tables[section].pop(key)
+        else:
+            tables.setdefault(section, {})[key] = value
     # a cluster of its own: the module's daemons share one etcd, where each period is taken once
     text = f'cluster = "{directory.name[-40:].strip("_")}"\n' + "".join(
         f"[{section}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
@@ -374,6 +460,20 @@ def test_sigterm_during_a_job(
     pid = int(marker.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_host_without_the_age_identity_runs_no_drill(
+    start: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    daemon = start(**{"encryption.identity_file": None, "schedule.maintain_every": '"1s"'})
+    daemon.wait_messages("maintain: done", 2)
+    [said] = daemon.messages("drill: ")
+    assert said["message"] == "drill: not scheduled: no [encryption] identity_file on this host"
+    assert daemon.messages("daemon started: snapshot every 60m00s, maintain every 1.0s")
+    assert len(backups(tmp_path)) == 1
+    code, _ = daemon.stop(timeout=20)
+    assert code == 0
+    assert daemon.messages("daemon stopped: snapshot 1 runs, 0 failed; maintain ")
 
 
 def test_a_bad_config_at_start_is_exit_10(tmp_path: Path) -> None:
