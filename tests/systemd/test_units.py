@@ -142,3 +142,10 @@ def test_the_schedules_are_the_issues():
     save = _settings("etcdops-snapshot@.service")
     assert save["OnSuccess"] == save["OnFailure"] == ["etcdops-prune@%i.service"]
     assert _settings("etcdops@.service")["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
+
+def test_the_daemon_restarts_on_failure_but_not_on_a_bad_configuration():
+    daemon = _settings("etcdops@.service")
+    assert daemon["Restart"] == ["on-failure"]
+    # exit 10 (configuration) would fail again at every restart
+    assert daemon["RestartPreventExitStatus"] == ["10"]
