@@ -6,7 +6,8 @@ from etcdops.cli.common import Invocation, command
 @command
 def daemon(run: Invocation) -> int:
     """Run the timers' jobs on their [schedule] periods until SIGTERM: snapshot (save, then
-    prune), maintain (compaction, defragmentation in its window) and the restore drill.
+    prune) at the start of each period, maintain (compaction, defragmentation in its window)
+    and, where [encryption] identity_file is set, the restore drill.
 
     One job at a time; a failed job is logged and the loop goes on. SIGTERM lets the running
     job finish ([schedule] stop_timeout at most) and exits 0; SIGHUP reloads the config.
