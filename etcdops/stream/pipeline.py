@@ -3,10 +3,13 @@
 encode: [etcd snapshot check ->] zstd -> age -> sha256 and size of the stored bytes -> sink
 decode: sha256 and size of the stored bytes -> age -> zstd [-> etcd snapshot check] -> sink
 
+(Encoder and Decoder are the plain chains; the Snapshot ones add etcd's checks: the journal's
+segments use the plain ones.)
+
 An encoder's preamble (zstd skippable frames, etcdops.stream.frames) goes into age ahead of the
 first compressed byte: inside the same encryption, and skipped by every zstd decoder.
 
-Every user (save, read-back, a streamed copy's check, the journal to come) builds its chain
+Every user (save, read-back, a streamed copy's check, the journal's segments) builds its chain
 here, so the order of the stages and of their closing lives in one place.
 """
 
@@ -72,6 +75,26 @@ class SnapshotEncoder:
         return db_sha256
 
 
+class Decoder:
+    """Stored bytes in (counted and hashed as they come, in `stored`), decrypted and
+    decompressed on the way to sink; `what` names the content in a zstd error."""
+
+    def __init__(
+        self, sink: Writer, identities: Sequence[Identity], what: str = "snapshot"
+    ) -> None:
+        self._decompress = ZstdDecompress(sink, what)
+        self._decrypt = AgeDecrypt(self._decompress, identities)
+        self.stored = Digest(self._decrypt)
+
+    def write(self, data: bytes, /) -> int:
+        return self.stored.write(data)
+
+    def finish(self) -> None:
+        """End decryption (age authenticates the last chunk here) and decompression."""
+        self._decrypt.close()
+        self._decompress.close()
+
+
 class SnapshotDecoder:
     """Stored bytes in (hashed as they come), decrypted and decompressed when identities are
     given (None: a plain snapshot file), then checked as an etcd snapshot on the way to sink."""
@@ -80,22 +103,16 @@ class SnapshotDecoder:
         self, sink: Writer, identities: Sequence[Identity] | None, source: str
     ) -> None:
         self.plain = SnapshotTrailerCheck(sink, source)
-        self._closers: list[AgeDecrypt | ZstdDecompress] = []
-        first: Writer = self.plain
-        if identities is not None:
-            decompress = ZstdDecompress(self.plain)
-            decrypt = AgeDecrypt(decompress, identities)
-            self._closers = [decrypt, decompress]
-            first = decrypt
-        self.stored = Digest(first)
+        self._decoder = Decoder(self.plain, identities) if identities is not None else None
+        self.stored = self._decoder.stored if self._decoder else Digest(self.plain)
 
     def write(self, data: bytes, /) -> int:
         return self.stored.write(data)
 
     def finish(self) -> None:
         """End decryption (age authenticates the last chunk here) and decompression."""
-        for closer in self._closers:
-            closer.close()
+        if self._decoder is not None:
+            self._decoder.finish()
 
     def verify(self) -> str:
         """The database's sha256; IntegrityError when it does not match etcd's trailer."""

@@ -164,11 +164,12 @@ class ZstdCompress:
 
 
 class ZstdDecompress:
-    """zstd decompression with bounded output slices."""
+    """zstd decompression with bounded output slices; `what` names the content in its error."""
 
-    def __init__(self, downstream: Writer) -> None:
+    def __init__(self, downstream: Writer, what: str = "snapshot") -> None:
         import zstandard
 
+        self._what = what
         self._error = zstandard.ZstdError
         self._writer = zstandard.ZstdDecompressor().stream_writer(
             downstream, write_size=DECOMPRESS_WRITE_SIZE, closefd=False
@@ -179,7 +180,7 @@ class ZstdDecompress:
             return self._writer.write(data)
         except self._error as exc:
             raise IntegrityError(
-                f"compressed snapshot is corrupt: {exc}",
+                f"compressed {self._what} is corrupt: {exc}",
                 "use another copy of this backup or an older backup",
             ) from exc
 
