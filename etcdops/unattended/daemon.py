@@ -70,7 +70,7 @@ class _Entry(schedule.Job):
     """A schedule job that is due at an epoch second rather than at a naive local time."""
 
     def __init__(self, period: float, scheduler: schedule.Scheduler) -> None:
-        super().__init__(period, scheduler)  # type: ignore[arg-type]  # schedule takes floats
+        super().__init__(period, scheduler)  # type: ignore[arg-type]  # works with a float
         self.due = 0.0
 
     @property

@@ -4,18 +4,19 @@ another node's running save, and a save that fails, each with what retention doe
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
 from etcdops.backup.period import Period
 from etcdops.backup.save import save_snapshot
-from etcdops.config import Config, EncryptionConfig, LocalConfig
+from etcdops.config import Config, EncryptionConfig, EtcdConfig, LocalConfig
 from etcdops.config.settings import RetentionConfig, ScheduleConfig
 from etcdops.errors import EtcdUnavailableError
 from etcdops.etcd.election import Holder, Term
@@ -150,3 +151,21 @@ def test_a_failed_save_is_the_jobs_error_and_retention_is_applied_all_the_same(
     with pytest.raises(EtcdUnavailableError):
         snapshot(config, LogReporter())
     assert host.backups() == host.old[1:]
+
+
+def test_a_failed_save_whose_prune_fails_too_reports_both(
+    age_identity: AgeIdentity, unreachable_endpoint: str, tmp_path: Path, caplog: Any
+) -> None:
+    not_a_directory = tmp_path / "backups"
+    not_a_directory.write_text("")
+    config = Config(
+        etcd=EtcdConfig(endpoints=(unreachable_endpoint,), dial_timeout=0.2),
+        encryption=EncryptionConfig(recipients=(age_identity.recipient,)),
+        local=LocalConfig(dir=not_a_directory),
+    )
+    with caplog.at_level(logging.ERROR, logger="etcdops"), \
+            pytest.raises(EtcdUnavailableError):
+        snapshot(config, LogReporter())
+    [pruning] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert pruning.startswith("pruning the local store failed: ")
+    assert pruning.endswith(" (after the failed save)")
