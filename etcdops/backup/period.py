@@ -24,10 +24,15 @@ whichever comes first. A save that fails, or stores its backup nowhere but this 
 S3 fails for every node, each one keeps a local backup. If the keep-alive loses the lease
 mid-save the backup is kept all the same (a good backup is never thrown away) and the outcome
 warns that another node may also have saved the period.
+
+Under NOSPACE etcd refuses every write, the key's lease first, and that is when a backup matters
+most: the node saves without the election (after the same look at the key and the catalogue),
+and warns that another node may save the period too, as defragmentation does then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -40,8 +45,9 @@ from etcdops.backup.catalog import Survey, survey_stores
 from etcdops.backup.save import SaveResult, save_snapshot
 from etcdops.config import Config
 from etcdops.crypto.keys import configured_recipients
-from etcdops.errors import EtcdopsError
+from etcdops.errors import EtcdopsError, EtcdUnavailableError
 from etcdops.etcd.election import Holder, Taken, Term, election_key
+from etcdops.metrics import job_metrics
 from etcdops.report import Reporter
 from etcdops.stores.configured import Stores, open_stores
 
@@ -55,6 +61,12 @@ CATALOGUE_BUDGET = 10.0
 # how long the key of a saved period outlives the period: a node whose clock lags etcd's (or a
 # timer that fires late) still finds the period done rather than taking a second backup
 DONE_MARGIN = 300.0
+# the warning of a save under NOSPACE, which etcd lets no one win the period's key
+UNELECTED = (
+    "NOSPACE is raised and etcd takes no writes, not even the election's: saving without it; "
+    "another node may save this period too"
+)
+_NOSPACE = "NOSPACE"  # etcd's alarm (maintenance.quota names it too, a layer above this one)
 
 
 @dataclass(frozen=True)
@@ -170,7 +182,8 @@ def save_once_per_period(
     is waited for, and its period taken over if that node dies or gives it up.
 
     now names the period (default: the clock's); an error of the save itself propagates, after
-    the period was given up so that another node may take it.
+    the period was given up so that another node may take it. A run that fails before its save
+    starts is counted in the snapshot job's metrics as a failed save is.
     """
     started = datetime.now(UTC)
     period = Period.of(config.cluster, now or started, config.schedule.snapshot_every)
@@ -179,30 +192,64 @@ def save_once_per_period(
         return PeriodOutcome(period, save_snapshot(config, reporter, stores=stores))
     from etcdops.etcd.session import EtcdSession
 
-    # a configuration that cannot save says so before etcd is asked anything (save_snapshot
-    # reads the recipients again: they are a few lines)
-    configured_recipients(config.encryption)
     # a save's stream cannot outlast snapshot_timeout, and once the period is over the next
     # period's timers take over
     bound = min(config.etcd.snapshot_timeout, (period.end - started).total_seconds())
     waiting = _Waiting(period, reporter, config.schedule.election_ttl, bound) if wait else None
-    with EtcdSession(config.etcd) as etcd:
-        while True:
-            taken = etcd.holder(period.key)
-            if taken is None:
-                # looked at again after a wait too: a saver that lost its lease still saved
-                existing = _backup_in_period(stores, period, reporter)
-                if existing is not None:
-                    return PeriodOutcome(period, existing=existing, waited=_waited(waiting))
-                me = Holder.me(datetime.now(UTC))
-                term = _campaign(config, reporter, period, etcd, me)
-                if isinstance(term, Term):
-                    outcome = _elected_save(config, reporter, stores, period, term, me)
-                    return replace(outcome, waited=_waited(waiting))
-                taken = term
-            holder = Holder.from_json(taken.value)
-            if holder.backup_id or waiting is None or not waiting.again(taken, holder):
-                return PeriodOutcome(period, holder=holder, waited=_waited(waiting))
+    with contextlib.ExitStack() as opened:
+        try:
+            # a configuration that cannot save says so before etcd is asked anything
+            # (save_snapshot reads the recipients again: they are a few lines)
+            configured_recipients(config.encryption)
+            etcd = opened.enter_context(EtcdSession(config.etcd))
+            won = _elect(config, reporter, stores, period, etcd, waiting)
+        except BaseException as exc:
+            _count_failure(config, stores, exc)
+            raise
+        if isinstance(won, PeriodOutcome):
+            return won
+        if won is None:
+            outcome = PeriodOutcome(
+                period, save_snapshot(config, reporter, stores=stores), warnings=(UNELECTED,)
+            )
+        else:
+            outcome = _elected_save(config, reporter, stores, period, won)
+        return replace(outcome, waited=_waited(waiting))
+
+
+def _elect(
+    config: Config, reporter: Reporter, stores: Stores, period: Period, etcd: EtcdSession,
+    waiting: _Waiting | None,
+) -> Term | PeriodOutcome | None:
+    """The period's key, won; or a skipped outcome saying who took the period or which backup
+    is already in it; None under NOSPACE, when etcd refuses the key and the save goes on
+    without it (a backup matters most then)."""
+    while True:
+        taken = etcd.holder(period.key)
+        if taken is None:
+            # looked at again after a wait too: a saver that lost its lease still saved
+            existing = _backup_in_period(stores, period, reporter)
+            if existing is not None:
+                return PeriodOutcome(period, existing=existing, waited=_waited(waiting))
+            term = _campaign(config, reporter, period, etcd)
+            if not isinstance(term, Taken):
+                return term
+            taken = term
+        holder = Holder.from_json(taken.value)
+        if holder.backup_id or waiting is None or not waiting.again(taken, holder):
+            return PeriodOutcome(period, holder=holder, waited=_waited(waiting))
+
+
+def _count_failure(config: Config, stores: Stores, exc: BaseException) -> None:
+    """The snapshot job's metrics for a run that failed before save_snapshot, which counts
+    its own runs: bad recipients, etcd unreachable, a failed campaign. A skipped run counts
+    nothing."""
+    recorder = job_metrics(config, "snapshot", stores=stores)
+    # what the backup-age alert measures against, as save_snapshot records it
+    recorder.__enter__().set("period_seconds", config.schedule.snapshot_every)
+    # job_metrics counts the exception that leaves its block as the run's failure and hands
+    # it back: given exc itself, it records and lets the caller raise exc as it was
+    recorder.__exit__(type(exc), exc, exc.__traceback__)
 
 
 class _Waiting:
@@ -245,29 +292,51 @@ def _waited(waiting: _Waiting | None) -> float:
 
 
 def _campaign(
-    config: Config, reporter: Reporter, period: Period, etcd: EtcdSession, me: Holder
-) -> Term | Taken:
+    config: Config, reporter: Reporter, period: Period, etcd: EtcdSession
+) -> Term | Taken | None:
     def lost(why: str) -> None:
         reporter.event(f"{why}: another node may take period {period.label} too; this save goes on")
 
-    return etcd.campaign(period.key, me.to_json(), config.schedule.election_ttl, on_lost=lost)
+    # stamped as the key is taken: a node waiting says how long this save has run, however
+    # long this process waited before
+    me = Holder.me(datetime.now(UTC))
+    try:
+        return etcd.campaign(period.key, me.to_json(), config.schedule.election_ttl,
+                             on_lost=lost)
+    except EtcdUnavailableError:
+        if _nospace(etcd):
+            return None
+        raise
+
+
+def _nospace(etcd: EtcdSession) -> bool:
+    """Whether NOSPACE is raised: then etcd refuses every write, the election's lease first."""
+    try:
+        return any(alarm.kind == _NOSPACE for alarm in etcd.alarms())
+    except EtcdopsError:
+        return False  # the campaign's own error says what is wrong
 
 
 def _elected_save(
-    config: Config, reporter: Reporter, stores: Stores, period: Period, term: Term, me: Holder
+    config: Config, reporter: Reporter, stores: Stores, period: Period, term: Term
 ) -> PeriodOutcome:
     reporter.event(f"elected to take period {period.label} of cluster {period.cluster} "
                    f"(lease {term.kept.ttl}s, kept alive while the save runs)")
+    kept = False  # the period is given up otherwise: another node may take it now
     try:
         result = save_snapshot(config, reporter, stores=stores)
-    except BaseException:
-        _give_up(term, period, reporter)
-        raise
-    if result.failures and not stores.partial(result.failures):
-        # held by this host's disk alone (or short of S3): another node may store it better
-        _give_up(term, period, reporter)
+        # a backup on this host's disk alone (or short of S3): another node may store it better
+        kept = not result.failures or stores.partial(result.failures)
+    finally:
+        if not kept:
+            why = term.let_go()
+            reporter.event(f"gave up period {period.label}: another node may take it"
+                           if why is None else f"could not give up period {period.label} ({why})")
+    if not kept:
         return PeriodOutcome(period, result, elected=True)
-    done = Holder(me.host, me.pid, me.started_at, result.manifest.id, datetime.now(UTC))
+    # the holder as the key was taken, with what it made
+    done = replace(Holder.from_json(term.value), backup_id=result.manifest.id,
+                   finished_at=datetime.now(UTC))
     remaining = max((period.end - datetime.now(UTC)).total_seconds(), 0.0)
     try:
         settled, why = term.settle(done.to_json(), remaining + DONE_MARGIN), term.lost
@@ -281,13 +350,6 @@ def _elected_save(
         "node may also have saved this period"
     )
     return PeriodOutcome(period, result, elected=True, warnings=(warning,))
-
-
-def _give_up(term: Term, period: Period, reporter: Reporter) -> None:
-    """Let another node take the period now rather than after the lease's TTL."""
-    why = term.let_go()
-    reporter.event(f"gave up period {period.label}: another node may take it" if why is None
-                   else f"could not give up period {period.label} ({why})")
 
 
 def _backup_in_period(

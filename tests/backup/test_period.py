@@ -22,14 +22,18 @@ import pytest
 from typer.testing import CliRunner
 
 from etcdops.backup import period as period_module
-from etcdops.backup.period import Period, save_once_per_period
+from etcdops.backup.period import UNELECTED, Period, save_once_per_period
 from etcdops.cli.main import app
 from etcdops.config import Config, EncryptionConfig, LocalConfig, S3Config
-from etcdops.config.settings import ScheduleConfig
+from etcdops.config.settings import MetricsConfig, ScheduleConfig
+from etcdops.errors import EtcdUnavailableError
 from etcdops.etcd.election import Holder, Term
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
+from etcdops.metrics.textfile import textfile_path
 from tests.faultproxy import FaultProxy, Faults
+from tests.fixtures.etcd import fill_until_nospace
+from tests.metrics.test_textfile import samples
 
 EVERY = 7 * 86400.0  # snapshot_every: a period no test run straddles
 TTL = 5  # election_ttl, the shortest the configuration allows
@@ -201,6 +205,7 @@ def test_a_winner_killed_mid_save_is_taken_over_by_a_node_waiting_once_its_lease
         assert "already taken by" in doc["message"]
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=10)
+        killed_at = datetime.now(UTC)
         assert holder(setup, cluster)["pid"] == process.pid  # the dead node's lease lives on
     code, doc, stderr = finished(waiter)
     assert code == 0, stderr
@@ -209,6 +214,8 @@ def test_a_winner_killed_mid_save_is_taken_over_by_a_node_waiting_once_its_lease
     assert doomed.manifests() == []
     assert holder(setup, cluster)["backup_id"] == doc["id"]
     assert holder(setup, cluster)["pid"] == waiter.pid
+    # since it took the key, not since it started waiting
+    assert datetime.fromisoformat(holder(setup, cluster)["started_at"]) >= killed_at
 
 
 def test_a_winner_that_fails_mid_save_is_taken_over_at_once_by_a_node_waiting(setup):
@@ -403,3 +410,53 @@ def test_a_hung_primary_neither_holds_the_period_up_nor_keeps_it(
     # only this host's disk and the replica hold it: another node may reach the primary
     assert holder(setup, cluster) is None
     assert any(line.startswith("gave up period") for line in events.lines)
+
+
+def test_under_nospace_the_save_goes_on_without_the_election(setup, etcd_tiny_quota,
+                                                             etcd3_client):
+    fill_until_nospace(etcd3_client(etcd_tiny_quota.client_urls[0]))
+    cluster = fresh_cluster("nospace")
+    node, = nodes(setup, cluster, endpoints=etcd_tiny_quota.client_urls, count=1)
+    code, doc, stderr = finished(node.save("-o", "json"))
+    # etcd refuses the election's lease: the save runs all the same, and says so once
+    assert code == 0, stderr
+    assert not doc["skipped"] and not doc["elected"] and doc["warnings"] == [UNELECTED]
+    assert stderr.count(UNELECTED) == 1, stderr
+    assert [m.name for m in node.manifests()] == [f"{doc['id']}.manifest.json"]
+    with EtcdSession(etcd_tiny_quota.etcd_config()) as session:
+        assert session.holder(period_key(cluster)) is None
+        assert [alarm.kind for alarm in session.alarms()] == ["NOSPACE"]
+
+
+def test_a_run_that_fails_before_its_save_counts_as_a_failed_save(
+    setup, unreachable_endpoint, tmp_path
+):
+    cluster = fresh_cluster("counted")
+    textfiles = tmp_path / "textfile"
+    textfiles.mkdir()
+    config = Config(
+        cluster=cluster, etcd=setup.etcd.etcd_config(endpoints=(unreachable_endpoint,),
+                                                     dial_timeout=0.5),
+        encryption=EncryptionConfig(recipients=(setup.recipient,)),
+        local=LocalConfig(dir=tmp_path / "backups"),
+        schedule=ScheduleConfig(snapshot_every=EVERY, election_ttl=TTL),
+        metrics=MetricsConfig(textfile_dir=textfiles),
+    )
+    path = textfile_path(textfiles, cluster, "snapshot")
+    local = frozenset({"cluster": cluster, "store": "local"}.items())
+
+    def counted() -> tuple[float, float]:
+        found = samples(path)
+        return (found["etcdops_snapshot_attempts_total", local],
+                found["etcdops_snapshot_failures_total", local])
+
+    with pytest.raises(EtcdUnavailableError):
+        save_once_per_period(config, Events())
+    assert counted() == (1, 1)
+    assert samples(path)["etcdops_snapshot_period_seconds",
+                         frozenset({("cluster", cluster)})] == EVERY
+    reachable = dataclasses.replace(config, etcd=setup.etcd.etcd_config())
+    assert not save_once_per_period(reachable, Events()).skipped
+    assert counted() == (2, 1)  # the save counted itself, once
+    assert save_once_per_period(reachable, Events()).skipped
+    assert counted() == (2, 1)  # the period was done: nothing ran
