@@ -62,7 +62,7 @@ class Manifest:
     def to_json(self) -> bytes:
         """The manifest as stored: stable key order so that copies compare equal."""
         doc = asdict(self)
-        doc["created_at"] = _iso(self.created_at)
+        doc["created_at"] = manifest_time(self.created_at)
         doc["tool"] = {"name": "etcdops", "version": doc.pop("tool_version")}
         if not self.files:
             # absent rather than empty: a backup without included files stays readable by an
@@ -119,7 +119,8 @@ class BackupKeys:
         return backup_id_of(self.object)
 
 
-def _iso(moment: datetime) -> str:
+def manifest_time(moment: datetime) -> str:
+    """A moment as every manifest writes it: UTC, to the millisecond, with a Z."""
     # milliseconds: two backups in one second must still sort in the order they were taken
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
