@@ -36,7 +36,8 @@ from etcdops.etcd.rpc import import_etcdrpc, import_grpc
 _RENEWALS_PER_TTL = 3
 # the pause before trying again after a renewal that no member confirmed
 _RETRY_PAUSE = 1.0
-# the shortest call a renewal makes: enough for a member on loopback or in the same region
+# the shortest call a renewal makes, at or past the expiry: a member that answers at once may
+# still confirm the lease
 _LAST_CALL = 0.05
 # the keep-alive thread is told to stop before the lease is revoked or handed over; a renewal
 # in flight then is harmless (it renews a lease that is about to go)
