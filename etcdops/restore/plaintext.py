@@ -3,11 +3,16 @@
 etcdutl needs the snapshot as a file, and that file is the whole cluster in the clear (Secrets
 included). It lives in a fresh 0700 directory that is removed on every way out of the block:
 a normal end, an error, Ctrl-C, and SIGTERM (which the CLI turns into KeyboardInterrupt).
+SIGKILL and power loss are the ways out no block sees: the directory holds a lock while its
+block runs, and the next scratch directory made in the same place removes every one whose
+lock nobody holds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +26,10 @@ from etcdops.report import Reporter
 from etcdops.stores.configured import Stores
 
 SNAPSHOT_NAME = "snapshot.db"
+PREFIX = ".etcdops-"
+# held (flock) by the process whose block uses the directory; a lock, not a pid, because a
+# hardened unit sees no other unit's processes (ProtectProc=invisible) and pids are reused
+_OWNER_LOCK = ".in-use"
 
 
 class Plaintext(NamedTuple):
@@ -34,19 +43,45 @@ def scratch_directory(under: Path | None, label: str, reporter: Reporter) -> Ite
     removed with everything in it when the block ends, however it ends."""
     if under is not None and not under.is_dir():
         raise UsageError(f"{under} is not a directory", "create it, or choose another place")
+    where = under or Path(tempfile.gettempdir())
+    remove_abandoned(where, reporter)
     try:
         # mkdtemp creates the directory 0700 under a name no other process can have taken
-        directory = Path(tempfile.mkdtemp(prefix=f".etcdops-{label}-", dir=under))
+        directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{label}-", dir=under))
+        owner = os.open(directory / _OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        where = under or Path(tempfile.gettempdir())
         raise StorageError(
             f"cannot create a temporary directory in {where}: {exc.strerror or exc}",
             "it must be writable, with room for the snapshot",
         ) from exc
     try:
+        fcntl.flock(owner, fcntl.LOCK_EX)
         yield directory
     finally:
         _remove(directory, reporter)
+        os.close(owner)
+
+
+def remove_abandoned(where: Path, reporter: Reporter) -> None:
+    """Remove the scratch directories in `where` that a killed run left (their lock free): they
+    may hold a plaintext snapshot or a restored data dir. Only directories with etcdops' lock
+    file are touched, never a moved-aside data dir (DIR.etcdops-<time>)."""
+    for candidate in sorted(where.glob(f"{PREFIX}*")):
+        try:
+            owner = os.open(candidate / _OWNER_LOCK, os.O_RDWR)
+        except OSError:
+            continue  # not a scratch directory of this etcdops, or being removed
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(owner)
+            continue  # its run is alive
+        try:
+            reporter.event(f"removing {candidate}, left by a run that was killed (it may hold a "
+                           "plaintext snapshot)")
+            _remove(candidate, reporter)
+        finally:
+            os.close(owner)
 
 
 def _remove(directory: Path, reporter: Reporter) -> None:

@@ -12,7 +12,7 @@ from etcdops.crypto.age import Identity
 from etcdops.errors import CryptoError, IntegrityError
 from etcdops.etcd.etcdutl import snapshot_status
 from etcdops.report import LogReporter
-from etcdops.restore.plaintext import plaintext_snapshot
+from etcdops.restore.plaintext import plaintext_snapshot, scratch_directory
 
 
 def mode(path: Path) -> int:
@@ -72,3 +72,56 @@ def test_a_wrong_identity_leaves_nothing(backup_config, saved, scratch, tmp_path
     ):
         pytest.fail("decoded with a wrong identity")
     assert list(scratch.iterdir()) == []
+
+
+HOLDER = """
+import sys, pathlib
+from etcdops.report import LogReporter
+from etcdops.restore.plaintext import scratch_directory
+with scratch_directory(pathlib.Path(sys.argv[1]), "plaintext", LogReporter()) as directory:
+    (directory / "snapshot.db").write_bytes(b"the whole cluster in the clear")
+    print(directory, flush=True)
+    sys.stdin.read()  # until the test closes it, or kills this process
+"""
+
+
+def test_a_scratch_directory_left_by_a_killed_run_goes_with_the_next_one_made_there(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.fixtures.waiting import wait_for
+
+    def holder() -> tuple[subprocess.Popen, Path]:
+        process = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return process, Path(process.stdout.readline().strip())
+
+    alive, in_use = holder()
+    killed, abandoned = holder()  # its own sweep leaves the live run's directory alone
+    killed.kill()  # SIGKILL: no block ends, nothing is removed
+    killed.wait()
+    not_ours = tmp_path / ".etcdops-not-a-scratch-directory"  # no lock file: never touched
+    not_ours.mkdir()
+    assert abandoned.is_dir() and (abandoned / "snapshot.db").is_file()
+    events = Events()
+    with scratch_directory(tmp_path, "drill", events) as mine:
+        assert not abandoned.exists()
+        assert in_use.is_dir() and not_ours.is_dir()  # a live run's and a stranger's stay
+        assert mine.is_dir()
+    assert events.lines == [f"removing {abandoned}, left by a run that was killed (it may hold "
+                            "a plaintext snapshot)"]
+    alive.stdin.close()  # its block ends: it removes its own
+    alive.wait(timeout=30)
+    wait_for(lambda: not in_use.exists(), "the live run removing its directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [not_ours.name]
+
+
+class Events:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def progress(self, description: str, total: int | None):
+        raise AssertionError("no progress expected")
+
+    def event(self, message: str) -> None:
+        self.lines.append(message)
