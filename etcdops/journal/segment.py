@@ -134,7 +134,9 @@ def _revision_problem(
             return f"revision {revision} is split: it comes again after revision {previous}"
         if revision < first:
             return f"revision {revision} is out of order after revision {previous}"
-        return f"revisions {previous + 1} to {revision - 1} are missing (after {previous})"
+        missing = (f"revision {previous + 1} is" if revision == previous + 2
+                   else f"revisions {previous + 1} to {revision - 1} are")
+        return f"{missing} missing (after {previous})"
     if revision < 1:
         return f"revision {revision} is not an etcd revision"
     if not keys:
