@@ -74,12 +74,48 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class LibraryTextFormatter(logging.Formatter):
+    """Another library's record, or a Python warning, in text: `warning: logger: message`, as
+    etcdops' own warnings read."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        # a Python warning's message already says where it comes from (file:line: Category)
+        source = "" if record.name == "py.warnings" else f"{record.name}: "
+        text = f"{record.levelname.lower()}: {source}{record.getMessage().rstrip()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever sys.stderr is when a record comes, as logging's lastResort is
+    (a stream bound at setup outlives a test's capture, or a daemon's reopened stderr)."""
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        logging.Handler.__init__(self, level)
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+
 def setup_logging(verbosity: int, log_format: str) -> None:
-    """The etcdops loggers to stderr at the level -q/-v ask for, in the format chosen."""
+    """The etcdops loggers to stderr at the level -q/-v ask for, in the format chosen; other
+    libraries' warnings and Python's warnings in that format too."""
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    root = logging.getLogger("etcdops")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    json_lines = log_format == "json"
+    handler = _Stderr()
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    ours = logging.getLogger("etcdops")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    ours.propagate = False
+    # botocore, urllib3 and grpc give their loggers a NullHandler, so their warnings were
+    # dropped, and anything else's reached stderr through lastResort as bare text (Python's
+    # warnings as several lines): one handler at the root, at WARNING whatever -v says (their
+    # debug output is not ours to show), replacing only the one a previous setup put there
+    libraries = _Stderr(logging.WARNING)
+    libraries.setFormatter(JsonFormatter() if json_lines else LibraryTextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _Stderr)] + [libraries]
+    logging.captureWarnings(True)

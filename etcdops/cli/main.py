@@ -1,6 +1,7 @@
 """The etcdops command line: command groups are registered here, and nothing else."""
 
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -12,6 +13,11 @@ from etcdops import __version__
 from etcdops.cli import daemon, demo, dr, health, keys, maintenance, restore, snapshot
 from etcdops.cli.common import before_subcommand, error_document
 from etcdops.cli.exitcodes import HELP_TABLE
+from etcdops.cli.logs import chosen_format, setup_logging
+from etcdops.errors import ConfigError
+from etcdops.report import fields
+
+log = logging.getLogger("etcdops.cli")
 
 
 def _wants_json(argv: Sequence[str]) -> bool:
@@ -27,18 +33,44 @@ def _wants_json(argv: Sequence[str]) -> bool:
     return wanted
 
 
+def _log_format() -> str:
+    """The format of stderr's lines; text when $ETCDOPS_LOG_FORMAT is wrong (the command that
+    would have run says so; a usage error comes first)."""
+    try:
+        return chosen_format()
+    except ConfigError:
+        return "text"
+
+
+def _described(error: typer.TyperException) -> tuple[str, str, Any]:
+    """A usage error's message, its hint and its command's context (None for some errors)."""
+    ctx = getattr(error, "ctx", None)
+    hint = f"see '{ctx.command_path} --help'" if ctx is not None else "see the command's --help"
+    if type(error).__name__ == "NoArgsIsHelpError":  # its message is the whole help text
+        return "a command is missing", hint + " for its commands", ctx
+    return error.format_message(), hint, ctx
+
+
 @contextlib.contextmanager
 def _json_usage_errors(argv: Sequence[str]) -> Iterator[None]:
-    """A usage error is a failure like any other: `-o json` gets its error document on stdout."""
+    """A usage error is a failure like any other: `-o json` gets its error document on stdout,
+    and JSON logs get one JSON line on stderr instead of Click's text block (text logs keep it)."""
     try:
         yield
     except typer.TyperException as error:
+        message, hint, ctx = _described(error)
+        code, kind = error.exit_code, type(error).__name__
         if _wants_json(argv):
-            hint = "see the command's --help"
-            sys.stdout.write(
-                error_document(error.format_message(), hint, error.exit_code, type(error).__name__)
-            )
-        raise
+            sys.stdout.write(error_document(message, hint, code, kind))
+        if _log_format() != "json":
+            raise
+        setup_logging(0, "json")
+        command = (ctx.command_path.partition(" ")[2] or None) if ctx is not None else None
+        log.error("%s", message, extra=fields(
+            command=command, usage=ctx.get_usage() if ctx is not None else None, hint=hint,
+            exit_code=code, error_type=kind,
+        ))
+        raise typer.Exit(code) from None
 
 
 class _Root(TyperGroup):

@@ -122,6 +122,120 @@ def test_a_bad_format_is_one_error_line_and_exit_10(monkeypatch: pytest.MonkeyPa
         "text, json\n"
 
 
+# --- in JSON logs, every line of stderr is JSON ------------------------------------------
+
+def json_lines(stderr: str) -> list[dict[str, Any]]:
+    """stderr's lines as JSON objects; fails on the first line that is not one."""
+    lines = stderr.splitlines()
+    assert lines
+    for line in lines:
+        assert line.startswith("{"), f"not a JSON line: {line!r}"
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize(("words", "message", "command"), [
+    (["snapshot", "save", "--bogus"], "No such option: --bogus", "snapshot save"),
+    (["snapshot", "bogus"], "No such command 'bogus'.", "snapshot"),
+    (["snapshot", "status"], "Missing argument", "snapshot status"),
+    (["snapshot"], "a command is missing", "snapshot"),
+    (["-o", "json", "snapshot", "lst"], "No such command 'lst'.", "snapshot"),
+])
+def test_a_usage_error_in_json_logs_is_one_json_line_and_exit_2(
+    words: list[str], message: str, command: str
+) -> None:
+    result = CliRunner().invoke(app, words, env={"ETCDOPS_LOG_FORMAT": "json"})
+    assert result.exit_code == 2
+    [line] = json_lines(result.stderr)
+    assert line["level"] == "error" and line["message"].startswith(message)
+    assert (line["exit_code"], line["command"]) == (2, command)
+    assert line["hint"].startswith(f"see 'etcdops {command} --help'")
+    assert line["usage"].startswith(f"Usage: etcdops {command} [OPTIONS]")
+    if "-o" in words:  # and the error document on stdout, as before
+        assert json.loads(result.stdout)["error"]["message"] == line["message"]
+    else:
+        assert result.stdout == ""
+
+
+def test_a_usage_error_in_text_logs_is_clicks_text_as_before() -> None:
+    result = CliRunner().invoke(app, ["snapshot", "save", "--bogus"],
+                                env={"ETCDOPS_LOG_FORMAT": "text"})
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Usage: etcdops snapshot save [OPTIONS]\n"
+        "Try 'etcdops snapshot save -h' for help.\n\n"
+        "Error: No such option: --bogus (Possible options: --verbose)\n"
+    )
+
+
+def etcdops_run(*words: str, log_format: str = "json") -> subprocess.CompletedProcess[str]:
+    """etcdops as its own process: its stderr as journald would get it."""
+    return subprocess.run(
+        [sys.executable, "-m", "etcdops", *words], capture_output=True, text=True, timeout=60,
+        env=os.environ | {"ETCDOPS_LOG_FORMAT": log_format},
+    )
+
+
+def test_another_librarys_warning_is_a_line_in_our_format(s3: S3Env, tmp_path: Path) -> None:
+    # botocore warns (and goes on) when given a FIPS pseudo-region; its logger has only a
+    # NullHandler, so before etcdops had a root handler the warning was dropped
+    config = tmp_path / "etcdops.toml"
+    config.write_text(
+        f'cluster = "c1"\n[local]\ndir = "{tmp_path / "backups"}"\n'
+        f'[s3]\nbucket = "{s3.primary.bucket}"\nregion = "fips-us-east-1"\n'
+        f'endpoint_url = "{s3.endpoint_url}"\n'
+    )
+    result = etcdops_run("snapshot", "list", "-v", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stderr)
+    [warning] = [line for line in lines if line["logger"] == "botocore.client"]
+    assert warning["level"] == "warning" and "fips-us-east-1" in warning["message"]
+    assert (warning["command"], warning["cluster"]) == ("snapshot list", "c1")
+    text = etcdops_run("snapshot", "list", "-c", str(config), log_format="text")
+    assert "warning: botocore.client: transforming region from fips-us-east-1" in text.stderr
+
+
+_WARNINGS = """
+import logging, sys, warnings
+from etcdops.cli.logs import setup_logging
+setup_logging(0, sys.argv[1])
+warnings.warn("an old call", DeprecationWarning)  # shown: -W default below
+logging.getLogger("urllib3.connectionpool").warning("Connection pool is full")
+logging.getLogger("grpc._channel").info("below WARNING: not shown")
+logging.getLogger("etcdops.test").info("ours, at INFO")
+"""
+
+
+def test_python_warnings_and_library_warnings_are_lines_in_our_format() -> None:
+    def run(log_format: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-W", "default", "-c", _WARNINGS, log_format], capture_output=True,
+            text=True, timeout=30, check=True,
+        ).stderr
+
+    lines = json_lines(run("json"))
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("py.warnings", "warning"), ("urllib3.connectionpool", "warning"),
+        ("etcdops.test", "info"),
+    ]
+    assert "DeprecationWarning: an old call" in lines[0]["message"]
+    text = run("text").splitlines()
+    assert text[0].startswith("warning: <string>:5: DeprecationWarning: an old call")
+    assert text[1:] == ["warning: urllib3.connectionpool: Connection pool is full",
+                        "ours, at INFO"]
+
+
+def test_a_failing_command_with_v_is_json_lines_and_its_traceback_inside_one(
+    unreachable_endpoint: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "etcdops.toml"
+    config.write_text(f'[etcd]\nendpoints = ["{unreachable_endpoint}"]\ndial_timeout = "200ms"\n')
+    result = etcdops_run("compact", "-v", "-c", str(config))
+    assert result.returncode == 13
+    error = json_lines(result.stderr)[-1]
+    assert error["level"] == "error" and error["exit_code"] == 13
+    assert "Traceback (most recent call last)" in error["traceback"]
+
+
 # --- no secret in any log line or argv --------------------------------------------------
 
 PASSWORD = "pw-h3-Zq8rT1-never-logged"
