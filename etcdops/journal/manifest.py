@@ -78,7 +78,7 @@ class SegmentManifest:
             "", self.cluster, self.base_backup_id, self.first_revision, self.last_revision
         )
         if not self.object_key.endswith(expected):
-            return f"object key {self.object_key} is not where it belongs (…{expected})"
+            return f"object key {self.object_key} is not where it belongs ({expected})"
         return None
 
     @property
