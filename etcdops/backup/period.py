@@ -66,7 +66,6 @@ UNELECTED = (
     "NOSPACE is raised and etcd takes no writes, not even the election's: saving without it; "
     "another node may save this period too"
 )
-_NOSPACE = "NOSPACE"  # etcd's alarm (maintenance.quota names it too, a layer above this one)
 
 
 @dataclass(frozen=True)
@@ -312,7 +311,7 @@ def _campaign(
 def _nospace(etcd: EtcdSession) -> bool:
     """Whether NOSPACE is raised: then etcd refuses every write, the election's lease first."""
     try:
-        return any(alarm.kind == _NOSPACE for alarm in etcd.alarms())
+        return any(alarm.nospace for alarm in etcd.alarms())
     except EtcdopsError:
         return False  # the campaign's own error says what is wrong
 

@@ -40,12 +40,20 @@ class MemberStatus:
         return self.leader_id != 0 and self.member_id == self.leader_id
 
 
+# the alarm a full quota raises: etcd then refuses every write
+NOSPACE = "NOSPACE"
+
+
 @dataclass(frozen=True)
 class Alarm:
     """A raised alarm: NOSPACE (quota reached, writes refused) or CORRUPT."""
 
     member_id: int
     kind: str
+
+    @property
+    def nospace(self) -> bool:
+        return self.kind == NOSPACE
 
 
 @dataclass(frozen=True)

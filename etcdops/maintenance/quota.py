@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from etcdops.etcd.maintenance import Alarm
+from etcdops.etcd.maintenance import NOSPACE, Alarm
 from etcdops.etcd.metrics_page import QUOTA, MetricsPage
 from etcdops.units import format_size
 
-NOSPACE = "NOSPACE"
 # etcd 3.5 also lists each raised alarm among a member's status errors, as "...alarm:NOSPACE"
 _NOSPACE_STATUS_ERROR = "alarm:" + NOSPACE
 
@@ -36,7 +35,7 @@ def share_text(percent: int, quota: int) -> str:
 
 def nospace_alarms(alarms: Iterable[Alarm]) -> list[Alarm]:
     """The NOSPACE alarms among alarms: etcd refuses writes while one is raised."""
-    return [alarm for alarm in alarms if alarm.kind == NOSPACE]
+    return [alarm for alarm in alarms if alarm.nospace]
 
 
 def is_nospace_error(error: str) -> bool:
