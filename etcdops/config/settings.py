@@ -46,7 +46,7 @@ class EtcdConfig:
     cacert: Path | None = opt("file")
     cert: Path | None = opt("file")
     key: Path | None = opt("file")
-    user: str | None = opt("str")
+    user: str | None = opt("user")
     password_file: Path | None = opt("file")
     password: str | None = opt("str", secret=True)
     dial_timeout: float = opt("duration", 5.0, within=("10ms", "10m"))

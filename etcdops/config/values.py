@@ -109,6 +109,14 @@ def _convert(kind: str, value: Any, secret: bool = False) -> Any:
         if not isinstance(value, str) or not value:
             raise ValueError(f"expected a non-empty string, got {text}")
         return value
+    if kind == "user":
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected a non-empty string, got {text}")
+        if ":" in value:
+            # etcdctl's name:password form: the value is not shown, as it holds the password
+            raise ValueError("it holds a ':', as etcdctl's name:password form does (not shown: "
+                             "it would show the password)")
+        return value
     if kind == "text":  # a string that may be empty (an empty command prefix: none)
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {text}")
@@ -186,6 +194,8 @@ def _convert(kind: str, value: Any, secret: bool = False) -> Any:
 def _fix_for(kind: str) -> str:
     return {
         "str": "write a quoted string",
+        "user": "write the etcd user's name alone, and its password in password_file (or "
+                "$ETCDOPS_ETCD_PASSWORD)",
         "text": "write a quoted string (\"\" for none)",
         "bool": "write true or false",
         "float": "write a number such as 0.9",
