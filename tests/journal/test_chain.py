@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etcdops.journal.chain import Kind, window
-from tests.journal.test_manifest import BASE, manifest
+from tests.journal.samples import BASE, manifest
 
 BASE_REVISION = 100
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,24 +15,7 @@ from etcdops.journal.manifest import (
     journal_prefix,
     segment_key,
 )
-
-BASE = "20261125T120000Z-a1b2c3"
-SEEN = datetime(2026, 11, 25, 12, 0, 5, 250_000, tzinfo=UTC)
-
-
-def manifest(first=101, last=110, base=BASE, **changes) -> SegmentManifest:
-    """A segment manifest of revisions first to last of chain base."""
-    fields = dict(
-        cluster="prod", base_backup_id=base, previous_revision=first - 1,
-        first_revision=first, last_revision=last, revisions=last - first + 1,
-        events=2 * (last - first + 1), first_change_at=SEEN + timedelta(seconds=first),
-        last_change_at=SEEN + timedelta(seconds=last), plain_size=1000, plain_sha256="ab" * 32,
-        object_key=segment_key("", "prod", base, first, last), object_size=500,
-        object_sha256="cd" * 32, compression={"format": "zstd", "level": 1},
-        encryption={"format": "age-encryption.org/v1", "recipients": ["f" * 16]},
-        created_at=SEEN + timedelta(seconds=last + 1), tool_version="0.1.0",
-    )
-    return SegmentManifest(**(fields | changes))
+from tests.journal.samples import BASE, manifest
 
 
 def test_round_trip_is_exact_and_stable():

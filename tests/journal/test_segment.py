@@ -14,30 +14,7 @@ from hypothesis import strategies as st
 from etcdops.errors import IntegrityError
 from etcdops.journal import segment
 from etcdops.journal.segment import HEADER, Change, Revision, SegmentBuffer, decode, encode
-
-LEASE = 0x694D8F1A2B3C4D5E  # lease ids are large int64s
-
-
-def put(revision, key, value=b"v", create=None, version=1, lease=0):
-    return Change("put", key, value, revision if create is None else create, revision, version,
-                  lease)
-
-
-def delete(revision, key):
-    return Change("delete", key, b"", 0, revision, 0, 0)
-
-
-EVERY_KIND = [
-    Revision(100, (put(100, b"/registry/pods/default/a", b"k8s\x00\n\x02v1"),)),
-    # a transaction: an update with a lease, a delete and a new key in one revision
-    Revision(101, (
-        put(101, b"/registry/pods/default/a", b"", create=100, version=2, lease=LEASE),
-        delete(101, b"/registry/pods/default/b"),
-        put(101, bytes(range(256)), bytes(range(255, -1, -1))),
-    )),
-    Revision(102, (delete(102, b"\x00\xff"),)),
-    Revision(103, (put(103, b"k", b"x" * 70_000, create=50, version=7),)),
-]
+from tests.journal.samples import EVERY_KIND, LEASE, delete, put
 
 
 def test_every_kind_of_change_round_trips():
