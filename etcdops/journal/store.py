@@ -195,7 +195,7 @@ class _Bounded(io.BytesIO):
         self._limit = limit
         self._label = label
 
-    def write(self, data: bytes, /) -> int:  # type: ignore[override]
+    def write(self, data: bytes, /) -> int:
         if self.tell() + len(data) > self._limit:
             raise IntegrityError(
                 f"{self._label}: it decompresses to more than its manifest's {self._limit} bytes",
