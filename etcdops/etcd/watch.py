@@ -160,6 +160,11 @@ class ChangeStream:
         self._attempt: _Attempt | None = None
         self._give_up_at: float | None = None  # while failing over: when to give up
         self._failures: list[str] = []  # why each member failed, while failing over
+        # a member that creates the watch and fails at the same point every time (a message
+        # grpc refuses) is still failing over: only delivering something, or serving longer
+        # than command_timeout, ends a failover
+        self._served_since: float | None = None
+        self._advanced = False
         self._items = self._follow()
 
     def __enter__(self) -> Self:
@@ -214,11 +219,16 @@ class ChangeStream:
             if self._closed.is_set():
                 return
             self._session._down.add(url)
+            now = time.monotonic()
+            if self._served_since is not None and (
+                self._advanced or now - self._served_since > self._timeout
+            ):  # the member served a while: a new failure, not more of the last one
+                self._give_up_at, self._failures = None, []
+            self._served_since, self._advanced = None, False
             self._failures.append(failure.message)
             if not failure.same_member:
                 endpoints.append(endpoints.pop(0))
                 tried += 1
-            now = time.monotonic()
             self._give_up_at = self._give_up_at or now + self._timeout
             if now >= self._give_up_at:
                 raise EtcdUnavailableError(
@@ -255,7 +265,7 @@ class ChangeStream:
             self._refused(created, attempt)
         self.endpoint = url
         self._session._down.discard(url)
-        self._give_up_at, self._failures = None, []  # a member answered: failover is over
+        self._served_since = time.monotonic()
         pending: list[Change] = []
         for response in responses:
             if response.canceled:
@@ -280,11 +290,11 @@ class ChangeStream:
                 yield from self._deliver(pending)
                 pending = []
             if self._progress_at is not None and self._progress_at <= self.position:
-                self._progress_at = None
+                self._progress_at, self._advanced = None, True
                 yield Progress(self.position)
 
     def _deliver(self, changes: list[Change]) -> Iterator[Revision]:
-        self.position = changes[0].mod_revision
+        self.position, self._advanced = changes[0].mod_revision, True
         yield Revision(self.position, tuple(changes))
 
     def _refused(self, response: Any, attempt: _Attempt) -> None:
