@@ -17,6 +17,9 @@ What a journal needs from it:
   revision + 1. EtcdUnavailableError only when no endpoint could resume it for command_timeout.
 - Compaction: a start (or resume) point etcd has compacted raises WatchCompacted with etcd's
   compact revision, the cue for a new full backup.
+- Auth: a refused watch is asked again once with a fresh token (a simple token dies with its
+  member's restart, and etcd 3.5 then answers "permission denied"); refused again, it is an
+  EtcdUnavailableError naming the user.
 - Bounded memory: responses are read on the caller's thread only when the caller asks for the
   next item, so grpc's flow control holds the rest on the server; at most one revision and one
   message are held here.
@@ -165,6 +168,7 @@ class ChangeStream:
         # than command_timeout, ends a failover
         self._served_since: float | None = None
         self._advanced = False
+        self._fresh_token: set[str] = set()  # members re-authenticated since they last served
         self._items = self._follow()
 
     def __enter__(self) -> Self:
@@ -264,6 +268,7 @@ class ChangeStream:
         if created.canceled:
             self._refused(created, attempt)
         self.endpoint = url
+        self._fresh_token.discard(url)
         self._session._down.discard(url)
         self._served_since = time.monotonic()
         pending: list[Change] = []
@@ -307,17 +312,21 @@ class ChangeStream:
                 revision=self.position + 1,
                 compact_revision=int(response.compact_revision),
             )
-        if _PERMISSION_REASON in reason:
-            user = self._session.config.user
-            raise EtcdUnavailableError(
-                f"etcd at {url} refused to watch every key to "
-                + (f"user {user!r}" if user else "no user") + f": {reason}",
-                "the journal reads every key: use a user with the root role",
-            )
-        if any(marker in reason for marker in _TOKEN_REASONS):
-            # a simple token expires after etcd's --auth-token-ttl; a fresh one serves again
-            attempt.connection.metadata = self._session._authenticate(attempt.connection, url)
-            raise _Failed(f"etcd at {url} refused the watch: {reason}", same_member=True)
+        if _PERMISSION_REASON in reason or any(marker in reason for marker in _TOKEN_REASONS):
+            if url not in self._fresh_token:
+                # a simple token dies with a restart of its member or after --auth-token-ttl,
+                # and etcd 3.5 then says "permission denied": a fresh token tells which it is
+                connection = attempt.connection
+                connection.metadata = self._session._authenticate(connection, url)
+                self._fresh_token.add(url)
+                raise _Failed(f"etcd at {url} refused the watch: {reason}", same_member=True)
+            if _PERMISSION_REASON in reason:
+                user = self._session.config.user
+                raise EtcdUnavailableError(
+                    f"etcd at {url} refused to watch every key to "
+                    + (f"user {user!r}" if user else "no user") + f": {reason}",
+                    "the journal reads every key: use a user with the root role",
+                )
         raise _Failed(f"etcd at {url} cancelled the watch: {reason or 'no reason given'}")
 
 

@@ -4,7 +4,10 @@ cluster when the watched member is killed; closing leaves no thread behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from etcdops.errors import EtcdUnavailableError
+from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
 from etcdops.etcd.watch import (
@@ -289,3 +293,53 @@ def write_until(config, stop: threading.Event, written: dict[int, bytes]) -> Non
                 count += 1
             except EtcdUnavailableError:
                 stop.wait(0.05)
+
+
+def test_a_frozen_member_is_given_up_after_command_timeout(etcd: LocalCluster) -> None:
+    config = etcd.etcd_config(command_timeout=1.0)
+    member = etcd.members[0]
+    assert member.process is not None
+    with EtcdSession(config) as session, session.changes(now(session) + 1,
+                                                         progress_every=0.2) as stream:
+        written = session.put_many([(b"/watch/frozen/a", b"1")])
+        assert read_one(stream).revision == written
+        member.process.send_signal(signal.SIGSTOP)  # the connection stays open, silent
+        try:
+            started = time.monotonic()
+            with pytest.raises(EtcdUnavailableError) as raised:
+                read(stream, written + 1)
+            assert time.monotonic() - started < 6
+        finally:
+            member.process.send_signal(signal.SIGCONT)
+    assert "did not answer the watch within 1s" in raised.value.message
+
+
+def test_a_restarted_member_resumes_the_watch_with_a_new_auth_token(etcd_auth) -> None:
+    cluster, config, _ = etcd_auth
+    with EtcdSession(config) as session:
+        first = session.put_many([(b"/watch/auth/a", b"1")])
+        with session.changes(first) as stream:
+            assert read_one(stream).revision == first
+            cluster.stop()  # its simple tokens go with it
+            cluster.start()
+            with EtcdSession(config) as writer:  # a token of the restarted member
+                second = writer.put_many([(b"/watch/auth/a", b"2")])
+            items = read(stream, second)
+    assert [(r.revision, r.changes[0].value) for r in revisions(items)] == [(second, b"2")]
+
+
+def test_a_user_who_may_not_read_every_key_is_refused(etcd_auth, tmp_path: Path) -> None:
+    cluster, config, password = etcd_auth
+    etcdctl = [str(find_binary("etcdctl")), f"--endpoints={cluster.client_urls[0]}",
+               f"--user=root:{password}"]
+    subprocess.run([*etcdctl, "user", "add", "reader:reader-pw"], check=True,
+                   capture_output=True, timeout=30)
+    password_file = tmp_path / "reader-password"
+    password_file.write_text("reader-pw\n")
+    reader = dataclasses.replace(config, user="reader", password_file=password_file)
+    with EtcdSession(reader) as session, session.changes(1) as stream, pytest.raises(
+        EtcdUnavailableError
+    ) as raised:
+        next(stream)
+    assert "refused to watch every key to user 'reader'" in raised.value.message
+    assert "root role" in (raised.value.hint or "")
