@@ -34,81 +34,24 @@ import binascii
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from etcdops.errors import IntegrityError
+from etcdops.etcd.watch import Change, ChangeKind, Revision
 
 FORMAT = "etcdops-journal/1"
 HEADER = FORMAT.encode() + b"\n"
-PUT, DELETE = "put", "delete"
+PUT, DELETE = ChangeKind.PUT.value, ChangeKind.DELETE.value
 _DELETE_MEMBERS = frozenset({"revision", "type", "key"})
 _PUT_MEMBERS = _DELETE_MEMBERS | {"value", "create_revision", "version", "lease"}
 _NUMBERS = ("revision", "create_revision", "version", "lease")
 _INT64_MAX = (1 << 63) - 1
 
 
-class ChangeLike(Protocol):
-    """What the journal takes from etcd's watch: one event (etcdops.etcd.watch's Change)."""
-
-    @property
-    def type(self) -> object: ...  # "put" or "delete", as a string or a string enum
-
-    @property
-    def key(self) -> bytes: ...
-
-    @property
-    def value(self) -> bytes: ...
-
-    @property
-    def create_revision(self) -> int: ...
-
-    @property
-    def mod_revision(self) -> int: ...
-
-    @property
-    def version(self) -> int: ...
-
-    @property
-    def lease(self) -> int: ...
-
-
-class RevisionLike(Protocol):
-    """One revision's changes, as the watch groups them."""
-
-    @property
-    def revision(self) -> int: ...
-
-    @property
-    def changes(self) -> Sequence[ChangeLike]: ...
-
-
-@dataclass(frozen=True)
-class Change:
-    """One change read back from a segment (a delete's value, create_revision, version and
-    lease are empty, as in etcd's delete events)."""
-
-    type: str
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int
-
-
-@dataclass(frozen=True)
-class Revision:
-    revision: int
-    changes: tuple[Change, ...]
-
-
-def _kind(change: ChangeLike) -> str:
-    kind = getattr(change.type, "value", change.type)
-    if kind not in (PUT, DELETE):
-        raise ValueError(f"a change is a put or a delete, not {change.type!r}")
-    return str(kind)
+def _kind(change: Change) -> str:
+    if not isinstance(change.kind, ChangeKind):
+        raise ValueError(f"a change is a put or a delete, not {change.kind!r}")
+    return change.kind.value
 
 
 def _change_problem(kind: str, revision: int, create: int, version: int, lease: int) -> str | None:
@@ -147,7 +90,7 @@ def _revision_problem(
     return None
 
 
-def _encode_change(revision: int, change: ChangeLike) -> bytes:
+def _encode_change(revision: int, change: Change) -> bytes:
     kind = _kind(change)
     if change.mod_revision != revision:
         raise ValueError(f"a change at mod revision {change.mod_revision} in revision {revision}")
@@ -188,7 +131,7 @@ class SegmentBuffer:
         self.first_seen: datetime | None = None
         self.last_seen: datetime | None = None
 
-    def add(self, revision: RevisionLike) -> None:
+    def add(self, revision: Revision) -> None:
         """Append one revision's changes, in the order etcd gave them."""
         changes = list(revision.changes)
         span = None
@@ -218,7 +161,7 @@ class SegmentBuffer:
         return self._lines.getvalue()
 
 
-def encode(revisions: Iterable[RevisionLike]) -> bytes:
+def encode(revisions: Iterable[Revision]) -> bytes:
     """The plain segment of these revisions (in order, consecutive)."""
     buffer = SegmentBuffer()
     for revision in revisions:
@@ -282,7 +225,7 @@ def _decode_line(line: bytes, source: str, number: int) -> Change:
         value = base64.b64decode(record.get("value", ""), validate=True)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise _damaged(source, number, str(exc)) from exc
-    return Change(kind, key, value, create, revision, version, lease)
+    return Change(ChangeKind(kind), key, value, create, revision, version, lease)
 
 
 def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:

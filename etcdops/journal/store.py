@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from etcdops import __version__
 from etcdops.errors import EtcdopsError, IntegrityError, NotFoundError
+from etcdops.etcd.watch import Revision
 from etcdops.journal.manifest import MANIFEST_SUFFIX, SegmentManifest, chain_prefix, segment_key
-from etcdops.journal.segment import Revision, SegmentBuffer, decode
+from etcdops.journal.segment import SegmentBuffer, decode
 from etcdops.stores.base import Store
 from etcdops.stream.pipeline import Decoder, Encoder
 from etcdops.stream.writers import Digest

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from etcdops.etcd.watch import Change, ChangeKind, Revision
 from etcdops.journal.manifest import SegmentManifest, segment_key
-from etcdops.journal.segment import Change, Revision
 
 LEASE = 0x694D8F1A2B3C4D5E  # lease ids are large int64s
 
 
 def put(revision, key, value=b"v", create=None, version=1, lease=0):
-    return Change("put", key, value, revision if create is None else create, revision, version,
-                  lease)
+    created = revision if create is None else create
+    return Change(ChangeKind.PUT, key, value, created, revision, version, lease)
 
 
 def delete(revision, key):
-    return Change("delete", key, b"", 0, revision, 0, 0)
+    return Change(ChangeKind.DELETE, key, b"", 0, revision, 0, 0)
 
 
 EVERY_KIND = [

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import base64
-import enum
 import json
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etcdops.errors import IntegrityError
+from etcdops.etcd.watch import Change, Revision
 from etcdops.journal import segment
-from etcdops.journal.segment import HEADER, Change, Revision, SegmentBuffer, decode, encode
-from tests.journal.samples import EVERY_KIND, LEASE, delete, put
+from etcdops.journal.segment import HEADER, SegmentBuffer, decode, encode
+from tests.journal.samples import EVERY_KIND, delete, put
 
 
 def test_every_kind_of_change_round_trips():
@@ -28,36 +27,6 @@ def test_reads_from_a_stream_of_lines(tmp_path):
     path.write_bytes(encode(EVERY_KIND))
     with path.open("rb") as lines:
         assert list(decode(lines, str(path))) == EVERY_KIND
-
-
-class WatchType(enum.StrEnum):  # how the watch layer may type a change
-    PUT = "put"
-    DELETE = "delete"
-
-
-@dataclass
-class WatchChange:
-    type: WatchType
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int
-
-
-@dataclass
-class WatchRevision:
-    revision: int
-    changes: list[WatchChange]
-
-
-def test_takes_any_change_with_the_watch_attributes():
-    watched = [WatchRevision(7, [WatchChange(WatchType.PUT, b"a", b"1", 7, 7, 1, LEASE),
-                                 WatchChange(WatchType.DELETE, b"b", b"", 0, 7, 0, 0)])]
-    assert list(decode(encode(watched), "t")) == [
-        Revision(7, (put(7, b"a", b"1", lease=LEASE), delete(7, b"b")))
-    ]
 
 
 def test_the_documented_example_is_a_segment():

@@ -14,8 +14,9 @@ from pyrage import x25519
 
 from etcdops.crypto.age import Identity
 from etcdops.errors import CryptoError, IntegrityError, StorageError
+from etcdops.etcd.watch import Revision
 from etcdops.journal.chain import window
-from etcdops.journal.segment import Revision, SegmentBuffer, decode
+from etcdops.journal.segment import SegmentBuffer, decode
 from etcdops.journal.store import (
     SealedSegment,
     chain_manifests,
