@@ -197,6 +197,21 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class JournalConfig:
+    # a segment is cut every interval (empty intervals write nothing) or at max_bytes
+    interval: float = opt("duration", 5.0, within=("100ms", "10m"))
+    max_bytes: int = opt("size", 4 * 1024**2, within=("64KiB", "64MiB"),
+                         why="a segment is sealed and read whole in memory")
+    # the data-loss window the journal is held to (health, metrics): the seed's minute, halved
+    rpo_target: float = opt("duration", 30.0, within=("1s", "1d"))
+    # further behind than this (a store or etcd slow for long), a full backup starts a new chain
+    max_lag: float = opt("duration", 300.0, within=("10s", "1d"))
+    # a lease granted after the base backup is not in it: a replay creates it with its id and
+    # this TTL (etcd's watch does not carry TTLs); restored leases count down from their TTL
+    replay_lease_ttl: float = opt("duration", 3600.0, within=("1s", "30d"))
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     # node_exporter's textfile collector directory; unset: no metrics files are written
     textfile_dir: Path | None = opt("path")
@@ -218,6 +233,7 @@ class Config:
     dr: DrConfig = field(default_factory=DrConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
     source: str = field(default="built-in defaults", metadata={"kind": "internal"})
     # what the caller should tell the operator (this layer never prints)
     warnings: tuple[str, ...] = field(default=(), metadata={"kind": "internal"})
@@ -237,4 +253,5 @@ SECTIONS: dict[str, type] = {
     "dr": DrConfig,
     "schedule": ScheduleConfig,
     "metrics": MetricsConfig,
+    "journal": JournalConfig,
 }
