@@ -14,20 +14,17 @@ connect and read timeouts and max_attempts tries, every wait of a writer ends at
 and requests run on daemon threads, so that one stuck in a socket read never holds the process
 at exit.
 
-Only this module and its parts (s3_client, s3_writer, s3_errors, s3_parts, s3_requests) import
-botocore, and only when a store is created, so that `etcdops --help` and local-only runs never
-pay for importing it.
+Only this module and its parts (s3_client, s3_writer, s3_copy, s3_reader, s3_errors, s3_parts,
+s3_requests) import botocore, and only when a store is created, so that `etcdops --help` and
+local-only runs never pay for importing it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import wait
 from typing import Any
 
 from etcdops.config import S3Location
@@ -40,6 +37,7 @@ from etcdops.errors import (
 )
 from etcdops.stores.base import ObjectInfo, check_key
 from etcdops.stores.s3_client import make_client
+from etcdops.stores.s3_copy import copy_by_ranges
 from etcdops.stores.s3_errors import (
     PERMISSIONS,
     checksums_refused,
@@ -54,7 +52,7 @@ from etcdops.stores.s3_parts import (
     crc32_digest,
     sha256_checksum,
 )
-from etcdops.stores.s3_requests import RequestThreads
+from etcdops.stores.s3_reader import S3Reader
 from etcdops.stores.s3_writer import S3Writer
 
 COPY_PART_SIZE = 256 * MiB  # copies move no bytes through us: big parts mean fewer requests
@@ -92,7 +90,8 @@ class S3Store:
         self.deadline = location.deadline
         self.abort_wait = min(ABORT_WAIT, location.read_timeout)
         self.sse = location.sse  # what a refusal's hint names beside the S3 permission
-        self._write_args = self._object_settings(location)
+        # what every object written gets: encryption and storage class
+        self.write_args = self._object_settings(location)
         self._location = location
         self._client = make_client(location, self.max_concurrency)
         # a server that refuses S3's checksum headers is sent none from then on (see _send)
@@ -223,7 +222,7 @@ class S3Store:
             sent = self._send(
                 "put_object",
                 {"ChecksumAlgorithm": checksum.algorithm, "ChecksumSHA256": checksum.value},
-                Bucket=self.bucket, Key=self.full_key(key), Body=data, **self._write_args,
+                Bucket=self.bucket, Key=self.full_key(key), Body=data, **self.write_args,
             )
         return checksum if sent else None
 
@@ -394,45 +393,11 @@ class S3Store:
                 self._send(
                     "copy_object", {"ChecksumAlgorithm": "CRC32"},
                     Bucket=self.bucket, Key=self.full_key(key), CopySource=copy_source,
-                    **self._write_args,
+                    **self.write_args,
                 )
             else:
-                self._copy_multipart(copy_source, key, size)
+                copy_by_ranges(self, self._client, copy_source, key, size)
         self.verify(key, size)
-
-    def _copy_multipart(self, copy_source: dict[str, str], key: str, size: int) -> None:
-        """UploadPartCopy by byte ranges, for objects beyond CopyObject's 5 GB limit."""
-        part_size = choose_part_size(size, self.copy_part_size)
-        full_key = self.full_key(key)
-        upload_id = self._client.create_multipart_upload(
-            Bucket=self.bucket, Key=full_key, **self._write_args
-        )["UploadId"]
-
-        def copy_part(number: int) -> dict[str, Any]:
-            start = (number - 1) * part_size
-            response = self._client.upload_part_copy(
-                Bucket=self.bucket, Key=full_key, UploadId=upload_id, PartNumber=number,
-                CopySource=copy_source,
-                CopySourceRange=f"bytes={start}-{min(start + part_size, size) - 1}",
-            )
-            return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
-
-        requests = RequestThreads(self.max_concurrency, "s3-copy")
-        parts = [requests.submit(copy_part, n) for n in range(1, math.ceil(size / part_size) + 1)]
-        try:
-            self._client.complete_multipart_upload(
-                Bucket=self.bucket, Key=full_key, UploadId=upload_id,
-                MultipartUpload={"Parts": [part.result() for part in parts]},
-            )
-        except BaseException:
-            # parts still in flight would land after the abort and be orphaned: wait for them
-            for part in parts:
-                part.cancel()
-            wait(parts, timeout=self.abort_wait)
-            self.abort_upload(key, upload_id)
-            raise
-        finally:
-            requests.close()
 
     # The steps of a multipart upload, which S3Writer drives (its waits, buffers and threads
     # are its own); each fails as every method here does, naming the store, object and act.
@@ -442,7 +407,7 @@ class S3Store:
         with self._calling("write", self.describe(key)):
             return self._send(
                 "create_multipart_upload", {"ChecksumAlgorithm": "CRC32"},
-                Bucket=self.bucket, Key=self.full_key(key), **self._write_args,
+                Bucket=self.bucket, Key=self.full_key(key), **self.write_args,
             )["UploadId"]
 
     def upload_part(
@@ -501,27 +466,3 @@ class S3Store:
         except (BotoCoreError, ClientError):
             return False
         return True
-
-
-class S3Reader(io.IOBase):
-    """An object's body as a stream; network failures while reading become StorageErrors."""
-
-    def __init__(self, body: Any, error: Callable[[Exception], EtcdopsError]) -> None:
-        self._body = body
-        self._error = error
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        """Up to size bytes (all the rest when size is negative); b"" at the end."""
-        from botocore.exceptions import BotoCoreError
-
-        try:
-            return self._body.read(None if size is None or size < 0 else size)
-        except BotoCoreError as exc:
-            raise self._error(exc) from exc
-
-    def close(self) -> None:
-        self._body.close()
-        super().close()
