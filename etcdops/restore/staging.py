@@ -54,10 +54,10 @@ _CALL_TIMEOUT = 300.0
 _SCAN_CHUNK = 1 << 20  # may_hold_samples reads the snapshot a MiB at a time: memory stays flat
 
 
-def throwaway_member(scratch: Path, config: Config, name: str) -> LocalEtcd:
+def throwaway_member(scratch: Path, config: Config, name: str, **flags: object) -> LocalEtcd:
     """A single member on free loopback ports under scratch, under a new cluster token (its
     cluster is its own), with the production quota so that a database as large as
-    production's boots."""
+    production's boots; flags are more of etcd's (as LocalEtcd takes them)."""
     peer_port = free_port()
     return LocalEtcd(
         name,
@@ -67,6 +67,7 @@ def throwaway_member(scratch: Path, config: Config, name: str) -> LocalEtcd:
         cluster_token=f"{name}-{secrets.token_hex(4)}",
         log_path=scratch / "etcd.log",
         quota_backend_bytes=config.etcd.quota_backend_bytes,
+        **flags,
     )
 
 
@@ -226,7 +227,7 @@ class _Run:
         if rate is None:
             return StagingOutcome(None, _too_few_samples(len(samples), self.config))
         gap = rate.gap(age)
-        with _LeaseKeeper(session, url) as keeper:
+        with LeaseKeeper(session, url) as keeper:
             keys = session.count_keys()
             self.reporter.event(
                 f"the backup is {format_duration(age)} old and the cluster wrote "
@@ -260,13 +261,15 @@ class _Run:
         return None if after == before else f"holds {after} keys where the snapshot had {before}"
 
 
-class _LeaseKeeper:
+class LeaseKeeper:
     """Refreshes every lease of a member every KEEPALIVE_PERIOD, on a thread, until the block
-    ends; problem() says if a lease was lost all the same."""
+    ends, and those add()ed meanwhile (a replay grants leases); problem() says if a lease was
+    lost all the same."""
 
     def __init__(self, session: EtcdSession, url: str) -> None:
         self._session, self._url = session, url
         self._ids = session.lease_ids(url)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh, name="lease-keeper", daemon=True)
         self._problem: str | None = None
@@ -275,7 +278,20 @@ class _LeaseKeeper:
     def count(self) -> int:
         return len(self._ids)
 
-    def __enter__(self) -> _LeaseKeeper:
+    @property
+    def ids(self) -> frozenset[int]:
+        """Every lease kept alive: the member's when the block began, and those added."""
+        with self._lock:
+            return frozenset(self._ids)
+
+    def add(self, lease_id: int) -> None:
+        """Keep one more lease alive, from the next refresh on."""
+        with self._lock:
+            self._ids = [*self._ids, lease_id]
+        if not self._thread.is_alive() and not self._stop.is_set():
+            self._thread.start()
+
+    def __enter__(self) -> LeaseKeeper:
         if self._ids:
             self._thread.start()
         return self
@@ -294,13 +310,15 @@ class _LeaseKeeper:
 
     def _refresh(self) -> None:
         while not self._stop.is_set():
+            with self._lock:
+                ids = self._ids
             try:
-                ttls = self._session.keep_alive(self._url, self._ids)
+                ttls = self._session.keep_alive(self._url, ids)
             except EtcdopsError as exc:
                 self._problem = f"could not keep its leases alive ({exc.message})"
                 return
-            expired = [lease for lease in self._ids if ttls.get(lease, 0) <= 0]
+            expired = [lease for lease in ids if ttls.get(lease, 0) <= 0]
             if expired:
-                self._problem = f"lost {len(expired)} of its {len(self._ids)} leases"
+                self._problem = f"lost {len(expired)} of its {len(ids)} leases"
                 return
             self._stop.wait(KEEPALIVE_PERIOD)
