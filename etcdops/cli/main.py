@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from etcdops import __version__
-from etcdops.cli import daemon, demo, dr, health, keys, maintenance, restore, snapshot
+from etcdops.cli import daemon, demo, dr, health, journal, keys, maintenance, restore, snapshot
 from etcdops.cli.common import before_subcommand, error_document
 from etcdops.cli.exitcodes import HELP_TABLE
 from etcdops.cli.logs import chosen_format, setup_logging
@@ -107,6 +107,7 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(dr.app, name="dr")
+app.add_typer(journal.app, name="journal")
 app.command("demo")(demo.demo)
 app.command("compact")(maintenance.compact)
 app.command("defrag")(maintenance.defrag)

@@ -23,8 +23,10 @@ class Metric:
 
 
 # the jobs whose runs count per store: every store the job works on succeeds or fails apart
-STORE_JOBS = ("snapshot", "prune")
-JOBS = ("snapshot", "prune", "compaction", "defrag", "drill", "recovery")
+STORE_JOBS = ("snapshot", "prune", "journal")
+# the journal runs for good: its file is written once a minute, each minute counted as a run
+# per store (a failure: the store failed at least once that minute)
+JOBS = ("snapshot", "prune", "compaction", "defrag", "drill", "recovery", "journal")
 
 
 def _common(job: str) -> tuple[Metric, ...]:
@@ -64,6 +66,19 @@ _SPECIFIC = (
            "1 when the last restore drill verified its backup, 0 when it did not."),
     Metric("etcdops_recovery_step_duration_seconds", GAUGE,
            "How long each step of the last dr run took.", ("step",)),
+    Metric("etcdops_journal_lag_seconds", GAUGE,
+           "How old the oldest change the journal may not have sealed into a segment yet is."),
+    Metric("etcdops_journal_rpo_target_seconds", GAUGE,
+           "The data-loss window the journal is held to ([journal] rpo_target)."),
+    Metric("etcdops_journal_segments_total", COUNTER, "Journal segments stored per store.",
+           ("store",), True),
+    Metric("etcdops_journal_written_bytes_total", COUNTER,
+           "Stored (compressed, encrypted) bytes of journal segments per store.", ("store",), True),
+    Metric("etcdops_journal_last_revision", GAUGE,
+           "The newest etcd revision the journal has stored per store.", ("store",)),
+    Metric("etcdops_journal_chains_total", COUNTER,
+           "Chains the journal started, by why (resumed, base, no-backup, compacted, lag, "
+           "new-backup).", ("reason",)),
 )
 
 METRICS: dict[str, Metric] = {
