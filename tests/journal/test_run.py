@@ -89,3 +89,96 @@ def test_segments_while_writing_are_etcds_history_in_every_store(
     puts = {r.revision: (r.changes[0].key, r.changes[0].value) for r in revisions
             if r.revision in writer.written}
     assert puts == writer.written
+
+
+def test_no_backup_takes_one_and_a_restart_resumes_with_no_hole_or_overlap(
+    config, identity, client
+):
+    writer = Writer(client).start()
+    first = Journal(config)
+    wait_for(lambda: newest_base(open_stores(config), config.cluster), "a full backup")
+    base = base_of(config)
+    store = open_stores(config)["local"]
+    wait_for(lambda: len(chain_in(store, config, base.backup_id, base.revision).path) >= 3,
+             "three segments")
+    report = first.finish()
+    assert [(c.base_backup_id, c.reason) for c in report.chains] == [
+        (base.backup_id, "no-backup")]
+    stopped_at = chain_in(store, config, base.backup_id, base.revision).last_revision
+    # written while no journal runs: the next one reads it from etcd's history
+    wait_for(lambda: max(writer.written) > stopped_at + 10, "writes while stopped")
+    second = Journal(config)
+    wait_for(lambda: chain_in(store, config, base.backup_id, base.revision).last_revision
+             > stopped_at + 20, "the second journal's segments")
+    last = writer.finish()
+    wait_for(lambda: chain_in(store, config, base.backup_id, base.revision).last_revision
+             >= last, "every write")
+    report = second.finish()
+    assert [(c.reason, c.from_revision) for c in report.chains] == [("resumed", stopped_at + 1)]
+    chain = chain_in(store, config, base.backup_id, base.revision)
+    assert chain.findings == ()
+    revisions = replayed(store, chain, identity)
+    assert revisions == history(config, base.revision + 1, chain.last_revision)
+
+
+def test_a_compaction_beyond_the_journal_takes_a_backup_and_starts_a_new_chain(
+    config, identity, client
+):
+    save_snapshot(config, LogReporter())
+    old = base_of(config)
+    journal = Journal(config)
+    store = open_stores(config)["local"]
+    for number in range(5):
+        Writer(client).put(number)
+    wait_for(lambda: chain_in(store, config, old.backup_id, old.revision).path, "a segment")
+    journal.finish()
+    reached = chain_in(store, config, old.backup_id, old.revision).last_revision
+    # the journal is down while etcd compacts past where it stopped
+    writer = Writer(client)
+    for number in range(5):
+        writer.put(number)
+    client.compact(max(writer.written), physical=True)
+    journal = Journal(config)
+    wait_for(lambda: base_of(config).backup_id != old.backup_id, "a new full backup")
+    new = base_of(config)
+    for number in range(5):
+        writer.put(number)
+    wait_for(lambda: chain_in(store, config, new.backup_id, new.revision).last_revision
+             >= max(writer.written), "the new chain holds the writes after it")
+    report = journal.finish()
+    assert [(c.base_backup_id, c.reason) for c in report.chains] == [
+        (old.backup_id, "resumed"), (new.backup_id, "compacted")]
+    assert new.revision >= max(writer.written) - 5  # taken after the compaction
+    assert chain_in(store, config, old.backup_id, old.revision).last_revision == reached
+    chain = chain_in(store, config, new.backup_id, new.revision)
+    assert chain.findings == () and chain.path[0].first_revision == new.revision + 1
+    assert replayed(store, chain, identity) == history(config, new.revision + 1,
+                                                        chain.last_revision)
+
+
+def test_a_newer_full_backup_starts_a_new_chain_where_the_old_one_reaches(
+    config, identity, client
+):
+    save_snapshot(config, LogReporter())
+    old = base_of(config)
+    store = open_stores(config)["local"]
+    journal = Journal(config, catalogue_every=0.2)
+    writer = Writer(client).start()
+    wait_for(lambda: chain_in(store, config, old.backup_id, old.revision).path, "a segment")
+    hourly = save_snapshot(config, LogReporter()).manifest  # the hourly timer's, say
+    wait_for(lambda: chain_in(store, config, hourly.id, hourly.etcd.revision).path,
+             "a segment of the new chain")
+    last = writer.finish()
+    wait_for(lambda: chain_in(store, config, hourly.id, hourly.etcd.revision).last_revision
+             >= last, "every write")
+    report = journal.finish()
+    assert [(c.base_backup_id, c.reason) for c in report.chains] == [
+        (old.backup_id, "base"), (hourly.id, "new-backup")]
+    before = chain_in(store, config, old.backup_id, old.revision)
+    after = chain_in(store, config, hourly.id, hourly.etcd.revision)
+    assert before.findings == () and after.findings == ()
+    # the chains meet: the old one reaches the new base, the new one starts right after it
+    assert before.last_revision >= hourly.etcd.revision
+    assert after.path[0].first_revision == hourly.etcd.revision + 1
+    assert replayed(store, after, identity) == history(
+        config, hourly.etcd.revision + 1, after.last_revision)
