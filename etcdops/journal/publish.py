@@ -103,6 +103,12 @@ class Publisher:
             queue.items.append(sealed.manifest)  # its bytes are read back when its turn comes
         self.counts[name].pending += 1
 
+    def held_bytes(self, name: str) -> int:
+        """The stored bytes one store's queue holds in memory (what the bound limits)."""
+        with self._cond:
+            return sum(len(item.stored) for item in self._queues[name].items
+                       if isinstance(item, SealedSegment))
+
     def drain(self, timeout: float) -> dict[str, int]:
         """Wait until every queue is empty or timeout passes: what each store still lacks."""
         deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ compaction, a new full backup and a failing primary, each leaving every chain wh
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 
 import etcd3
@@ -182,3 +183,34 @@ def test_a_newer_full_backup_starts_a_new_chain_where_the_old_one_reaches(
     assert after.path[0].first_revision == hourly.etcd.revision + 1
     assert replayed(store, after, identity) == history(
         config, hourly.etcd.revision + 1, after.last_revision)
+
+
+def test_a_failing_primary_is_caught_up_later_and_the_local_store_never_stops(
+    config, s3, s3_proxy, identity, client
+):
+    from tests.s3proxy import put_object
+
+    proxy = s3_proxy()
+    config = with_s3(config, s3, primary_url=proxy.url)
+    save_snapshot(config, LogReporter())
+    base = base_of(config)
+    stores = open_stores(config)
+    failing = threading.Event()
+    failing.set()
+    proxy.fail(lambda r: failing.is_set() and put_object(r), times=1 << 62)
+    journal = Journal(config)
+    writer = Writer(client).start()
+    wait_for(lambda: len(chain_in(stores["local"], config, base.backup_id, base.revision).path)
+             >= 5, "five segments in the local store while the primary fails")
+    assert chain_in(stores["primary"], config, base.backup_id, base.revision).path == ()
+    failing.clear()
+    last = writer.finish()
+    wait_for(lambda: chain_in(stores["primary"], config, base.backup_id, base.revision)
+             .last_revision >= last, "the primary caught up")
+    report = journal.finish()
+    assert report.stores["primary"].failures >= 1 and report.unpublished == {}
+    chains = [chain_in(stores[name], config, base.backup_id, base.revision)
+              for name in ("local", "primary", "replica")]
+    assert all(chain.findings == () and chain.path == chains[0].path for chain in chains)
+    assert replayed(stores["primary"], chains[1], identity) == history(
+        config, base.revision + 1, chains[1].last_revision)
