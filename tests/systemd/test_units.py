@@ -50,8 +50,9 @@ def _commands(unit: str) -> list[list[str]]:
 
 
 def test_the_units_are_the_templates_and_the_old_ones_are_gone():
-    assert SERVICES == ["etcdops-drill@.service", "etcdops-maintain@.service",
-                        "etcdops-prune@.service", "etcdops-snapshot@.service", "etcdops@.service"]
+    assert SERVICES == ["etcdops-drill@.service", "etcdops-journal@.service",
+                        "etcdops-maintain@.service", "etcdops-prune@.service",
+                        "etcdops-snapshot@.service", "etcdops@.service"]
     assert TIMERS == ["etcdops-drill@.timer", "etcdops-maintain@.timer", "etcdops-snapshot@.timer"]
     for timer in TIMERS:  # a timer starts the service of its own name
         assert timer.replace(".timer", ".service") in SERVICES
