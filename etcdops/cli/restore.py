@@ -63,6 +63,19 @@ def restore(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check every prerequisite and say what a restore would do, reading "
         "no backup (manifests only) and no standard input, and changing nothing.")] = False,
+    at: Annotated[str | None, typer.Option(
+        "--at", help="Restore the cluster as it was at TIME (ISO 8601 with a zone, e.g. "
+        "2026-11-25T09:13:00Z): the newest backup before it and the journal replayed up to "
+        "the last segment that ended by then (precision: one [journal] interval).",
+        show_default=False)] = None,
+    revision: Annotated[int | None, typer.Option(
+        "--revision", min=1, help="Restore the cluster as it was at etcd revision N: the "
+        "newest backup at or below it and the journal replayed up to N.",
+        show_default=False)] = None,
+    allow_gap: Annotated[bool, typer.Option(
+        "--allow-gap", help="A hole in the journal (a segment in no store, or unreadable in "
+        "every one): restore to the last revision before it, with a warning, instead of "
+        "refusing.")] = False,
 ) -> None:
     """Restore one member of a new cluster from a backup, with etcdutl.
 
@@ -73,6 +86,11 @@ def restore(
     several gets none (each would get its own revisions: `etcdops dr run` stages once for all)
     and the report says which components to restart. Not for re-adding one failed member to a
     live cluster (that is member remove/add).
+
+    With the journal (`etcdops journal run`), 'latest' is the newest journaled point, and
+    --at/--revision restore a point in time: the base backup restored on a staging etcd on
+    loopback, the journal replayed there one transaction per original revision, and every
+    member restored from its snapshot.
     """
     from etcdops.errors import UsageError
     from etcdops.restore.member import STDIN_REF, RestoreRequest, restore_member
@@ -88,11 +106,15 @@ def restore(
     if files_to is not None and dry_run:
         raise UsageError("--files-to writes files, which a dry run does not",
                          "leave out --files-to, or --dry-run")
+    point = point_target(at, revision)
+    if point is not None and (files_to is not None or dry_run):
+        raise UsageError("--at and --revision restore a point in time, which --files-to and "
+                         "--dry-run do not know yet", "leave one of them out")
     config = run.config()
     request = RestoreRequest(
         ref=ref, data_dir=data_dir, name=name, initial_cluster=initial_cluster,
         peer_urls=peer_urls, token=token, store=source.value if source else None,
-        bump_revision=bump_revision,
+        bump_revision=bump_revision, point=point, allow_gap=allow_gap,
     )
     files = checked_files = None
     if files_to is not None:
@@ -129,6 +151,25 @@ def restore(
         run.warn(warning)
 
 
+def point_target(at: str | None, revision: int | None) -> Any:
+    """The point in time --at/--revision name, or None; UsageError for a TIME that is none."""
+    if at is None and revision is None:
+        return None
+    from datetime import datetime
+
+    from etcdops.errors import UsageError
+    from etcdops.restore.point import PointTarget
+
+    moment = None
+    if at is not None:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            raise UsageError(f"--at {at!r} is not a time",
+                             "give ISO 8601 with a zone, e.g. 2026-11-25T09:13:00Z") from None
+    return PointTarget(revision=revision, at=moment)
+
+
 def _report(result: Any, files: Any) -> Any:
     member, plan = result.member, result.revision_plan
     what = f"backup {result.backup_id}" if result.backup_id else result.source
@@ -142,6 +183,7 @@ def _report(result: Any, files: Any) -> Any:
     took = result.durations
     staging = (f", staging etcd {format_duration(took['staging'])}"
                if "staging" in took else "")
+    staging += f", journal replay {format_duration(took['replay'])}" if "replay" in took else ""
     return key_values([
         ("restored", f"{what}{where} as member {member.name}"),
         ("data dir", result.data_dir),

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from etcdops.backup.readback import READ_SIZE, SnapshotStatus, decode_snapshot
+from etcdops.backup.readback import READ_SIZE, SnapshotStatus, decode_snapshot, is_file_ref
 from etcdops.config import Config
-from etcdops.errors import Interrupted, UsageError
+from etcdops.errors import Interrupted, NotFoundError, UsageError
 from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.etcdutl import run_etcdutl
 from etcdops.report import Reporter
@@ -43,7 +43,10 @@ from etcdops.restore.staging import (
     stage_bump,
     trusted_hash_flags,
 )
-from etcdops.stores.configured import Stores
+from etcdops.stores.configured import Stores, open_stores
+
+if TYPE_CHECKING:
+    from etcdops.restore.point import PointTarget, StagedPoint
 
 BUILT_NAME = "data"
 STDIN_REF = "-"  # a plain snapshot on standard input: how `dr run` hands one to another host
@@ -63,6 +66,10 @@ class RestoreRequest:
     # None: etcdutl's flags if it has them, else a staging etcd, else a warning; N > 0:
     # etcdutl's flags with N (refused if it lacks them); 0: no bump at all, and no warning
     bump_revision: int | None = None
+    # a point in time (--revision, --at); None: 'latest' is the newest journaled point, and
+    # any other REF the backup alone
+    point: PointTarget | None = None
+    allow_gap: bool = False  # restore to the last provable point before a hole in the journal
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,8 @@ def prepared_snapshot(
     stdin: BinaryIO | None = None,
     clock: Callable[[], float] = time.time,
     shared: bool = True,
+    point: PointTarget | None = None,
+    allow_gap: bool = False,
 ) -> Iterator[Prepared]:
     """Decode REF once, with every check, into a 0700 directory in `under` (default: the
     system's temporary directory) that is removed when the block ends, however it ends; and
@@ -144,7 +153,9 @@ def prepared_snapshot(
     and the backup's age call for, within [restore] bump_budget, else the restart warning.
     REF '-' reads a plain snapshot from `stdin`. `clock` is the wall clock the age is read from.
     shared=False: this snapshot serves one member of several, each restored on its own, so no
-    staging etcd runs (each member's would write its own number of revisions)."""
+    staging etcd runs (each member's would write its own number of revisions).
+    point: the cluster at that point in time (etcdops.restore.point), REF naming the base
+    ('latest': the newest that serves it); REF 'latest' alone is the newest journaled point."""
     if bump_flags and bump_revision == 0:
         raise UsageError("--bump-revision 0 means no bump: it cannot go with etcdutl's flags")
     if not bump_flags and bump_revision:
@@ -153,9 +164,23 @@ def prepared_snapshot(
             "give 0 for no bump, or leave the option out for a staging etcd",
         )
     etcdutl = find_binary("etcdutl", config.etcd.etcdutl)
+    if point is not None and (ref == STDIN_REF or is_file_ref(ref)):
+        raise UsageError("--at and --revision replay the journal of a backup, not of a file",
+                         "give 'latest' or a backup id")
     with scratch_directory(under, "prepare", reporter) as work:
         reading = time.monotonic()
         plain = work / SNAPSHOT_NAME
+        staged = None
+        if ref == "latest" or point is not None:
+            staged, ref = _point(config, ref, point, allow_gap, store, stores, work, reporter)
+        if staged is not None:
+            plain, status = staged.path, staged.status
+            replaying = staged.replayed.seconds
+            durations = {"download_decode": round(time.monotonic() - reading - replaying, 3),
+                         "replay": round(replaying, 3)}
+            yield Prepared(plain, status, status.revision, _point_plan(
+                etcdutl, status, bump_flags, bump_revision, config), durations)
+            return
         if ref == STDIN_REF:
             if stdin is None:
                 raise UsageError("REF '-' reads a plain snapshot from standard input: none given")
@@ -181,6 +206,47 @@ def prepared_snapshot(
             if staged_for is not None:
                 durations["staging"] = round(staged_for, 3)
         yield Prepared(plain, status, revision, plan, durations)
+
+
+def _point(
+    config: Config, ref: str, point: PointTarget | None, allow_gap: bool, store: str | None,
+    stores: Stores | None, work: Path, reporter: Reporter,
+) -> tuple[StagedPoint | None, str]:
+    """The point in time staged in work when the journal has revisions to replay, else None
+    and the backup id to restore as it is."""
+    from etcdops.restore.point import PointTarget, plan_point, stage_point
+
+    stores = stores or open_stores(config)
+    if store is not None:
+        stores = stores.only(store)
+    try:
+        plan = plan_point(config, point or PointTarget(), stores, reporter, base_ref=ref,
+                          allow_gap=allow_gap)
+    except NotFoundError:
+        if point is not None:
+            raise
+        return None, ref  # no backup at all: the plain read says so in its own words
+    for note in plan.notes:
+        reporter.event(note)
+    if not plan.replays:
+        return None, plan.base.id
+    return stage_point(config, plan, stores, work, reporter, allow_gap=allow_gap), ref
+
+
+def _point_plan(
+    etcdutl: Path, status: SnapshotStatus, bump_flags: bool, bump_revision: int | None,
+    config: Config,
+) -> RevisionPlan:
+    """How a point in time leaves the revision: etcdutl's flags when it has them; else the
+    restart warning (no staging etcd advances a replayed point yet)."""
+    if bump_flags:
+        return flags_plan(bump_revision or config.restore.bump_revision)
+    if bump_revision == 0:
+        return unbumped_plan(None)
+    return unbumped_plan(restart_warning(
+        f"{no_flags(etcdutl)}; the point in time takes the cluster back to revision "
+        f"{status.revision}, and the staging etcd that replayed it does not advance it"
+    ))
 
 
 def _stage(
@@ -237,7 +303,8 @@ def restore_member(
         with prepared_snapshot(
             config, request.ref, reporter, store=request.store, stores=stores,
             under=target.path.parent, bump_flags=flags, bump_revision=request.bump_revision,
-            stdin=stdin, shared=len(member.members) == 1,
+            stdin=stdin, shared=len(member.members) == 1, point=request.point,
+            allow_gap=request.allow_gap,
         ) as prepared:
             return _restore(prepared, member, target, etcdutl, reporter, started)
     except KeyboardInterrupt:

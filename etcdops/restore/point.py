@@ -1,0 +1,336 @@
+"""Point-in-time restore: which base backup and journal segments a target needs (plan_point),
+and the plain snapshot of the cluster at that point, made on a staging etcd (stage_point).
+
+A target is a revision (`--revision N`), a moment (`--at TIME`) or `latest`, the newest point
+the journal holds:
+- the base is the newest backup with a good copy at or before the target (its revision at or
+  below N; created at or before TIME); for `latest`, the backup whose chain reaches furthest;
+- a moment maps to a revision through the segments' time spans: the journal records when it saw
+  each segment's first and last change, not each revision's, so TIME restores to the last
+  revision of the last segment whose span ends at or before it (the base's revision if none
+  does). The precision is one segment's span, `[journal] interval` (5 s) at most: a change made
+  up to an interval before TIME may be left out, none after TIME is ever put in;
+- the chain's provable window (etcdops.journal.chain) must reach the target. A hole (revisions in
+  no store's segment, or a segment no store can read back) stops the restore before any member
+  is touched, with an IntegrityError naming the last provable revision; with allow_gap, the
+  restore goes to that last provable point instead and says so in a warning. A replay never
+  crosses a hole: revisions must be consecutive.
+Each segment is read from local, then primary, then replica: a copy that is missing, damaged
+or unreadable gives way to the next (said in the fallbacks); a wrong key fails at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from etcdops.backup.catalog import BackupView, combined_view, resolve_ref
+from etcdops.backup.manifest import Manifest, manifest_time
+from etcdops.backup.readback import SnapshotStatus, decode_snapshot
+from etcdops.config import Config
+from etcdops.errors import IntegrityError, NotFoundError, StorageError, UsageError
+from etcdops.etcd.binaries import find_binary
+from etcdops.etcd.session import EtcdSession
+from etcdops.etcd.watch import Revision
+from etcdops.journal.chain import ChainWindow, window
+from etcdops.journal.manifest import SegmentManifest
+from etcdops.journal.store import chain_manifests, read_segment
+from etcdops.report import Reporter
+from etcdops.restore.replay import Replayed, replay
+from etcdops.restore.staging import (
+    STAGED_NAME,
+    restore_into,
+    save_checked,
+    start_throwaway,
+    throwaway_member,
+)
+from etcdops.stores.configured import Stores
+
+POINT_STAGING_NAME = "etcdops-point"
+# the staging etcd is thrown away once its snapshot is taken: an fsync per replayed revision
+# would only slow the replay; its limits are raised so that any transaction the original
+# cluster accepted (its own limits may be above etcd's defaults) is accepted again
+_STAGING_FLAGS = {"unsafe_no_fsync": True, "max_txn_ops": 1 << 16,
+                  "max_request_bytes": 64 << 20}
+_CALL_TIMEOUT = 300.0
+_GAP_HINT = ("give --allow-gap to restore to the last provable point, or a target before the "
+             "hole; `etcdops snapshot list` shows each chain's window")
+
+
+@dataclass(frozen=True)
+class PointTarget:
+    """What the operator asked for: a revision, a moment, or neither (`latest`)."""
+
+    revision: int | None = None
+    at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.revision is not None and self.at is not None:
+            raise UsageError("--revision and --at name two targets", "give one of them")
+        if self.at is not None and self.at.tzinfo is None:
+            raise UsageError(f"--at {self.at.isoformat()} has no time zone",
+                             "give one, e.g. 2026-11-25T09:13:00Z or +01:00")
+
+    def describe(self) -> str:
+        if self.revision is not None:
+            return f"revision {self.revision}"
+        if self.at is not None:
+            return f"{manifest_time(self.at)}"
+        return "the newest journaled point"
+
+
+@dataclass(frozen=True)
+class Copies:
+    """One segment and the stores holding its manifest, in read order."""
+
+    manifest: SegmentManifest
+    stores: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PointPlan:
+    base: Manifest
+    window: ChainWindow
+    segments: tuple[Copies, ...]  # the path a replay reads, up to the one holding `revision`
+    revision: int  # the revision restored to
+    # when the journal saw the changes of the segment holding `revision` (the base's time
+    # for the base's own revision): the precision of a point in time
+    seen: tuple[datetime, datetime]
+    notes: tuple[str, ...]  # what the chain's listing found that did not stop it
+    warnings: tuple[str, ...]  # a gap the restore stops before (allow_gap)
+
+    @property
+    def replays(self) -> bool:
+        return self.revision > self.base.etcd.revision
+
+
+@dataclass(frozen=True)
+class StagedPoint:
+    path: Path  # the staging etcd's checked snapshot at the target revision
+    status: SnapshotStatus  # the base's read, with the point's revision, keys and warnings
+    replayed: Replayed
+
+
+def plan_point(
+    config: Config, target: PointTarget, stores: Stores, reporter: Reporter, *,
+    base_ref: str = "latest", allow_gap: bool = False,
+) -> PointPlan:
+    """The base backup, segments and revision for a target; IntegrityError at a hole before
+    the target (unless allow_gap), UsageError for a target beyond the journal."""
+    views, unreachable = combined_view(stores, config.cluster)
+    notes = [f"{name} store could not be listed ({e.message})" for name, e in unreachable.items()]
+    good = [view for view in views if view.good_in]
+    if base_ref != "latest":
+        where = " or ".join(f"{name} store" for name in stores)
+        chosen = resolve_ref([(v.manifest.id, bool(v.good_in)) for v in views], base_ref, where)
+        good = [view for view in good if view.manifest.id == chosen]
+    candidates = [view for view in reversed(good) if _before(view, target)]
+    if not candidates:
+        raise NotFoundError(
+            f"no backup with a good copy at or before {target.describe()}",
+            "`etcdops snapshot list --store all` lists the backups and their windows",
+        )
+    view, found, chain_notes = _choose(config, stores, candidates, target)
+    base = view.manifest
+    manifests = [copies.manifest for copies in found.values()]
+    proven = window(base.id, base.etcd.revision, manifests)
+    wanted = _wanted(base, manifests, target)
+    warnings = []
+    if wanted > proven.last_revision:
+        hole = proven.holes[0].reason if proven.holes else "a segment is missing"
+        gap = (f"the journal of backup {base.id} proves revisions only up to "
+               f"{proven.last_revision}, and {target.describe()} needs revision {wanted}: {hole}")
+        if not allow_gap:
+            raise IntegrityError(f"{gap}; nothing was restored", _GAP_HINT)
+        warnings.append(f"{gap}; restored to revision {proven.last_revision} (--allow-gap)")
+        wanted = proven.last_revision
+    path = tuple(found[m.object_key] for m in proven.path if m.first_revision <= wanted)
+    seen = ((path[-1].manifest.first_change_at, path[-1].manifest.last_change_at) if path
+            else (base.created_at, base.created_at))
+    notes += chain_notes + [finding.reason for finding in proven.findings
+                            if finding not in proven.holes]
+    return PointPlan(base, proven, path, wanted, seen, tuple(notes), tuple(warnings))
+
+
+def _before(view: BackupView, target: PointTarget) -> bool:
+    if target.revision is not None:
+        return view.manifest.etcd.revision <= target.revision
+    if target.at is not None:
+        return view.manifest.created_at <= target.at
+    return True
+
+
+def _choose(
+    config: Config, stores: Stores, candidates: list[BackupView], target: PointTarget
+) -> tuple[BackupView, dict[str, Copies], list[str]]:
+    """The candidate base (newest first) whose chain serves the target, with its segments."""
+    best = None
+    for view in candidates:
+        found, notes = chain_copies(config, stores, view.manifest.id)
+        reach = max([c.manifest.last_revision for c in found.values()]
+                    + [view.manifest.etcd.revision])
+        if target.at is not None or (target.revision is not None and reach >= target.revision):
+            return view, found, notes  # the newest base that covers it needs the least replay
+        if best is None or reach > best[0]:
+            best = (reach, view, found, notes)
+    assert best is not None
+    reach, view, found, notes = best
+    if target.revision is not None:
+        raise UsageError(
+            f"revision {target.revision} is after the newest journaled revision {reach}",
+            "give a revision up to it, or 'latest'",
+        )
+    return view, found, notes
+
+
+def chain_copies(
+    config: Config, stores: Stores, base_id: str
+) -> tuple[dict[str, Copies], list[str]]:
+    """Every segment of one chain in any store, by object key, with the stores that hold the
+    same manifest; and a note for each store or manifest that could not be read."""
+    found: dict[str, Copies] = {}
+    notes: list[str] = []
+    for name in stores:
+        try:
+            manifests, damaged = chain_manifests(stores[name], config.cluster, base_id)
+        except StorageError as exc:
+            notes.append(f"the {name} store's journal could not be listed ({exc.message})")
+            continue
+        notes += [exc.message for exc in damaged]
+        for manifest in manifests:
+            held = found.get(manifest.object_key)
+            if held is None:
+                found[manifest.object_key] = Copies(manifest, (name,))
+            elif held.manifest == manifest:
+                found[manifest.object_key] = Copies(manifest, (*held.stores, name))
+            else:
+                notes.append(f"the {name} store's manifest of {manifest.name} differs from the "
+                             f"{held.stores[0]} store's: not read")
+    return found, notes
+
+
+def _wanted(base: Manifest, manifests: list[SegmentManifest], target: PointTarget) -> int:
+    """The revision a target asks for."""
+    if target.revision is not None:
+        return target.revision
+    ends = [m.last_revision for m in manifests
+            if target.at is None or m.last_change_at <= target.at]
+    return max([base.etcd.revision, *ends])
+
+
+def stage_point(
+    config: Config, plan: PointPlan, stores: Stores, work: Path, reporter: Reporter, *,
+    allow_gap: bool = False,
+) -> StagedPoint:
+    """The cluster at the plan's revision as a checked plain snapshot in work: the base decoded,
+    booted on a staging etcd, the segments replayed, the final revision checked, a snapshot
+    taken; the staging etcd and its data dir are gone when this returns, however it returns."""
+    etcdutl = find_binary("etcdutl", config.etcd.etcdutl)
+    find_binary("etcd")
+    base = plan.base
+    plain = work / "base.db"
+    status = decode_snapshot(config, base.id, plain, reporter, stores=stores)
+    member = throwaway_member(work / "point", config, POINT_STAGING_NAME, **_STAGING_FLAGS)
+    member.data_dir.parent.mkdir()
+    try:
+        restore_into(etcdutl, plain, status.source, member, reporter, trusted=True)
+        plain.unlink()  # the staging data dir holds it now: one copy of the cluster on disk
+        reporter.event(f"starting a staging etcd on {member.client_url} to replay "
+                       f"{len(plan.segments)} journal segment(s) to revision {plan.revision}")
+        start_throwaway(member)
+        with EtcdSession(member.etcd_config(command_timeout=_CALL_TIMEOUT)) as session:
+            url = member.client_url
+            at = session.status(url).revision
+            if at != base.etcd.revision:
+                raise IntegrityError(
+                    f"backup {base.id} restores at revision {at}, its manifest says "
+                    f"{base.etcd.revision}", "use another backup",
+                )
+            segments = _Segments(config, stores, plan, reporter, allow_gap)
+            done = replay(session, url, segments.revisions(), reporter=reporter,
+                          lease_ttl=config.journal.replay_lease_ttl)
+            final = session.status(url).revision
+            if final != segments.reached:
+                raise IntegrityError(
+                    f"the staging etcd is at revision {final} after a replay to "
+                    f"{segments.reached}", "nothing was restored; run the restore again",
+                )
+            keys = session.count_keys()
+            reporter.event(f"replayed {done.revisions:,} revisions ({done.events:,} changes, "
+                           f"{done.events_per_second:,.0f}/s); taking the staging snapshot")
+            staged = work / STAGED_NAME
+            save_checked(session.snapshot_stream(url), staged, "the staging etcd's snapshot")
+    finally:
+        member.stop()
+        shutil.rmtree(member.data_dir.parent, ignore_errors=True)
+    lease = done.lease_warning()
+    point = dataclasses.replace(
+        status,
+        kind="point in time",
+        source=f"{status.source} and {len(segments.read)} journal segment(s) to revision "
+               f"{final}",
+        revision=final,
+        keys=keys,
+        keys_counted="live keys at the revision",
+        checks=status.checks + (
+            "journal segments (sha256, age authentication, format, manifest)",
+            "each revision replayed as one guarded transaction at its own revision",
+        ),
+        fallbacks=status.fallbacks + tuple(segments.fallbacks),
+        warnings=status.warnings + plan.warnings + tuple(segments.warnings)
+        + ((lease,) if lease else ()),
+    )
+    return StagedPoint(staged, point, done)
+
+
+class _Segments:
+    """The plan's revisions, segment by segment, each read from the first store that gives a
+    good copy; a segment no store can read ends them (allow_gap) or fails the restore."""
+
+    def __init__(
+        self, config: Config, stores: Stores, plan: PointPlan, reporter: Reporter,
+        allow_gap: bool,
+    ) -> None:
+        from etcdops.crypto.keys import configured_identities
+
+        self._identities = configured_identities(config.encryption)
+        self._stores, self._plan, self._reporter = stores, plan, reporter
+        self._allow_gap = allow_gap
+        self.reached = plan.base.etcd.revision
+        self.read: list[SegmentManifest] = []
+        self.fallbacks: list[str] = []
+        self.warnings: list[str] = []
+
+    def revisions(self) -> Iterator[Revision]:
+        for copies in self._plan.segments:
+            revisions = self._read(copies)
+            if revisions is None:
+                return
+            self.read.append(copies.manifest)
+            for revision in revisions:
+                if revision.revision > self._plan.revision:
+                    return
+                yield revision
+                self.reached = revision.revision
+
+    def _read(self, copies: Copies) -> list[Revision] | None:
+        failures = []
+        for name in copies.stores:
+            try:
+                return read_segment(self._stores[name], copies.manifest, self._identities)
+            except (IntegrityError, StorageError) as exc:
+                failures.append(exc.message)
+                note = f"{exc.message}; reading the next copy" if name != copies.stores[-1] else (
+                    exc.message)
+                self._reporter.event(note)
+                self.fallbacks.append(note)
+        gap = (f"{copies.manifest.name} could not be read from any store "
+               f"({'; '.join(failures)}): the journal proves revisions only up to {self.reached}")
+        if not self._allow_gap:
+            raise IntegrityError(f"{gap}; nothing was restored", _GAP_HINT)
+        self.warnings.append(f"{gap}; restored to revision {self.reached} (--allow-gap)")
+        return None
