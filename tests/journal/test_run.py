@@ -4,6 +4,7 @@ compaction, a new full backup and a failing primary, each leaving every chain wh
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -12,9 +13,11 @@ import etcd3
 import pytest
 
 from etcdops.backup.save import save_snapshot
+from etcdops.config.settings import MetricsConfig
 from etcdops.crypto.age import Identity
 from etcdops.etcd.local import LocalCluster
 from etcdops.journal.base import newest_base
+from etcdops.metrics.textfile import read_samples, textfile_path
 from etcdops.report import LogReporter
 from etcdops.stores.configured import open_stores
 from tests.backup.two_regions import with_s3
@@ -186,12 +189,15 @@ def test_a_newer_full_backup_starts_a_new_chain_where_the_old_one_reaches(
 
 
 def test_a_failing_primary_is_caught_up_later_and_the_local_store_never_stops(
-    config, s3, s3_proxy, identity, client
+    config, s3, s3_proxy, identity, client, tmp_path
 ):
     from tests.s3proxy import put_object
 
     proxy = s3_proxy()
-    config = with_s3(config, s3, primary_url=proxy.url)
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    config = dataclasses.replace(with_s3(config, s3, primary_url=proxy.url),
+                                 metrics=MetricsConfig(textfile_dir=metrics_dir))
     save_snapshot(config, LogReporter())
     base = base_of(config)
     stores = open_stores(config)
@@ -214,3 +220,13 @@ def test_a_failing_primary_is_caught_up_later_and_the_local_store_never_stops(
     assert all(chain.findings == () and chain.path == chains[0].path for chain in chains)
     assert replayed(stores["primary"], chains[1], identity) == history(
         config, base.revision + 1, chains[1].last_revision)
+    # the metrics: what each store took, the primary's failure, the chain and why
+    samples = read_samples(textfile_path(metrics_dir, config.cluster, "journal"))
+    labels = (("cluster", config.cluster),)
+    for name in ("local", "primary", "replica"):
+        store = tuple(sorted({"cluster": config.cluster, "store": name}.items()))
+        assert samples[("etcdops_journal_segments_total", store)] == len(chains[0].path)
+        assert samples[("etcdops_journal_last_revision", store)] == chains[0].last_revision
+        assert samples[("etcdops_journal_failures_total", store)] == (name == "primary")
+    assert samples[("etcdops_journal_chains_total", labels + (("reason", "base"),))] == 1
+    assert samples[("etcdops_journal_rpo_target_seconds", labels)] == 30
