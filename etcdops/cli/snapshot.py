@@ -271,6 +271,11 @@ def verify(
         "temporary directory].",
         show_default=False,
     )] = None,
+    at: Annotated[str | None, typer.Option(
+        "--at", help="With --drill: drill the cluster as it was at TIME (ISO 8601 with a "
+        "zone): REF's chain (or, for 'latest', the newest backup before TIME) with the journal "
+        "replayed up to it, as `restore --at` would restore it.", show_default=False,
+    )] = None,
 ) -> int:
     """Prove a backup is intact with every check; with --drill, that it restores and serves.
 
@@ -281,9 +286,12 @@ def verify(
 
     if scratch_dir is not None and not drill:
         raise UsageError("--scratch-dir is where a drill works", "add --drill, or leave it out")
+    from etcdops.cli.restore import point_target
+
     result = verify_backup(
         run.config(), ref, run.reporter(), drill=drill,
         store=source.value if source else None, under=scratch_dir,
+        point=point_target(at, None),
     )
 
     def render(console: Any) -> None:

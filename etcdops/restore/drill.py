@@ -10,9 +10,12 @@ all: etcd stopped and every scratch directory gone, on every way out (errors, Ct
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etcdops.backup.readback import SnapshotStatus, snapshot_status
 from etcdops.config import Config, EtcdConfig
@@ -23,9 +26,12 @@ from etcdops.metrics import job_metrics
 from etcdops.report import Reporter
 from etcdops.restore.files import restore_files
 from etcdops.restore.inventory import Inventory
-from etcdops.restore.plaintext import plaintext_snapshot, scratch_directory
+from etcdops.restore.plaintext import Plaintext, plaintext_snapshot, scratch_directory
 from etcdops.restore.staging import restore_into, start_throwaway, throwaway_member
-from etcdops.stores.configured import Stores
+from etcdops.stores.configured import Stores, open_stores
+
+if TYPE_CHECKING:
+    from etcdops.restore.point import PointTarget
 
 PHASES = ("decode", "restore", "start", "inventory", "files")
 MEMBER_NAME = "etcdops-drill"
@@ -102,15 +108,21 @@ def verify_backup(
     store: str | None = None,
     stores: Stores | None = None,
     under: Path | None = None,
+    point: PointTarget | None = None,
 ) -> VerifyResult:
     """Verify a backup (REF: 'latest', an id or prefix, or a file) with every check, and with
     drill=True by restoring it and counting what a throwaway etcd then serves. `under` is where
-    the drill's scratch directories go (default: the system's temporary directory)."""
+    the drill's scratch directories go (default: the system's temporary directory). point:
+    drill that point in time instead (REF names its base; etcdops.restore.point)."""
+    if point is not None and not drill:
+        from etcdops.errors import UsageError
+
+        raise UsageError("a point in time is verified by a drill", "add --drill")
     if not drill:
         return VerifyResult(snapshot_status(config, ref, reporter, store=store, stores=stores))
     with job_metrics(config, "drill") as metrics:
         metrics.set("verified", 0)  # until it is: a drill that fails on its way did not verify
-        result = _drill(config, ref, reporter, store, stores, under)
+        result = _drill(config, ref, reporter, store, stores, under, point)
         metrics.set("verified", result.verified)
         if not result.verified:
             metrics.failed()
@@ -119,7 +131,7 @@ def verify_backup(
 
 def _drill(
     config: Config, ref: str, reporter: Reporter, store: str | None, stores: Stores | None,
-    under: Path | None,
+    under: Path | None, point: PointTarget | None,
 ) -> VerifyResult:
     # found before anything is downloaded: a host without etcdutl or etcd cannot drill at all
     etcdutl = find_binary("etcdutl", config.etcd.etcdutl)
@@ -127,9 +139,7 @@ def _drill(
     phases = _Phases()
     with scratch_directory(under, "drill", reporter) as scratch:
         member = throwaway_member(scratch, config, MEMBER_NAME)
-        with plaintext_snapshot(
-            config, ref, reporter, store=store, stores=stores, under=under
-        ) as plain:
+        with _snapshot(config, ref, reporter, store, stores, under, point) as plain:
             phases.lap("decode")
             restore_into(etcdutl, plain.path, plain.status.source, member, reporter)
         # the plaintext snapshot is gone now: only the restored data dir holds the cluster
@@ -145,6 +155,30 @@ def _drill(
         finally:
             member.stop()
     return VerifyResult(plain.status, counted.drill(phases.times, files))
+
+
+@contextlib.contextmanager
+def _snapshot(
+    config: Config, ref: str, reporter: Reporter, store: str | None, stores: Stores | None,
+    under: Path | None, point: PointTarget | None,
+) -> Iterator[Plaintext]:
+    """The plain snapshot a drill restores: the backup's, or the point in time staged from it
+    (its status then names the point's revision and key count, which the drill checks)."""
+    if point is None:
+        with plaintext_snapshot(
+            config, ref, reporter, store=store, stores=stores, under=under
+        ) as plain:
+            yield plain
+        return
+    from etcdops.restore.point import plan_point, stage_point
+
+    stores = stores or open_stores(config)
+    if store is not None:
+        stores = stores.only(store)
+    plan = plan_point(config, point, stores, reporter, base_ref=ref)
+    with scratch_directory(under, "point", reporter) as work:
+        staged = stage_point(config, plan, stores, work, reporter)
+        yield Plaintext(staged.path, staged.status)
 
 
 class _Phases:

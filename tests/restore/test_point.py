@@ -175,3 +175,19 @@ def test_restore_at_via_the_cli(journaled, tmp_path):
         restored.close()
     finally:
         member.stop()
+
+
+def test_snapshot_verify_drills_a_point_in_time(journaled, tmp_path):
+    config, client, base, manifests, marks = journaled
+    toml = toml_for(config, tmp_path / "etcdops.toml")
+    third = manifests[2]
+    result = CliRunner().invoke(app, [
+        "snapshot", "verify", "latest", "--drill", "--at", third.last_change_at.isoformat(),
+        "--config", str(toml), "-o", "json",
+    ])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["verified"] is True and doc["kind"] == "point in time"
+    assert doc["revision"] == doc["drill"]["counted_at_revision"] == third.last_revision
+    assert doc["drill"]["keys"] == doc["drill"]["manifest_keys"] == len(
+        state_at(client, third.last_revision))
