@@ -245,13 +245,19 @@ def stage_point(
         with EtcdSession(member.etcd_config(command_timeout=_CALL_TIMEOUT)) as session:
             url = member.client_url
             at = session.status(url).revision
-            if at != base.etcd.revision:
+            # a save records the revision of the status it took just before the stream began:
+            # under writes the snapshot holds a few revisions more, which the chain (from the
+            # recorded revision + 1) holds too, and which the replay skips
+            if not base.etcd.revision <= at <= plan.revision:
                 raise IntegrityError(
                     f"backup {base.id} restores at revision {at}, its manifest says "
-                    f"{base.etcd.revision}", "use another backup",
+                    f"{base.etcd.revision} and the target is revision {plan.revision}",
+                    "use another backup" if at < base.etcd.revision
+                    else "give a later target, or restore the backup itself",
                 )
             segments = _Segments(config, stores, plan, reporter, allow_gap)
-            done = replay(session, url, segments.revisions(), reporter=reporter,
+            after_base = (r for r in segments.revisions() if r.revision > at)
+            done = replay(session, url, after_base, reporter=reporter,
                           lease_ttl=config.journal.replay_lease_ttl)
             final = session.status(url).revision
             if final != segments.reached:

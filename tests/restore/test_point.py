@@ -37,12 +37,30 @@ SPAN = timedelta(seconds=5)  # each segment's time span, one after the other
 def journaled(backup_config, s3, tmp_path):
     """A fresh etcd with a history, a backup of it in the middle in every store, and the
     journal after it in every store: (config, client, base manifest, segment manifests)."""
+    yield from journal_history(backup_config, s3, tmp_path)
+
+
+def journal_history(backup_config, s3, tmp_path, *, writes_in_the_save: int = 0):
+    """journaled's history; with writes_in_the_save, that many puts land between the status a
+    save records its revision from and the snapshot it streams, as writes do under load."""
+    from etcdops.etcd.maintenance import MaintenanceCalls
+
     with LocalCluster.single(tmp_path / "original") as cluster:
         config = with_s3(dataclasses.replace(backup_config, etcd=cluster.etcd_config()), s3)
         url = cluster.client_urls[0]
         client = etcd3.client(host="127.0.0.1", port=int(url.rsplit(":", 1)[1]), timeout=10)
         write_before(client)
-        base = save_snapshot(config, LogReporter()).manifest
+        status = MaintenanceCalls.status
+
+        def status_then_writes(self, endpoint):
+            answer = status(self, endpoint)
+            for number in range(writes_in_the_save):
+                client.put(f"/registry/configmaps/default/during-save-{number}", "x")
+            return answer
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(MaintenanceCalls, "status", status_then_writes)
+            base = save_snapshot(config, LogReporter()).manifest
         marks, late = write_after(client)
         with EtcdSession(cluster.etcd_config()) as session:
             revisions = record(session, base.etcd.revision + 1, marks["end"])
@@ -109,6 +127,24 @@ def test_every_key_at_a_revision_a_moment_and_the_newest_point(journaled, tmp_pa
     assert plan.revision == marks["end"] == manifests[-1].last_revision
     assert state == state_at(client, marks["end"])
     assert staged.replayed.leases_granted and any("lease(s)" in w for w in staged.status.warnings)
+
+
+def test_a_base_holding_revisions_past_its_manifests_is_replayed_from_past_them(
+    backup_config, s3, tmp_path
+):
+    # a save records the revision of its status, taken just before the snapshot: under writes
+    # the snapshot holds more, which the chain (from the recorded revision + 1) has too
+    history = journal_history(backup_config, s3, tmp_path, writes_in_the_save=3)
+    config, client, base, manifests, marks = next(history)
+    try:
+        assert manifests[0].first_revision == base.etcd.revision + 1
+        plan, staged, state = staged_state(config, PointTarget(), tmp_path / "a")
+        assert state == state_at(client, marks["end"])
+        assert staged.replayed.revisions == marks["end"] - base.etcd.revision - 3
+        with pytest.raises(IntegrityError, match="give a later target"):
+            staged_state(config, PointTarget(revision=base.etcd.revision + 1), tmp_path / "b")
+    finally:
+        history.close()
 
 
 def test_a_corrupt_segment_in_the_primary_is_read_from_the_replica(journaled, s3, tmp_path):
