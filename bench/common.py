@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -452,3 +452,55 @@ def conclude(
         result = header | document | {"verdict": lines, "ok": ok}
         json_path.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if ok else 1
+
+
+def announce_machine(workdir: Path) -> tuple[float, ...]:
+    """Print where a benchmark works and how busy the machine is; the load average then."""
+    load = load_average()
+    print(f"workdir {workdir} ({format_size(shutil.disk_usage(workdir).free)} free), "
+          f"{os.cpu_count()} CPUs, load average " + "{:.2f} {:.2f} {:.2f}".format(*load))
+    return load
+
+
+def each_size(
+    sizes: Sequence[int], workdir: Path, measure: Callable[[int, Path], T],
+    after: Callable[[], None] | None = None,
+) -> list[T]:
+    """measure(size, its own directory) for every size, the directory removed (and after()
+    called) whatever the run did."""
+    results = []
+    for target in sizes:
+        print(f"\n-- {format_size(target)}", flush=True)
+        sized = workdir / f"size-{target}"
+        sized.mkdir()
+        try:
+            results.append(measure(target, sized))
+        finally:
+            if after is not None:
+                after()
+            shutil.rmtree(sized, ignore_errors=True)
+    return results
+
+
+def sources_changed(codes: Iterable[str], code: str) -> list[str]:
+    """A warning when etcdops' sources changed while runs were measured (code: at the start)."""
+    seen = sorted(set(codes))
+    if seen == [code]:
+        return []
+    return [f"WARNING: etcdops' sources changed during the benchmark ({', '.join(seen)}; at "
+            f"the start {code}): the runs did not all measure the same code"]
+
+
+def run_bench(body: Callable[[], int], stopping: str, cleanup: Callable[[], None]) -> int:
+    """body's exit code; 130 at Ctrl-C or SIGTERM, 1 when a child failed; cleanup() always."""
+    try:
+        with interrupts_as_keyboard_interrupt():
+            return body()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {stopping}", file=sys.stderr)
+        return 130
+    except ChildFailed as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup()

@@ -86,19 +86,21 @@ from common import (
     Children,
     Rounds,
     Run,
+    announce_machine,
     bench_arguments,
     conclude,
+    each_size,
     etcdops_binary,
     in_thread,
-    interrupts_as_keyboard_interrupt,
     measured_run,
     parse_bench_args,
+    run_bench,
+    sources_changed,
     write_config,
 )
 from machine import (
     code_fingerprint,
     git_state,
-    load_average,
     memory_mib,
     process_cpu,
     wait_for_quiet,
@@ -803,56 +805,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     children = DrChildren()
     workdir = Path(tempfile.mkdtemp(prefix="etcdops-dr-bench-", dir=args.workdir))
-    results: list[SizeResult] = []
     moto: MotoServer | None = None
     bench: Bench | None = None
-    try:
-        with interrupts_as_keyboard_interrupt():
-            load_before = load_average()
-            print(f"workdir {workdir} ({format_size(shutil.disk_usage(workdir).free)} free), "
-                  f"{os.cpu_count()} CPUs, load average " + "{:.2f} {:.2f} {:.2f}".format(
-                      *load_before))
-            commit, code = git_state(), code_fingerprint()
-            print(f"  etcdops at {commit} (sources {code})")
-            moto = MotoServer(workdir / "moto.log")
-            buckets = Buckets(moto.url, workdir / "no-aws-config")
-            buckets.create()
-            print(f"  moto S3 at {moto.url} (pid {moto.pid}): {PRIMARY_BUCKET} in "
-                  f"{PRIMARY_REGION}, {REPLICA_BUCKET} in {REPLICA_REGION}", flush=True)
-            for target in args.sizes:
-                print(f"\n-- {format_size(target)}", flush=True)
-                sized = workdir / f"size-{target}"
-                sized.mkdir()
-                bench = Bench(args, moto, children)
-                try:
-                    results.append(bench.run(target, sized))
-                finally:
-                    bench.stop()
-                    shutil.rmtree(sized, ignore_errors=True)
-                    buckets.clean()
-            for result in results:
-                print_table(result)
-            ok, lines = verdict(results)
-            codes = sorted({s.code for r in results for s in r.samples})
-            if codes != [code]:
-                lines.append(
-                    f"WARNING: etcdops' sources changed during the benchmark ({', '.join(codes)}; "
-                    f"at the start {code}): the runs did not all measure the same code"
-                )
-            return conclude(ok, lines, load_before, args.json, {
-                "etcdops": {"commit": commit, "sources": code, "at_end": git_state()},
-                "targets": {"wall_s": TARGET_WALL_S, "restore": RESTORE_TARGET,
-                            "recovery": RECOVERY_TARGET},
-                "sizes": [r.as_dict() for r in results],
-            })
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping etcd and moto, removing the temporary files",
-              file=sys.stderr)
-        return 130
-    except ChildFailed as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
+
+    def body() -> int:
+        nonlocal moto
+        load_before = announce_machine(workdir)
+        commit, code = git_state(), code_fingerprint()
+        print(f"  etcdops at {commit} (sources {code})")
+        moto = MotoServer(workdir / "moto.log")
+        buckets = Buckets(moto.url, workdir / "no-aws-config")
+        buckets.create()
+        print(f"  moto S3 at {moto.url} (pid {moto.pid}): {PRIMARY_BUCKET} in "
+              f"{PRIMARY_REGION}, {REPLICA_BUCKET} in {REPLICA_REGION}", flush=True)
+
+        def measure(target: int, sized: Path) -> SizeResult:
+            nonlocal bench
+            assert moto is not None
+            bench = Bench(args, moto, children)
+            return bench.run(target, sized)
+
+        def after() -> None:
+            if bench is not None:
+                bench.stop()
+            buckets.clean()
+
+        results = each_size(args.sizes, workdir, measure, after)
+        for result in results:
+            print_table(result)
+        ok, lines = verdict(results)
+        lines += sources_changed((s.code for r in results for s in r.samples), code)
+        return conclude(ok, lines, load_before, args.json, {
+            "etcdops": {"commit": commit, "sources": code, "at_end": git_state()},
+            "targets": {"wall_s": TARGET_WALL_S, "restore": RESTORE_TARGET,
+                        "recovery": RECOVERY_TARGET},
+            "sizes": [r.as_dict() for r in results],
+        })
+
+    def cleanup() -> None:
         children.kill()
         if bench is not None:
             bench.stop()
@@ -860,6 +850,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if moto is not None:
             moto.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+    return run_bench(body, "stopping etcd and moto, removing the temporary files", cleanup)
 
 
 if __name__ == "__main__":

@@ -69,14 +69,17 @@ from common import (
     Children,
     MiB,
     Rounds,
+    announce_machine,
     bench_arguments,
     conclude,
+    each_size,
     etcdops_binary,
     filled_etcd,
-    interrupts_as_keyboard_interrupt,
     measured_run,
     parse_bench_args,
     ratio_and_rss_verdict,
+    run_bench,
+    sources_changed,
     write_config,
 )
 from machine import (
@@ -84,7 +87,6 @@ from machine import (
     code_fingerprint,
     command_name,
     git_state,
-    load_average,
     memory_mib,
     wait_for_quiet,
 )
@@ -548,60 +550,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     tools = find_tools(args.aws)
     children = Children()
     workdir = Path(tempfile.mkdtemp(prefix="etcdops-restore-bench-", dir=args.workdir))
-    results: list[SizeResult] = []
     moto: MotoServer | None = None
-    try:
-        with interrupts_as_keyboard_interrupt():
-            load_before = load_average()
-            versions = tools.versions()
-            print(
-                f"workdir {workdir} ({format_size(shutil.disk_usage(workdir).free)} free), "
-                f"{os.cpu_count()} CPUs, load average "
-                "{:.2f} {:.2f} {:.2f}".format(*load_before)
-            )
-            print("  " + "; ".join(versions.values()))
-            commit, code = git_state(), code_fingerprint()
-            print(f"  etcdops at {commit} (sources {code})")
-            moto = MotoServer(workdir / "moto.log")
-            Buckets(moto.url, workdir / "no-aws-config").create()
-            print(f"  moto S3 at {moto.url} (pid {moto.pid}): {PRIMARY_BUCKET} in "
-                  f"{PRIMARY_REGION}, {REPLICA_BUCKET} in {REPLICA_REGION}")
-            bench = Bench(args, tools, moto, children)
-            for target in args.sizes:
-                print(f"\n-- {format_size(target)}", flush=True)
-                sized = workdir / f"size-{target}"
-                sized.mkdir()
-                try:
-                    results.append(bench.run(target, sized))
-                finally:
-                    shutil.rmtree(sized, ignore_errors=True)
-            for result in results:
-                print_table(result)
-            ok, lines = verdict(results)
-            codes = sorted({s.code for r in results for s in r.samples})
-            if codes != [code]:
-                lines.append(
-                    f"WARNING: etcdops' sources changed during the benchmark ({', '.join(codes)}; "
-                    f"at the start {code}): the runs did not all measure the same code"
-                )
-            return conclude(ok, lines, load_before, args.json, {
-                "tools": versions,
-                "etcdops": {"commit": commit, "sources": code, "at_end": git_state()},
-                "targets": {"ratio": TARGET_RATIO, "rss_mib": TARGET_RSS_MIB},
-                "sizes": [r.as_dict() for r in results],
-            })
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping etcd and moto, removing the temporary files",
-              file=sys.stderr)
-        return 130
-    except ChildFailed as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
+
+    def body() -> int:
+        nonlocal moto
+        load_before = announce_machine(workdir)
+        versions = tools.versions()
+        print("  " + "; ".join(versions.values()))
+        commit, code = git_state(), code_fingerprint()
+        print(f"  etcdops at {commit} (sources {code})")
+        moto = MotoServer(workdir / "moto.log")
+        Buckets(moto.url, workdir / "no-aws-config").create()
+        print(f"  moto S3 at {moto.url} (pid {moto.pid}): {PRIMARY_BUCKET} in "
+              f"{PRIMARY_REGION}, {REPLICA_BUCKET} in {REPLICA_REGION}")
+        results = each_size(args.sizes, workdir, Bench(args, tools, moto, children).run)
+        for result in results:
+            print_table(result)
+        ok, lines = verdict(results)
+        lines += sources_changed((s.code for r in results for s in r.samples), code)
+        return conclude(ok, lines, load_before, args.json, {
+            "tools": versions,
+            "etcdops": {"commit": commit, "sources": code, "at_end": git_state()},
+            "targets": {"ratio": TARGET_RATIO, "rss_mib": TARGET_RSS_MIB},
+            "sizes": [r.as_dict() for r in results],
+        })
+
+    def cleanup() -> None:
         children.kill()
         if moto is not None:
             moto.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+    return run_bench(body, "stopping etcd and moto, removing the temporary files", cleanup)
 
 
 if __name__ == "__main__":

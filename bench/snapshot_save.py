@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -37,21 +36,22 @@ from typing import Any
 from common import (
     CLUSTER_NAME,
     ETCDOPS,
-    ChildFailed,
     Children,
     MiB,
     Rounds,
     Run,
+    announce_machine,
     bench_arguments,
     conclude,
+    each_size,
     etcdops_binary,
     filled_etcd,
-    interrupts_as_keyboard_interrupt,
     parse_bench_args,
     ratio_and_rss_verdict,
+    run_bench,
     write_config,
 )
-from machine import load_average, process_cpu
+from machine import process_cpu
 
 from etcdops.etcd.binaries import find_binary
 from etcdops.units import format_size
@@ -223,47 +223,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_bench_args(bench_arguments(__doc__, "tool"), argv)
     children = Children()
     workdir = Path(tempfile.mkdtemp(prefix="etcdops-bench-", dir=args.workdir))
-    results: list[SizeResult] = []
-    try:
-        with interrupts_as_keyboard_interrupt():
-            load_before = load_average()
-            free = shutil.disk_usage(workdir).free
-            print(
-                f"workdir {workdir} ({format_size(free)} free), {os.cpu_count()} CPUs, "
-                "load average {:.2f} {:.2f} {:.2f}".format(*load_before)
-            )
-            startup_runs = bench_startup(workdir, children)
-            startup = statistics.median(r.wall_s for r in startup_runs)
-            print(
-                f"etcdops --help: median {startup:.3f} s of "
-                + ", ".join(f"{r.wall_s:.3f}" for r in startup_runs)
-                + f" (peak RSS {max(r.max_rss_mib for r in startup_runs):.1f} MiB)"
-            )
-            for target in args.sizes:
-                print(f"\n-- {format_size(target)}", flush=True)
-                sized = workdir / f"size-{target}"
-                sized.mkdir()
-                try:
-                    results.append(bench_size(target, args, sized, children))
-                finally:
-                    shutil.rmtree(sized, ignore_errors=True)
-            for result in results:
-                print_table(result)
-            ok, lines = verdict(results, startup)
-            return conclude(ok, lines, load_before, args.json, {
-                "startup_median_s": startup,
-                "startup_runs": [asdict(r) for r in startup_runs],
-                "sizes": [r.as_dict() for r in results],
-            })
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping etcd and removing the temporary files", file=sys.stderr)
-        return 130
-    except ChildFailed as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
+
+    def body() -> int:
+        load_before = announce_machine(workdir)
+        startup_runs = bench_startup(workdir, children)
+        startup = statistics.median(r.wall_s for r in startup_runs)
+        print(
+            f"etcdops --help: median {startup:.3f} s of "
+            + ", ".join(f"{r.wall_s:.3f}" for r in startup_runs)
+            + f" (peak RSS {max(r.max_rss_mib for r in startup_runs):.1f} MiB)"
+        )
+        results = each_size(args.sizes, workdir,
+                            lambda target, sized: bench_size(target, args, sized, children))
+        for result in results:
+            print_table(result)
+        ok, lines = verdict(results, startup)
+        return conclude(ok, lines, load_before, args.json, {
+            "startup_median_s": startup,
+            "startup_runs": [asdict(r) for r in startup_runs],
+            "sizes": [r.as_dict() for r in results],
+        })
+
+    def cleanup() -> None:
         children.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+
+    return run_bench(body, "stopping etcd and removing the temporary files", cleanup)
 
 
 if __name__ == "__main__":
