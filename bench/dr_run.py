@@ -106,14 +106,10 @@ from machine import (
     wait_for_quiet,
 )
 from moto_s3 import (
-    PRIMARY_BUCKET,
-    PRIMARY_REGION,
-    REPLICA_BUCKET,
-    REPLICA_REGION,
-    Buckets,
     MotoServer,
     add_s3_sections,
     fake_aws_env,
+    moto_with_buckets,
 )
 from restore import TreePeaks
 
@@ -813,11 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_before = announce_machine(workdir)
         commit, code = git_state(), code_fingerprint()
         print(f"  etcdops at {commit} (sources {code})")
-        moto = MotoServer(workdir / "moto.log")
-        buckets = Buckets(moto.url, workdir / "no-aws-config")
-        buckets.create()
-        print(f"  moto S3 at {moto.url} (pid {moto.pid}): {PRIMARY_BUCKET} in "
-              f"{PRIMARY_REGION}, {REPLICA_BUCKET} in {REPLICA_REGION}", flush=True)
+        moto, buckets = moto_with_buckets(workdir)
 
         def measure(target: int, sized: Path) -> SizeResult:
             nonlocal bench

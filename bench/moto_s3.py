@@ -178,3 +178,18 @@ def add_s3_sections(config: Path, endpoint: str) -> str:
     parsed = tomllib.loads(config.read_text())
     return str(parsed["encryption"]["recipients"][0])
 
+
+
+def moto_with_buckets(workdir: Path) -> tuple[MotoServer, Buckets]:
+    """A moto server with both regions' buckets, announced; stopped again if they cannot be
+    made."""
+    moto = MotoServer(workdir / "moto.log")
+    buckets = Buckets(moto.url, workdir / "no-aws-config")
+    try:
+        buckets.create()
+    except BaseException:
+        moto.stop()
+        raise
+    print(f"  moto S3 at {moto.url} (pid {moto.pid}): {PRIMARY_BUCKET} in {PRIMARY_REGION}, "
+          f"{REPLICA_BUCKET} in {REPLICA_REGION}", flush=True)
+    return moto, buckets

@@ -93,13 +93,10 @@ from machine import (
 from moto_s3 import (
     ETCDOPS_PREFIX,
     PRIMARY_BUCKET,
-    PRIMARY_REGION,
-    REPLICA_BUCKET,
-    REPLICA_REGION,
-    Buckets,
     MotoServer,
     add_s3_sections,
     fake_aws_env,
+    moto_with_buckets,
 )
 from shell_tools import Step, Tools, find_tools, read_steps
 
@@ -559,10 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("  " + "; ".join(versions.values()))
         commit, code = git_state(), code_fingerprint()
         print(f"  etcdops at {commit} (sources {code})")
-        moto = MotoServer(workdir / "moto.log")
-        Buckets(moto.url, workdir / "no-aws-config").create()
-        print(f"  moto S3 at {moto.url} (pid {moto.pid}): {PRIMARY_BUCKET} in "
-              f"{PRIMARY_REGION}, {REPLICA_BUCKET} in {REPLICA_REGION}")
+        moto, _ = moto_with_buckets(workdir)
         results = each_size(args.sizes, workdir, Bench(args, tools, moto, children).run)
         for result in results:
             print_table(result)
