@@ -150,19 +150,25 @@ class Buckets:
         return removed
 
 
-def fake_aws_env(env: str, missing: Path) -> list[str]:
-    """env(1) in front of a command: fake credentials, and none of this host's AWS settings.
-
-    env execs the command, so wait4 still measures the command itself.
-    """
-    unset = [arg for name in sorted(os.environ) if name.startswith("AWS_") for arg in ("-u", name)]
-    fake = {
+def fake_aws_variables(missing: Path) -> dict[str, str]:
+    """The fake credentials, and config files that do not exist: what the tools under test get
+    in place of this host's AWS settings."""
+    return {
         "AWS_ACCESS_KEY_ID": FAKE_KEY,
         "AWS_SECRET_ACCESS_KEY": FAKE_KEY,
         "AWS_CONFIG_FILE": str(missing / "config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(missing / "credentials"),
         "AWS_EC2_METADATA_DISABLED": "true",
     }
+
+
+def fake_aws_env(env: str, missing: Path) -> list[str]:
+    """env(1) in front of a command: fake credentials, and none of this host's AWS settings.
+
+    env execs the command, so wait4 still measures the command itself.
+    """
+    unset = [arg for name in sorted(os.environ) if name.startswith("AWS_") for arg in ("-u", name)]
+    fake = fake_aws_variables(missing)
     return [env, *unset, *(f"{k}={v}" for k, v in fake.items())]
 
 
