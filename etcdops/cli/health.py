@@ -13,7 +13,7 @@ log = logging.getLogger("etcdops")
 
 @command
 def health(run: Invocation) -> int:
-    """Members, leader, alarms, db size vs quota, disk latency vs the seed's targets, backups."""
+    """Members, leader, alarms, db size vs quota, disk latency, backups, the journal's lag."""
     from etcdops.etcd.metrics_page import METHOD
     from etcdops.maintenance.health import check_health
 

@@ -10,10 +10,12 @@ is owed the segments it lacks, copied from the one that has them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from etcdops.backup.catalog import Catalog
+from etcdops.backup.catalog import Catalog, CatalogEntry
+from etcdops.backup.manifest import Manifest
 from etcdops.errors import StorageError
 from etcdops.journal.chain import window
 from etcdops.journal.manifest import SegmentManifest
@@ -41,9 +43,13 @@ class Resume:
     owed: dict[str, list[SegmentManifest]]  # per store, the segments it lacks, in order
 
 
+# where a base is looked for, in order: the shared store first (health reads chains the same way)
+BASE_STORES = (PRIMARY, LOCAL)
+
+
 def newest_base(stores: Stores, cluster: str) -> Base | None:
     """The newest verified full backup of the shared store, or None when there is none."""
-    for name in (PRIMARY, LOCAL):
+    for name in BASE_STORES:
         if name not in stores:
             continue
         try:
@@ -51,12 +57,24 @@ def newest_base(stores: Stores, cluster: str) -> Base | None:
         except StorageError as exc:
             log.warning("journal: the %s store's backups cannot be listed: %s", name, exc.message)
             continue
-        verified = [e for e in entries if e.verified and e.manifest is not None]
-        if verified:
-            newest = max(verified, key=lambda e: (e.manifest.etcd.revision, e.created_at))
-            manifest = newest.manifest
-            return Base(manifest.id, manifest.etcd.revision, manifest.created_at)
+        newest = newest_verified(entries)
+        if newest is not None:
+            return newest
     return None
+
+
+def newest_verified(entries: Iterable[CatalogEntry]) -> Base | None:
+    """The newest verified backup among one store's copies: the base a journal extends."""
+    verified = [e for e in entries if e.verified and e.manifest is not None]
+    if not verified:
+        return None
+    newest = max(verified, key=lambda e: (e.manifest.etcd.revision, e.created_at))
+    return base_of(newest.manifest)
+
+
+def base_of(manifest: Manifest) -> Base:
+    """The base a full backup's manifest makes."""
+    return Base(manifest.id, manifest.etcd.revision, manifest.created_at)
 
 
 def resume_point(stores: Stores, cluster: str, base: Base) -> Resume:
@@ -76,7 +94,7 @@ def resume_point(stores: Stores, cluster: str, base: Base) -> Resume:
         paths[name], reaches[name] = found.path, found.last_revision
     # the replica is a copy: resuming after what only it holds would leave the others a
     # chain this host cannot copy to them from its own disk, so it only ever receives
-    leading = [name for name in (PRIMARY, LOCAL) if name in reaches]
+    leading = [name for name in BASE_STORES if name in reaches]
     if not leading:
         return Resume(base.revision, 0, {})
     best = max(leading, key=lambda name: reaches[name])

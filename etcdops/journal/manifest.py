@@ -133,6 +133,14 @@ class SegmentKeys:
         raise ValueError(f"{key} is not a journal segment's key")
 
 
+def revisions_of(key: str) -> tuple[int, int]:
+    """The first and last revision a segment's object or manifest key names (a listing then
+    tells a chain's extent without reading a manifest)."""
+    name = SegmentKeys.of(key).object.removesuffix(OBJECT_SUFFIX)[-41:]
+    first, last = name.split("-")
+    return int(first), int(last)
+
+
 def journal_prefix(prefix: str, cluster: str) -> str:
     """Where every chain of one cluster lives in a store."""
     return f"{prefix}{cluster}/journal/"

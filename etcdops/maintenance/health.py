@@ -1,4 +1,4 @@
-"""`etcdops health`: every member and the backups, checked against the seed's targets.
+"""`etcdops health`: every member, the backups and the journal, checked against their targets.
 
 One row per check, each with its value, its target and a verdict: fail, ok, info for what has
 no target (the version), or warn for what an operator should look at but does not fail health
@@ -8,7 +8,6 @@ evaluated (a member or its /metrics page does not answer) fails: unknown is not 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from etcdops.backup.catalog import BackupView, Survey, survey_stores
@@ -24,53 +23,43 @@ from etcdops.etcd.metrics_page import (
     metrics_url,
 )
 from etcdops.etcd.session import EtcdSession
+from etcdops.maintenance.check import FAIL, INFO, OK, WARN, Check, judged
+from etcdops.maintenance.journal_health import check_journal
 from etcdops.maintenance.members import MemberState, survey
 from etcdops.maintenance.quota import above_share, effective_quota, share_text
 from etcdops.stores.configured import Stores, open_stores
 from etcdops.units import format_duration, format_size
 
-OK, FAIL, INFO, WARN = "ok", "fail", "info", "warn"
+__all__ = ["FAIL", "INFO", "OK", "WARN", "Check", "check_backups", "check_cluster",
+           "check_health"]
 
 
-@dataclass(frozen=True)
-class Check:
-    """One row of `etcdops health`: what was measured, against what, and the verdict."""
-
-    subject: str  # a member's name, "cluster" or "backups"
-    name: str
-    value: str
-    target: str
-    verdict: str
-
-    @property
-    def failed(self) -> bool:
-        """Whether this check makes `etcdops health` exit 13."""
-        return self.verdict == FAIL
-
-    def as_dict(self) -> dict[str, str]:
-        """The check as `--output json` prints it."""
-        return asdict(self)
-
-
-def _check(subject: str, name: str, value: str, target: str, passed: bool) -> Check:
-    return Check(subject, name, value, target, OK if passed else FAIL)
-
-
-def check_health(config: Config, now: datetime, *, stores: Stores | None = None) -> list[Check]:
-    """Every check of `etcdops health`: the cluster's, then the backups' (in the topology given,
-    default: the stores config names)."""
+def check_health(
+    config: Config, now: datetime, *, stores: Stores | None = None, journal_wait: bool = True
+) -> list[Check]:
+    """Every check of `etcdops health`: the cluster's, the backups' and, when it is in use, the
+    journal's (in the topology given, default: the stores config names). journal_wait: a lag
+    above the target is looked at again for up to the target (etcdops.maintenance.
+    journal_health)."""
+    stores = stores or open_stores(config)
+    found = survey_stores(stores, config.cluster)
     with EtcdSession(config.etcd) as session:
         checks = check_cluster(session, config)
-    return checks + check_backups(config, now, stores=stores)
+        journal = check_journal(session, config, stores, found, now, wait=journal_wait)
+    return checks + backup_checks(config, stores, found, now) + journal
 
 
 def check_backups(config: Config, now: datetime, *, stores: Stores | None = None) -> list[Check]:
+    """The backups' rows, from a survey of the stores (default: the ones config names)."""
+    stores = stores or open_stores(config)
+    return backup_checks(config, stores, survey_stores(stores, config.cluster), now)
+
+
+def backup_checks(config: Config, stores: Stores, found: Survey, now: datetime) -> list[Check]:
     """The newest verified backup's age in any store, whether the second region holds it, and
     a warning for each copy or manifest that is not what it should be."""
-    stores = stores or open_stores(config)
-    found = survey_stores(stores, config.cluster)
     checks = [
-        _check("backups", f"{name} store", exc.message, "listable", False)
+        judged("backups", f"{name} store", exc.message, "listable", False)
         for name, exc in found.unreachable.items()
     ]
     checks.append(backup_freshness(found.backups, now, config.health.backup_max_age))
@@ -98,7 +87,7 @@ def check_cluster(session: EtcdSession, config: Config) -> list[Check]:
         states = survey(session)
         alarms = session.alarms()
     except EtcdopsError as exc:
-        return [_check("cluster", "reachable", exc.message, "members answer", False)]
+        return [judged("cluster", "reachable", exc.message, "members answer", False)]
     leader = next((s.status for s in states if s.status and s.status.is_leader), None)
     checks = []
     for state in states:
@@ -108,9 +97,9 @@ def check_cluster(session: EtcdSession, config: Config) -> list[Check]:
             try:
                 page = fetch_page(url, config.etcd)
             except EtcdopsError as exc:
-                checks.append(_check(state.name, "metrics", exc.message, "readable", False))
+                checks.append(judged(state.name, "metrics", exc.message, "readable", False))
                 page = None
-            checks.append(_size_check(state.name, state.status, page, config))
+            checks.append(_sizejudged(state.name, state.status, page, config))
             if page is not None:
                 checks += latency_checks(state.name, page, config.health)
     return checks
@@ -121,32 +110,32 @@ def _member_checks(
 ) -> list[Check]:
     status = state.status
     if status is None:
-        return [_check(state.name, "status", state.problem or "", "answers", False)]
+        return [judged(state.name, "status", state.problem or "", "answers", False)]
     role = "leader" if status.is_leader else "learner" if status.is_learner else "follower"
     checks = [
-        _check(state.name, "status", state.problem or f"{role} at {state.endpoint}",
+        judged(state.name, "status", state.problem or f"{role} at {state.endpoint}",
                "answers, has a leader, no errors", state.healthy),
         Check(state.name, "version", status.version, "-", INFO),
     ]
     lag = config.health.raft_index_lag
     if leader is not None:
         behind = leader.raft_index - status.raft_index
-        checks.append(_check(
+        checks.append(judged(
             state.name, "raft", f"term {status.raft_term}, index {status.raft_index}",
             f"term {leader.raft_term}, index within {lag} of the leader's {leader.raft_index}",
             status.raft_term == leader.raft_term and behind <= lag,
         ))
     raised = sorted(a.kind for a in alarms if a.member_id == state.id)
-    checks.append(_check(state.name, "alarms", ", ".join(raised) or "none", "none", not raised))
+    checks.append(judged(state.name, "alarms", ", ".join(raised) or "none", "none", not raised))
     return checks
 
 
-def _size_check(
+def _sizejudged(
     name: str, status: MemberStatus, page: MetricsPage | None, config: Config
 ) -> Check:
     quota = effective_quota(page, config.etcd.quota_backend_bytes)
     percent = config.health.db_size_percent
-    return _check(
+    return judged(
         name, "db size",
         f"{format_size(status.db_size)} ({format_size(status.db_size_in_use)} in use)",
         f"<= {share_text(percent, quota)}",
@@ -179,7 +168,7 @@ def _latency(
     )
     if target is None:
         return Check(name, check, value, goal, INFO)
-    return _check(name, check, value, goal, not estimate.above_last_bucket and seconds < target)
+    return judged(name, check, value, goal, not estimate.above_last_bucket and seconds < target)
 
 
 def backup_freshness(views: list[BackupView], now: datetime, max_age: float) -> Check:
@@ -187,7 +176,7 @@ def backup_freshness(views: list[BackupView], now: datetime, max_age: float) -> 
     good = [view for view in views if view.verified_in]
     target = f"< {format_duration(max_age)} old"
     if not good:
-        return _check("backups", "newest backup", "no verified backup in any store", target,
+        return judged("backups", "newest backup", "no verified backup in any store", target,
                       False)
     newest = good[-1]
     age = (now - newest.manifest.created_at).total_seconds()
@@ -195,19 +184,19 @@ def backup_freshness(views: list[BackupView], now: datetime, max_age: float) -> 
         f"{format_duration(max(age, 0.0))} ago "
         f"({newest.manifest.id}, verified in {', '.join(newest.verified_in)})"
     )
-    return _check("backups", "newest backup", value, target, age < max_age)
+    return judged("backups", "newest backup", value, target, age < max_age)
 
 
 def replica_holds_newest(views: list[BackupView], second_region: str) -> Check:
     """Whether the newest verified backup has reached the second region, verified there."""
     good = [view for view in views if view.verified_in]
     if not good:
-        return _check("backups", "replica region", "no verified backup", "holds the newest",
+        return judged("backups", "replica region", "no verified backup", "holds the newest",
                       False)
     newest = good[-1]
     held = second_region in newest.verified_in
     value = f"{newest.manifest.id} {'is' if held else 'is NOT'} in the replica region"
-    return _check("backups", "replica region", value, "holds the newest", held)
+    return judged("backups", "replica region", value, "holds the newest", held)
 
 
 def _seconds(seconds: float) -> str:
