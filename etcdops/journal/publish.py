@@ -45,6 +45,7 @@ class StoreCounts:
     bytes: int = 0
     failures: int = 0
     last_revision: int | None = None  # the newest segment's last revision stored there
+    last_stored_at: float | None = None  # when (Unix time) its manifest was written
     last_error: str | None = None  # why the store is failing now; None once it caught up
     pending: int = 0  # segments queued, not yet stored
 
@@ -164,6 +165,7 @@ class Publisher:
                 counts.bytes += manifest.object_size
                 counts.pending -= 1
                 counts.last_revision = manifest.last_revision
+                counts.last_stored_at = time.time()
                 counts.last_error = None
                 self._cond.notify_all()
             log.debug("journal: %s stored in the %s store", manifest.name, name)

@@ -370,11 +370,15 @@ class _Journal:
                     metrics.add("written_bytes_total", c.bytes - before.bytes, store=name)
                     if c.last_revision is not None:
                         metrics.set("last_revision", c.last_revision, store=name)
+                    if c.last_stored_at is not None:
+                        metrics.set("last_segment_timestamp_seconds", c.last_stored_at,
+                                    store=name)
                     if c.failures > before.failures or (final and c.pending):
                         metrics.failed(store=name)
                     self.summarized[name] = StoreCounts(**c.as_dict())
-                for reason, count in self.chain_counts.items():
-                    metrics.add("chains_total", count, reason=reason)
+                # every reason from the first minute on: increase() sees the first new chain
+                for reason in _REASONS:
+                    metrics.add("chains_total", self.chain_counts.get(reason, 0), reason=reason)
                 self.chain_counts = {}
         except ValueError as exc:  # a declared metric misused: a bug, never the job's failure
             log.warning("journal: metrics not written: %s", exc)

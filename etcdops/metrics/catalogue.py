@@ -76,6 +76,9 @@ _SPECIFIC = (
            "Stored (compressed, encrypted) bytes of journal segments per store.", ("store",), True),
     Metric("etcdops_journal_last_revision", GAUGE,
            "The newest etcd revision the journal has stored per store.", ("store",)),
+    Metric("etcdops_journal_last_segment_timestamp_seconds", GAUGE,
+           "When the journal last stored a segment per store (0: never; a quiet cluster "
+           "stores none).", ("store",), True),
     Metric("etcdops_journal_chains_total", COUNTER,
            "Chains the journal started, by why (resumed, base, no-backup, compacted, lag, "
            "new-backup).", ("reason",)),

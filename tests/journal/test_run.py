@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import etcd3
@@ -204,6 +205,7 @@ def test_a_failing_primary_is_caught_up_later_and_the_local_store_never_stops(
     failing = threading.Event()
     failing.set()
     proxy.fail(lambda r: failing.is_set() and put_object(r), times=1 << 62)
+    started = time.time()
     journal = Journal(config)
     writer = Writer(client).start()
     wait_for(lambda: len(chain_in(stores["local"], config, base.backup_id, base.revision).path)
@@ -228,5 +230,8 @@ def test_a_failing_primary_is_caught_up_later_and_the_local_store_never_stops(
         assert samples[("etcdops_journal_segments_total", store)] == len(chains[0].path)
         assert samples[("etcdops_journal_last_revision", store)] == chains[0].last_revision
         assert samples[("etcdops_journal_failures_total", store)] == (name == "primary")
+        assert samples[("etcdops_journal_last_segment_timestamp_seconds", store)] > started
     assert samples[("etcdops_journal_chains_total", labels + (("reason", "base"),))] == 1
+    # every reason is there from the start, so that the alert sees the first new chain
+    assert samples[("etcdops_journal_chains_total", labels + (("reason", "compacted"),))] == 0
     assert samples[("etcdops_journal_rpo_target_seconds", labels)] == 30
