@@ -54,19 +54,38 @@ def run_plan(
     state: Annotated[Path | None, typer.Option(
         "--state", help="The state file a rerun resumes from [default: PLAN.state.json].",
         show_default=False)] = None,
+    at: Annotated[str | None, typer.Option(
+        "--at", help="Restore the cluster as it was at TIME (ISO 8601 with a zone, e.g. "
+        "2026-11-25T09:13:00Z): the newest backup before it and the journal replayed up to "
+        "the last segment that ended by then [default: the plan's at or revision; else its "
+        "backup, where 'latest' is the newest journaled point].", show_default=False)] = None,
+    revision: Annotated[int | None, typer.Option(
+        "--revision", min=1, help="Restore the cluster as it was at etcd revision N: the "
+        "newest backup at or below it and the journal replayed up to N.",
+        show_default=False)] = None,
+    allow_gap: Annotated[bool, typer.Option(
+        "--allow-gap", help="A hole in the journal (a segment in no store, or unreadable in "
+        "every one): restore to the last revision before it, with a warning, instead of "
+        "refusing [default: the plan's allow_gap].")] = False,
 ) -> int:
     """Run the recovery a plan describes: stop, then 1 restore etcd, 2 start the control plane,
     3 nodes reconnect, 4 kubelets reconcile pods, 5 controllers recreate what is missing.
 
-    A rerun after an interruption resumes at the first unfinished step; a rerun after a
-    completed recovery is refused. A missed target never stops it: it finishes, then exits 16.
+    A rerun after an interruption resumes at the first unfinished step, with the same backup
+    and point in time (a changed --at, --revision or --allow-gap is refused, as a changed plan
+    is); a rerun after a completed recovery is refused. A missed target never stops it: it
+    finishes, then exits 16. With --at/--revision (or the plan's at/revision) step 1 replays
+    the journal once on a staging etcd and restores every member from its snapshot.
     """
+    from etcdops.cli.restore import point_target
     from etcdops.recovery.run import run_recovery
 
+    point = point_target(at, revision)  # both: a usage error before anything is read
     if report is not None:
         _check_report_path(report)  # a typo must not cost the report of a whole recovery
     result = run_recovery(
-        run.config(), plan_path, run.reporter(), dry_run=dry_run, state_path=state
+        run.config(), plan_path, run.reporter(), dry_run=dry_run, state_path=state,
+        point=point, allow_gap=allow_gap,
     )
     document = result.as_dict()
     failure = result.failure
@@ -141,6 +160,10 @@ def _summary(result: Any) -> list[tuple[str, Any]]:
     if result.store:
         backup += f", read from the {result.store} store"
     pairs: list[tuple[str, Any]] = [("backup", backup)]
+    if result.point:
+        from etcdops.recovery.point import describe
+
+        pairs.append(("point", describe(result.point)))
     pairs += [("fell back", note) for note in result.fallbacks]
     for what, check, last in (("restore time", result.restore_time, 2),
                               ("recovery time", result.recovery_time, 5)):
@@ -153,13 +176,15 @@ def _summary(result: Any) -> list[tuple[str, Any]]:
                           f"wall clock from step 1's decode (before the stop step) to the end "
                           f"of step {last}"))
     window = result.data_loss_window
+    since = ("the time between the point restored and the disaster" if result.point
+             else "the backup's age when the disaster was declared")
     pairs.append(("data-loss window",
-                  "-" if window is None else f"{format_duration(window)} (the backup's age "
-                  "when the disaster was declared)"))
+                  "-" if window is None else f"{format_duration(window)} ({since})"))
     revision = result.revision
     if revision:
         how = f"bumped: {revision['method']}" if revision["bump"] else "not bumped"
-        pairs.append(("revision", f"{revision['snapshot']} in the backup -> "
+        restored = "at the point" if result.point else "in the backup"
+        pairs.append(("revision", f"{revision['snapshot']} {restored} -> "
                       f"{revision['after_restore']} after the restore ({how})"))
     document = result.as_dict()
     for member in document["members"]:
@@ -197,9 +222,12 @@ def _print_dry_run(console: Any, result: Any) -> None:
     console.print(table(f"Prerequisites of {plan.path} ({verdict}; nothing was touched)",
                         ["check", "where", "result", "detail"], rows))
     steps = plan.steps
+    from etcdops.recovery.point import describe
+
     pairs: list[tuple[str, Any]] = [
         ("backup", f"{plan.backup} from {plan.source}"
          + (f" (resolves to {result.backup_id})" if result.backup_id else "")),
+        *((("point", describe(result.point)),) if result.point else ()),
         ("initial cluster", plan.initial_cluster),
         *((f"member {m.name}", f"{m.data_dir} on {m.host}; peer {m.peer_url}, client "
            f"{m.client_url}") for m in plan.members),

@@ -1,7 +1,8 @@
 """Step 1 of a recovery: every member restored from one snapshot of one backup.
 
 The backup is decoded once, before the stop step (restore.member.prepared_snapshot, which also
-advances the revision on a staging etcd when some member's etcdutl cannot bump it), then each
+advances the revision on a staging etcd when some member's etcdutl cannot bump it, or, for a
+point in time, replays the journal on a staging etcd up to the revision planned), then each
 member gets that same snapshot with the same --initial-cluster and cluster token: a local member
 through restore_prepared, a member on another host as `etcdops restore -` through its exec
 prefix, the snapshot streamed to it on stdin. Its included files go back on this host first,
@@ -27,26 +28,36 @@ from etcdops.stores.configured import Stores
 
 if TYPE_CHECKING:
     from etcdops.restore.member import Prepared
+    from etcdops.restore.point import PointPlan
 
 
 @contextlib.contextmanager
 def prepared_backup(
     config: Config, plan: Plan, state: RecoveryState, reporter: Reporter, *,
-    stores: Stores, bump_flags: bool,
+    stores: Stores, bump_flags: bool, point: PointPlan | None = None,
 ) -> Iterator[Prepared]:
     """The chosen backup downloaded, checked and decoded once (and its revision advanced when
-    it must be), before the stop step: a backup that fails in every store then stops the
-    recovery while the control plane still runs as it did."""
+    it must be, or the journal replayed to the point planned), before the stop step: a backup
+    or a journal that fails in every store then stops the recovery while the control plane
+    still runs as it did."""
+    from etcdops.recovery.point import staged_record
     from etcdops.restore.member import prepared_snapshot
+    from etcdops.restore.point import PointTarget
 
     assert state.backup_id is not None, "the backup is chosen before step 1"
+    assert (state.point is None) == (point is None), "a point is planned by the preflight"
     with prepared_snapshot(
         config, state.backup_id, reporter, store=plan.store, stores=stores,
         under=_work_dir(plan), bump_flags=bump_flags,
+        # the revision planned, from the base chosen: the same point on every resume
+        point=None if point is None else PointTarget(revision=point.revision),
+        allow_gap=plan.allow_gap,
     ) as prepared:
         status = prepared.status
         state.store, state.fallbacks = status.store, list(status.fallbacks)
         state.revision = prepared.plan.as_dict(prepared.revision)
+        if state.point is not None and point is not None:
+            state.point = staged_record(state.point, point, prepared)
         state.warnings = list(dict.fromkeys(state.warnings + list(prepared.warnings)))
         state.save()
         yield prepared
@@ -77,9 +88,12 @@ def restore_members(
     revision = prepared.plan.revision_after(prepared.revision)
     bumped = (f"revision {prepared.revision} -> {revision} ({prepared.plan.method})"
               if prepared.plan.bump else f"revision {revision}, not bumped")
+    replayed = (state.point or {}).get("replayed")
+    point = (f" with {replayed['revisions']:,} journal revisions replayed to "
+             f"{state.point['target']}" if state.point and replayed else "")
     return (
-        f"backup {state.backup_id}{where} restored on {len(plan.members)} members ({bumped})"
-        + files
+        f"backup {state.backup_id}{where}{point} restored on {len(plan.members)} members "
+        f"({bumped})" + files
     )
 
 

@@ -1,5 +1,5 @@
-"""The recovery plan: the backup, the members, the commands that stop and start the control plane
-and the checks of the later steps, as a TOML file.
+"""The recovery plan: the backup (or a point in time), the members, the commands that stop and
+start the control plane and the checks of the later steps, as a TOML file.
 
 It is read with the configuration's own machinery (settings.opt, loader.build_table), so a
 mistake is a ConfigError naming the key, its file and line, as in etcdops.toml.
@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from etcdops.config import Config
 from etcdops.config.loader import Origin, build_table, parse_toml
 from etcdops.config.settings import opt
 from etcdops.errors import ConfigError
+
+if TYPE_CHECKING:
+    from etcdops.restore.point import PointTarget
 
 SOURCES = ("auto", "local", "primary", "replica")
 # step 2 starts etcd and the control plane: on a large database etcd takes a while to open
@@ -118,6 +122,11 @@ class FilesPlan:
 class Plan:
     backup: str = opt("str", "latest")
     source: str = opt("str", "auto")
+    # a point in time (with the journal), one of the two; neither: `backup` alone, where
+    # "latest" is the newest journaled point (dr run --at/--revision override them)
+    at: str | None = opt("str")
+    revision: int | None = opt("int", within=(1, None))
+    allow_gap: bool = opt("bool", False)  # a hole in the journal: the last point before it
     targets: Targets = _table(Targets)
     members: tuple[PlanMember, ...] = field(
         default=(), metadata={"kind": "tables", "cls": PlanMember, "required": True}
@@ -132,16 +141,46 @@ class Plan:
         return None if self.source == "auto" else self.source
 
     @property
+    def point(self) -> PointTarget | None:
+        """The point in time the plan names (at or revision), or None."""
+        from etcdops.restore.point import PointTarget
+
+        if self.at is None and self.revision is None:
+            return None
+        return PointTarget(revision=self.revision,
+                           at=None if self.at is None else datetime.fromisoformat(self.at))
+
+    def with_point(self, point: PointTarget | None, allow_gap: bool) -> Plan:
+        """The plan as dr run's flags override it: their point instead of the plan's, if any;
+        --allow-gap added to the plan's allow_gap."""
+        if point is not None:
+            at = None if point.at is None else point.at.isoformat()
+            plan = dataclasses.replace(self, at=at, revision=point.revision)
+        else:
+            plan = self
+        return dataclasses.replace(plan, allow_gap=plan.allow_gap or allow_gap)
+
+    @property
     def initial_cluster(self) -> str:
         """--initial-cluster of every member: the same on each."""
         return ",".join(f"{member.name}={member.peer_url}" for member in self.members)
 
     def fingerprint(self) -> dict[str, Any]:
-        """What finished steps depend on: the backup, the source, the members and where the
-        files went. A resume refuses a plan that changed any of it; the steps, the targets and
-        the comments may be edited between runs (a failed command fixed, a timeout raised)."""
+        """What finished steps depend on: the backup, the point in time, the source, the members
+        and where the files went. A resume refuses a plan that changed any of it; the steps, the
+        targets and the comments may be edited between runs (a failed command fixed, a timeout
+        raised)."""
+        point = self.point
         return {
             "backup": self.backup,
+            # None without one, as a state written before points were known has it; a moment
+            # in UTC, so that one moment written in two zones is the same point
+            "point": None if point is None and not self.allow_gap else {
+                "at": None if point is None or point.at is None
+                else point.at.astimezone(UTC).isoformat(),
+                "revision": None if point is None else point.revision,
+                "allow_gap": self.allow_gap,
+            },
             "source": self.source,
             # a member's `etcdops` is only how etcdops is run there: fixing it changes nothing
             # that was done
@@ -179,10 +218,16 @@ def load_plan(path: Path) -> Plan:
     return parse_plan(parse_toml(path, text), Origin(path, text), path)
 
 
+def _as_written(raw: dict[str, Any]) -> dict[str, Any]:
+    """TOML's own date-time (`at = 2026-11-25T09:13:00Z`, unquoted) read as the string form."""
+    at = raw.get("at")
+    return (raw | {"at": at.isoformat()}) if isinstance(at, datetime) else raw
+
+
 def parse_plan(raw: dict[str, Any], origin: Origin, path: Path) -> Plan:
     """A plan from parsed TOML: each table checked as the config's are, then the rules that
     span keys (the source, members unique, a check for each of steps 3-5)."""
-    plan = build_table(Plan, raw, (), origin)
+    plan = build_table(Plan, _as_written(raw), (), origin)
     if plan.source not in SOURCES:
         raise ConfigError(
             f"{origin.describe(('source',))}: invalid value for 'source': {plan.source!r}",
@@ -195,7 +240,30 @@ def parse_plan(raw: dict[str, Any], origin: Origin, path: Path) -> Plan:
         )
     _check_members(plan.members, origin)
     _check_steps(plan.steps, origin)
+    _check_point(plan, origin)
     return dataclasses.replace(plan, path=path)
+
+
+def _check_point(plan: Plan, origin: Origin) -> None:
+    """`at` is a moment with a zone, and a plan names one point (a moment or a revision)."""
+    if plan.at is not None and plan.revision is not None:
+        raise ConfigError(
+            f"{origin.describe(('revision',))}: the plan names two points in time: revision "
+            f"{plan.revision} and at {plan.at!r} ({origin.describe(('at',))})",
+            "keep one of them",
+        )
+    if plan.at is None:
+        return
+    try:
+        moment = datetime.fromisoformat(plan.at)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        why = "is not a time" if moment is None else "has no time zone"
+        raise ConfigError(
+            f"{origin.describe(('at',))}: invalid value for 'at': {plan.at!r} {why}",
+            'write ISO 8601 with a zone, e.g. at = "2026-11-25T09:13:00Z"',
+        )
 
 
 def _check_members(members: tuple[PlanMember, ...], origin: Origin) -> None:

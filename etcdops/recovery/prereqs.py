@@ -4,14 +4,15 @@
 before its stop step and refuses, with the first failure's error, when one does not hold, so
 that a missing etcdutl, a wrong identity, a host out of reach or a data dir in the way is found
 while every data dir is still as it was. Nothing is downloaded: the backup is judged by the
-catalogue (which copies are verified), the identity against the manifest's recipients.
+catalogue (which copies are verified), the identity against the manifest's recipients; a
+point in time by the journal's manifests (plan_point: the base, the segments, any hole).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etcdops.backup.catalog import BackupView, combined_view, resolve_ref
 from etcdops.config import Config
@@ -31,6 +32,10 @@ from etcdops.report import Reporter
 from etcdops.stores.configured import Stores
 from etcdops.units import format_size
 
+if TYPE_CHECKING:
+    from etcdops.recovery.point import PointRequest
+    from etcdops.restore.point import PointPlan
+
 # a host that takes longer than this to run `etcdops --version` is not one to restore through
 PROBE_TIMEOUT = 30.0
 _REMOTE_CHECK_TIMEOUT = 60.0
@@ -40,7 +45,7 @@ _REMOTE_CHECK_TIMEOUT = 60.0
 class Prerequisite:
     """One thing a recovery needs, and whether it holds."""
 
-    check: str  # identity | backup | host | etcdutl | data dir | disk | files
+    check: str  # point | backup | identity | host | etcdutl | data dir | disk | revision | files
     where: str  # the member or host it concerns, or "" for the recovery as a whole
     ok: bool
     detail: str
@@ -61,6 +66,7 @@ class Preflight:
 
     checks: list[Prerequisite] = field(default_factory=list)
     backup: BackupView | None = None
+    point: PointPlan | None = None  # the point in time planned, when the journal is replayed
     bump_flags: bool = False  # every member's etcdutl has --bump-revision --mark-compacted
 
     @property
@@ -80,12 +86,15 @@ class Preflight:
 
 def check_prerequisites(
     config: Config, plan: Plan, reporter: Reporter, *, stores: Stores,
-    backup_id: str | None = None,
+    backup_id: str | None = None, point: PointRequest | None = None,
 ) -> Preflight:
     """Check everything a recovery of this plan needs, changing nothing. backup_id: the backup
-    a resumed recovery chose (default: the plan's `backup`, resolved now)."""
+    a resumed recovery chose (default: the plan's `backup`, resolved now); point: what the
+    journal is asked for (recovery.point.point_request), whose base is then the backup."""
     found = Preflight()
-    view = _backup(config, plan, stores, backup_id or plan.backup, found)
+    found.point = _point(config, plan, stores, reporter, point, found)
+    ref = found.point.base.id if found.point is not None else backup_id or plan.backup
+    view = _backup(config, plan, stores, ref, found)
     found.backup = view
     if view is not None:
         _identity(config, view, found)
@@ -106,7 +115,8 @@ def check_prerequisites(
     found.bump_flags = bool(supports) and all(supports)
     _judge_disks(disks, found)
     if not found.failures:
-        found.add("revision", "", _revision_plan(config, found.bump_flags))
+        replays = found.point is not None and found.point.replays
+        found.add("revision", "", _revision_plan(config, found.bump_flags, replays))
     _files(plan, view, found)
     return found
 
@@ -139,11 +149,54 @@ def recheck_members(config: Config, plan: Plan, reporter: Reporter) -> None:
             raise
 
 
-def _revision_plan(config: Config, bump_flags: bool) -> str:
+def _point(
+    config: Config, plan: Plan, stores: Stores, reporter: Reporter,
+    request: PointRequest | None, found: Preflight,
+) -> PointPlan | None:
+    """The point in time this recovery restores, planned from the journal's manifests (no
+    segment is read); None for the backup alone: none asked, or 'latest' with nothing in the
+    journal past the backup."""
+    from etcdops.errors import NotFoundError
+    from etcdops.recovery.point import as_of
+    from etcdops.restore.point import plan_point
+
+    if request is None:
+        return None
+    narrowed = stores.only(plan.store) if plan.store else stores
+    try:
+        planned = plan_point(config, request.target, narrowed, reporter, base_ref=request.base,
+                             allow_gap=request.allow_gap)
+    except NotFoundError as exc:
+        if request.named:
+            found.fail("point", "", exc)
+        return None  # 'latest' and no backup at all: the backup check says so in its words
+    except EtcdopsError as exc:
+        found.fail("point", "", exc)
+        return None
+    if not planned.replays and not request.named:
+        return None
+    base = planned.base
+    if planned.replays:
+        detail = (f"revision {planned.revision} ({request.target.describe()}): backup {base.id} "
+                  f"(revision {base.etcd.revision}) and {len(planned.segments)} journal "
+                  f"segment(s), replayed once on a staging etcd on this host in step 1 for "
+                  f"every member; changes until {as_of(planned, planned.revision).isoformat()}")
+    else:
+        detail = (f"revision {planned.revision} ({request.target.describe()}) is backup "
+                  f"{base.id}'s own: nothing to replay")
+    found.add("point", "", "; ".join([detail, *planned.notes, *planned.warnings]))
+    return planned
+
+
+def _revision_plan(config: Config, bump_flags: bool, replays: bool) -> str:
     """How the restored cluster's revision will be kept past what clients saw."""
     if bump_flags:
         return (f"every member's etcdutl bumps the revision by {config.restore.bump_revision:,} "
                 "and marks it compacted")
+    if replays:
+        return ("not every member's etcdutl has --bump-revision: the point in time is restored "
+                "at its own revision (the staging etcd that replays it does not advance it); "
+                "the report says what to restart")
     return (
         "not every member's etcdutl has --bump-revision: a staging etcd on this host advances "
         f"the revision first, if that fits in [restore] bump_budget "

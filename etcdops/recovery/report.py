@@ -1,6 +1,7 @@
 """The recovery report: every step's start, duration, verdict and detail, the restore and
-recovery times against their targets, the data-loss window, the revision plan, and where each
-member's data dir is and where the old one went.
+recovery times against their targets, the point in time restored (when the journal was
+replayed), the data-loss window, the revision plan, and where each member's data dir is and
+where the old one went.
 
 The restore and recovery times are wall clock from the start of step 1's first decode of the
 backup (which runs before the stop step, so that a backup that fails in every store leaves the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from etcdops.config import Config
 from etcdops.recovery.plan import Plan
@@ -74,6 +76,7 @@ class RecoveryReport:
     store: str | None = None
     fallbacks: list[str] = field(default_factory=list)
     declared_at: str | None = None
+    point: dict[str, Any] | None = None  # recovery.point's record: planned, then staged
     revision: dict[str, object] | None = None
     members: dict[str, dict[str, object]] = field(default_factory=dict)
     files: dict[str, object] | None = None
@@ -86,10 +89,12 @@ class RecoveryReport:
 
     @property
     def data_loss_window(self) -> float | None:
-        """The backup's age when the disaster was declared: the writes that are lost."""
-        if self.backup_created_at is None or self.declared_at is None:
+        """The writes that are lost: the time between the point restored (the backup's
+        creation, or the newest change the replayed journal holds) and the disaster."""
+        restored = self.point["as_of"] if self.point else self.backup_created_at
+        if restored is None or self.declared_at is None:
             return None
-        return seconds_between(self.backup_created_at, self.declared_at)
+        return seconds_between(restored, self.declared_at)
 
     @property
     def timed_out(self) -> list[str]:
@@ -124,6 +129,7 @@ class RecoveryReport:
                 "store": self.store, "fallbacks": list(self.fallbacks),
             },
             "declared_at": self.declared_at,
+            "point": self.point,
             "steps": [
                 {"number": NUMBERS[record.name], "name": record.name,
                  "title": TITLES[record.name], "started_at": record.started_at or None,
@@ -191,6 +197,7 @@ def build_report(
         store=state.store,
         fallbacks=list(state.fallbacks),
         declared_at=None if dry_run else state.declared_at,
+        point=state.point,
         revision=state.revision,
         members=state.members,
         files=state.files,

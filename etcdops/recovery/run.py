@@ -5,10 +5,10 @@
 
 Before anything is touched every prerequisite is checked (as --dry-run does) and the run is
 refused with the first failure's error. The state file is written after each step, so a rerun
-after an interruption or a failure resumes at the first unfinished step, with the same backup
-and cluster token. A hard failure (the stop step or steps 1-2) ends the run with its error; a
-check of steps 3-5 not met in time, or a missed target, does not: the run finishes, and the
-report says what was missed.
+after an interruption or a failure resumes at the first unfinished step, with the same backup,
+point in time (recovery.point) and cluster token. A hard failure (the stop step or steps 1-2)
+ends the run with its error; a check of steps 3-5 not met in time, or a missed target, does
+not: the run finishes, and the report says what was missed.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from etcdops.metrics import job_metrics
 from etcdops.recovery import steps
 from etcdops.recovery.members import prepared_backup, restore_members
 from etcdops.recovery.plan import Plan, default_state_path, load_plan
+from etcdops.recovery.point import PointRequest, planned_record, point_request
 from etcdops.recovery.prereqs import Preflight, check_prerequisites, recheck_members
 from etcdops.recovery.report import RecoveryReport, build_report, step_label
 from etcdops.recovery.state import (
@@ -43,6 +44,7 @@ from etcdops.units import format_duration
 
 if TYPE_CHECKING:
     from etcdops.restore.member import Prepared
+    from etcdops.restore.point import PointPlan, PointTarget
 
 # a member that is down must not hold a poll for the whole configured dial timeout
 _POLL_DIAL_TIMEOUT = 2.0
@@ -56,12 +58,15 @@ def run_recovery(
     dry_run: bool = False,
     state_path: Path | None = None,
     stores: Stores | None = None,
+    point: PointTarget | None = None,
+    allow_gap: bool = False,
 ) -> RecoveryReport:
     """Run (or with dry_run, check) the recovery a plan describes, resuming from the state
-    file (default: beside the plan). Raises before anything is touched: a bad plan, a state
-    that refuses (plan changed, already completed), a failed prerequisite. Once the steps
-    begin it returns the report: `failure` holds what stopped it, if anything did."""
-    plan = load_plan(plan_path)
+    file (default: beside the plan). point and allow_gap (dr run's --at/--revision and
+    --allow-gap) override the plan's. Raises before anything is touched: a bad plan, a state
+    that refuses (plan or point changed, already completed), a failed prerequisite. Once the
+    steps begin it returns the report: `failure` holds what stopped it, if anything did."""
+    plan = load_plan(plan_path).with_point(point, allow_gap)
     state_path = state_path or default_state_path(plan_path)
     stores = stores or open_stores(config)
     if dry_run:
@@ -88,17 +93,17 @@ def _dry_run(
         existing = read_state(state_path, plan)
     except EtcdopsError as exc:
         existing, problem = None, exc
+    state = existing or RecoveryState(state_path, plan.fingerprint(), declared_at="", token="")
+    request = point_request(plan, state)
     found = check_prerequisites(
-        config, plan, reporter, stores=stores,
-        backup_id=existing.backup_id if existing else None,
+        config, plan, reporter, stores=stores, backup_id=state.backup_id, point=request,
     )
     if problem is not None:
         found.fail("state", str(state_path), problem)
     elif existing is not None:
         found.add("state", str(state_path), f"a run resumes at {step_label(existing.next_step)} "
                   f"(the disaster was declared at {existing.declared_at})")
-    state = existing or RecoveryState(state_path, plan.fingerprint(), declared_at="", token="")
-    _choose_backup(state, found)
+    _choose_backup(state, found, request)
     failures = found.failures
     return build_report(
         config, plan, state, {}, dry_run=True, prerequisites=found.checks,
@@ -106,12 +111,18 @@ def _dry_run(
     )
 
 
-def _choose_backup(state: RecoveryState, found: Preflight) -> None:
-    """The backup the preflight found, kept for this recovery and every resume of it."""
+def _choose_backup(
+    state: RecoveryState, found: Preflight, request: PointRequest | None
+) -> None:
+    """The backup and the point in time the preflight found, kept for this recovery and every
+    resume of it (a resume keeps the words of the first attempt's target)."""
     if found.backup is not None:
         manifest = found.backup.manifest
         state.backup_id = manifest.id
         state.backup_created_at = manifest.created_at.isoformat()
+    if found.point is not None and request is not None:
+        target = state.point["target"] if state.point else request.target.describe()
+        state.point = planned_record(found.point, target)
 
 
 class _Run:
@@ -126,6 +137,7 @@ class _Run:
         self.ran: dict[str, StepRecord] = {}
         self.bump_flags = False
         self.prepared: Prepared | None = None  # the decoded backup, from before stop to step 1
+        self.point: PointPlan | None = None  # the point in time planned by the preflight
         self.prepare_started_at, self.prepare_seconds = "", 0.0
         self.current = ""  # the step running, or "decode" (step 1's, before the stop step)
         etcd = config.etcd
@@ -173,9 +185,10 @@ class _Run:
 
     def _preflight(self) -> None:
         """Refuse with the first failed prerequisite while nothing is touched yet."""
+        request = point_request(self.plan, self.state)
         found = check_prerequisites(
             self.config, self.plan, self.reporter, stores=self.stores,
-            backup_id=self.state.backup_id,
+            backup_id=self.state.backup_id, point=request,
         )
         failures = found.failures
         if failures:
@@ -186,7 +199,8 @@ class _Run:
                 error.hint = f"{error.hint}; {more}" if error.hint else more
             raise error
         self.bump_flags = found.bump_flags
-        _choose_backup(self.state, found)
+        self.point = found.point
+        _choose_backup(self.state, found, request)
 
     def _prepare(self, snapshot: contextlib.ExitStack) -> None:
         """Step 1 begins with the backup decoded, before the stop step touches anything; step 1
@@ -196,11 +210,13 @@ class _Run:
         if self.state.restore_started_at is None:
             self.state.restore_started_at = started_at
             self.state.save()
-        self.reporter.event(f"{step_label('restore')}: the backup is read and decoded first")
+        replays = " and the journal replayed" if self.state.point else ""
+        self.reporter.event(f"{step_label('restore')}: the backup is read and decoded{replays} "
+                            "first")
         try:
             self.prepared = snapshot.enter_context(prepared_backup(
                 self.config, self.plan, self.state, self.reporter, stores=self.stores,
-                bump_flags=self.bump_flags,
+                bump_flags=self.bump_flags, point=self.point,
             ))
         except BaseException as exc:
             seconds = time.monotonic() - started
@@ -223,8 +239,9 @@ class _Run:
             # step 1's decode ran before the stop step: its own time, shown apart; step 1's
             # timeout counts from it
             decode = (self.prepare_started_at, self.prepare_seconds)
-            prefix = (f"backup decoded in {format_duration(self.prepare_seconds)} from "
-                      f"{self.prepare_started_at[11:23]}; ")
+            replayed = " (with the journal's replay)" if self.state.point else ""
+            prefix = (f"backup decoded{replayed} in {format_duration(self.prepare_seconds)} "
+                      f"from {self.prepare_started_at[11:23]}; ")
         timeout = getattr(self.plan.steps, name).timeout
         self.reporter.event(f"{label}: started (timeout {format_duration(timeout)})")
         try:

@@ -2,12 +2,14 @@
 
 Written atomically (temporary file, fsync, rename) after each step and whenever something a
 resume must reuse is decided: the plan's fingerprint (what finished steps depend on: the
-backup, the source, the members, the files; a plan that changed any of it is refused, naming
-what changed, while its steps, targets and comments may be edited between runs), when the
+backup, the point in time (the plan's, or dr run's flags), the source, the members, the files;
+a plan that changed any of it is refused, naming what changed, while its steps, targets and
+comments may be edited between runs), when the
 disaster was declared (the first run's start), the backup chosen (a resume restores the same
-one, not a newer `latest`), the cluster token, the revision after the restore, and each
-finished step. A completed recovery is never run again: that would restore over a recovered
-cluster.
+one, not a newer `latest`), the point in time planned from it (a resume replays to the same
+revision, not to a newer newest journaled point), the cluster token, the revision after the
+restore, and each finished step. A completed recovery is never run again: that would restore
+over a recovered cluster.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class RecoveryState:
     store: str | None = None  # the store the backup was read from, once it was
     fallbacks: list[str] = field(default_factory=list)
     revision: dict[str, Any] | None = None  # the revision plan and the revision after restore
+    # the point in time restored (recovery.point.planned_record), when the journal is replayed
+    # or a point was asked for; None: the backup alone
+    point: dict[str, Any] | None = None
     restore_started_at: str | None = None  # step 1's first start: the targets count from it
     members: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> where, aside
     files: dict[str, Any] | None = None  # the included files put back, once they are
@@ -146,8 +151,9 @@ def read_state(path: Path, plan: Plan) -> RecoveryState | None:
         raise ConfigError(
             f"the plan {plan.path} changed since the recovery recorded in {path} began "
             f"({', '.join(state.steps) or 'no step'} done): {'; '.join(changed)}",
-            "put those keys back as they were to resume (the steps, targets and comments may "
-            f"change), or remove {path} to start a new recovery from step 1",
+            "put those keys (or dr run's --at, --revision, --allow-gap) back as they were to "
+            "resume (the steps, targets and comments may change), or remove "
+            f"{path} to start a new recovery from step 1",
         )
     if state.completed_at is not None:
         raise UsageError(
@@ -178,6 +184,12 @@ def plan_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, dict) and "allow_gap" in value:  # the point in time
+        named = [f"{key} {value[key]}" for key in ("at", "revision") if value.get(key)]
+        gap = ["allow_gap"] if value["allow_gap"] else []
+        return " with ".join([", ".join(named) or "the newest journaled point", *gap])
+    if value is None:
+        return "none"
     if isinstance(value, list):  # members: their names say enough
         return "[" + ", ".join(str(m.get("name")) if isinstance(m, dict) else repr(m)
                                for m in value) + "]"

@@ -47,6 +47,7 @@ from etcdops.stores.configured import Stores, open_stores
 
 if TYPE_CHECKING:
     from etcdops.restore.point import PointTarget, StagedPoint
+    from etcdops.restore.replay import Replayed
 
 BUILT_NAME = "data"
 STDIN_REF = "-"  # a plain snapshot on standard input: how `dr run` hands one to another host
@@ -82,6 +83,7 @@ class Prepared:
     revision: int | None  # the backup's snapshot revision, before any bump
     plan: RevisionPlan  # the flags every member's etcdutl gets, the method, the bump, a warning
     durations: dict[str, float]  # download_decode, and staging when a staging etcd was tried
+    replayed: Replayed | None = None  # a point in time: what the journal's replay wrote
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -179,7 +181,8 @@ def prepared_snapshot(
             durations = {"download_decode": round(time.monotonic() - reading - replaying, 3),
                          "replay": round(replaying, 3)}
             yield Prepared(plain, status, status.revision, _point_plan(
-                etcdutl, status, bump_flags, bump_revision, config), durations)
+                etcdutl, status, bump_flags, bump_revision, config), durations,
+                staged.replayed)
             return
         if ref == STDIN_REF:
             if stdin is None:

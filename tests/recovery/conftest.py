@@ -51,13 +51,7 @@ def saved_backup(moto_server, tmp_path_factory) -> Iterator[SavedBackup]:
 
     base = tmp_path_factory.mktemp("saved")
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": str(base / "no-aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(base / "no-aws-credentials"),
-        }.items():
-            patch.setenv(name, value)
+        fake_aws(patch, base)
         _buckets(moto_server)
         identity = base / "identity.txt"
         recipient = generate_identity_file(identity)
@@ -89,11 +83,11 @@ def saved_backup(moto_server, tmp_path_factory) -> Iterator[SavedBackup]:
                           moto_server)
 
 
-def _buckets(endpoint: str) -> None:
+def _buckets(endpoint: str, primary: str = PRIMARY, replica: str = REPLICA) -> None:
     import boto3
     from botocore.config import Config as BotoConfig
 
-    for bucket, region in ((PRIMARY, "us-east-1"), (REPLICA, "us-west-2")):
+    for bucket, region in ((primary, "us-east-1"), (replica, "us-west-2")):
         client = boto3.client("s3", region_name=region, endpoint_url=endpoint,
                               config=BotoConfig(s3={"addressing_style": "path"}))
         extra = {} if region == "us-east-1" else {
@@ -101,13 +95,21 @@ def _buckets(endpoint: str) -> None:
         client.create_bucket(Bucket=bucket, **extra)
 
 
+def fake_aws(patch: pytest.MonkeyPatch, base: Path) -> None:
+    """The environment that points boto3 at moto and nowhere else."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(base / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(base / "no-aws-credentials"),
+    }.items():
+        patch.setenv(name, value)
+
+
 @pytest.fixture
-def aws(saved_backup, monkeypatch):
+def aws(saved_backup, monkeypatch, tmp_path):
     """The fake AWS environment of the saved backup, for this test (and the CLI it runs)."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fake_aws(monkeypatch, tmp_path)
     return saved_backup
 
 
@@ -181,9 +183,12 @@ def plan_toml(
     start_timeout: str = "60s",
     files_to: Path | None = None,
     pods_command: str | None = None,
+    checks_command: str | None = None,
+    top: tuple[str, ...] = (),
 ) -> Path:
-    """A plan of the issue's shape for these members."""
-    lines = ['backup = "latest"', f"source = {_toml(source)}", "[targets]"]
+    """A plan of the issue's shape for these members; checks_command: steps 3-5 check that
+    command alone (nothing writes to the restored cluster); top: more top-level keys."""
+    lines = ['backup = "latest"', f"source = {_toml(source)}", *top, "[targets]"]
     lines += [f"{key} = {_toml(value)}" for key, value in (targets or {}).items()]
     for member in members:
         lines += ["[[members]]"] + [
@@ -191,15 +196,20 @@ def plan_toml(
             for key in ("name", "peer_url", "client_url", "data_dir", "exec", "etcdops")
             if getattr(member, key) is not None
         ]
+    checks = {
+        "nodes": [f"expect = {nodes_expect}"],
+        "pods": [f"min_updated = {pods_min}",
+                 *([f"command = {_toml(pods_command)}"] if pods_command else [])],
+        "controllers": [f"require_keys = {_toml(list(require_keys))}"],
+    }
+    if checks_command is not None:
+        checks = {name: [f"command = {_toml(checks_command)}"] for name in checks}
     lines += [
         "[steps.stop]", f"commands = {_toml(stop or ['true'])}",
         "[steps.start]", f"commands = {_toml(start)}", f"timeout = {_toml(start_timeout)}",
-        "[steps.nodes]", f"expect = {nodes_expect}", f"timeout = {_toml(check_timeout)}",
-        "[steps.pods]", f"min_updated = {pods_min}", f"timeout = {_toml(check_timeout)}",
-        *([f"command = {_toml(pods_command)}"] if pods_command else []),
-        "[steps.controllers]", f"require_keys = {_toml(list(require_keys))}",
-        f"timeout = {_toml(check_timeout)}",
     ]
+    for name, keys in checks.items():
+        lines += [f"[steps.{name}]", *keys, f"timeout = {_toml(check_timeout)}"]
     if files_to is not None:
         lines += ["[files]", f"to = {_toml(files_to)}"]
     path.write_text("\n".join(lines) + "\n")
@@ -270,6 +280,14 @@ class Kubelets:
             except EtcdopsError:
                 pass  # not up yet: kubelets retry
             self.stopping.wait(0.5)
+
+
+def rebuilt_hosts(base: Path) -> LocalCluster:
+    """Members whose hosts were rebuilt: the parent of each data dir, and nothing in it."""
+    cluster = LocalCluster.three(base)
+    for member in cluster.members:
+        member.data_dir.parent.mkdir(parents=True)
+    return cluster
 
 
 def listing(*bases: Path) -> list[str]:

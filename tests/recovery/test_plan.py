@@ -143,6 +143,19 @@ CASES = {
     "a URL without a port": (second_member("peer_url", '"https://10.0.1.12"'),
                              "members[1].peer_url 'https://10.0.1.12' has no port",
                              'peer_url = "https://10.0.1.12"'),
+    "two points in time": (
+        EXAMPLE.replace('source = "auto"', 'at = "2026-11-25T09:13:00Z"\nrevision = 7\n'
+                        'source = "auto"'),
+        "the plan names two points in time: revision 7 and at '2026-11-25T09:13:00Z'",
+        "revision = 7"),
+    "a moment that is no time": (EXAMPLE.replace('source = "auto"', 'at = "09:13 today"\n'
+                                                 'source = "auto"'),
+                                 "invalid value for 'at': '09:13 today' is not a time", "at ="),
+    "a moment without a zone": (
+        EXAMPLE.replace('source = "auto"', 'at = 2026-11-25T09:13:00\nsource = "auto"'),
+        "invalid value for 'at': '2026-11-25T09:13:00' has no time zone", "at ="),
+    "a revision of zero": (EXAMPLE.replace('source = "auto"', 'revision = 0\nsource = "auto"'),
+                           "'revision' = 0 is out of range", "revision ="),
 }
 
 
@@ -156,6 +169,30 @@ def test_a_bad_plan_names_the_key_its_file_and_line(tmp_path, case):
     occurrence = 2 if at and text.count("\n" + at) > 1 else 1
     where = f"{path}:{line_of(text, at, occurrence)}" if at else str(path)
     assert raised.value.message.startswith(where + ": "), raised.value.message
+
+
+def test_a_point_in_time_in_the_plan_and_as_dr_runs_flags_override_it(tmp_path):
+    from datetime import UTC, datetime
+
+    from etcdops.restore.point import PointTarget
+
+    plain = load_plan(write(tmp_path, EXAMPLE))
+    assert plain.point is None and plain.allow_gap is False
+    assert plain.fingerprint()["point"] is None  # as a state from before points has it
+    # TOML's own date-time, in another zone: the same moment as the flag gives in UTC
+    text = EXAMPLE.replace('source = "auto"', 'at = 2026-11-25T10:13:00+01:00\n'
+                           'allow_gap = true\nsource = "auto"')
+    plan = load_plan(write(tmp_path, text))
+    moment = datetime(2026, 11, 25, 9, 13, tzinfo=UTC)
+    assert plan.point == PointTarget(at=moment) and plan.allow_gap
+    flagged = plain.with_point(PointTarget(at=moment), allow_gap=True)
+    assert flagged.fingerprint() == plan.fingerprint() != plain.fingerprint()
+    assert plan.fingerprint()["point"] == {"at": "2026-11-25T09:13:00+00:00", "revision": None,
+                                           "allow_gap": True}
+    # a flag's revision replaces the plan's moment; no flag keeps the plan's point
+    assert plan.with_point(PointTarget(revision=42), allow_gap=False).point == PointTarget(
+        revision=42)
+    assert plan.with_point(None, allow_gap=False) == plan
 
 
 def test_a_duplicate_data_dir_on_two_hosts_is_two_members(tmp_path):

@@ -28,6 +28,7 @@ from tests.recovery.conftest import (
     config_toml,
     listing,
     plan_toml,
+    rebuilt_hosts,
     unreachable_url,
     waiting_command,
 )
@@ -140,14 +141,6 @@ def test_text_report_and_a_missed_target_the_run_finishes_then_exits_16(
     state = json.loads((tmp_path / "plan.toml.state.json").read_text())
     assert state["completed_at"] and set(state["steps"]) == {
         "stop", "restore", "start", "nodes", "pods", "controllers"}
-
-
-def rebuilt_hosts(base: Path) -> LocalCluster:
-    """Members whose hosts were rebuilt: the parent of each data dir, and nothing in it."""
-    cluster = LocalCluster.three(base)
-    for member in cluster.members:
-        member.data_dir.parent.mkdir(parents=True)
-    return cluster
 
 
 def test_sigterm_during_step_2_then_a_rerun_resumes_there_and_a_third_run_is_refused(

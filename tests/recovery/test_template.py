@@ -58,6 +58,10 @@ def test_the_template_lists_the_live_members_and_loads_back_as_a_plan(etcd_clust
     assert "ssh root@<host>" in text and text.splitlines().count("[[members]]") == 3
     commented = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
     assert len(commented) < len(text.splitlines()) / 2  # every key is explained
+    # the point in time: commented out, and it loads once uncommented
+    assert '# at = "2026-11-25T09:13:00Z"' in text and "# allow_gap = false" in text
+    path.write_text(text.replace('# at = "', 'at = "').replace("# allow_gap", "allow_gap"))
+    assert load_plan(path).point is not None
 
 
 def test_an_existing_plan_is_kept_unless_forced(etcd_single, tmp_path):
