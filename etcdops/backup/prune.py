@@ -1,4 +1,5 @@
-"""Applying retention to every store: the policy decides, this module deletes.
+"""Applying retention to one store's backups: the policy decides, this module deletes (the
+journal's prune, etcdops.journal.prune, runs it in every store with the chains extending them).
 
 What is deleted are the files under the backup's own id and location as listed (manifest,
 check record, object), never the paths a manifest names: a manifest edited or copied to point
@@ -15,18 +16,24 @@ still pruned of everything else, with one note saying so: retention must never s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from etcdops.backup.catalog import Catalog, CatalogEntry
 from etcdops.backup.checks import confirm, record_check
 from etcdops.backup.manifest import BackupKeys, backup_id_of
-from etcdops.backup.retention import Candidate, Condition, Decision, decide, worth_confirming
-from etcdops.config import Config, RetentionConfig
-from etcdops.errors import EtcdopsError, FeatureUnavailable
-from etcdops.metrics import job_metrics
+from etcdops.backup.retention import (
+    Candidate,
+    Condition,
+    Decision,
+    Reaches,
+    decide,
+    worth_confirming,
+)
+from etcdops.config import RetentionConfig
+from etcdops.errors import FeatureUnavailable
 from etcdops.report import Reporter
 from etcdops.stores.base import Store
 
@@ -56,60 +63,16 @@ class StorePrune:
 
 
 @dataclass(frozen=True)
-class PruneReport:
-    now: datetime
-    dry_run: bool
-    stores: list[StorePrune]
+class Dependents:
+    """What extends a store's backups and goes with each (the journal's chains, a layer above):
+    until when each backup's extension reaches, which retention weighs, and the deletion of
+    what depends on a backup, done before the backup's own files go."""
 
-    @property
-    def failures(self) -> dict[str, str]:
-        """Per store, why pruning it failed."""
-        return {r.store: r.error for r in self.stores if r.error}
-
-    def as_dict(self) -> dict[str, object]:
-        """The JSON form of a prune: per store, every decision with its reasons."""
-        return {
-            "now": self.now.isoformat(),
-            "dry_run": self.dry_run,
-            "stores": {r.store: r.as_dict() for r in self.stores},
-        }
+    reaches: Reaches
+    delete: Callable[[str], None]  # given the backup's id
 
 
-def prune(
-    stores: Mapping[str, Store],
-    cluster: str,
-    policy: RetentionConfig,
-    now: datetime,
-    reporter: Reporter,
-    *,
-    dry_run: bool = False,
-    metrics: Config | None = None,
-) -> PruneReport:
-    """Decide and (unless dry_run) delete in each store on its own; one failing spares the rest.
-
-    Before anything is deleted in a store, the backups kept there as the newest verified ones
-    are checked again: one that fails is damaged, and retention decides again, keeping older
-    ones in its place. A dry run checks as well (it shows what would be done) but writes no
-    check record. With metrics (the cluster's configuration) the run is recorded, unless dry.
-    """
-    results = []
-    for name, store in stores.items():
-        result = StorePrune(name)
-        results.append(result)
-        try:
-            _prune_store(Catalog(store, cluster), policy, now, reporter, result, dry_run=dry_run)
-        except EtcdopsError as exc:
-            result.error = str(exc)
-    if metrics is not None and not dry_run:
-        with job_metrics(metrics, "prune", stores=stores) as recorded:
-            for result in results:
-                recorded.add("deletions_total", len(result.deleted), store=result.store)
-                if result.error:
-                    recorded.failed(store=result.store)
-    return PruneReport(now, dry_run, results)
-
-
-def _prune_store(
+def prune_store(
     catalog: Catalog,
     policy: RetentionConfig,
     now: datetime,
@@ -117,22 +80,34 @@ def _prune_store(
     result: StorePrune,
     *,
     dry_run: bool,
+    entries: Sequence[CatalogEntry] | None = None,
+    dependents: Dependents | None = None,
 ) -> None:
-    entries = {e.id: e for e in catalog.entries()}
-    actions, candidates = _candidates(catalog, entries.values())
+    """Decide and (unless dry_run) delete in one store, filling result as it goes (a failure
+    leaves what was done in it). entries: the catalogue's, when the caller listed it already.
+
+    Before anything is deleted, the backups kept as the newest verified ones (and the base of
+    the chain covering the window's start) are checked again: one that fails is damaged, and
+    retention decides again, keeping older ones in its place. A dry run checks as well (it
+    shows what would be done) but writes no check record.
+    """
+    listed = {e.id: e for e in (catalog.entries() if entries is None else entries)}
+    actions, candidates = _candidates(catalog, listed.values(), dependents)
     for warning in catalog.warnings:
         _unavailable(result, warning)
+    reaches = dependents.reaches if dependents else None
 
     def decided() -> list[Decision]:
         return decide(
             list(candidates.values()), keep_within=policy.keep_within, keep_min=policy.keep_min,
-            now=now,
+            now=now, reaches=reaches,
         )
 
     result.decisions = decided()
     if any(not d.keep for d in result.decisions):
-        _confirm_kept(catalog.store, entries, candidates, policy.keep_min, result, reporter,
-                      write=not dry_run)
+        window_start = now - timedelta(seconds=policy.keep_within)
+        _confirm_kept(catalog.store, listed, candidates, policy.keep_min, result, reporter,
+                      write=not dry_run, reaches=reaches, window_start=window_start)
         result.decisions = decided()
     if dry_run:
         return
@@ -168,12 +143,16 @@ def _confirm_kept(
     reporter: Reporter,
     *,
     write: bool,
+    reaches: Reaches | None,
+    window_start: datetime,
 ) -> None:
     """Check the bytes of every backup retention would keep as one of the newest verified ones,
     until all it would keep have passed: each that fails makes room for the next older one."""
     confirmed: set[str] = set()
     while pending := [
-        c for c in worth_confirming(list(candidates.values()), keep_min) if c.id not in confirmed
+        c for c in worth_confirming(list(candidates.values()), keep_min, reaches=reaches,
+                                    window_start=window_start)
+        if c.id not in confirmed
     ]:
         for candidate in pending:
             entry = entries[candidate.id]
@@ -199,10 +178,11 @@ def _confirm_kept(
 
 
 def _candidates(
-    catalog: Catalog, entries: Iterable[CatalogEntry]
+    catalog: Catalog, entries: Iterable[CatalogEntry], dependents: Dependents | None
 ) -> tuple[dict[str, list[Callable[[], None]]], dict[str, Candidate]]:
-    """What retention weighs, and for each, what deleting it takes: the files under its own id
-    and location, never those its manifest names; its manifest first, the object last."""
+    """What retention weighs, and for each, what deleting it takes: what depends on it first
+    (its chain), then the files under its own id and location, never those its manifest
+    names; its manifest first, the object last."""
     store = catalog.store
     actions: dict[str, list[Callable[[], None]]] = {}
     candidates: dict[str, Candidate] = {}
@@ -211,7 +191,8 @@ def _candidates(
         return [partial(store.delete, key) for key in (keys.manifest, keys.check, keys.object)]
 
     for entry in entries:
-        actions[entry.id] = files(entry.keys)
+        first = [partial(dependents.delete, entry.id)] if dependents else []
+        actions[entry.id] = first + files(entry.keys)
         candidates[entry.id] = Candidate(entry.id, entry.created_at, entry.condition, entry.problem)
     for info in catalog.incomplete():
         backup_id = backup_id_of(info.key)

@@ -5,6 +5,9 @@ will be applied. The rules, in order of strength:
 - never delete a backup that claims to be from the future (a skewed clock must not prune);
 - never delete the newest verified backup, and keep the keep_min newest verified ones;
 - keep everything taken within keep_within (the seed's 24 hours);
+- keep the newest verified backup taken before keep_within began when what extends it (its
+  journal chain) reaches into keep_within: it is the base that makes the window's first moments
+  restorable;
 - anything else goes: older verified backups, unchecked and damaged ones, incomplete leftovers.
 
 Only a backup whose bytes were checked counts as verified. Which unchecked backups deserve a
@@ -14,12 +17,16 @@ is prune's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from etcdops.backup.manifest import manifest_time
 from etcdops.units import format_duration
+
+# per backup id, the latest moment what extends the backup (its journal chain) reaches
+Reaches = Mapping[str, datetime]
 
 
 class Condition(StrEnum):
@@ -50,26 +57,49 @@ def _oldest_first(candidates: Sequence[Candidate]) -> list[Candidate]:
     return sorted(candidates, key=lambda c: (c.created_at, c.id))
 
 
-def worth_confirming(candidates: Sequence[Candidate], keep_min: int) -> list[Candidate]:
+def worth_confirming(
+    candidates: Sequence[Candidate], keep_min: int, *, reaches: Reaches | None = None,
+    window_start: datetime | None = None,
+) -> list[Candidate]:
     """The backups decide() would protect if every unchecked one proved good, newest first:
     the ones whose bytes to check before deleting anything, so that a backup that fails its
-    check gives its place to an older one rather than leaving fewer good backups kept."""
+    check gives its place to an older one rather than leaving fewer good backups kept. With
+    reaches and window_start, the base whose chain covers the window's start is one of them."""
     eligible = [
         c for c in _oldest_first(candidates)
         if c.condition in (Condition.VERIFIED, Condition.UNCHECKED)
     ]
-    return eligible[::-1][:max(keep_min, 1)]
+    worth = eligible[::-1][:max(keep_min, 1)]
+    if window_start is not None:
+        base = _covering_base(eligible, reaches or {}, window_start)
+        if base is not None and base not in worth:
+            worth.append(base)
+    return worth
+
+
+def _covering_base(
+    oldest_first: Sequence[Candidate], reaches: Reaches, window_start: datetime
+) -> Candidate | None:
+    """The newest of these taken before the window started, when its chain reaches into the
+    window: without it, the window's first moments could not be restored."""
+    before = [c for c in oldest_first if c.created_at < window_start]
+    if before and (reach := reaches.get(before[-1].id)) is not None and reach >= window_start:
+        return before[-1]
+    return None
 
 
 def decide(
-    candidates: Sequence[Candidate], *, keep_within: float, keep_min: int, now: datetime
+    candidates: Sequence[Candidate], *, keep_within: float, keep_min: int, now: datetime,
+    reaches: Reaches | None = None,
 ) -> list[Decision]:
-    """Keep or delete each candidate, with every reason that applies, oldest first."""
+    """Keep or delete each candidate, with every reason that applies, oldest first. reaches:
+    per backup, until when its journal chain reaches (none: the backup has no chain)."""
     ordered = _oldest_first(candidates)
     verified = [c for c in ordered if c.condition is Condition.VERIFIED]
     newest_verified = verified[-1] if verified else None
     protected = set(c.id for c in verified[-keep_min:]) if keep_min > 0 else set()
     window = timedelta(seconds=keep_within)
+    covering = _covering_base(verified, reaches or {}, now - window)
     decisions = []
     for candidate in ordered:
         age = now - candidate.created_at
@@ -83,6 +113,13 @@ def decide(
             keep_reasons.append(f"one of the {keep_min} newest verified backups (keep_min){how}")
         if timedelta(0) <= age <= window:
             keep_reasons.append(f"within keep_within ({format_duration(keep_within)})")
+        if candidate is covering:
+            assert reaches is not None
+            keep_reasons.append(
+                "base of the chain that covers the window's start (its journal reaches "
+                f"{manifest_time(reaches[candidate.id])}, the window starts "
+                f"{manifest_time(now - window)})"
+            )
         if keep_reasons:
             decisions.append(Decision(candidate, True, tuple(keep_reasons)))
             continue

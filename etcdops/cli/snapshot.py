@@ -125,15 +125,17 @@ def list_backups(
         )
     ] = False,
 ) -> int:
-    """The catalogue: every backup, its revision and size, and per copy when it was checked."""
-    from etcdops.backup.catalog import list_backups
+    """The catalogue: every backup, its revision and size, and per copy when it was checked;
+    with the journal, the window each backup's chain can restore, and the gaps between."""
+    from etcdops.journal.windows import list_with_chains
     from etcdops.stores.configured import open_stores
 
     config = run.config()
     stores = open_stores(config)
     if store is not StoreChoice.all:
         stores = stores.only(store.value, "configure [s3] first")
-    listing = list_backups(stores, config.cluster, show_all=show_all)
+    journaled = list_with_chains(stores, config.cluster, show_all=show_all)
+    listing = journaled.listing
     found = listing.survey
     now = datetime.now(UTC)
 
@@ -157,7 +159,16 @@ def list_backups(
     def render(console: Any) -> None:
         if rows:
             console.print(table(f"backups of {config.cluster}", columns, rows))
-        elif listing.listed:
+        if journaled.chains:
+            console.print(table(
+                "journal: what each chain can restore", _WINDOW_COLUMNS,
+                _window_rows(journaled, ago),
+            ))
+        for name, bases in journaled.orphans.items():
+            for base in bases:
+                console.print(f"chain without its base in {name}: {base} (not restorable; "
+                              "prune deletes it once older than keep_within)", markup=False)
+        if not rows and listing.listed:
             console.print(
                 f"no backups of cluster '{config.cluster}' in {', '.join(listing.listed)}"
             )
@@ -178,15 +189,37 @@ def list_backups(
                     markup=False,
                 )
 
-    run.emit(listing.as_dict(), render)
+    run.emit(journaled.as_dict(), render)
     if not show_all:
         for warning in found.warnings():
             run.warn(warning)
-    for name, why in listing.failures.items():
+    for name, why in journaled.failures.items():
         run.warn(f"the {name} store could not be listed: {why}")
     for warning in listing.warnings:
         run.warn(warning)
-    return exitcodes.for_stores(listing.failures, stores)
+    return exitcodes.for_stores(journaled.failures, stores)
+
+
+_WINDOW_COLUMNS = ["base", "from", "until", "last revision", "segments", "note"]
+
+
+def _window_rows(journaled: Any, ago: Any) -> list[list[Any]]:
+    """One row per chain (oldest first), and one per gap where it lies between them."""
+    gaps = {gap.after: gap for gap in journaled.gaps}
+    rows = []
+    for base, chain in sorted(journaled.chains.items(),
+                              key=lambda item: item[1].base_created_at):
+        holes = chain.window.holes
+        note = (f"hole: revisions {holes[0].first_revision}-{holes[0].last_revision} in no "
+                "store" if holes else "")
+        until = ago(chain.last_change_at) if chain.last_change_at else "(the base only)"
+        rows.append([base, ago(chain.base_created_at), until, chain.window.last_revision,
+                     len(chain.window.path), note])
+        if gap := gaps.get(base):
+            rows.append(["GAP", ago(gap.since), ago(gap.until),
+                         f"{gap.first_revision}-{gap.last_revision}", "",
+                         f"not restorable: no chain until {gap.before}"])
+    return rows
 
 
 def _copy_line(name: str, entry: Any, ago: Any) -> str:
@@ -400,8 +433,9 @@ def prune(
                      formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
     ] = None,
 ) -> int:
-    """Apply retention to every store, saying why each backup is kept or deleted."""
-    from etcdops.backup.prune import prune as prune_stores
+    """Apply retention to every store, saying why each backup and each journal chain is kept
+    or deleted (a chain goes with its base backup)."""
+    from etcdops.journal.prune import prune as prune_stores
     from etcdops.stores.configured import open_stores
 
     config = run.config()
@@ -413,17 +447,52 @@ def prune(
         metrics=config,
     )
 
+    def action(keep: bool) -> str:
+        return "keep" if keep else ("would delete" if dry_run else "delete")
+
     def render(console: Any) -> None:
         for r in report.stores:
-            rows = [[d.candidate.id, d.candidate.condition.value,
-                     "keep" if d.keep else ("would delete" if dry_run else "delete"),
-                     "; ".join(d.reasons)] for d in r.decisions]
+            rows = [[d.candidate.id, d.candidate.condition.value, action(d.keep),
+                     "; ".join(d.reasons)] for d in r.backups.decisions]
             console.print(table(f"{r.store} store", ["id", "condition", "action", "why"], rows))
+            if r.chains:
+                console.print(table(
+                    f"{r.store} store: journal chains", _CHAIN_COLUMNS,
+                    [[*_chain_cells(d.chain, report.now), action(d.keep), "; ".join(d.reasons)]
+                     for d in r.chains],
+                ))
+            if r.deleted_chains:
+                console.print(f"deleted {r.deleted_segments} segments of "
+                              f"{len(r.deleted_chains)} chains from the {r.store} store",
+                              markup=False)
 
     run.emit(report.as_dict(), render)
     for r in report.stores:
         for note in r.notes:
             run.warn(note)
+        for d in r.chains:
+            for note in d.chain.notes:
+                run.warn(note)
     for store_name, error in report.failures.items():
         run.warn(f"pruning the {store_name} store failed: {error}")
     return exitcodes.for_stores(report.failures, stores)
+
+
+_CHAIN_COLUMNS = ["chain", "segments", "revisions", "changes", "action", "why"]
+
+
+def _chain_cells(chain: Any, now: datetime) -> list[Any]:
+    """A chain in one line, however many segments: its base, count, revisions, and how old its
+    changes are (as of prune's 'now')."""
+    segments = chain.segments
+    if not segments:
+        return [chain.base_backup_id, 0, "", ""]
+    revisions = f"{segments[0].first_revision}-{max(s.last_revision for s in segments)}"
+    if chain.holes:
+        revisions += f" (hole after {chain.window.last_revision})"
+
+    def age(moment: datetime | None) -> str:
+        return format_duration((now - moment).total_seconds()) if moment else "?"
+
+    return [chain.base_backup_id, len(segments), revisions,
+            f"{age(chain.first_change_at)} to {age(chain.last_change_at)} old"]

@@ -10,6 +10,8 @@ shown exactly as a restore applies them:
   holds the same changes; a replay applies each revision once, from the first segment of the
   path that holds it;
 - a manifest of another chain, given by mistake or found in the wrong folder, is left out.
+The segments may be manifests, or segments known from their keys alone (a listing names their
+revisions: etcdops.journal.listing), whose window is the same.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-
-from etcdops.journal.manifest import SegmentManifest
+from typing import Generic, Protocol, TypeVar
 
 
 class Kind(StrEnum):
@@ -36,15 +37,36 @@ class Finding:
     reason: str
 
 
+class Span(Protocol):
+    """What a window is made of: a segment's chain, revisions and key, and when the journal
+    saw its last change (None when that is not known, as from a listing of keys)."""
+
+    @property
+    def base_backup_id(self) -> str: ...
+    @property
+    def first_revision(self) -> int: ...
+    @property
+    def last_revision(self) -> int: ...
+    @property
+    def object_key(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def last_change_at(self) -> datetime | None: ...
+
+
+S = TypeVar("S", bound=Span)
+
+
 @dataclass(frozen=True)
-class ChainWindow:
+class ChainWindow(Generic[S]):
     base_backup_id: str
     base_revision: int
     # the newest revision the chain proves: every one from base_revision + 1 to it is in path
     last_revision: int
     # when the journal saw last_revision's change; None when only the base is provable
     last_change_at: datetime | None
-    path: tuple[SegmentManifest, ...]  # the segments a replay reads, in order
+    path: tuple[S, ...]  # the segments a replay reads, in order
     findings: tuple[Finding, ...]
 
     @property
@@ -57,12 +79,10 @@ class ChainWindow:
         return not self.holes
 
 
-def window(
-    base_backup_id: str, base_revision: int, manifests: Sequence[SegmentManifest]
-) -> ChainWindow:
+def window(base_backup_id: str, base_revision: int, manifests: Sequence[S]) -> ChainWindow[S]:
     """The provable window of one base backup's chain, with every hole and overlap found."""
     findings: list[Finding] = []
-    ours: list[SegmentManifest] = []
+    ours: list[S] = []
     for manifest in manifests:
         if manifest.base_backup_id == base_backup_id:
             ours.append(manifest)
@@ -74,7 +94,7 @@ def window(
     # by first revision, the longest first: a segment inside another adds nothing to the path
     ours.sort(key=lambda m: (m.first_revision, -m.last_revision, m.object_key))
     reach, holder = base_revision, f"the base backup {base_backup_id}"
-    path: list[SegmentManifest] = []
+    path: list[S] = []
     cut = False  # a hole was found: nothing after it is provable
     for segment in ours:
         first, last = segment.first_revision, segment.last_revision

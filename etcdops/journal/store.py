@@ -111,20 +111,35 @@ def chain_manifests(
     for info in store.list(chain_prefix("", cluster, base_backup_id)):
         if not info.key.endswith(MANIFEST_SUFFIX):
             continue
-        source = store.describe(info.key)
         try:
-            manifest = SegmentManifest.from_json(store.get_bytes(info.key), source)
-            if manifest.manifest_key != info.key or manifest.cluster != cluster:
-                raise IntegrityError(
-                    f"segment manifest {source} describes {manifest.name} of cluster "
-                    f"{manifest.cluster}, stored elsewhere",
-                    "the manifest was moved or copied by hand; remove it",
-                )
+            manifests.append(read_manifest(store, info.key, cluster))
         except IntegrityError as exc:
             damaged.append(exc)
-            continue
-        manifests.append(manifest)
     return manifests, damaged
+
+
+def read_manifest(store: Store, key: str, cluster: str) -> SegmentManifest:
+    """The segment manifest stored at key; IntegrityError when it is unreadable or describes
+    another segment or cluster than its key names (NotFoundError when it is gone)."""
+    source = store.describe(key)
+    manifest = SegmentManifest.from_json(store.get_bytes(key), source)
+    if manifest.manifest_key != key or manifest.cluster != cluster:
+        raise IntegrityError(
+            f"segment manifest {source} describes {manifest.name} of cluster "
+            f"{manifest.cluster}, stored elsewhere",
+            "the manifest was moved or copied by hand; remove it",
+        )
+    return manifest
+
+
+def delete_chain(store: Store, manifest_keys: Sequence[str], other_keys: Sequence[str]) -> None:
+    """Delete a chain's files: its segments' manifests newest first, so that what is left at
+    any moment is the start of the chain, provable as far as it goes; then every other file
+    of its folder (the objects, now without manifests, and anything else left there)."""
+    for key in sorted(manifest_keys, reverse=True):  # zero-padded names: newest last
+        store.delete(key)
+    for key in other_keys:
+        store.delete(key)
 
 
 def read_segment(

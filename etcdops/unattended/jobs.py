@@ -104,15 +104,19 @@ def snapshot(config: Config, reporter: Reporter) -> Outcome:
     return Outcome(f"{summary}; pruned {deleted}", {"backup_id": backup_id} if backup_id else {})
 
 
-def _prune(config: Config, stores: Stores, reporter: Reporter) -> tuple[list[str], int]:
-    """Retention applied to every store: what failed, one line a store, and how many backups
-    were deleted."""
-    from etcdops.backup.prune import prune
+def _prune(config: Config, stores: Stores, reporter: Reporter) -> tuple[list[str], str]:
+    """Retention applied to every store, backups and journal chains: what failed, one line a
+    store, and what was deleted (the number of backups, and of chains when any)."""
+    from etcdops.journal.prune import prune
 
     pruned = prune(stores, config.cluster, config.retention, datetime.now(UTC), reporter,
                    metrics=config)
     problems = [f"pruning the {name} store failed: {why}" for name, why in pruned.failures.items()]
-    return problems, sum(len(r.deleted) for r in pruned.stores)
+    deleted = f"{sum(len(r.deleted) for r in pruned.stores)}"
+    if chains := sum(len(r.deleted_chains) for r in pruned.stores):
+        segments = sum(r.deleted_segments for r in pruned.stores)
+        deleted += f" and {chains} journal chains ({segments} segments)"
+    return problems, deleted
 
 
 def maintain(config: Config, reporter: Reporter) -> Outcome:

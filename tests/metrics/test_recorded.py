@@ -9,13 +9,13 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from etcdops.backup.prune import prune
 from etcdops.backup.save import save_snapshot
 from etcdops.cli.main import app
 from etcdops.config import Config, DefragConfig, LocalConfig, RetentionConfig
 from etcdops.config.settings import MetricsConfig
 from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
+from etcdops.journal.prune import prune
 from etcdops.maintenance.compaction import compact
 from etcdops.maintenance.defrag import defragment_cluster
 from etcdops.report import LogReporter
