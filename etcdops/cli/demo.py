@@ -1,4 +1,5 @@
-"""`etcdops demo`: the whole job on an embedded default, ending with a disaster and its recovery."""
+"""`etcdops demo`: the whole job on an embedded default: a disaster and its recovery, then a
+namespace deleted and restored to the moment before."""
 
 from typing import Annotated, Any
 
@@ -6,7 +7,7 @@ import typer
 
 from etcdops.cli import exitcodes
 from etcdops.cli.common import Invocation, command
-from etcdops.cli.render import table
+from etcdops.cli.render import key_values, table
 from etcdops.units import format_duration
 
 
@@ -19,7 +20,9 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Keep the demo's directory to look around.")] = False,
 ) -> int:
     """Run a throwaway three-member etcd, load Kubernetes objects, back up, check and fetch;
-    then kill the cluster and recover it with `dr run` from the replica region; then clean up."""
+    then kill the cluster and recover it with `dr run` from the replica region; then journal
+    it while a workload writes, delete a namespace, and restore it with `restore --at` the
+    moment before; then clean up."""
     from etcdops.demo.run import run_demo
 
     report = run_demo(run.reporter(), objects=objects, keep=keep)
@@ -32,6 +35,8 @@ def demo(
         console.print(table("etcdops demo", ["step", "took", "what happened"], rows))
         if recovery is not None:
             print_recovery(console, recovery)
+        if report.rewind is not None and report.rewind.restore is not None:
+            console.print(key_values(_rewind_summary(report.rewind)))
         console.print(
             f"demo files kept in {report.workdir}" if report.kept else "demo files removed",
             markup=False,
@@ -46,3 +51,23 @@ def demo(
     for missed in recovery.missed:
         run.warn(f"target missed: {missed}")
     return exitcodes.TARGET_MISSED if recovery.target_missed else exitcodes.OK
+
+
+def _rewind_summary(rewind: Any) -> list[tuple[str, Any]]:
+    """The point-in-time restore's report: what was asked, read, replayed and found."""
+    restore, replay, check = rewind.restore, rewind.replay, rewind.check
+    pairs: list[tuple[str, Any]] = [
+        ("point in time", f"namespace {rewind.namespace} deleted at {rewind.deleted_at}; "
+                          f"restore latest --at {rewind.target}"),
+        ("restored", f"{restore.source}, into {restore.data_dir}"),
+    ]
+    if replay is not None:
+        pairs.append(("replayed", f"{replay.events:,} changes in {replay.revisions:,} revisions "
+                                  f"after the base's {replay.from_revision:,}, "
+                                  f"{format_duration(replay.seconds)}"))
+    pairs.append(("revision", f"{restore.revision:,}, the moment before the delete"))
+    if check:
+        pairs.append(("namespace", f"{check['restored_keys']} of {check['deleted_keys']} "
+                                   f"objects back, each with the value it had before the delete"))
+    pairs += [("warning", warning) for warning in restore.warnings]
+    return pairs

@@ -1,7 +1,9 @@
 """The whole job on an embedded default: a throwaway three-member etcd and S3 in two regions,
 Kubernetes-shaped objects, an encrypted backup in every store, checked and fetched back; then a
 disaster (every member killed, its data dir gone, the primary region down) and the five-step
-`dr run` that recovers from the replica region, timed against the 5- and 10-minute targets.
+`dr run` that recovers from the replica region, timed against the 5- and 10-minute targets;
+then, with the primary region back, the journal and a point-in-time restore of a namespace
+deleted by mistake (etcdops.demo.rewind).
 
 Everything lives in one temporary directory and in-process servers, removed at the end, so the
 demo runs on any machine with the demo extra installed and touches nothing else (it never talks
@@ -16,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from etcdops.units import format_duration, format_size
 
 if TYPE_CHECKING:
     from etcdops.demo.disaster import Keyspace
+    from etcdops.demo.rewind import RewindReport
     from etcdops.etcd.local import LocalCluster
     from etcdops.recovery.report import RecoveryReport
 
@@ -48,6 +51,7 @@ class DemoReport:
     kept: bool
     steps: list[DemoStep] = field(default_factory=list)
     recovery: RecoveryReport | None = None  # dr run's own report
+    rewind: RewindReport | None = None  # the point-in-time restore's
 
     def as_dict(self) -> dict[str, object]:
         """The JSON form of the report."""
@@ -57,6 +61,7 @@ class DemoReport:
             "steps": [vars(step) for step in self.steps],
             "total_seconds": round(sum(step.seconds for step in self.steps), 3),
             "recovery": None if self.recovery is None else self.recovery.as_dict(),
+            "rewind": None if self.rewind is None else self.rewind.as_dict(),
         }
 
 
@@ -105,13 +110,16 @@ class _Demo:
         self.report = report
         self.config = Config(cluster="demo", local=LocalConfig(dir=workdir / "backups"))
         self.backup_id = ""
+        self.s3_endpoint = ""
         self.cluster: LocalCluster | None = None
         self.after_backup: dict[bytes, bytes] = {}
         self.before: Keyspace | None = None
         self.revision_before = 0
 
     def run(self) -> None:
-        for name, action in (
+        from etcdops.demo.rewind import Rewind
+
+        self._run_steps((
             ("start etcd", self.start_etcd),
             ("start S3", self.start_s3),
             ("compact", self.compact),
@@ -125,7 +133,15 @@ class _Demo:
             ("disaster", self.disaster),
             ("dr run", self.recover),
             ("check", self.check),
-        ):
+            ("primary back", self.primary_back),
+        ))
+        rewind = Rewind(self.workdir / "rewind", self.config, self.objects, self.reporter,
+                        self.cleanup)
+        self.report.rewind = rewind.report
+        self._run_steps(rewind.steps())
+
+    def _run_steps(self, steps: Iterable[tuple[str, Callable[[], object]]]) -> None:
+        for name, action in steps:
             started = time.monotonic()
             outcome = action()
             detail, facts = outcome if isinstance(outcome, tuple) else (outcome, {})
@@ -156,7 +172,7 @@ class _Demo:
         server.start()
         self.cleanup.callback(server.stop)
         host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        endpoint = self.s3_endpoint = f"http://{host}:{port}"
         replica = S3Location("etcdops-demo-replica", REPLICA_REGION, endpoint_url=endpoint)
         s3 = S3Config("etcdops-demo", PRIMARY_REGION, "backups/", endpoint, replica=replica)
         for location, name in ((s3, "primary"), (replica, "replica")):
@@ -335,6 +351,15 @@ class _Demo:
             {"keys_before": self.before.keys, "keys_after": after.keys,
              "same_keys": after == self.before, "revision_before": self.revision_before,
              "restored_at": restored_at, "old_revision_compacted": old_compacted},
+        )
+
+    def primary_back(self) -> str:
+        # the point-in-time scene journals to every store: the region outage is over
+        assert self.config.s3 is not None
+        self._configure(s3=dataclasses.replace(self.config.s3, endpoint_url=self.s3_endpoint))
+        return (
+            f"the primary region ({PRIMARY_REGION}) answers again; the hosts' new disks hold "
+            "no backup yet"
         )
 
 

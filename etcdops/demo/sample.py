@@ -71,8 +71,7 @@ def kubernetes_objects(
         )
     rng = random.Random(seed)
     namespaces = NAMESPACES[: min(count, len(NAMESPACES))]
-    # workloads do not run in kube-node-lease: only kubelets' heartbeats live there
-    workload_namespaces = tuple(name for name in namespaces if name != NODE_LEASES)
+    workloads = workload_namespaces(count)
     for name in namespaces:
         yield _encode("namespaces", None, name, _namespace(rng, name), value_size, rng)
     allocation = _allocate(count - len(namespaces))
@@ -89,13 +88,60 @@ def kubernetes_objects(
                 yield _encode(kind, None, name, body, value_size, rng)
             else:
                 app = rng.choice(_APPS)
-                namespace = rng.choice(workload_namespaces)
-                name = _object_name(rng, kind, app, index)
-                if kind == "pods":
-                    body = _pod(rng, name, namespace, app, allocation["nodes"])
-                else:
-                    body = _BUILDERS[kind](rng, name, namespace, app)
-                yield _encode(kind, namespace, name, body, value_size, rng)
+                namespace = rng.choice(workloads)
+                yield _workload_object(rng, kind, namespace, app, index, allocation["nodes"],
+                                       value_size)
+
+
+def workload_namespaces(count: int) -> tuple[str, ...]:
+    """The namespaces that run workloads among `count` sample objects (not kube-node-lease:
+    only kubelets' heartbeats live there)."""
+    return tuple(name for name in NAMESPACES[: min(count, len(NAMESPACES))]
+                 if name != NODE_LEASES)
+
+
+def new_object(
+    rng: random.Random, kind: str, namespace: str, index: int, nodes: int
+) -> tuple[bytes, bytes]:
+    """One more namespaced object (pods, services, deployments, configmaps, secrets), as a
+    controller or a user creates it; an index at or past the loaded count names a new key."""
+    return _workload_object(rng, kind, namespace, rng.choice(_APPS), index, nodes, None)
+
+
+def rolled_out(deployment: dict[str, Any], image_tag: str) -> dict[str, Any]:
+    """A Deployment after `kubectl set image`: its containers on a new tag, a new generation
+    (kube-apiserver keeps no resourceVersion in the stored value)."""
+    deployment["metadata"].pop("resourceVersion", None)
+    deployment["metadata"]["generation"] = deployment["metadata"].get("generation", 1) + 1
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        container["image"] = f"{container['image'].rsplit(':', 1)[0]}:{image_tag}"
+    return deployment
+
+
+def event(rng: random.Random, body: dict[str, Any], moment: datetime) -> tuple[bytes, bytes]:
+    """An Event about a namespaced object, as kube-apiserver stores one: under
+    /registry/events/{namespace}/, and bound to an etcd lease (--event-ttl) by its writer."""
+    metadata = body["metadata"]
+    name = f"{metadata['name']}.{rng.getrandbits(64):016x}"
+    reason, message = rng.choice(_EVENT_REASONS[body["kind"]])
+    stamp = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _encode("events", metadata["namespace"], name, {
+        "kind": "Event",
+        "apiVersion": "v1",
+        "metadata": {"name": name, "namespace": metadata["namespace"],
+                     "uid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                     "creationTimestamp": stamp},
+        "involvedObject": {"kind": body["kind"], "namespace": metadata["namespace"],
+                           "name": metadata["name"], "uid": metadata.get("uid")},
+        "reason": reason,
+        "message": message.format(name=metadata["name"]),
+        "type": "Normal",
+        "count": 1,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "source": {"component": "deployment-controller" if body["kind"] == "Deployment"
+                   else "kubelet"},
+    }, None, rng)
 
 
 def sample_nodes(count: int) -> tuple[str, ...]:
@@ -213,6 +259,18 @@ def _encode(
 def compact_json(body: dict[str, Any]) -> bytes:
     """An object's value as kube-apiserver writes JSON: no spaces."""
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _workload_object(
+    rng: random.Random, kind: str, namespace: str, app: str, index: int, nodes: int,
+    value_size: int | None,
+) -> tuple[bytes, bytes]:
+    name = _object_name(rng, kind, app, index)
+    if kind == "pods":
+        body = _pod(rng, name, namespace, app, nodes)
+    else:
+        body = _BUILDERS[kind](rng, name, namespace, app)
+    return _encode(kind, namespace, name, body, value_size, rng)
 
 
 def _object_name(rng: random.Random, kind: str, app: str, index: int) -> str:
@@ -396,4 +454,13 @@ _BUILDERS: dict[str, Callable[[random.Random, str, str, str], dict[str, Any]]] =
     "deployments": _deployment,
     "configmaps": _configmap,
     "secrets": _secret,
+}
+# what the controllers and kubelets say about the objects a workload writes
+_EVENT_REASONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "Deployment": (("ScalingReplicaSet", "Scaled up replica set {name} to 3"),),
+    "Pod": (("Scheduled", "Successfully assigned {name}"), ("Pulled", "Container image pulled"),
+            ("Started", "Started container")),
+    "Service": (("EnsuredLoadBalancer", "Ensured load balancer"),),
+    "ConfigMap": (("Updated", "ConfigMap {name} updated"),),
+    "Secret": (("Updated", "Secret {name} updated"),),
 }

@@ -1,5 +1,6 @@
-"""`etcdops demo` as a real process: the whole job, the disaster and the recovery, then nothing
-left behind (no etcd, no files)."""
+"""`etcdops demo` as a real process: the whole job, the disaster and the recovery, the
+namespace deleted and restored to the moment before, then nothing left behind (no etcd, no
+files)."""
 
 import json
 import os
@@ -12,7 +13,8 @@ from pathlib import Path
 STEPS = [
     "start etcd", "start S3", "compact", "load objects", "generate key", "snapshot save",
     "snapshot list", "snapshot status", "snapshot fetch", "after the backup", "disaster",
-    "dr run", "check",
+    "dr run", "check", "primary back", "journal run", "workload", "namespace deleted",
+    "restore --at", "namespace back",
 ]
 RECOVERY_STEPS = ["stop", "restore", "start", "nodes", "pods", "controllers"]
 
@@ -95,6 +97,23 @@ def test_demo_runs_the_whole_job_the_disaster_and_the_recovery_then_cleans_up():
     assert check["old_revision_compacted"] is True
     assert recovery["warnings"] == []  # the revision was advanced: nothing to restart
 
+    # the point in time: the deleted namespace back from the journal, as it was
+    rewind = report["rewind"]
+    assert rewind["namespace"] == "production" and rewind["deleted_keys"] > 0
+    assert rewind["workload"]["writes"] > 0 and rewind["journal"]["segments"] > 0
+    restore, replay, back = rewind["restore"], rewind["replay"], rewind["check"]
+    # a backup of the recovered cluster, not the one dr run restored
+    assert restore["backup_id"] == rewind["base_backup_id"] != recovery["backup"]["id"]
+    assert rewind["target"] == rewind["deleted_at"]
+    assert replay["from_revision"] == rewind["base_revision"]
+    assert replay["events"] >= replay["revisions"] > 0
+    first_delete, _ = rewind["delete_revisions"]
+    assert replay["to_revision"] == restore["revision"]["snapshot"] == first_delete - 1
+    assert back["revision"] == first_delete - 1
+    assert back["restored_keys"] == rewind["deleted_keys"] and back["same_values"] is True
+    assert back["since_backup"]["created"] > 0 and back["since_backup"]["rolled_out"] > 0
+    assert any("lease" in warning for warning in restore["warnings"])
+
     # nothing is left: no etcd, no files
     workdir = Path(report["workdir"])
     assert not workdir.exists()
@@ -111,7 +130,8 @@ def test_demo_text_prints_the_steps_and_the_recovery_timing_against_the_targets(
     done = run_demo("--objects", "300", "-q")
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())  # table cells wrap at the terminal's width
-    for name in ("disaster", "dr run", "check"):
+    for name in ("disaster", "dr run", "check", "namespace deleted", "restore --at",
+                 "namespace back"):
         assert f"│ {name} " in text
     assert "Recovery of " in text  # dr run's own report
     for step in ("restore", "start", "nodes", "pods", "controllers"):
@@ -119,6 +139,8 @@ def test_demo_text_prints_the_steps_and_the_recovery_timing_against_the_targets(
     assert "restore time" in text and "(target 5m00s): met" in text
     assert "recovery time" in text and "(target 10m00s): met" in text
     assert "data-loss window" in text and "read from the replica store" in text
+    assert "restore latest --at " in text and "the moment before the delete" in text
+    assert "objects back, each with the value it had before the delete" in text
     assert "demo files removed" in text
     assert done.stderr == ""  # no warning: the revision was advanced, no target missed
 
@@ -126,7 +148,8 @@ def test_demo_text_prints_the_steps_and_the_recovery_timing_against_the_targets(
 def test_demo_keep_leaves_the_plan_the_state_and_the_restored_members_stopped():
     done = run_demo("--objects", "50", "--keep", "-o", "json", "-q")
     assert done.returncode == 0, done.stderr
-    workdir = Path(json.loads(done.stdout)["workdir"])
+    report = json.loads(done.stdout)
+    workdir = Path(report["workdir"])
     try:
         plan = workdir / "dr-plan.toml"
         assert 'source = "auto"' in plan.read_text()
@@ -137,7 +160,13 @@ def test_demo_keep_leaves_the_plan_the_state_and_the_restored_members_stopped():
             data = workdir / "etcd" / member / "data"
             assert (data / "member" / "snap" / "db").is_file()
             assert oct(data.stat().st_mode & 0o777) == "0o700"
-        assert not (workdir / "backups").exists()  # lost with the hosts, by the disaster
+        # the local backup was lost with the hosts; their new disks hold the scene's only
+        first = report["recovery"]["backup"]["id"]
+        snapshots = workdir / "backups" / "demo" / "snapshots"
+        local = [path.name for path in snapshots.rglob("*.manifest.json")]
+        assert local == [f"{report['rewind']['base_backup_id']}.manifest.json"] != [first]
+        rewound = workdir / "rewind" / "data"  # the point-in-time restore's member, stopped
+        assert (rewound / "member" / "snap" / "db").is_file()
         assert processes_under(workdir) == []
     finally:
         shutil.rmtree(workdir)
@@ -163,6 +192,33 @@ def test_sigterm_during_the_recovery_stops_every_member_and_removes_everything(t
             raise AssertionError("the demo never finished step 2:\n" + "".join(seen))
         demo.stderr.read()
         assert demo.wait(timeout=60) == 130
+    finally:
+        demo.kill()
+        demo.wait()
+    assert processes_under(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_while_the_journal_follows_the_workload_stops_it_and_removes_everything(
+    tmp_path,
+):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    demo = subprocess.Popen(
+        [*etcdops_command(), "demo", "--objects", "100"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    seen = []
+    try:
+        assert demo.stderr is not None
+        for line in demo.stderr:
+            seen.append(line)
+            if "a workload writes for" in line:  # the journal runs on its thread
+                demo.send_signal(signal.SIGTERM)
+                break
+        else:
+            raise AssertionError("the demo's workload never started:\n" + "".join(seen))
+        demo.stderr.read()
+        assert demo.wait(timeout=90) == 130
     finally:
         demo.kill()
         demo.wait()
