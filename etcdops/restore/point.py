@@ -134,7 +134,11 @@ def plan_point(
             f"no backup with a good copy at or before {target.describe()}",
             "`etcdops snapshot list --store all` lists the backups and their windows",
         )
-    view, found, chain_notes = _choose(config, stores, candidates, target)
+    # a store that could not be listed is not asked again for each candidate's chain: with a
+    # region down every ask would wait out its timeouts (dr run's 'latest' asks for each backup)
+    listed = Stores({name: (lambda name=name: stores[name])
+                     for name in stores if name not in unreachable})
+    view, found, chain_notes = _choose(config, listed, candidates, target)
     base = view.manifest
     manifests = [copies.manifest for copies in found.values()]
     proven = window(base.id, base.etcd.revision, manifests)

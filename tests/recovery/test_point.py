@@ -230,7 +230,7 @@ def test_an_interrupted_run_resumes_to_the_same_point_and_a_changed_point_is_ref
 
 
 def test_the_dry_run_plans_the_newest_journaled_point_and_refuses_one_out_of_reach(
-    journal, tmp_path
+    journal, tmp_path, s3_proxy
 ):
     saved, marks = journal.saved, journal.marks
     cluster = rebuilt_hosts(tmp_path / "hosts")
@@ -256,3 +256,15 @@ def test_the_dry_run_plans_the_newest_journaled_point_and_refuses_one_out_of_rea
     both = dr_run(config, plan, "--revision", "5", "--at", "2026-11-25T09:13:00Z")
     assert both.exit_code == 2 and "--revision and --at name two targets" in both.stderr
     assert listing(tmp_path) == before
+
+    # the primary region down: planned from the replica, and the store that could not be
+    # listed is not asked again for each backup's chain (each ask waits out its timeouts)
+    proxy = s3_proxy()
+    proxy.refuse(lambda request: True, 503, "ServiceUnavailable", "the region is down")
+    down = config_toml(tmp_path / "down.toml", saved, local_dir=tmp_path / "lost-disk",
+                       primary_url=proxy.url)
+    result = dr_run(down, plan, "--dry-run", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["point"]["revision"] == marks["end"]
+    assert proxy.count(lambda request: True) > 0
+    assert proxy.count(lambda request: "/journal/" in (request.param("prefix") or "")) == 0
