@@ -139,8 +139,11 @@ def list_backups(
     found = listing.survey
     now = datetime.now(UTC)
 
+    def since(moment: datetime) -> str:
+        return format_duration(max((now - moment).total_seconds(), 0.0))
+
     def ago(moment: datetime) -> str:
-        return f"{format_duration(max((now - moment).total_seconds(), 0.0))} ago"
+        return f"{since(moment)} ago"
 
     rows = [
         [
@@ -162,12 +165,16 @@ def list_backups(
         if journaled.chains:
             console.print(table(
                 "journal: what each chain can restore", _WINDOW_COLUMNS,
-                _window_rows(journaled, ago),
+                _window_rows(journaled, since),
             ))
+        orphans: dict[str, list[str]] = {}
         for name, bases in journaled.orphans.items():
             for base in bases:
-                console.print(f"chain without its base in {name}: {base} (not restorable; "
-                              "prune deletes it once older than keep_within)", markup=False)
+                orphans.setdefault(base, []).append(name)
+        for base, names in orphans.items():
+            console.print(f"chain {base} has no base backup in {', '.join(names)}: not "
+                          "restorable; prune deletes it once older than keep_within",
+                          markup=False)
         if not rows and listing.listed:
             console.print(
                 f"no backups of cluster '{config.cluster}' in {', '.join(listing.listed)}"
@@ -200,25 +207,26 @@ def list_backups(
     return exitcodes.for_stores(journaled.failures, stores)
 
 
-_WINDOW_COLUMNS = ["base", "from", "until", "last revision", "segments", "note"]
+_WINDOW_COLUMNS = ["base", "restores (ago)", "revisions", "segments", "note"]
 
 
-def _window_rows(journaled: Any, ago: Any) -> list[list[Any]]:
+def _window_rows(journaled: Any, since: Any) -> list[list[Any]]:
     """One row per chain (oldest first), and one per gap where it lies between them."""
     gaps = {gap.after: gap for gap in journaled.gaps}
     rows = []
     for base, chain in sorted(journaled.chains.items(),
                               key=lambda item: item[1].base_created_at):
-        holes = chain.window.holes
+        found = chain.window
+        holes = found.holes
         note = (f"hole: revisions {holes[0].first_revision}-{holes[0].last_revision} in no "
                 "store" if holes else "")
-        until = ago(chain.last_change_at) if chain.last_change_at else "(the base only)"
-        rows.append([base, ago(chain.base_created_at), until, chain.window.last_revision,
-                     len(chain.window.path), note])
+        until = since(chain.last_change_at) if chain.last_change_at else "the base only"
+        rows.append([base, f"{since(chain.base_created_at)} to {until}",
+                     f"{found.base_revision}-{found.last_revision}", len(found.path), note])
         if gap := gaps.get(base):
-            rows.append(["GAP", ago(gap.since), ago(gap.until),
+            rows.append(["(gap)", f"{since(gap.since)} to {since(gap.until)}",
                          f"{gap.first_revision}-{gap.last_revision}", "",
-                         f"not restorable: no chain until {gap.before}"])
+                         "in no chain: not restorable"])
     return rows
 
 

@@ -118,3 +118,68 @@ def test_a_confirmation_or_a_problem_is_shown_in_the_reasons():
                decide([confirmed, failed], keep_within=DAY, keep_min=1, now=NOW)}
     assert reasons["good"] == ("the newest verified backup (sha256 re-read just now)",)
     assert reasons["bad"] == ("damaged (its sha256 is 1234...) and older than 24h00m",)
+
+
+def reaching(*spec):
+    """(name, hours ago) pairs -> until when each backup's journal chain reaches."""
+    return {name: NOW - timedelta(hours=h) for name, h in spec}
+
+
+@pytest.mark.parametrize(
+    ("spec", "reaches", "expected_kept"),
+    [
+        # the newest verified backup before the window's start is kept when its chain reaches
+        # into the window: it is what the window's first hours are restored from
+        ([(50, V), (30, V), (20, V)], reaching(("b30", 23)), {"b30", "b20"}),
+        # its chain ends before the window starts: it restores nothing the window needs
+        ([(50, V), (30, V), (20, V)], reaching(("b30", 25)), {"b20"}),
+        # only the newest one before the start counts, even when an older chain reaches further
+        ([(50, V), (30, V), (20, V)], reaching(("b50", 10), ("b30", 25)), {"b20"}),
+        # an unchecked or damaged one is not a base retention relies on: the newest verified one
+        # before it is, if its own chain reaches
+        ([(50, V), (30, U), (20, V)], reaching(("b50", 23), ("b30", 10)), {"b50", "b20"}),
+        ([(50, V), (30, D), (20, V)], reaching(("b30", 10)), {"b20"}),
+        # at the edge: a chain reaching exactly the window's start covers it
+        ([(30, V), (20, V)], reaching(("b30", 24)), {"b30", "b20"}),
+    ],
+)
+def test_the_base_covering_the_windows_start_is_kept(spec, reaches, expected_kept):
+    decisions = decide(backups(*spec), keep_within=DAY, keep_min=1, now=NOW, reaches=reaches)
+    assert kept(decisions) == expected_kept
+
+
+def test_the_covering_base_is_confirmed_before_anything_is_deleted():
+    candidates = backups((50, V), (30, U), (2, V), (1, V))
+    start = NOW - timedelta(seconds=DAY)
+    assert [c.id for c in worth_confirming(candidates, 1)] == ["b1"]
+    assert [c.id for c in worth_confirming(candidates, 1, reaches=reaching(("b30", 23)),
+                                           window_start=start)] == ["b1", "b30"]
+    assert [c.id for c in worth_confirming(candidates, 1, reaches=reaching(("b30", 25)),
+                                           window_start=start)] == ["b1"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ages=st.lists(st.tuples(st.floats(-10, 200), st.sampled_from(list(Condition)),
+                            st.none() | st.floats(-10, 200)), max_size=20),
+    keep_min=st.integers(0, 5),
+    keep_hours=st.floats(1, 72),
+)
+def test_chains_only_ever_keep_the_one_base_more(ages, keep_min, keep_hours):
+    candidates = [Candidate(f"b{i}", NOW - timedelta(hours=h), c)
+                  for i, (h, c, _) in enumerate(ages)]
+    reaches = {f"b{i}": NOW - timedelta(hours=r) for i, (_, _, r) in enumerate(ages)
+               if r is not None}
+    policy = dict(keep_within=keep_hours * 3600, keep_min=keep_min, now=NOW)
+    without = kept(decide(candidates, **policy))
+    with_chains = decide(candidates, **policy, reaches=reaches)
+    added = kept(with_chains) - without
+    assert without <= kept(with_chains) and len(added) <= 1
+    start = NOW - timedelta(hours=keep_hours)
+    verified = sorted((c for c in candidates if c.condition is V and c.created_at < start),
+                      key=lambda c: (c.created_at, c.id))
+    if verified and reaches.get(verified[-1].id, start - timedelta(1)) >= start:
+        assert verified[-1].id in kept(with_chains)
+    for d in with_chains:
+        if d.candidate.id in added:
+            assert d.reasons[-1].startswith("base of the chain that covers the window's start")

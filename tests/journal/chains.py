@@ -1,13 +1,13 @@
 """Backups and journal chains at chosen times in real stores, for retention's and the listing's
 tests: real backups of a real etcd (save_snapshot with a clock), real sealed segments
 published in every store (etcdops.journal.store), at the revisions and change times a test
-names."""
+names; and the Timeline of tests/journal/conftest.py's fixture."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import etcd3
@@ -23,6 +23,7 @@ from etcdops.journal.segment import SegmentBuffer
 from etcdops.journal.store import publish, seal
 from etcdops.report import LogReporter
 from etcdops.stores.base import Store
+from etcdops.stores.configured import open_stores
 from tests.fixtures.backups import AgeIdentity
 from tests.journal.samples import put
 
@@ -85,8 +86,21 @@ def chain_keys(store: Store, cluster: str, base_id: str) -> list[str]:
     return [info.key for info in store.list(f"{cluster}/journal/{base_id}/")]
 
 
-def backup_keys(store: Store, manifests: Sequence[Manifest]) -> dict[str, list[str]]:
-    """Per backup, the files under its id in a store."""
-    found = [info.key for info in store.list("")]
-    return {m.id: [key for key in found if m.id in key and "/snapshots/" in key]
-            for m in manifests}
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+@dataclass
+class Timeline:
+    config: Config
+    toml: Path
+    a: Manifest  # 50 h old, its chain ends before b: deleted with it
+    b: Manifest  # 30 h old, its chain reaches 23 h 15 min ago: the window's start
+    c: Manifest  # 23 h old
+    d: Manifest  # the newest
+    old_orphan: str  # a chain without its base, its newest change 39 h ago
+    new_orphan: str  # 2 h ago
+    recipient: str
+
+    def stores(self) -> dict[str, Store]:
+        return dict(open_stores(self.config))

@@ -6,32 +6,25 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from etcdops.backup.manifest import Manifest
 from etcdops.backup.retention import Candidate, Condition, decide
 from etcdops.cli.main import app
-from etcdops.config import Config, RetentionConfig
+from etcdops.config import RetentionConfig
 from etcdops.errors import StorageError
 from etcdops.journal.chain import window
 from etcdops.journal.listing import ChainFolder, ChainSummary, ListedSegment, list_chains
 from etcdops.journal.prune import prune
 from etcdops.journal.retention import decide_chains, reaches
 from etcdops.report import LogReporter
-from etcdops.stores.base import Store
-from etcdops.stores.configured import open_stores
 from etcdops.stores.local import LocalStore
-from tests.backup.two_regions import toml_for, with_s3
-from tests.journal.chains import Span, backup_at, chain_keys, chains_config, write_chain
+from tests.journal.chains import NOW, Timeline, chain_keys
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DAY = 24 * 3600.0
 H = timedelta(hours=1)
 V, U, D, INC = Condition.VERIFIED, Condition.UNCHECKED, Condition.DAMAGED, Condition.INCOMPLETE
@@ -156,45 +149,6 @@ def test_chain_invariants(backups, orphans, keep_min, keep_hours):
 
 
 # --- on real stores ---------------------------------------------------------------------------
-
-
-@dataclass
-class Timeline:
-    config: Config
-    toml: Path
-    a: Manifest  # 50 h old, its chain ends before b: deleted with it
-    b: Manifest  # 30 h old, its chain reaches 23 h 15 min ago: the window's start
-    c: Manifest  # 23 h old
-    d: Manifest  # the newest
-    old_orphan: str  # a chain without its base, its newest change 39 h ago
-    new_orphan: str  # 2 h ago
-    recipient: str
-
-    def stores(self) -> dict[str, Store]:
-        return dict(open_stores(self.config))
-
-
-@pytest.fixture
-def timeline(etcd_single, etcd3_client, age_identity, s3, tmp_path) -> Timeline:
-    config = with_s3(chains_config(etcd_single, age_identity, tmp_path), s3)
-    client = etcd3_client(etcd_single.members[0].client_url)
-    a, b, c, d = (backup_at(config, client, NOW - hours * H) for hours in (50, 30, 23, 0.5))
-    stores = dict(open_stores(config))
-    recipient = age_identity.recipient
-
-    def chain(base, first, last, since, step):
-        write_chain(stores, config.cluster, base, Span(first, last, since, step), recipient)
-
-    rev = {m.id: m.etcd.revision for m in (a, b, c, d)}
-    chain(a.id, rev[a.id] + 1, rev[b.id] - 4, NOW - 50 * H, timedelta(minutes=10))
-    chain(b.id, rev[b.id] + 1, rev[c.id], NOW - 30 * H, timedelta(minutes=45))
-    chain(c.id, rev[c.id] + 1, rev[d.id], NOW - 23 * H, H)
-    chain(d.id, rev[d.id] + 1, rev[d.id] + 10, NOW - 0.5 * H, timedelta(minutes=1))
-    old, new = "20261123T000000Z-0000aa", "20261125T100000Z-0000bb"
-    chain(old, 5, 9, NOW - 40 * H, timedelta(minutes=10))
-    chain(new, 5, 9, NOW - 2 * H, timedelta(minutes=10))
-    return Timeline(config, toml_for(config, tmp_path / "etcdops.toml"), a, b, c, d, old, new,
-                    recipient)
 
 
 def run_prune(timeline: Timeline, *args: str, now: datetime = NOW):
