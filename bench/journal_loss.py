@@ -332,6 +332,7 @@ class Round:
     journal_log_tail: list[str] = field(default_factory=list)
     segments_logged: int = 0
     code: str = ""
+    beside: int = 0  # other benchmarks' or tests' processes running when the round started
 
 
 def loss_of(writes: Sequence[Write], kill_at: float, reach: int, started_at: float) -> float:
@@ -653,8 +654,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bench.stop()
                 buckets.clean()
                 shutil.rmtree(workdir / f"round-{number}", ignore_errors=True)
-            if beside:
-                print(f"    (beside: {'; '.join(beside)})")
+            rounds[-1].beside = len(beside)
+            if beside:  # wait_for_quiet named them
+                print(f"    (beside {len(beside)} processes of other benchmarks or tests)")
             print_round(rounds[-1])
         ok, lines = verdict(rounds, args.rate)
         if len({r.code for r in rounds} | {code}) > 1:
