@@ -214,6 +214,8 @@ def _summary(result: Any) -> list[tuple[str, Any]]:
 
 
 def _print_dry_run(console: Any, result: Any) -> None:
+    from etcdops.recovery.point import describe
+
     plan = result.plan
     rows = [[check.check, check.where, "ok" if check.ok else "FAILED", check.detail]
             for check in result.prerequisites]
@@ -222,8 +224,6 @@ def _print_dry_run(console: Any, result: Any) -> None:
     console.print(table(f"Prerequisites of {plan.path} ({verdict}; nothing was touched)",
                         ["check", "where", "result", "detail"], rows))
     steps = plan.steps
-    from etcdops.recovery.point import describe
-
     pairs: list[tuple[str, Any]] = [
         ("backup", f"{plan.backup} from {plan.source}"
          + (f" (resolves to {result.backup_id})" if result.backup_id else "")),
