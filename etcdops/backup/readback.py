@@ -1,7 +1,8 @@
 """Reading backups back: integrity status, and fetching a plain snapshot that etcdutl restores.
 
 A backup is read in one streaming pass: stored bytes (hashed against the manifest) -> age
-decryption (authenticated) -> zstd -> etcd's sha256 trailer check -> a sink.
+decryption (authenticated) -> zstd -> etcd's sha256 trailer check -> a sink, on three threads
+(etcdops.stream.pipeline.SnapshotDecoder).
 """
 
 from __future__ import annotations
@@ -240,11 +241,14 @@ def _read(config: Config, source: BackupSource, sink: Writer, reporter: Reporter
     )
     stored, plain = decoder.stored, decoder.plain
     try:
-        with source.opener() as reader, reporter.progress("reading", total=source.size) as bar:
+        # the decoder's threads stop before this returns or raises, so before sink goes away
+        with decoder, source.opener() as reader, reporter.progress(
+            "reading", total=source.size
+        ) as bar:
             while block := reader.read(READ_SIZE):
                 decoder.write(block)
                 bar.advance(len(block))
-        decoder.finish()
+            decoder.finish()
     except CryptoError as exc:
         raise damage_or_wrong_key(exc, source, identities) from exc
     db_sha256 = decoder.verify()

@@ -2,9 +2,10 @@
 
 etcd sends a snapshot at the speed of its disk and network; compressing and encrypting it in
 the same thread would add their time to the stream's instead of hiding it. The reader joins
-etcd's 32 KiB messages into 1 MiB blocks, so the queue's lock and wake-up are paid once per MiB,
-and the queue holds a few blocks only: memory stays flat, and when the worker falls behind the
-reader waits (and gRPC flow control slows etcd down).
+etcd's 32 KiB messages into 1 MiB blocks, so the queue's lock and wake-up are paid once per MiB
+(slices already that large, as a decoder's, pass without the copy), and the queue holds a few
+blocks only: memory stays flat, and when the worker falls behind the reader waits (and gRPC
+flow control slows etcd down).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import threading
 from etcdops.stream.writers import Writer
 
 BLOCK_BYTES = 1 << 20
+# a slice this large is handed over as it is: joining it would copy it for no saving
+_JOIN_BELOW = BLOCK_BYTES // 4
 _QUEUE_BLOCKS = 4
 
 
@@ -32,6 +35,10 @@ class Handoff:
         self._thread.start()
 
     def write(self, data: bytes, /) -> int:
+        if len(data) >= _JOIN_BELOW:
+            self._put_pending()
+            self._put(data)
+            return len(data)
         self._pending.append(data)
         self._pending_bytes += len(data)
         if self._pending_bytes >= BLOCK_BYTES:

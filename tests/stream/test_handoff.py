@@ -1,4 +1,5 @@
 import io
+import os
 import threading
 
 import pytest
@@ -50,3 +51,21 @@ def test_abandon_with_a_stuck_downstream_returns_and_writes_nothing_more():
     handoff.abandon()
     assert sum(written) < 100 * 32768  # what was still queued was dropped, not written
     handoff.abandon()  # a second call is harmless
+
+
+def test_large_slices_are_handed_over_as_they_are_and_small_ones_joined():
+    received = []
+
+    class Keeping:
+        def write(self, data):
+            received.append(data)
+
+    handoff = Handoff(Keeping())
+    large = [os.urandom(600_000) for _ in range(3)]
+    small = [b"s" * 32768 for _ in range(40)]  # etcd's message size: joined into 1 MiB blocks
+    for piece in [large[0], *small, large[1], large[2]]:
+        handoff.write(piece)
+    handoff.close()
+    assert b"".join(received) == b"".join([large[0], *small, large[1], large[2]])
+    assert received[0] is large[0] and received[-2] is large[1] and received[-1] is large[2]
+    assert [len(block) for block in received[1:-2]] == [32 * 32768, 8 * 32768]
