@@ -19,6 +19,11 @@ MANIFEST_SUFFIX = ".manifest.json"
 CHECK_SUFFIX = ".check.json"  # when the copy beside it was last checked (etcdops.backup.checks)
 
 
+def etcd_id(value: int) -> str:
+    """An etcd cluster or member ID as a manifest records it: hex, as etcdctl prints it."""
+    return f"{value:x}"
+
+
 @dataclass(frozen=True)
 class EtcdSource:
     endpoint: str

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from etcdops import __version__
 from etcdops.backup.included import Archive, archive_files
-from etcdops.backup.manifest import EtcdSource, Manifest, new_backup_id, object_key
+from etcdops.backup.manifest import EtcdSource, Manifest, etcd_id, new_backup_id, object_key
 from etcdops.backup.replicate import copy_backup
 from etcdops.config import Config
 from etcdops.crypto.keys import configured_recipients
@@ -192,8 +192,8 @@ def _save(
             created_at=created,
             etcd=EtcdSource(
                 endpoint=endpoint,
-                cluster_id=f"{member.cluster_id:x}",
-                member_id=f"{member.member_id:x}",
+                cluster_id=etcd_id(member.cluster_id),
+                member_id=etcd_id(member.member_id),
                 version=member.version,
                 revision=member.revision,
                 raft_index=member.raft_index,

@@ -29,8 +29,28 @@ class KeyRevisions:
     mod_revision: int
 
 
+@dataclass(frozen=True)
+class History:
+    """Which history etcd serves, and how far it is: its cluster ID and current revision."""
+
+    cluster_id: int  # a restore under a new cluster token gives a new one
+    revision: int
+
+
 class KVCalls(Connections):
     """The KV calls etcdops makes, each served by the first member that answers."""
+
+    def history(self) -> History:
+        """etcd's cluster ID and revision, by a linearizable read (a member's Status is not:
+        a follower may answer a revision behind what a watch on the leader already gave)."""
+        etcdrpc = import_etcdrpc()
+        request = etcdrpc.RangeRequest(key=b"\0", count_only=True)
+
+        def call(url: str) -> Any:
+            return self._unary(url, "KV", "Range", request, "a read of the revision")
+
+        header = self._first_answer("Range", call).header
+        return History(int(header.cluster_id), int(header.revision))
 
     def count_keys(self, revision: int | None = None) -> int:
         """How many keys the whole keyspace holds (at a revision), without reading any value."""

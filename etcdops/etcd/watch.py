@@ -17,6 +17,10 @@ What a journal needs from it:
   revision + 1. EtcdUnavailableError only when no endpoint could resume it for command_timeout.
 - Compaction: a start (or resume) point etcd has compacted raises WatchCompacted with etcd's
   compact revision, the cue for a new full backup.
+- One history: every member that serves the stream must answer with the cluster ID the caller
+  follows (the first member's when the caller names none). A restore of the cluster gives a new
+  one, at a revision of another history: resuming there would splice two histories together,
+  so the stream ends with HistoryChanged instead.
 - Auth: a refused watch is asked again once with a fresh token (a simple token dies with its
   member's restart, and etcd 3.5 then answers "permission denied"); refused again, it is an
   EtcdUnavailableError naming the user.
@@ -118,6 +122,11 @@ class WatchCompacted(RevisionCompacted):
         self.compact_revision = compact_revision  # the oldest revision etcd still has
 
 
+class HistoryChanged(EtcdUnavailableError):
+    """A member answered with another cluster ID than the watch follows: the cluster was
+    restored, and its revisions are of another history."""
+
+
 class _Failed(Exception):
     """One member could not serve the watch: the stream moves to another one."""
 
@@ -130,28 +139,36 @@ class _Failed(Exception):
 class WatchCalls(Connections):
     """The Watch calls etcdops makes, resumed on another member when one fails."""
 
-    def changes(self, from_revision: int, *, progress_every: float | None = None) -> ChangeStream:
+    def changes(
+        self, from_revision: int, *, progress_every: float | None = None,
+        cluster_id: int | None = None,
+    ) -> ChangeStream:
         """Every change to every key from from_revision on, as Revision and Progress items.
 
         A context manager and an iterator. from_revision is at most the current revision + 1
         (the revision after the caller's last known one). A progress request goes to etcd on
         `stream.progress()` and every progress_every seconds (default: command_timeout, which
         is also how long an unanswered request may wait before the member counts as failed).
+        cluster_id: the etcd cluster whose history from_revision is of (None: the first
+        member's); a member of another one ends the stream with HistoryChanged.
         """
         if from_revision < 1:
             raise ValueError(f"a watch starts at revision 1 or later, not {from_revision}")
         every = progress_every or self.config.command_timeout
         if every <= 0:
             raise ValueError(f"progress_every must be positive, not {progress_every}")
-        return ChangeStream(self, from_revision, every)
+        return ChangeStream(self, from_revision, every, cluster_id)
 
 
 class ChangeStream:
     """An open watch: iterate it for Revision and Progress items; progress() and close() may
     be called from any thread."""
 
-    def __init__(self, session: WatchCalls, from_revision: int, every: float) -> None:
+    def __init__(
+        self, session: WatchCalls, from_revision: int, every: float, cluster_id: int | None
+    ) -> None:
         self.position = from_revision - 1  # every revision up to it is delivered
+        self.cluster_id = cluster_id  # the history followed, once known
         self.endpoint: str | None = None  # the member being watched, once one answered
         self._session = session
         self._every = every
@@ -267,6 +284,7 @@ class ChangeStream:
             raise _Failed(f"etcd at {url} did not create the watch")
         if created.canceled:
             self._refused(created, attempt)
+        self._same_history(int(created.header.cluster_id), url)
         self.endpoint = url
         self._fresh_token.discard(url)
         self._session._down.discard(url)
@@ -297,6 +315,18 @@ class ChangeStream:
             if self._progress_at is not None and self._progress_at <= self.position:
                 self._progress_at, self._advanced = None, True
                 yield Progress(self.position)
+
+    def _same_history(self, cluster_id: int, url: str) -> None:
+        if self.cluster_id is None:
+            self.cluster_id = cluster_id
+        elif cluster_id != self.cluster_id:
+            raise HistoryChanged(
+                f"etcd at {url} serves cluster ID {cluster_id:x}, not {self.cluster_id:x} whose "
+                f"history the watch follows from revision {self.position + 1}: the cluster "
+                "was restored",
+                "its revisions are of a new history: watch it afresh (the journal starts a "
+                "new chain from a new backup)",
+            )
 
     def _deliver(self, changes: list[Change]) -> Iterator[Revision]:
         self.position, self._advanced = changes[0].mod_revision, True

@@ -5,6 +5,11 @@ when no primary is configured or it holds none), so that any node that takes the
 extends the same backup. The chain's reach is the furthest window (etcdops.journal.chain) any of
 the primary and local stores proves: the run resumes after it, and each store that proves less
 is owed the segments it lacks, copied from the one that has them.
+
+A base is of one history: the etcd cluster ID its manifest records. A restore of the cluster
+(a new cluster token) starts a new history under a new ID, usually at a lower revision than the
+old history's backups and chains: revisions of two histories are not comparable, so a journal
+extends only a base of the cluster ID it watches (newest_base's cluster_id).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class Base:
     backup_id: str
     revision: int
     created_at: datetime
+    cluster_id: str  # etcd's cluster ID when the backup was taken (hex: backup.manifest.etcd_id)
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,9 @@ class Resume:
 BASE_STORES = (PRIMARY, LOCAL)
 
 
-def newest_base(stores: Stores, cluster: str) -> Base | None:
-    """The newest verified full backup of the shared store, or None when there is none."""
+def newest_base(stores: Stores, cluster: str, cluster_id: str | None = None) -> Base | None:
+    """The newest verified full backup of the shared store (of etcd cluster cluster_id, when
+    given; a store without one gives way to the next), or None when there is none."""
     for name in BASE_STORES:
         if name not in stores:
             continue
@@ -57,15 +64,20 @@ def newest_base(stores: Stores, cluster: str) -> Base | None:
         except StorageError as exc:
             log.warning("journal: the %s store's backups cannot be listed: %s", name, exc.message)
             continue
-        newest = newest_verified(entries)
+        newest = newest_verified(entries, cluster_id)
         if newest is not None:
             return newest
     return None
 
 
-def newest_verified(entries: Iterable[CatalogEntry]) -> Base | None:
-    """The newest verified backup among one store's copies: the base a journal extends."""
-    verified = [e for e in entries if e.verified and e.manifest is not None]
+def newest_verified(
+    entries: Iterable[CatalogEntry], cluster_id: str | None = None
+) -> Base | None:
+    """The newest verified backup among one store's copies (of etcd cluster cluster_id, when
+    given): the base a journal extends. Newest by revision: within one history it orders
+    backups as etcd ordered their contents, whatever the clocks of the hosts that took them."""
+    verified = [e for e in entries if e.verified and e.manifest is not None
+                and cluster_id in (None, e.manifest.etcd.cluster_id)]
     if not verified:
         return None
     newest = max(verified, key=lambda e: (e.manifest.etcd.revision, e.created_at))
@@ -74,7 +86,8 @@ def newest_verified(entries: Iterable[CatalogEntry]) -> Base | None:
 
 def base_of(manifest: Manifest) -> Base:
     """The base a full backup's manifest makes."""
-    return Base(manifest.id, manifest.etcd.revision, manifest.created_at)
+    return Base(manifest.id, manifest.etcd.revision, manifest.created_at,
+                manifest.etcd.cluster_id)
 
 
 def resume_point(stores: Stores, cluster: str, base: Base) -> Resume:

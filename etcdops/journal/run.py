@@ -18,7 +18,17 @@ A new chain starts (and why is logged, counted and reported):
   journal's election key is what makes this node the one to take it;
 - a newer verified full backup appears (the hourly one; the catalogue is read about once a
   minute): the open chain goes on until it reaches that backup's revision, so that the chains
-  meet without a gap, then the new chain starts after it ("new-backup").
+  meet without a gap, then the new chain starts after it ("new-backup");
+- etcd serves another history than the chain's: the cluster was restored (a new cluster token
+  gives a new cluster ID, usually at a lower revision than the old chains reach). A chain only
+  ever extends a base of the cluster ID etcd answers with (etcdops.journal.base): the newest
+  such base, else a full backup taken at once ("restored"). Resuming an old chain would watch
+  from past the restored cluster's revision, wait until the new history got there, and append
+  its changes to the old history's chain, the changes in between never journaled.
+etcd's cluster ID and revision are read before every watch (at the start, and after etcd was
+unreachable). Under the chain's own cluster ID a revision below what the chain already holds
+cannot happen unless the cluster was restored under its old token, or the stores hold another
+cluster's journal: the run refuses to go on (IntegrityError) rather than mix two histories.
 
 A stop (SIGTERM: the stop event) cuts and publishes the open segment, waits for the stores to
 take what they were given ([schedule] stop_timeout at most), and releases the key. A SIGKILL
@@ -35,13 +45,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from etcdops.backup.manifest import etcd_id
 from etcdops.backup.save import save_snapshot
 from etcdops.config import Config
 from etcdops.crypto.keys import configured_recipients
-from etcdops.errors import EtcdopsError, EtcdUnavailableError
+from etcdops.errors import EtcdopsError, EtcdUnavailableError, IntegrityError
 from etcdops.etcd.election import Holder, Taken, Term, election_key
-from etcdops.etcd.watch import Revision, WatchCompacted
-from etcdops.journal.base import Base, newest_base, resume_point
+from etcdops.etcd.watch import HistoryChanged, Revision, WatchCompacted
+from etcdops.journal.base import Base, base_of, newest_base, resume_point
 from etcdops.journal.publish import Publisher, StoreCounts
 from etcdops.journal.segment import SegmentBuffer
 from etcdops.journal.store import seal
@@ -52,6 +63,7 @@ from etcdops.units import format_duration
 
 if TYPE_CHECKING:
     from etcdops.crypto.age import Recipient
+    from etcdops.etcd.kv import History
     from etcdops.etcd.session import EtcdSession
     from etcdops.etcd.watch import ChangeStream
 
@@ -71,8 +83,9 @@ class ChainStart:
     base_backup_id: str
     base_revision: int
     from_revision: int  # the first revision this run watched for it
-    reason: str  # resumed, base, no-backup, compacted, lag, new-backup
+    reason: str  # resumed, base, no-backup, compacted, lag, new-backup, restored
     started_at: datetime
+    cluster_id: str  # the etcd cluster ID of the base: the history the chain is of
 
 
 @dataclass
@@ -209,16 +222,41 @@ class _Journal:
         return self.stop.is_set() or (self.term is not None and self.term.lost is not None)
 
     def _first_chain(self) -> _Chain | None:
-        base = newest_base(self.stores, self.config.cluster)
+        watched = self._watched()
+        return None if watched is None else self._chain_of(watched)
+
+    def _watched(self) -> History | None:
+        """etcd's cluster ID and revision, asked until it answers; None when the run ends."""
+        while not self._over():
+            try:
+                return self.session.history()
+            except EtcdUnavailableError as exc:
+                log.warning("journal: %s; asking again in %s", exc.message,
+                            format_duration(RETRY_PAUSE))
+                self.stop.wait(RETRY_PAUSE)
+        return None
+
+    def _chain_of(self, watched: History, previous: Base | None = None) -> _Chain | None:
+        """The chain of the history etcd serves: its newest base's (resumed after the segments
+        stored), else one from a full backup taken now. previous: the base of the chain this
+        run followed until etcd answered with another cluster ID."""
+        cluster_id = etcd_id(watched.cluster_id)
+        base = newest_base(self.stores, self.config.cluster, cluster_id)
+        other = previous or (newest_base(self.stores, self.config.cluster) if base is None
+                             else None)
+        if other is not None:
+            log.warning("journal: the cluster was restored (cluster ID %s, the base %s's %s): "
+                        "a new chain from %s", cluster_id, other.backup_id, other.cluster_id,
+                        f"backup {base.backup_id}" if base else "a new backup")
         if base is None:
-            return self._new_chain("no-backup")
+            return self._new_chain("restored" if other else "no-backup")
         resume = resume_point(self.stores, self.config.cluster, base)
         assert self.publisher is not None
         for name, manifests in resume.owed.items():
             log.info("journal: the %s store lacks %d segments of chain %s: copying them",
                      name, len(manifests), base.backup_id)
             self.publisher.owe(name, manifests)
-        reason = "resumed" if resume.segments else "base"
+        reason = "restored" if previous else "resumed" if resume.segments else "base"
         return self._started(base, resume.reach, reason)
 
     def _new_chain(self, reason: str, base: Base | None = None) -> _Chain | None:
@@ -234,12 +272,12 @@ class _Journal:
                             format_duration(RETRY_PAUSE), exc.message)
                 self.stop.wait(RETRY_PAUSE)
                 continue
-            manifest = saved.manifest
-            base = Base(manifest.id, manifest.etcd.revision, manifest.created_at)
+            base = base_of(saved.manifest)
         return self._started(base, base.revision, reason)
 
     def _started(self, base: Base, follows: int, reason: str) -> _Chain:
-        start = ChainStart(base.backup_id, base.revision, follows + 1, reason, self.clock())
+        start = ChainStart(base.backup_id, base.revision, follows + 1, reason, self.clock(),
+                           base.cluster_id)
         self.report.chains.append(start)
         self.chain_counts[reason] = self.chain_counts.get(reason, 0) + 1
         self.current_at = time.monotonic()  # a new base: nothing after it is missing yet
@@ -254,8 +292,23 @@ class _Journal:
         opened_at = 0.0  # when the open segment got its first change
         checked_at = time.monotonic()
         switch: Base | None = None
+        watched = self._watched()
+        if watched is None:
+            return None
+        if etcd_id(watched.cluster_id) != chain.base.cluster_id:
+            return self._chain_of(watched, chain.base)
+        if watched.revision < chain.follows:
+            raise IntegrityError(
+                f"etcd (cluster ID {chain.base.cluster_id}) is at revision {watched.revision}, "
+                f"but chain {chain.base.backup_id} of that cluster ID already holds revisions "
+                f"up to {chain.follows}: its history went back under the same cluster ID",
+                "a cluster restored under its old --initial-cluster-token, or another "
+                "cluster's journal in these stores: restore with a new token (etcdops restore "
+                "makes one), or give this cluster a `cluster` name of its own",
+            )
         try:
-            stream = self.session.changes(chain.follows + 1, progress_every=interval / 2)
+            stream = self.session.changes(chain.follows + 1, progress_every=interval / 2,
+                                          cluster_id=watched.cluster_id)
         except WatchCompacted:
             return self._new_chain("compacted")
         done = threading.Event()
@@ -292,6 +345,10 @@ class _Journal:
             self._cut(chain, buffer)
             log.warning("journal: %s", exc.message)
             return self._new_chain("compacted")
+        except HistoryChanged as exc:
+            self._cut(chain, buffer)
+            log.warning("journal: %s", exc.message)
+            return chain  # the next watch finds the new history's chain
         except EtcdUnavailableError as exc:
             self._cut(chain, buffer)
             log.warning("journal: %s; watching again in %s", exc.message,
@@ -338,7 +395,8 @@ class _Journal:
         return SegmentBuffer(self.clock)
 
     def _newer_base(self, chain: _Chain) -> Base | None:
-        newest = newest_base(self.stores, self.config.cluster)
+        # of the chain's history only: an old history's base reaches further, not later
+        newest = newest_base(self.stores, self.config.cluster, chain.base.cluster_id)
         if newest is None or newest.backup_id == chain.base.backup_id:
             return None
         if newest.revision <= chain.base.revision:
@@ -391,4 +449,5 @@ _REASONS = {
     "compacted": "etcd compacted the revisions the journal had not read: a full backup was taken",
     "lag": "the journal fell further behind than [journal] max_lag: a full backup was taken",
     "new-backup": "a newer full backup: the chains meet at its revision",
+    "restored": "the cluster was restored (a new cluster ID): a chain of its new history",
 }
