@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from etcdops.backup.manifest import manifest_time
 from etcdops.units import format_duration
 
 # per backup id, the latest moment what extends the backup (its journal chain) reaches
@@ -115,10 +114,10 @@ def decide(
             keep_reasons.append(f"within keep_within ({format_duration(keep_within)})")
         if candidate is covering:
             assert reaches is not None
+            reach = format_duration(max((now - reaches[candidate.id]).total_seconds(), 0.0))
             keep_reasons.append(
-                "base of the chain that covers the window's start (its journal reaches "
-                f"{manifest_time(reaches[candidate.id])}, the window starts "
-                f"{manifest_time(now - window)})"
+                f"base of the chain that covers the window's start (the chain reaches until "
+                f"{reach} ago, the window starts {format_duration(keep_within)} ago)"
             )
         if keep_reasons:
             decisions.append(Decision(candidate, True, tuple(keep_reasons)))

@@ -10,7 +10,6 @@ manifests of a chain's first and last segments. Retention and `snapshot list` re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -143,9 +142,10 @@ def summarise(
     start = base_revision if base_revision is not None else (
         segments[0].first_revision - 1 if segments else 0)
     notes: list[str] = []
-    first = _readable(store, cluster, segments[:1], notes)
-    newest = sorted(segments, key=lambda s: (s.last_revision, s.first_revision))[-1:]
-    last = _readable(store, cluster, newest, notes)
+    first = _readable(store, cluster, segments[0], notes) if segments else None
+    newest = max(segments, key=lambda s: (s.last_revision, s.first_revision), default=None)
+    last = (first if newest is None or newest is segments[0] else
+            _readable(store, cluster, newest, notes))
     return ChainSummary(
         folder, window(folder.base_backup_id, start, segments),
         first.first_change_at if first else None,
@@ -157,19 +157,19 @@ def summarise(
 def change_time(store: Store, cluster: str, segment: ListedSegment) -> datetime | None:
     """When the journal saw a listed segment's last change, or None when its manifest cannot
     be read."""
-    found = _readable(store, cluster, [segment], [])
+    found = _readable(store, cluster, segment, [])
     return found.last_change_at if found else None
 
 
 def _readable(
-    store: Store, cluster: str, segments: Sequence[ListedSegment], notes: list[str]
+    store: Store, cluster: str, segment: ListedSegment, notes: list[str]
 ) -> SegmentManifest | None:
-    for segment in segments:
-        try:
-            return read_manifest(store, segment.manifest_key, cluster)
-        except (IntegrityError, NotFoundError) as exc:
-            notes.append(exc.message)
-    return None
+    """A listed segment's manifest, or None with why in notes."""
+    try:
+        return read_manifest(store, segment.manifest_key, cluster)
+    except (IntegrityError, NotFoundError) as exc:
+        notes.append(exc.message)
+        return None
 
 
 def _time(moment: datetime | None) -> str | None:

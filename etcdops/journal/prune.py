@@ -21,6 +21,7 @@ from datetime import datetime
 
 from etcdops.backup.catalog import Catalog
 from etcdops.backup.prune import Dependents, StorePrune, prune_store
+from etcdops.backup.retention import Decision
 from etcdops.config import Config, RetentionConfig
 from etcdops.errors import EtcdopsError
 from etcdops.journal.listing import ChainFolder, list_chains, summarise
@@ -42,6 +43,11 @@ class StoreRetention:
     @property
     def store(self) -> str:
         return self.backups.store
+
+    @property
+    def decisions(self) -> list[Decision]:
+        """The backups' decisions."""
+        return self.backups.decisions
 
     @property
     def deleted(self) -> list[str]:

@@ -58,8 +58,8 @@ def decide_chains(
     for chain in sorted(chains, key=lambda c: c.base_backup_id):
         base = decided.get(chain.base_backup_id)
         if base is not None:
-            verb = "kept" if base.keep else "deleted"
-            why = f"its base backup is {verb} ({'; '.join(base.reasons)})"
+            # the base's own reasons are in its decision: one place says why
+            why = f"its base backup is {'kept' if base.keep else 'deleted'}"
             decisions.append(ChainDecision(chain, base.keep, (why,), orphan=False))
             continue
         orphan = "its base backup is not in this store"

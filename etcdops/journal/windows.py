@@ -140,7 +140,13 @@ def _chain_view(
     if found.path:
         end = found.path[-1]
         for name, folder in held.items():
-            if end in folder.segments and (last := change_time(stores[name], cluster, end)):
+            if end not in folder.segments:
+                continue
+            try:
+                last = change_time(stores[name], cluster, end)
+            except StorageError:
+                continue  # another store's copy of the manifest says the same
+            if last is not None:
                 break
     return ChainView(
         view.manifest.id, view.manifest.created_at, found, last,

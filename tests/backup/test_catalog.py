@@ -7,11 +7,11 @@ import pytest
 
 from etcdops.backup.catalog import Catalog
 from etcdops.backup.checks import AS_WRITTEN, COPIED, ETAG, REREAD
-from etcdops.backup.prune import prune
 from etcdops.backup.replicate import replicate
 from etcdops.backup.retention import Condition
 from etcdops.backup.save import save_snapshot
 from etcdops.config import RetentionConfig, S3Config
+from etcdops.journal.prune import prune
 from etcdops.report import LogReporter
 from etcdops.stores.configured import open_stores
 

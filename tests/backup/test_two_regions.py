@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from etcdops.backup.prune import prune
 from etcdops.backup.readback import fetch_snapshot, snapshot_status
 from etcdops.backup.save import save_snapshot
 from etcdops.cli.main import app
 from etcdops.config import RetentionConfig
+from etcdops.journal.prune import prune
 from etcdops.lock import job_lock
 from etcdops.report import LogReporter
 from etcdops.stores.configured import open_stores

@@ -100,7 +100,6 @@ class Timeline:
     d: Manifest  # the newest
     old_orphan: str  # a chain without its base, its newest change 39 h ago
     new_orphan: str  # 2 h ago
-    recipient: str
 
     def stores(self) -> dict[str, Store]:
         return dict(open_stores(self.config))

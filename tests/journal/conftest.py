@@ -33,5 +33,4 @@ def timeline(etcd_single, etcd3_client, age_identity, s3, tmp_path) -> Timeline:
     old, new = "20261123T000000Z-0000aa", "20261125T100000Z-0000bb"
     chain(old, 5, 9, NOW - 40 * H, timedelta(minutes=10))
     chain(new, 5, 9, NOW - 2 * H, timedelta(minutes=10))
-    return Timeline(config, toml_for(config, tmp_path / "etcdops.toml"), a, b, c, d, old, new,
-                    recipient)
+    return Timeline(config, toml_for(config, tmp_path / "etcdops.toml"), a, b, c, d, old, new)

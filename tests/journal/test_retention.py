@@ -23,7 +23,7 @@ from etcdops.journal.prune import prune
 from etcdops.journal.retention import decide_chains, reaches
 from etcdops.report import LogReporter
 from etcdops.stores.local import LocalStore
-from tests.journal.chains import NOW, Timeline, chain_keys
+from tests.journal.chains import NOW, Span, Timeline, chain_keys, write_chain
 
 DAY = 24 * 3600.0
 H = timedelta(hours=1)
@@ -97,14 +97,13 @@ def test_every_chain_decision_says_why():
     reasons = {d.candidate.id: d.reasons for d in decided}
     assert reasons["b"] == (
         "the newest verified backup",
-        "base of the chain that covers the window's start (its journal reaches "
-        "2026-11-24T13:00:00.000Z, the window starts 2026-11-24T12:00:00.000Z)",
+        "base of the chain that covers the window's start (the chain reaches until 23h00m "
+        "ago, the window starts 24h00m ago)",
     )
     why = {c.chain.base_backup_id: c.reasons for c in
            decide_chains(chains, decided, keep_within=DAY, now=NOW)}
-    assert why["a"] == ("its base backup is deleted (older than keep_within (24h00m) and not "
-                        "protected)",)
-    assert why["b"][0].startswith("its base backup is kept (the newest verified backup; base")
+    assert why["a"] == ("its base backup is deleted",)
+    assert why["b"] == ("its base backup is kept",)
     assert why["o"] == ("its base backup is not in this store, and its newest change is older "
                         "than 24h00m",)
 
@@ -279,3 +278,24 @@ def test_an_interrupted_prune_never_leaves_a_chain_that_lies(timeline, tmp_path)
             later = datetime.now(UTC) + timedelta(seconds=DAY) + H
             prune({"local": store}, t.config.cluster, policy, later, LogReporter())
             assert t.old_orphan not in list_chains(store, t.config.cluster)
+
+
+def test_a_chain_whose_newest_manifest_is_damaged_is_dated_by_the_store(tmp_path, age_identity):
+    store = LocalStore(tmp_path / "store", "local")
+    orphan = "20261101T000000Z-0000cc"
+    [_, newest] = write_chain({"local": store}, "chains", orphan,
+                              Span(11, 20, NOW - 300 * H, H), age_identity.recipient)
+    damaged = tmp_path / "store" / newest.manifest_key
+    damaged.write_bytes(damaged.read_bytes()[:30])
+    policy = RetentionConfig(keep_within=DAY, keep_min=1)
+    now = datetime.now(UTC)
+    [kept] = prune({"local": store}, "chains", policy, now, LogReporter()).stores
+    [decision] = kept.chains
+    assert decision.keep and decision.orphan  # its changes are old, but its files are new
+    assert decision.chain.last_change_at > now - H
+    [note] = decision.chain.notes
+    assert "is unreadable" in note and newest.manifest_key in note
+    later = now + timedelta(seconds=DAY) + H
+    [pruned] = prune({"local": store}, "chains", policy, later, LogReporter()).stores
+    assert pruned.deleted_chains == [orphan] and pruned.deleted_segments == 2
+    assert list(store.list("")) == []
