@@ -14,6 +14,12 @@ proves them.
 The rows appear when the journal is in use: a node holds its election key, or a chain holds a
 segment. A gap is reported when the next chain's base is of the last keep_within.
 
+Only the history etcd serves is judged: the chains whose base backup has etcd's cluster ID. A
+restore of the cluster starts a new history under a new cluster ID, usually at a lower
+revision: an old history's chain that reaches past etcd's revision proves nothing of the new
+one, and two histories' revisions make no gaps between them. When etcd cannot be read, the
+history is that of the newest backup.
+
 The lag: health reads etcd's revision R at time T, then how far the chains reach (C, the
 furthest revision any of them proves). C >= R: 0, every change etcd had is stored. Otherwise
 the lag is T minus when the journal saw the newest change it stored (the base's creation when
@@ -31,13 +37,14 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from etcdops.backup.catalog import CatalogEntry, Survey
+from etcdops.backup.catalog import BackupView, CatalogEntry, Survey
+from etcdops.backup.manifest import etcd_id
 from etcdops.config import Config
 from etcdops.errors import EtcdopsError, StorageError
 from etcdops.etcd.election import election_key
 from etcdops.etcd.session import EtcdSession
 from etcdops.journal.base import BASE_STORES, Base, newest_verified
-from etcdops.journal.windows import ChainView, Gap, JournalListing, list_with_chains
+from etcdops.journal.windows import ChainView, Gap, JournalListing, gaps, list_with_chains
 from etcdops.maintenance.check import FAIL, OK, WARN, Check
 from etcdops.stores.configured import Stores
 from etcdops.units import format_duration
@@ -66,15 +73,17 @@ def check_journal(
 ) -> list[Check]:
     """The journal's rows of `etcdops health`; none when the journal is not in use."""
     try:
-        held, revision = session.get_prefix(election_key(config.cluster, "journal"))
-        unread = None
+        held, _ = session.get_prefix(election_key(config.cluster, "journal"))
+        watched = session.history()
+        revision, cluster_id, unread = watched.revision, etcd_id(watched.cluster_id), None
     except EtcdopsError as exc:  # the cluster rows say why; the lag cannot be measured
-        held, revision, unread = [], 0, exc.message
+        held, revision, cluster_id, unread = [], 0, _newest_history(found), exc.message
     seen_at, looked = datetime.now(UTC), time.monotonic()
-    place = _base_store(stores, found)
+    place = _base_store(stores, found, cluster_id)
     if place is None:
-        return [_row("lag", "no verified backup in the primary or local store to journal from",
-                     "a base backup", FAIL)] if held else []
+        return [_row("lag", f"no verified backup of etcd cluster ID {cluster_id} in the "
+                     "primary or local store to journal from", "a base backup", FAIL)
+                ] if held else []
     name, newest = place
     look = _Look(stores, config.cluster, name, newest)
     try:
@@ -90,27 +99,45 @@ def check_journal(
                      "readable", FAIL)]
     since = now - timedelta(seconds=config.retention.keep_within)
     return [lag, _newest_chain(listed.chains.get(newest.backup_id), newest),
-            *_gaps(listed, since)]
+            *_gaps(look.views(listed), look.chains(listed), since)]
 
 
-def _base_store(stores: Stores, found: Survey) -> tuple[str, Base] | None:
-    """The store the journal takes its base from, and that base; None when none has one."""
+def _newest_history(found: Survey) -> str | None:
+    """The cluster ID of the newest backup: the history judged when etcd cannot tell."""
+    return found.backups[-1].manifest.etcd.cluster_id if found.backups else None
+
+
+def _base_store(stores: Stores, found: Survey, cluster_id: str | None
+                ) -> tuple[str, Base] | None:
+    """The store the journal takes its base of the history from, and that base; None when
+    none has one."""
     for name in BASE_STORES:
         if name not in stores or name in found.unreachable:
             continue
         entries: list[CatalogEntry] = [
             view.entries[name] for view in found.backups if name in view.entries]
-        newest = newest_verified(entries)
+        newest = newest_verified(entries, cluster_id)
         if newest is not None:
             return name, newest
     return None
 
 
 class _Look:
-    """One look at the base store's backups and chains, as `snapshot list` shows them."""
+    """One look at the base store's backups and chains of the newest base's history, as
+    `snapshot list` shows them."""
 
     def __init__(self, stores: Stores, cluster: str, name: str, newest: Base) -> None:
         self.stores, self.cluster, self.name, self.newest = stores, cluster, name, newest
+
+    def views(self, listed: JournalListing) -> list[BackupView]:
+        """The backups of the history."""
+        return [view for view in listed.listing.survey.backups
+                if view.manifest.etcd.cluster_id == self.newest.cluster_id]
+
+    def chains(self, listed: JournalListing) -> dict[str, ChainView]:
+        """The chains of the history, by base backup id."""
+        of_history = {view.manifest.id for view in self.views(listed)}
+        return {base: chain for base, chain in listed.chains.items() if base in of_history}
 
     def listed(self) -> JournalListing:
         listed = list_with_chains({self.name: self.stores[self.name]}, self.cluster)
@@ -120,11 +147,11 @@ class _Look:
         return listed
 
     def reach(self, listed: JournalListing) -> Reach:
-        """The point `restore latest` reaches: the chain that reaches furthest, whatever its
+        """How far the history is journaled: its chain that reaches furthest, whatever its
         base (the newest base alone when no chain goes past it)."""
         points = [Reach(self.newest.revision, self.newest.created_at, self.newest.backup_id)]
         points += [Reach(c.window.last_revision, c.last_change_at or c.base_created_at,
-                         c.base_backup_id) for c in listed.chains.values()]
+                         c.base_backup_id) for c in self.chains(listed).values()]
         return max(points, key=lambda point: point.revision)
 
 
@@ -184,16 +211,18 @@ def _newest_chain(chain: ChainView | None, base: Base) -> Check:
                 f"{base.revision + 1} to {chain.window.last_revision}", target, OK)
 
 
-def _gaps(listed: JournalListing, since: datetime) -> list[Check]:
+def _gaps(views: list[BackupView], chains: dict[str, ChainView], since: datetime
+          ) -> list[Check]:
     """A warning for each gap between chains whose next base is of the window: the points
     in time there cannot be restored."""
     target = "chains meet (within keep_within)"
-    recent: list[Gap] = [gap for gap in listed.gaps if gap.until >= since]
+    recent: list[Gap] = [gap for gap in gaps([v for v in views if v.good_in], chains)
+                         if gap.until >= since]
     rows = [_row("chains", f"revisions {gap.first_revision} to {gap.last_revision} are in no "
                  f"chain: chain {gap.after} ends at {_when(gap.since)}, the next starts at "
                  f"backup {gap.before} ({_when(gap.until)}); no point in time between them "
                  "can be restored", target, WARN) for gap in recent]
-    count = sum(chain.journaled for chain in listed.chains.values())
+    count = sum(chain.journaled for chain in chains.values())
     return rows or [_row("chains", f"{count} chain{'s' if count != 1 else ''} with segments, "
                          "no gap", target, OK)]
 

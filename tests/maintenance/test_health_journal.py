@@ -1,6 +1,7 @@
 """`etcdops health`'s journal rows on a real etcd: a real journal run keeping up with a writer,
 the same journal stopped while the writes go on, an idle cluster and its first write in a while,
-and chains of real backups and sealed segments with a gap between them and a hole."""
+chains of real backups and sealed segments with a gap between them and a hole, and a cluster
+restored from a snapshot (a new cluster ID) below the old chain's reach."""
 
 from __future__ import annotations
 
@@ -179,3 +180,38 @@ def config_file(config: Config, tmp_path: Path) -> Path:
         '[health]\nwal_fsync_p99 = "10s"\nbackend_commit_p99 = "10s"\n'
     )
     return path
+
+
+def test_after_a_restore_of_the_cluster_the_lag_is_judged_on_the_new_history(
+    etcd, identity, client, tmp_path, etcd3_client
+):
+    from tests.journal.restoring import plain_snapshot, restored
+
+    config = journal_config(etcd, identity, tmp_path, rpo_target=1.0)
+    old = save_snapshot(config, LogReporter()).manifest
+    snapshot = tmp_path / "old.db"
+    assert plain_snapshot(etcd.members[0], snapshot) == old.etcd.revision
+    for number in range(20):
+        reach = client.put(f"/registry/pods/old/{number}", "x").header.revision
+    store = open_stores(config)["local"]
+    stored(config, store, identity, old.id, old.etcd.revision + 1, reach)
+    member = restored(snapshot, tmp_path / "restored")
+    try:
+        config = dataclasses.replace(config, etcd=member.etcd_config())
+        new = save_snapshot(config, LogReporter()).manifest
+        restored_client = etcd3_client(member.client_url)
+        for number in range(5):
+            current = restored_client.put(f"/registry/pods/new/{number}", "y").header.revision
+        assert current < reach  # the old chain reaches past the restored cluster's revision
+        rows = journal_rows(config, journal_wait=False)
+        assert (f"etcd is at revision {current}, the local store's journal at "
+                f"{new.etcd.revision} (chain {new.id})") in rows["lag"].value
+        assert rows["chain"].value.startswith(f"chain {new.id}: no segment yet")
+        stored(config, store, identity, new.id, new.etcd.revision + 1, current)
+        rows = journal_rows(config, journal_wait=False)
+        assert rows["lag"].verdict == OK
+        assert rows["lag"].value == (f"0s: etcd's revision {current} is journaled (chain "
+                                     f"{new.id} in local)")
+        assert rows["chains"].value == "1 chain with segments, no gap"
+    finally:
+        member.stop()
