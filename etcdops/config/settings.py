@@ -206,6 +206,10 @@ class JournalConfig:
     rpo_target: float = opt("duration", 30.0, within=("1s", "1d"))
     # further behind than this (a store or etcd slow for long), a full backup starts a new chain
     max_lag: float = opt("duration", 300.0, within=("10s", "1d"))
+    # a point-in-time restore replays up to a chain's length, one revision at a time (about
+    # 1,700/s on the 2-core test host): past this many revisions a full backup is taken and a
+    # new chain starts at it, so the replay stays inside the 5-minute restore target
+    max_chain_revisions: int = opt("int", 300_000, within=(1_000, None))
     # a lease granted after the base backup is not in it: a replay creates it with its id and
     # this TTL (etcd's watch does not carry TTLs); restored leases count down from their TTL
     replay_lease_ttl: float = opt("duration", 3600.0, within=("1s", "30d"))

@@ -19,6 +19,11 @@ A new chain starts (and why is logged, counted and reported):
 - a newer verified full backup appears (the hourly one; the catalogue is read about once a
   minute): the open chain goes on until it reaches that backup's revision, so that the chains
   meet without a gap, then the new chain starts after it ("new-backup");
+- the chain holds max_chain_revisions: a full backup is taken on a thread beside the watch, and
+  the chain goes on to its revision as to the hourly one's ("long"). A point-in-time restore
+  replays one revision at a time, so the chain's length is what bounds its time (the hourly
+  backup alone would leave an hour of a busy cluster's writes to replay, more than the 5-minute
+  restore target allows);
 - etcd serves another history than the chain's: the cluster was restored (a new cluster token
   gives a new cluster ID, usually at a lower revision than the old chains reach). A chain only
   ever extends a base of the cluster ID etcd answers with (etcdops.journal.base): the newest
@@ -83,7 +88,7 @@ class ChainStart:
     base_backup_id: str
     base_revision: int
     from_revision: int  # the first revision this run watched for it
-    reason: str  # resumed, base, no-backup, compacted, lag, new-backup, restored
+    reason: str  # resumed, base, no-backup, compacted, lag, new-backup, long, restored
     started_at: datetime
     cluster_id: str  # the etcd cluster ID of the base: the history the chain is of
 
@@ -115,6 +120,30 @@ class JournalReport:
 class _Chain:
     base: Base
     follows: int  # the last revision stored: the next segment's previous_revision
+
+
+class _BackgroundSave:
+    """A full backup taken on a thread of its own while the watch goes on."""
+
+    def __init__(self, config: Config, reporter: Reporter, stores: Stores) -> None:
+        self.base: Base | None = None
+        self.error: EtcdopsError | None = None
+        self._thread = threading.Thread(target=self._save, args=(config, reporter, stores),
+                                        name="journal-long-chain-backup", daemon=True)
+        self._thread.start()
+
+    def _save(self, config: Config, reporter: Reporter, stores: Stores) -> None:
+        try:
+            self.base = base_of(save_snapshot(config, reporter, stores=stores).manifest)
+        except EtcdopsError as exc:
+            self.error = exc
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
 
 class _Ended(Exception):
@@ -199,6 +228,8 @@ class _Journal:
         self.summarized: dict[str, StoreCounts] = {}
         self.lag = 0.0
         self.current_at = time.monotonic()  # when the watch last confirmed it had everything
+        self.long_backup: _BackgroundSave | None = None
+        self.long_backup_after = 0.0  # a failed one is tried again from then on
 
     def run(self, term: Term) -> None:
         self.term = term
@@ -210,6 +241,9 @@ class _Journal:
             while chain is not None and not self._over():
                 chain = self._follow(chain)
         finally:
+            if self.long_backup is not None and self.long_backup.running:
+                log.info("journal: waiting for the full backup of the long chain to finish")
+                self.long_backup.wait(self.config.schedule.stop_timeout)
             left = self.publisher.drain(self.config.schedule.stop_timeout)
             self.publisher.close()
             self.report.unpublished = left
@@ -291,7 +325,7 @@ class _Journal:
         buffer = SegmentBuffer(self.clock)
         opened_at = 0.0  # when the open segment got its first change
         checked_at = time.monotonic()
-        switch: Base | None = None
+        switch: tuple[Base, str] | None = None  # the base the chain goes on to, and why
         watched = self._watched()
         if watched is None:
             return None
@@ -333,12 +367,16 @@ class _Journal:
                     self.lag = now - min(self.current_at, oldest)
                     if self.lag > self.journal.max_lag:
                         raise _Ended("lag")
+                    reached = buffer.last_revision or chain.follows
                     if switch is None and now - checked_at >= self.catalogue_every:
                         checked_at = now
-                        switch = self._newer_base(chain)
-                    reached = buffer.last_revision or chain.follows
-                    if switch is not None and reached >= switch.revision:
-                        raise _Ended("new-backup", switch)
+                        newer = self._newer_base(chain)
+                        switch = (newer, "new-backup") if newer else None
+                    if switch is None:
+                        long = self._long_chain_base(chain, reached, now)
+                        switch = (long, "long") if long else None
+                    if switch is not None and reached >= switch[0].revision:
+                        raise _Ended(switch[1], switch[0])
                     if now >= self.next_summary:
                         self._summary()
         except WatchCompacted as exc:
@@ -405,6 +443,30 @@ class _Journal:
                  "a new one starts", newest.backup_id, newest.revision)
         return newest
 
+    def _long_chain_base(self, chain: _Chain, reached: int, now: float) -> Base | None:
+        """Once the chain holds max_chain_revisions, a full backup taken beside the watch; its
+        base once it is saved (None meanwhile, and after a failure until a retry pause)."""
+        if reached - chain.base.revision < self.journal.max_chain_revisions:
+            return None
+        job = self.long_backup
+        if job is None:
+            if now < self.long_backup_after:
+                return None
+            log.info("journal: chain %s holds %d revisions ([journal] max_chain_revisions "
+                     "%d): taking a full backup for the next chain", chain.base.backup_id,
+                     reached - chain.base.revision, self.journal.max_chain_revisions)
+            self.long_backup = _BackgroundSave(self.config, self.reporter, self.stores)
+            return None
+        if job.running:
+            return None
+        self.long_backup = None
+        if job.base is None:
+            message = job.error.message if job.error else "it ended without a backup"
+            log.warning("journal: the full backup for the next chain failed; trying again in "
+                        "%s: %s", format_duration(self.catalogue_every), message)
+            self.long_backup_after = now + self.catalogue_every
+        return job.base
+
     def _summary(self, *, final: bool = False) -> None:
         """A log line, and the metrics file, for the time since the last summary."""
         assert self.publisher is not None
@@ -449,5 +511,7 @@ _REASONS = {
     "compacted": "etcd compacted the revisions the journal had not read: a full backup was taken",
     "lag": "the journal fell further behind than [journal] max_lag: a full backup was taken",
     "new-backup": "a newer full backup: the chains meet at its revision",
+    "long": "the chain held [journal] max_chain_revisions: a full backup was taken beside the "
+            "watch, and the chains meet at its revision",
     "restored": "the cluster was restored (a new cluster ID): a chain of its new history",
 }

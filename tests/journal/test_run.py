@@ -189,6 +189,36 @@ def test_a_newer_full_backup_starts_a_new_chain_where_the_old_one_reaches(
         config, hourly.etcd.revision + 1, after.last_revision)
 
 
+def test_a_chain_of_max_chain_revisions_takes_a_backup_and_the_chains_meet(
+    etcd3_cluster, identity, client, tmp_path
+):
+    config = journal_config(etcd3_cluster, identity, tmp_path, max_chain_revisions=1000)
+    save_snapshot(config, LogReporter())
+    old = base_of(config)
+    store = open_stores(config)["local"]
+    journal = Journal(config)  # the catalogue read once a minute: only the length switches
+    writer = Writer(client).start()
+    wait_for(lambda: newest_base(open_stores(config), config.cluster) != old,
+             "the long chain's backup", timeout=60)
+    new = base_of(config)
+    wait_for(lambda: chain_in(store, config, new.backup_id, new.revision).path,
+             "a segment of the new chain", timeout=60)
+    last = writer.finish()
+    wait_for(lambda: chain_in(store, config, new.backup_id, new.revision).last_revision
+             >= last, "every write")
+    report = journal.finish()
+    assert [(c.base_backup_id, c.reason) for c in report.chains] == [
+        (old.backup_id, "base"), (new.backup_id, "long")]
+    before = chain_in(store, config, old.backup_id, old.revision)
+    after = chain_in(store, config, new.backup_id, new.revision)
+    assert before.findings == () and after.findings == ()
+    assert new.revision - old.revision >= 1000  # taken once the chain held 1000 revisions
+    assert before.last_revision >= new.revision  # the chains meet, no gap
+    assert after.path[0].first_revision == new.revision + 1
+    assert replayed(store, after, identity) == history(
+        config, new.revision + 1, after.last_revision)
+
+
 def test_a_failing_primary_is_caught_up_later_and_the_local_store_never_stops(
     config, s3, s3_proxy, identity, client, tmp_path
 ):
