@@ -4,7 +4,13 @@ and the plain snapshot of the cluster at that point, made on a staging etcd (sta
 A target is a revision (`--revision N`), a moment (`--at TIME`) or `latest`, the newest point
 the journal holds:
 - the base is the newest backup with a good copy at or before the target (its revision at or
-  below N; created at or before TIME); for `latest`, the backup whose chain reaches furthest;
+  below N; created at or before TIME); for `latest`, the backup whose chain holds the newest
+  point in time (its last change's, or the backup's own time when its chain holds nothing);
+- a restore of the cluster starts a new history under a new etcd cluster ID, usually at a
+  lower revision than the old history's backups and chains: the furthest revision is not the
+  newest point, and a revision N names a different state in each history. `--revision N` with
+  backups of several cluster IDs looks first among those of the newest backup's history, then
+  the others, newest first; the plan's notes say which history was used;
 - a moment maps to a revision through the segments' time spans: the journal records when it saw
   each segment's first and last change, not each revision's, so TIME restores to the last
   revision of the last segment whose span ends at or before it (the base's revision if none
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from etcdops.backup.catalog import BackupView, combined_view, resolve_ref
+from etcdops.backup.catalog import BackupView, resolve_ref
 from etcdops.backup.manifest import Manifest, manifest_time
 from etcdops.backup.readback import SnapshotStatus, decode_snapshot
 from etcdops.config import Config
@@ -39,6 +45,7 @@ from etcdops.etcd.watch import Revision
 from etcdops.journal.chain import ChainWindow, window
 from etcdops.journal.manifest import SegmentManifest
 from etcdops.journal.store import chain_manifests, read_segment
+from etcdops.journal.windows import ChainView, list_with_chains
 from etcdops.report import Reporter
 from etcdops.restore.replay import Replayed, replay
 from etcdops.restore.staging import (
@@ -121,8 +128,13 @@ def plan_point(
 ) -> PointPlan:
     """The base backup, segments and revision for a target; IntegrityError at a hole before
     the target (unless allow_gap), UsageError for a target beyond the journal."""
-    views, unreachable = combined_view(stores, config.cluster)
+    # one listing of each store's backups and journal, one manifest per chain: the chains of
+    # every candidate compared without reading their segments' manifests
+    journal = list_with_chains(stores, config.cluster)
+    views, unreachable = journal.listing.survey.backups, journal.listing.survey.unreachable
     notes = [f"{name} store could not be listed ({e.message})" for name, e in unreachable.items()]
+    notes += [f"the {name} store's journal could not be listed ({why})"
+              for name, why in journal.unreadable.items()]
     good = [view for view in views if view.good_in]
     if base_ref != "latest":
         where = " or ".join(f"{name} store" for name in stores)
@@ -138,8 +150,11 @@ def plan_point(
     # region down every ask would wait out its timeouts (dr run's 'latest' asks for each backup)
     listed = Stores({name: (lambda name=name: stores[name])
                      for name in stores if name not in unreachable})
-    view, found, chain_notes = _choose(config, listed, candidates, target)
+    newest_history = [v for v in views if v.good_in][-1].manifest.etcd.cluster_id
+    view, history_note = _choose(candidates, journal.chains, target, newest_history)
     base = view.manifest
+    found, chain_notes = chain_copies(config, listed, base.id)
+    notes += [history_note] if history_note else []
     manifests = [copies.manifest for copies in found.values()]
     proven = window(base.id, base.etcd.revision, manifests)
     wanted = _wanted(base, manifests, target)
@@ -169,26 +184,61 @@ def _before(view: BackupView, target: PointTarget) -> bool:
 
 
 def _choose(
-    config: Config, stores: Stores, candidates: list[BackupView], target: PointTarget
-) -> tuple[BackupView, dict[str, Copies], list[str]]:
-    """The candidate base (newest first) whose chain serves the target, with its segments."""
-    best = None
-    for view in candidates:
-        found, notes = chain_copies(config, stores, view.manifest.id)
-        reach = max([c.manifest.last_revision for c in found.values()]
-                    + [view.manifest.etcd.revision])
-        if target.at is not None or (target.revision is not None and reach >= target.revision):
-            return view, found, notes  # the newest base that covers it needs the least replay
-        if best is None or reach > best[0]:
-            best = (reach, view, found, notes)
-    assert best is not None
-    reach, view, found, notes = best
+    candidates: list[BackupView], chains: dict[str, ChainView], target: PointTarget,
+    newest_history: str,
+) -> tuple[BackupView, str | None]:
+    """The candidate base (newest first) whose chain serves the target, and a note saying
+    which history it is of when the candidates are of several etcd cluster IDs."""
+    histories = list(dict.fromkeys(
+        [newest_history, *(view.manifest.etcd.cluster_id for view in candidates)]))
     if target.revision is not None:
-        raise UsageError(
-            f"revision {target.revision} is after the newest journaled revision {reach}",
-            "give a revision up to it, or 'latest'",
-        )
-    return view, found, notes
+        # revisions of two histories are not comparable: the newest backup's history first
+        ordered = sorted(candidates, key=lambda view: histories.index(
+            view.manifest.etcd.cluster_id))
+        reaches = [(view, _reach(view, chains)) for view in ordered]
+        # the newest base that covers it needs the least replay
+        view = next((view for view, reach in reaches if reach >= target.revision), None)
+        if view is None:
+            looked = reaches[0][0].manifest.etcd.cluster_id  # the history looked at first
+            newest = max(reach for view, reach in reaches
+                         if view.manifest.etcd.cluster_id == looked)
+            raise UsageError(
+                f"revision {target.revision} is after the newest journaled revision {newest}"
+                + (f" of etcd cluster ID {looked} (the backups are of {len(histories)}: a "
+                   "restore of the cluster starts a new history)" if len(histories) > 1
+                   else ""),
+                "give a revision up to it, or 'latest'",
+            )
+    elif target.at is not None:
+        view = candidates[0]
+    else:
+        view = max(candidates, key=lambda view: _newest_point(view, chains))
+    if len(histories) == 1:
+        return view, None
+    used = view.manifest.etcd.cluster_id
+    other = target.revision is not None and used != newest_history
+    return view, (
+        f"the backups are of {len(histories)} etcd cluster IDs (a restore of the cluster starts "
+        f"a new history; revisions of two histories are not comparable): the base is of the "
+        f"history of cluster ID {used}"
+        + (f", not the newest backup's ({newest_history}), whose chains do not reach revision "
+           f"{target.revision}" if other else ""))
+
+
+def _reach(view: BackupView, chains: dict[str, ChainView]) -> int:
+    """The furthest revision a backup's chain names in any store (holes or not: a target past
+    a hole is refused as such), or the backup's own."""
+    chain = chains.get(view.manifest.id)
+    listed = chain.listed_last_revision if chain else None
+    return max(view.manifest.etcd.revision, listed or 0)
+
+
+def _newest_point(view: BackupView, chains: dict[str, ChainView]) -> datetime:
+    """When the newest change a backup's chain proves was seen; the backup's own time when
+    its chain holds none (or that change's manifest cannot be read)."""
+    chain = chains.get(view.manifest.id)
+    seen = chain.last_change_at if chain else None
+    return max(view.manifest.created_at, seen or view.manifest.created_at)
 
 
 def chain_copies(

@@ -3,7 +3,9 @@ middle (local store, moto's primary and replica), the journal's segments from et
 sealed and published to every store; a restore to a revision, a moment or the newest point
 equals etcd's own state there (read on the original, never compacted); a corrupt segment in
 the primary and missing locally is read from the replica; a hole in every store stops the
-restore, or with --allow-gap restores to the last provable point; `restore --at` via the CLI."""
+restore, or with --allow-gap restores to the last provable point; `restore --at` via the CLI;
+after a restore of the cluster (a new cluster ID, below the old chain's reach), 'latest' is the
+new history's newest point and a revision is looked for in the newest backup's history first."""
 
 from __future__ import annotations
 
@@ -227,3 +229,64 @@ def test_snapshot_verify_drills_a_point_in_time(journaled, tmp_path):
     assert doc["revision"] == doc["drill"]["counted_at_revision"] == third.last_revision
     assert doc["drill"]["keys"] == doc["drill"]["manifest_keys"] == len(
         state_at(client, third.last_revision))
+
+
+def _published(config, base, revisions) -> int:
+    """revisions sealed as one segment of base's chain (after base's revision) in every store;
+    its last revision."""
+    stores = open_stores(config)
+    buffer = SegmentBuffer()
+    for revision in revisions:
+        buffer.add(revision)
+    sealed = seal(buffer, cluster=config.cluster, base_backup_id=base.id,
+                  follows=base.etcd.revision, recipients=configured_recipients(config.encryption),
+                  level=1)
+    for name in stores:
+        publish(stores[name], sealed)
+    return sealed.manifest.last_revision
+
+
+def test_latest_after_a_restore_of_the_cluster_is_the_new_historys_newest_point(
+    backup_config, tmp_path
+):
+    from tests.journal.restoring import plain_snapshot, restored
+
+    snapshot = tmp_path / "old.db"
+    with LocalCluster.single(tmp_path / "original") as cluster:
+        config = dataclasses.replace(backup_config, etcd=cluster.etcd_config())
+        old = save_snapshot(config, LogReporter()).manifest
+        assert plain_snapshot(cluster.members[0], snapshot) == old.etcd.revision
+        client = etcd3.client(host="127.0.0.1", port=cluster.members[0].client_port)
+        for number in range(20):
+            old_end = client.put(f"/registry/pods/old/{number}", "x").header.revision
+        client.close()
+        with EtcdSession(cluster.etcd_config()) as session:
+            assert _published(config, old, record(session, old.etcd.revision + 1,
+                                                  old_end)) == old_end
+    # the cluster restored from the old backup's snapshot, under a new token, then journaled
+    member = restored(snapshot, tmp_path / "restored")
+    try:
+        config = dataclasses.replace(config, etcd=member.etcd_config())
+        new = save_snapshot(config, LogReporter()).manifest
+        client = etcd3.client(host="127.0.0.1", port=member.client_port)
+        for number in range(5):
+            new_end = client.put(f"/registry/pods/new/{number}", "y").header.revision
+        client.close()
+        with EtcdSession(member.etcd_config()) as session:
+            _published(config, new, record(session, new.etcd.revision + 1, new_end))
+    finally:
+        member.stop()
+    assert new.etcd.cluster_id != old.etcd.cluster_id and new_end < old_end
+    stores = open_stores(config)
+    plan = plan_point(config, PointTarget(), stores, LogReporter())
+    assert (plan.base.id, plan.revision) == (new.id, new_end)
+    history = f"the base is of the history of cluster ID {new.etcd.cluster_id}"
+    assert any(history in note for note in plan.notes), plan.notes
+    # a revision both histories hold: the newest backup's history's
+    plan = plan_point(config, PointTarget(revision=new_end), stores, LogReporter())
+    assert plan.base.id == new.id and any(history in note for note in plan.notes)
+    # one only the old history reaches: the old one, and the note says so
+    plan = plan_point(config, PointTarget(revision=old_end), stores, LogReporter())
+    assert plan.base.id == old.id
+    assert any(f"not the newest backup's ({new.etcd.cluster_id})" in note
+               for note in plan.notes), plan.notes
