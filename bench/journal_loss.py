@@ -107,6 +107,7 @@ TARGET_LOSS_S = 30.0  # issue 13: the max over at least 5 kills
 TARGET_RSS_MIB = 100.0  # issue 13: the journal beside etcd on a control-plane node
 MIN_RATE_FRACTION = 0.95  # below this share of --rate, the load was not what was asked
 EVENT_PREFIX = REGISTRY + b"events/"
+ETCDOPS_PREFIX = b"/etcdops/"
 SEQ, SENT = "bench.etcdops.io/seq", "bench.etcdops.io/sent"  # annotations on every write
 SAMPLE_EVERY_S = 0.5
 STEADY_AFTER_S = 10.0  # the journal's RSS is steady after its first segments
@@ -326,6 +327,9 @@ class Round:
     hole_examples: list[str] = field(default_factory=list)
     restore_s: float = 0.0
     restore_warnings: list[str] = field(default_factory=list)
+    # etcdops' own keys (its elections) in the restored data, and every lease's TTL there
+    restored_etcdops_keys: list[str] = field(default_factory=list)
+    restored_lease_ttls: list[int] = field(default_factory=list)
     journal_cores: float = 0.0
     journal_peak_rss_mib: float = 0.0
     journal_steady_rss_mib: float = 0.0
@@ -513,12 +517,18 @@ class LossBench:
         result.restore_s = run.wall_s
         result.restore_warnings = json.loads(out.read_text()).get("warnings", [])
 
-        def read() -> tuple[dict[bytes, int], int]:
+        def read() -> tuple[dict[bytes, int], int, list[str], list[int]]:
             restored.start()
             with EtcdSession(restored.etcd_config(command_timeout=30.0)) as session:
-                return restored_seqs(session), session.status(restored.client_url).revision
+                url = restored.client_url
+                ours = [kv.key.decode() for kv in session.get_prefix(ETCDOPS_PREFIX)[0]]
+                # a refresh answers with each lease's granted TTL
+                ttls = session.keep_alive(url, session.lease_ids(url))
+                return (restored_seqs(session), session.status(url).revision, ours,
+                        sorted(ttls.values()))
 
-        seqs, result.restored_revision = in_thread(read)
+        (seqs, result.restored_revision, result.restored_etcdops_keys,
+         result.restored_lease_ttls) = in_thread(read)
         restored.stop()
         self.restored = None
         writes = {w.seq: w for w in self.writer.writes}
@@ -563,6 +573,9 @@ def print_round(r: Round) -> None:
     print(f"    restored to revision {r.restored_revision} in {r.restore_s:.1f} s: "
           f"{r.restored_writes} writes, newest #{r.newest_seq}; LOSS {r.loss_s:.2f} s, "
           f"holes {r.holes}" + (f" ({'; '.join(r.hole_examples)})" if r.holes else ""))
+    if r.restored_etcdops_keys:
+        print(f"    etcdops' keys restored: {', '.join(r.restored_etcdops_keys)}; lease TTLs "
+              f"{r.restored_lease_ttls} s")
     print(f"    journal: {r.journal_cores:.3f} cores, RSS peak {r.journal_peak_rss_mib:.1f} MiB, "
           f"steady {r.journal_steady_rss_mib:.1f} MiB", flush=True)
     for error in r.writer_errors:
