@@ -312,7 +312,8 @@ def stage_point(
             segments = _Segments(config, stores, plan, reporter, allow_gap)
             after_base = (r for r in segments.revisions() if r.revision > at)
             done = replay(session, url, after_base, reporter=reporter,
-                          lease_ttl=config.journal.replay_lease_ttl)
+                          lease_ttl=config.journal.replay_lease_ttl,
+                          election_ttl=config.schedule.election_ttl)
             final = session.status(url).revision
             if final != segments.reached:
                 raise IntegrityError(

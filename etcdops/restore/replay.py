@@ -12,7 +12,15 @@ Leases. A lease in the base snapshot is restored by etcdutl with its TTL. A leas
 the base is in no snapshot and in no watch event (LeaseGrant is not a change of a key), only in
 the puts that use it: it is granted on the staging etcd with its original id, before the first
 put that names it, with the TTL `[journal] replay_lease_ttl` (default 1 h; the original TTL is
-not recorded anywhere the journal sees). A lease revoked or expired in the original cluster
+not recorded anywhere the journal sees). Except etcdops' own: a lease whose first key is under
+/etcdops/periods/ (etcdops.etcd.election: the election keys of the snapshot periods, the journal,
+defrag) gets `[schedule] election_ttl`, the TTL it had, not an hour: its holder died with the
+cluster or was stopped, and an hour's lease would keep `etcdops journal run` on the restored
+cluster waiting an hour for the dead journal's key. The keys are given their own TTL rather than
+deleted after the replay: a delete would write revisions the original never had (the staging
+etcd's final revision is checked against the target) and take from the point keys it held; with
+election_ttl they go as any dead holder's do, election_ttl after the restored cluster has a
+leader. A lease revoked or expired in the original cluster
 shows as the deletes of its keys, replayed like any other; the lease itself stays, empty, and
 expires. The staging etcd's lessor runs, so every lease, the base's and those granted, is kept
 alive for the whole replay (staging.LeaseKeeper): no key is lost to an expiry mid-replay (a
@@ -31,6 +39,7 @@ from dataclasses import dataclass
 
 from etcdops.errors import IntegrityError
 from etcdops.etcd.apply import RevisionWriter
+from etcdops.etcd.election import KEY_PREFIX
 from etcdops.etcd.session import EtcdSession
 from etcdops.etcd.watch import ChangeKind, Revision
 from etcdops.report import Reporter
@@ -40,6 +49,8 @@ from etcdops.units import format_duration
 _HINT = "nothing was restored; the staging etcd and its scratch directory are removed"
 # a progress line this often: a replay of an hour of journal takes minutes
 _REPORT_EVERY = 10.0
+# etcdops' own coordination keys: their leases get [schedule] election_ttl
+_ELECTIONS = KEY_PREFIX.encode()
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,8 @@ class Replayed:
     leases: int  # every lease on the staging etcd at the end
     lease_ttl: int  # the TTL the granted leases got, in seconds
     seconds: float
+    election_leases: tuple[int, ...] = ()  # granted for etcdops' election keys, election_ttl
+    election_ttl: int = 0  # the TTL those got, in seconds
 
     @property
     def events_per_second(self) -> float:
@@ -67,6 +80,10 @@ class Replayed:
             f"{len(self.leases_granted)} of them granted after the base backup, with [journal] "
             f"replay_lease_ttl ({format_duration(self.lease_ttl)}) as their TTL"
             if self.leases_granted else "none granted after the base backup"
+        ) + (
+            f"; {len(self.election_leases)} of etcdops' own election keys, with [schedule] "
+            f"election_ttl ({format_duration(self.election_ttl)})" if self.election_leases
+            else ""
         )
         return (
             f"the restored data holds {self.leases} lease(s) ({granted}): each counts down from "
@@ -85,23 +102,28 @@ class Replayed:
             "leases": self.leases,
             "leases_granted": len(self.leases_granted),
             "lease_ttl": self.lease_ttl,
+            "election_leases": len(self.election_leases),
+            "election_ttl": self.election_ttl,
             "seconds": round(self.seconds, 3),
         }
 
 
 def replay(
     session: EtcdSession, endpoint: str, revisions: Iterable[Revision], *, lease_ttl: float,
-    reporter: Reporter,
+    election_ttl: float, reporter: Reporter,
 ) -> Replayed:
     """Apply revisions (consecutive, from the member's revision + 1) to one member, one guarded
     transaction each, keeping every lease alive meanwhile; IntegrityError at the first revision
-    that does not land as the original did."""
+    that does not land as the original did. A lease granted meanwhile gets lease_ttl, or
+    election_ttl when its first key is one of etcdops' election keys."""
     ttl = max(1, math.ceil(lease_ttl))
+    election = max(1, math.ceil(election_ttl))
     writer = RevisionWriter(session, endpoint)
     start = position = session.status(endpoint).revision
     started = last_report = time.monotonic()
     count = events = 0
     granted: list[int] = []
+    elections: list[int] = []
     with LeaseKeeper(session, endpoint) as keeper:
         known = set(keeper.ids)
         for revision in revisions:
@@ -110,11 +132,14 @@ def replay(
                     f"the replay reached revision {position}, and the next revision given is "
                     f"{revision.revision}, not {position + 1}", _HINT,
                 )
-            for lease in _leases(revision) - known:
-                writer.grant(lease, ttl)
+            for lease, key in _leases(revision).items():
+                if lease in known:
+                    continue
+                ours = key.startswith(_ELECTIONS)
+                writer.grant(lease, election if ours else ttl)
                 keeper.add(lease)
                 known.add(lease)
-                granted.append(lease)
+                (elections if ours else granted).append(lease)
             landed = writer.write(revision)
             if landed != revision.revision:
                 raise IntegrityError(
@@ -133,9 +158,15 @@ def replay(
     return Replayed(
         from_revision=start, to_revision=position, revisions=count, events=events,
         leases_granted=tuple(granted), leases=leases, lease_ttl=ttl,
-        seconds=time.monotonic() - started,
+        seconds=time.monotonic() - started, election_leases=tuple(elections),
+        election_ttl=election,
     )
 
 
-def _leases(revision: Revision) -> set[int]:
-    return {c.lease for c in revision.changes if c.kind is ChangeKind.PUT and c.lease}
+def _leases(revision: Revision) -> dict[int, bytes]:
+    """The leases a revision's puts use, each with the first key put under it."""
+    found: dict[int, bytes] = {}
+    for change in revision.changes:
+        if change.kind is ChangeKind.PUT and change.lease:
+            found.setdefault(change.lease, change.key)
+    return found

@@ -290,3 +290,44 @@ def test_latest_after_a_restore_of_the_cluster_is_the_new_historys_newest_point(
     assert plan.base.id == old.id
     assert any(f"not the newest backup's ({new.etcd.cluster_id})" in note
                for note in plan.notes), plan.notes
+
+
+def test_a_point_in_time_restore_gives_etcdops_election_keys_election_ttl(
+    backup_config, tmp_path
+):
+    from etcdops.etcd.election import election_key
+
+    with LocalCluster.single(tmp_path / "original") as cluster:
+        config = dataclasses.replace(backup_config, etcd=cluster.etcd_config())
+        config = dataclasses.replace(
+            config, schedule=dataclasses.replace(config.schedule, election_ttl=7.0))
+        base = save_snapshot(config, LogReporter()).manifest
+        client = etcd3.client(host="127.0.0.1", port=cluster.members[0].client_port)
+        # after the base: a journal's election key, and an Event, each under a lease of its own
+        journal_lease, event_lease = client.lease(20), client.lease(20)
+        client.put(election_key(config.cluster, "journal").decode(), "holder", lease=journal_lease)
+        end = client.put("/registry/events/default/e", "x", lease=event_lease).header.revision
+        client.close()
+        with EtcdSession(cluster.etcd_config()) as session:
+            _published(config, base, record(session, base.etcd.revision + 1, end))
+    plan = plan_point(config, PointTarget(), open_stores(config), LogReporter())
+    work = tmp_path / "work"
+    work.mkdir()
+    staged = stage_point(config, plan, open_stores(config), work, LogReporter())
+    assert staged.replayed.election_leases == (journal_lease.id,)
+    assert staged.replayed.leases_granted == (event_lease.id,)
+    from etcdops.etcd.binaries import find_binary
+    from etcdops.restore.staging import restore_into, start_throwaway, throwaway_member
+
+    member = throwaway_member(tmp_path / "check", config, "check")
+    member.data_dir.parent.mkdir()
+    restore_into(find_binary("etcdutl"), staged.path, "staged", member, LogReporter())
+    start_throwaway(member)
+    try:
+        client = etcd3.client(host="127.0.0.1", port=member.client_port, timeout=10)
+        granted = {lease: client.get_lease_info(lease).grantedTTL
+                   for lease in (journal_lease.id, event_lease.id)}
+        client.close()
+    finally:
+        member.stop()
+    assert granted == {journal_lease.id: 7, event_lease.id: config.journal.replay_lease_ttl}

@@ -64,7 +64,7 @@ def test_a_replay_to_a_revision_equals_etcds_own_state_there(recorded, staging, 
     member, session = staging
     target = written.marks[mark]
     done = replay(session, member.client_url, [r for r in revisions if r.revision <= target],
-                  lease_ttl=3600, reporter=LogReporter())
+                  lease_ttl=3600, election_ttl=30, reporter=LogReporter())
     assert (done.from_revision, done.to_revision) == (written.base_revision, target)
     assert done.revisions == target - written.base_revision
     assert done.events == sum(len(r.changes) for r in revisions if r.revision <= target)
@@ -94,7 +94,8 @@ def test_a_lease_granted_after_the_base_gets_the_default_ttl_and_outlives_the_re
             time.sleep(0.1)
         yield from later
 
-    done = replay(session, member.client_url, slow(), lease_ttl=ttl, reporter=LogReporter())
+    done = replay(session, member.client_url, slow(), lease_ttl=ttl, election_ttl=ttl,
+                  reporter=LogReporter())
     assert done.to_revision == written.last_revision
     assert written.late_lease in done.leases_granted and done.lease_ttl == ttl
     restored = staged_client(member)
@@ -119,10 +120,12 @@ def test_a_revision_that_does_not_fit_writes_nothing(recorded, staging):
     change = first.changes[0]
     wrong = Revision(first.revision, (dataclasses.replace(change, version=change.version + 1),))
     with pytest.raises(IntegrityError, match=f"revision {first.revision} does not apply"):
-        replay(session, member.client_url, [wrong], lease_ttl=60, reporter=LogReporter())
+        replay(session, member.client_url, [wrong], lease_ttl=60, election_ttl=60,
+               reporter=LogReporter())
     assert session.status(member.client_url).revision == written.base_revision
     with pytest.raises(IntegrityError, match=f"is {revisions[1].revision}, not {first.revision}"):
-        replay(session, member.client_url, revisions[1:], lease_ttl=60, reporter=LogReporter())
+        replay(session, member.client_url, revisions[1:], lease_ttl=60, election_ttl=60,
+               reporter=LogReporter())
 
 
 def test_a_staging_etcd_written_by_something_else_stops_the_replay(recorded, staging):
@@ -135,4 +138,5 @@ def test_a_staging_etcd_written_by_something_else_stops_the_replay(recorded, sta
         yield revisions[1]
 
     with pytest.raises(IntegrityError, match="something else wrote to it|not as the recorded"):
-        replay(session, member.client_url, interfered(), lease_ttl=60, reporter=LogReporter())
+        replay(session, member.client_url, interfered(), lease_ttl=60, election_ttl=60,
+               reporter=LogReporter())
