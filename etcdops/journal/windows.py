@@ -156,10 +156,19 @@ def _chain_view(
 
 
 def gaps(views: Sequence[BackupView], chains: Mapping[str, ChainView]) -> list[Gap]:
-    """Where a chain ends before the next base begins, in revision order: walking the backups
-    by revision, the furthest revision restorable so far (a chain's end, or a base's own
-    revision) against the next base's. Only an end a chain reached counts: backups without
-    a journal are not gaps."""
+    """Where a chain ends before the next base begins, history by history (the backups of one
+    etcd cluster ID: a restored cluster starts a new history whose revisions are not comparable
+    with the old one's), oldest history first."""
+    histories: dict[str, list[BackupView]] = {}
+    for view in sorted(views, key=lambda v: v.manifest.created_at):
+        histories.setdefault(view.manifest.etcd.cluster_id, []).append(view)
+    return [gap for history in histories.values() for gap in _gaps_of(history, chains)]
+
+
+def _gaps_of(views: Sequence[BackupView], chains: Mapping[str, ChainView]) -> list[Gap]:
+    """The gaps of one history, in revision order: walking the backups by revision, the
+    furthest revision restorable so far (a chain's end, or a base's own revision) against the
+    next base's. Only an end a chain reached counts: backups without a journal are not gaps."""
     gaps_found = []
     reach: tuple[int, str, datetime] | None = None  # the furthest chain end: revision, id, time
     furthest = 0
