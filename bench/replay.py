@@ -4,8 +4,8 @@ against the seed's 5-minute restore target.
 
 Run from the repository root with the virtualenv active:
 
-    python bench/replay.py                                    # 1 GiB, 720,000 revisions (~25 min)
-    python bench/replay.py --size 64MiB --revisions 20000     # a quick check (~2 min)
+    python bench/replay.py                                    # 1 GiB, 720,000 revisions (~20 min)
+    python bench/replay.py --size 64MiB --revisions 20000 --max-chain-revisions 8000  # ~2 min
     python bench/replay.py --revisions 200000 --json /tmp/replay.json   # and project the hour
 
 What it does, from nothing:
@@ -20,26 +20,34 @@ What it does, from nothing:
    own, created EVENT_BACKLOG Events before: Events come and go, as with --event-ttl). Every
    write is one revision. The hour is compressed: what kube-apiserver writes in an hour at
    200/s is written in minutes, so the journal sees it faster than production would.
-4. A wait until the journal's chain in the local store reaches the last revision written (its
-   segment manifests read back, journal.chain.window: no hole), then SIGTERM to the journal,
-   which must exit 0. The live keys at that revision are counted, and etcd is stopped: a
-   restore needs none, and it would only compete for the two cores.
-5. `etcdops restore latest --revision LAST` into an absent data dir, measured as restore.py
-   measures (common.measured_run: wall, CPU of the whole tree, the rest of the machine's CPU;
-   restore.TreePeaks: etcdops' own VmHWM and each program's under it, the staging etcd's
-   included). Its stderr is asked for in JSON lines (ETCDOPS_LOG_FORMAT=json), so each step is
-   timed from its log lines' timestamps: decode (the base read, checked and decrypted), staging
-   (etcdutl into the staging etcd and its start), replay, the staging etcd's snapshot, etcdutl
-   (the member). The replay's revisions, changes and rate are the ones it logs.
-6. An etcd booted on the restored data dir: its revision must be LAST and its live keys the
-   count of step 4.
+4. A wait until the journal's newest chain in the store the restore reads (local; the primary
+   with --s3) reaches the last revision written (every chain's segment manifests read back,
+   journal.chain.window: no hole), then SIGTERM to the journal, which must exit 0. Past
+   [journal] max_chain_revisions (300,000) the journal takes a full backup itself and starts a
+   new chain at it ('long'), so the hour comes as several chains, each with its base.
+5. The targets: the last revision written (the end of the hour), and the deepest point (the
+   end of the chain that replays the most, short of the next base), when that is another.
+   Their live keys are counted, and etcd is stopped: a restore needs none, and it would only
+   compete for the two cores.
+6. For each target, `etcdops restore latest --revision N` into an absent data dir, measured as
+   restore.py measures (common.measured_run: wall, CPU of the whole tree, the rest of the
+   machine's CPU; restore.TreePeaks: etcdops' own VmHWM and each program's under it, the
+   staging etcd's included). Its stderr is asked for in JSON lines (ETCDOPS_LOG_FORMAT=json),
+   so each step is timed from its log lines' timestamps: decode (the plan, the base read and
+   checked), staging (etcdutl into the staging etcd, its start), replay, the staging etcd's
+   snapshot, etcdutl (the member). The replay's revisions, changes and rate are the ones it
+   logs. It must have used the newest base at or below N, and an etcd booted on the restored
+   data dir must be at N with the original's live keys.
 
-With fewer revisions than the hour, the hour's time is projected: the restore's time outside
-the replay, plus 720,000 revisions at the replay's measured rate (the staging snapshot and the
-member's etcdutl grow with the history, so that is if anything low). The verdict is held
-against 300 s on the hour: the measured time when --revisions reaches it, else the projection.
-Exit code 0 only when it is met, 1 when missed or a check failed; Ctrl-C or SIGTERM stops
-everything and removes the files (130).
+The verdict holds the hour against 300 s: when the run wrote it, both restores as measured;
+with fewer revisions, the deepest point the chain bound allows in an hour (min(720,000,
+max_chain_revisions) revisions), projected from the restore that replayed the most: its time
+outside the replay plus those revisions at its replay rate (the staging snapshot and the
+member's etcdutl grow with the history, so that is a little low). What the hour would take as
+one chain (720,000 at that rate, as before the bound) is printed for the record. Exit code 0
+only when the target is met, 1 when it is missed or a check failed; Ctrl-C or SIGTERM stops
+everything and removes the files (130). --max-chain-revisions sets the journal's bound (a
+quick check of several chains).
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,12 +85,15 @@ from common import (
     in_thread,
     measured_run,
     run_bench,
+    sources_changed,
     write_config,
 )
 from machine import code_fingerprint, git_state, process_cpu
 from moto_s3 import MotoServer, add_s3_sections, fake_aws_env, fake_aws_variables, moto_with_buckets
 from restore import TreePeaks
 
+from etcdops.backup.catalog import Catalog
+from etcdops.config import EtcdConfig
 from etcdops.config.loader import load_config
 from etcdops.demo.sample import (
     NODE_LEASE_PREFIX,
@@ -98,6 +109,7 @@ from etcdops.etcd.local import LocalEtcd
 from etcdops.etcd.session import EtcdSession
 from etcdops.journal.chain import window
 from etcdops.journal.store import chain_manifests
+from etcdops.stores.base import Store
 from etcdops.stores.configured import open_stores
 from etcdops.units import format_duration, format_size, parse_size
 
@@ -121,7 +133,7 @@ class Load:
     """--revisions single-key revisions from a few threads, each a session of its own, as fast as
     etcd takes them; the last revision etcd answered."""
 
-    def __init__(self, config: Any, revisions: int, threads: int) -> None:
+    def __init__(self, config: EtcdConfig, revisions: int, threads: int) -> None:
         self.config = config
         objects = list(kubernetes_objects(TEMPLATE_OBJECTS, seed=1))
         self.pods = [(k, json.loads(v)) for k, v in objects if k.startswith(POD_PREFIX)]
@@ -138,14 +150,17 @@ class Load:
 
     @property
     def written(self) -> int:
+        """Revisions written so far, every writer's."""
         return sum(self.done)
 
     def start(self) -> Load:
+        """Begin writing now."""
         for worker in self._workers:
             worker.start()
         return self
 
     def running(self) -> bool:
+        """Whether a writer is still writing (each ends at its share or its first error)."""
         return any(worker.is_alive() for worker in self._workers)
 
     def stop(self) -> None:
@@ -169,6 +184,8 @@ class Load:
         except EtcdopsError as exc:
             if not self._stop.is_set():
                 self.errors.append(f"writer {number}: {exc.message}")
+        except Exception as exc:  # a bug here must fail the run, not shorten the load
+            self.errors.append(f"writer {number}: {exc!r}")
 
     def _write(self, session: EtcdSession, number: int, step: int, rng: random.Random,
                events: deque[bytes]) -> int:
@@ -187,37 +204,66 @@ class Load:
             lease = node_lease(body["metadata"]["name"], None, now)
             lease["metadata"] = body["metadata"]
             return session.put_many([(key, compact_json(lease))])
+        # the writers share the bodies: a put may carry another writer's time, which is harmless
         key, body = self.pods[(step * len(self.shares) + number) % len(self.pods)]
         body["status"]["conditions"] = [{"type": "Ready", "status": "True",
                                          "lastProbeTime": micro_time(now)}]
         return session.put_many([(key, compact_json(body))])
 
 
-@dataclass
-class Result:
-    """Everything one run measured (JSON: asdict, with the derived figures)."""
+@dataclass(frozen=True)
+class Chain:
+    """One base backup's chain in a store: how far it reaches."""
 
-    target_bytes: int
-    revisions_asked: int
-    db_size: int = 0  # etcd's dbSize after the base's snapshot
-    base_keys: int = 0
-    fill_s: float = 0.0
-    backup_id: str = ""
-    base_revision: int = 0
-    snapshot_bytes: int = 0
-    stored_bytes: int = 0
-    save_s: float = 0.0
-    written: int = 0  # revisions the writers made
-    write_s: float = 0.0
-    db_size_after: int = 0  # etcd's dbSize with the history written
-    last_revision: int = 0
-    live_keys: int = 0  # at last_revision
-    journal_cpu_s: float = 0.0  # from its start to its exit
-    catch_up_s: float = 0.0  # from the last write until the local chain held it
-    segments: int = 0
-    journal_stop_s: float = 0.0
-    restore_wall_s: float = 0.0
-    restore_cpu_s: float = 0.0  # the whole tree's: etcdops, etcdutl, the staging etcd
+    backup_id: str
+    base_revision: int
+    last_revision: int  # the base's own while the chain has no segment yet
+    segments: int
+
+    def __str__(self) -> str:
+        return (f"base {self.backup_id} at revision {self.base_revision}: {self.segments} "
+                f"segments to {self.last_revision} "
+                f"({self.last_revision - self.base_revision:,} revisions)")
+
+
+def chains_in(store: Store, cluster: str) -> list[Chain]:
+    """Every verified backup's chain in a store, oldest base first; ChildFailed at a damaged
+    segment manifest or a hole."""
+    bases = sorted((e.manifest for e in Catalog(store, cluster).entries()
+                    if e.verified and e.manifest is not None), key=lambda m: m.etcd.revision)
+    found = []
+    for base in bases:
+        manifests, damaged = chain_manifests(store, cluster, base.id)
+        chain = window(base.id, base.etcd.revision, manifests)
+        if damaged or chain.holes:
+            raise ChildFailed(f"the chain of {base.id} has {len(damaged)} damaged manifests "
+                              f"and {len(chain.holes)} holes")
+        found.append(Chain(base.id, base.etcd.revision,
+                           chain.last_revision or base.etcd.revision, len(manifests)))
+    return found
+
+
+def deepest_point(chains: Sequence[Chain]) -> tuple[int, int]:
+    """The revision in the chains' reach whose restore replays the most, and how many: the
+    end of a chain, short of the next base's revision (a restore to that uses the next base)."""
+    points = []
+    for chain, following in zip(chains, [*chains[1:], None], strict=True):
+        end = chain.last_revision if following is None else min(
+            chain.last_revision, following.base_revision - 1)
+        points.append((end - chain.base_revision, end))
+    replayed, end = max(points)
+    return end, replayed
+
+
+@dataclass
+class Restore:
+    """One `etcdops restore latest --revision N`, measured, and the etcd booted on it."""
+
+    revision: int  # the target
+    expected_keys: int  # live keys on the original at the target
+    base: str = ""  # the backup it replayed from
+    wall_s: float = 0.0
+    cpu_s: float = 0.0  # the whole tree's: etcdops, etcdutl, the staging etcd
     others_cores: float = 0.0
     load_1m: float = 0.0
     beside: list[str] = field(default_factory=list)
@@ -236,33 +282,86 @@ class Result:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def write_rate(self) -> float:
-        return self.written / self.write_s if self.write_s else 0.0
-
-    @property
     def replay_rate(self) -> float:
         """Revisions replayed per second (one change each here, so events/s too)."""
         return self.replayed_revisions / self.durations["replay"]
 
     @property
     def events_rate(self) -> float:
+        """Changes replayed per second, the figure issue 13 asks to quote."""
         return self.replayed_events / self.durations["replay"]
 
-    @property
-    def hour_s(self) -> float:
-        """The restore's time with the hour's revisions: measured, or projected."""
-        if self.replayed_revisions >= HOUR_REVISIONS:
-            return self.restore_wall_s
-        outside = self.restore_wall_s - self.durations["replay"]
-        return outside + HOUR_REVISIONS / self.replay_rate
+    def projected_s(self, revisions: int) -> float:
+        """This restore with `revisions` replayed at its replay's rate instead."""
+        return self.wall_s - self.durations["replay"] + revisions / self.replay_rate
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON form, with the rates."""
+        return asdict(self) | {"replay_revisions_per_s": round(self.replay_rate, 1),
+                               "replay_events_per_s": round(self.events_rate, 1)}
+
+
+@dataclass
+class Result:
+    """Everything one run measured (JSON: as_dict, with the derived figures)."""
+
+    target_bytes: int
+    revisions_asked: int
+    db_size: int = 0  # etcd's dbSize after the base's snapshot
+    base_keys: int = 0
+    fill_s: float = 0.0
+    backup_id: str = ""
+    base_revision: int = 0
+    snapshot_bytes: int = 0
+    stored_bytes: int = 0
+    save_s: float = 0.0
+    written: int = 0  # revisions the writers made
+    write_s: float = 0.0
+    db_size_after: int = 0  # etcd's dbSize with the history written
+    last_revision: int = 0
+    journal_cpu_s: float = 0.0  # from its start to its stop
+    catch_up_s: float = 0.0  # from the last write until the restore's store held it
+    journal_stop_s: float = 0.0
+    # every chain in the restore's store, oldest base first: the first extends the bench's own
+    # backup, the others the journal's ('long': [journal] max_chain_revisions reached)
+    chains: list[Chain] = field(default_factory=list)
+    max_chain_revisions: int = 0  # the [journal] setting the journal ran with
+    # to the last revision written; then, when the journal cut chains, to the end of the
+    # longest one: the point that replays the most
+    restores: list[Restore] = field(default_factory=list)
+    code: str = ""
+
+    @property
+    def write_rate(self) -> float:
+        """How compressed the hour was: revisions written per second."""
+        return self.written / self.write_s if self.write_s else 0.0
+
+    @property
+    def hour_written(self) -> bool:
+        return self.written >= HOUR_REVISIONS
+
+    @property
+    def worst_replay(self) -> int:
+        """The most revisions a restore to a point in the hour replays: the run's deepest
+        point when it wrote the hour, else what the chain bound allows of it (a chain runs on
+        past the bound while its backup is taken: at 200/s, 200 revisions a second it takes)."""
+        if self.hour_written:
+            return deepest_point(self.chains)[1]
+        return min(HOUR_REVISIONS, self.max_chain_revisions)
+
+    @property
+    def slowest(self) -> Restore:
+        """The measured restore that replayed the most: the projections start from it."""
+        return max(self.restores, key=lambda r: r.replayed_revisions)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form, with the derived figures beside the measured ones."""
         return asdict(self) | {
+            "restores": [r.as_dict() for r in self.restores],
             "write_rate": round(self.write_rate, 1),
-            "replay_revisions_per_s": round(self.replay_rate, 1),
-            "replay_events_per_s": round(self.events_rate, 1),
-            "hour_s": round(self.hour_s, 1),
-            "hour_projected": self.replayed_revisions < HOUR_REVISIONS,
+            "worst_replay_revisions": self.worst_replay,
+            "worst_point_s": round(self.slowest.projected_s(self.worst_replay), 1),
+            "one_chain_hour_s": round(self.slowest.projected_s(HOUR_REVISIONS), 1),
         }
 
 
@@ -280,9 +379,11 @@ class ReplayBench:
         self.env = [env] if moto is None else fake_aws_env(env, workdir / "no-aws-config")
         if moto is not None:  # this process reads the chain from the stores too
             os.environ.update(fake_aws_variables(workdir / "no-aws-config"))
-        self.source = [] if moto is None else ["--from", "primary"]
+        # the store the restore reads, and whose chain the run waits for
+        self.store = "local" if moto is None else "primary"
 
     def run(self) -> Result:
+        """The base, the journal under the load, the restore, the check."""
         result = Result(self.args.size, self.args.revisions, code=code_fingerprint())
         etcdops = etcdops_binary()
         with filled_etcd(self.workdir, self.args.size, self.args.value_size) as etcd:
@@ -291,16 +392,28 @@ class ReplayBench:
                   flush=True)
             toml = write_config(self.workdir, etcdops, etcd.endpoint, self.children,
                                 identity=True)
+            if self.args.max_chain_revisions is not None:
+                with toml.open("a") as out:
+                    out.write(f"\n[journal]\nmax_chain_revisions = "
+                              f"{self.args.max_chain_revisions}\n")
             if self.moto is not None:
                 add_s3_sections(toml, self.moto.url)
             self._base(etcdops, toml, etcd, result)
             self._journal_and_load(etcdops, toml, etcd, result)
+            deepest, _ = deepest_point(result.chains)
+            targets = [result.last_revision] + (
+                [deepest] if deepest != result.last_revision else [])
+            restores = [Restore(target, in_thread(lambda t=target: count_keys(etcd.config, t)))
+                        for target in targets]
+            result.db_size_after = etcd.status().db_size
             etcd.cluster.stop()
-        self._restore(etcdops, toml, result)
-        self._check(result)
+        for number, restore in enumerate(restores):
+            self._restore(etcdops, toml, result, restore, number)
+            result.restores.append(restore)
         return result
 
     def _base(self, etcdops: str, toml: Path, etcd: FilledEtcd, result: Result) -> None:
+        """`etcdops snapshot save`: the backup the journal's chain follows."""
         out = self.workdir / "save.json"
         save = self.children.run([*self.env, etcdops, "snapshot", "save", "--config", str(toml),
                                   "-o", "json"], out, self.workdir / "save.err")
@@ -342,32 +455,27 @@ class ReplayBench:
                       flush=True)
         written_at = time.monotonic()
         result.write_s = written_at - started
-        if load.errors:
-            raise ChildFailed("; ".join(load.errors[:3]))
+        if load.errors or load.written != self.args.revisions:
+            raise ChildFailed(f"{load.written:,} of {self.args.revisions:,} revisions written: "
+                              + "; ".join(load.errors[:3]))
         result.written, result.last_revision = load.written, load.last_revision
         print(f"  {result.written:,} revisions written in {result.write_s:.1f} s "
               f"({result.write_rate:,.0f}/s; an hour at 200/s takes 3,600 s), last revision "
               f"{result.last_revision}", flush=True)
         config = load_config(toml, env={})
-        store = open_stores(config)["local"]
-
-        def reach() -> tuple[int, int]:
-            manifests, damaged = chain_manifests(store, config.cluster, result.backup_id)
-            chain = window(result.backup_id, result.base_revision, manifests)
-            if damaged or chain.holes:
-                raise ChildFailed(f"the local chain has {len(damaged)} damaged manifests and "
-                                  f"{len(chain.holes)} holes")
-            return chain.last_revision or 0, len(manifests)
-
+        result.max_chain_revisions = config.journal.max_chain_revisions
+        store = open_stores(config)[self.store]
         progress = {"revision": 0, "at": time.monotonic()}
 
         def caught_up() -> bool:
-            reached, result.segments = reach()
+            result.chains = chains_in(store, config.cluster)
+            reached = result.chains[-1].last_revision
             if reached > progress["revision"]:
                 progress.update(revision=reached, at=time.monotonic())
             elif time.monotonic() - progress["at"] > CATCH_UP_STALL_S:
-                raise ChildFailed(f"the journal's chain stayed at revision {reached} for "
-                                  f"{CATCH_UP_STALL_S:.0f} s (last written {result.last_revision})")
+                raise ChildFailed(f"the journal's newest chain stayed at revision {reached} for "
+                                  f"{CATCH_UP_STALL_S:.0f} s (last written "
+                                  f"{result.last_revision}): {tail(log)}")
             return reached >= result.last_revision
 
         wait_until(caught_up, None, journal, log, "the journal stopped before holding the load")
@@ -384,72 +492,71 @@ class ReplayBench:
         self.journal = None
         if code != 0:
             raise ChildFailed(f"the journal exited {code}: {tail(log)}")
-        result.live_keys = in_thread(
-            lambda: count_keys(etcd.config, result.last_revision))
-        result.db_size_after = etcd.status().db_size
-        print(f"  journal: {result.segments} segments to revision {result.last_revision}, "
+        print(f"  journal: {len(result.chains)} chain(s) to revision {result.last_revision}, "
               f"{result.catch_up_s:.1f} s after the last write; {result.journal_cpu_s:.1f} s "
-              f"of CPU; stopped in {result.journal_stop_s:.1f} s. etcd: "
-              f"{format_size(result.db_size_after)}, {result.live_keys} live keys", flush=True)
+              f"of CPU; stopped in {result.journal_stop_s:.1f} s", flush=True)
+        for chain in result.chains:
+            print(f"    {chain}", flush=True)
 
-    def _restore(self, etcdops: str, toml: Path, result: Result) -> None:
-        """`etcdops restore latest --revision LAST`, measured, its steps from its log lines."""
-        (self.workdir / RESTORED).mkdir()
-        restored = LocalEtcd(RESTORED, self.workdir / RESTORED / "data")
-        self.restored = restored
-        argv = [*self.env, "ETCDOPS_LOG_FORMAT=json", etcdops, "restore", "latest", *self.source,
-                "--revision", str(result.last_revision), "--data-dir", str(restored.data_dir),
-                "--name", restored.name, "--initial-cluster", restored.initial_cluster,
+    def _restore(self, etcdops: str, toml: Path, result: Result, restore: Restore,
+                 number: int) -> None:
+        """`etcdops restore latest --revision N` into an absent data dir, measured, its steps
+        from its log lines; then an etcd on it, which must be at N with the original's keys."""
+        work = self.workdir / f"{RESTORED}-{number}"
+        work.mkdir()
+        restored = self.restored = LocalEtcd(RESTORED, work / "data")
+        argv = [*self.env, "ETCDOPS_LOG_FORMAT=json", etcdops, "restore", "latest",
+                "--from", self.store, "--revision", str(restore.revision),
+                "--data-dir", str(restored.data_dir), "--name", restored.name,
+                "--initial-cluster", restored.initial_cluster,
                 "--initial-advertise-peer-urls", restored.peer_url,
                 "--config", str(toml), "-o", "json"]
-        os.sync()  # the load's writeback is not the restore's to pay
-        print(f"  restoring to revision {result.last_revision} ...", flush=True)
+        os.sync()  # the last writes' writeback is not the restore's to pay
+        print(f"  restoring to revision {restore.revision} ...", flush=True)
         peaks = TreePeaks()
-        out, err = self.workdir / "restore.json", self.workdir / "restore.err"
+        out, err = work / "restore.json", work / "restore.err"
         servers = {} if self.moto is None else {"moto": self.moto.cpu}
         measured = measured_run(self.children, argv, out, err, label="restore", servers=servers,
                                 wait_quiet=self.args.wait_quiet, sample=peaks)
         run = measured.run
         doc = json.loads(out.read_text())
-        if doc["backup_id"] != result.backup_id:
-            raise ChildFailed(f"the restore used backup {doc['backup_id']}, not the base "
-                              f"{result.backup_id}")
-        result.restore_wall_s, result.restore_cpu_s = run.wall_s, run.cpu_s
-        result.others_cores = measured.other_cpu_s / run.wall_s
-        result.load_1m, result.beside = measured.load_1m, measured.beside
-        if measured.code != result.code:
-            result.code += f", restore {measured.code}"
-        result.durations, result.warnings = doc["durations"], doc["warnings"]
-        result.peak_rss_mib, result.tree_rss_mib = peaks.own_mib, run.max_rss_mib
-        result.programs_rss_mib, result.anon_rss_mib = peaks.programs, peaks.anon
+        # the newest base at or below the target: the chain that holds it
+        base = next(c for c in reversed(result.chains) if c.base_revision <= restore.revision)
+        if doc["backup_id"] != base.backup_id:
+            raise ChildFailed(f"the restore to {restore.revision} used backup "
+                              f"{doc['backup_id']}, not {base.backup_id}")
+        restore.base, restore.code = base.backup_id, measured.code
+        restore.wall_s, restore.cpu_s = run.wall_s, run.cpu_s
+        restore.others_cores = measured.other_cpu_s / run.wall_s
+        restore.load_1m, restore.beside = measured.load_1m, measured.beside
+        restore.durations, restore.warnings = doc["durations"], doc["warnings"]
+        restore.peak_rss_mib, restore.tree_rss_mib = peaks.own_mib, run.max_rss_mib
+        restore.programs_rss_mib, restore.anon_rss_mib = peaks.programs, peaks.anon
         lines = log_lines(err)
-        result.steps = steps_of(lines, result.durations, run.wall_s)
-        result.timeline = [f"{at - lines[0][0]:8.2f} {text[:160]}" for at, text in lines]
+        restore.steps = steps_of(lines, restore.durations, run.wall_s)
+        restore.timeline = [f"{at - lines[0][0]:8.2f} {text[:160]}" for at, text in lines]
         replayed = next((m for _, text in lines if (m := _REPLAYED.search(text))), None)
         if replayed is None:
             raise ChildFailed(f"the restore did not log its replay (see {err})")
-        result.replayed_revisions = int(replayed[1].replace(",", ""))
-        result.replayed_events = int(replayed[2].replace(",", ""))
-
-    def _check(self, result: Result) -> None:
-        """An etcd on the restored data dir: at the last revision, with the live keys."""
-        assert self.restored is not None
-        restored = self.restored
+        restore.replayed_revisions = int(replayed[1].replace(",", ""))
+        restore.replayed_events = int(replayed[2].replace(",", ""))
 
         def read() -> tuple[int, int]:
             restored.start(wait=120.0)
             with EtcdSession(restored.etcd_config(command_timeout=120.0)) as session:
                 return session.status(restored.client_url).revision, session.count_keys()
 
-        result.restored_revision, result.restored_keys = in_thread(read)
+        restore.restored_revision, restore.restored_keys = in_thread(read)
         restored.stop()
         self.restored = None
-        if (result.restored_revision, result.restored_keys) != (
-                result.last_revision, result.live_keys):
+        shutil.rmtree(work)
+        if (restore.restored_revision, restore.restored_keys) != (
+                restore.revision, restore.expected_keys):
             raise ChildFailed(
-                f"the restored etcd is at revision {result.restored_revision} with "
-                f"{result.restored_keys} keys; the original was at {result.last_revision} with "
-                f"{result.live_keys}")
+                f"the restored etcd is at revision {restore.restored_revision} with "
+                f"{restore.restored_keys} keys; the original was at {restore.revision} with "
+                f"{restore.expected_keys}")
+        print_restore(restore)
 
     def stop(self) -> None:
         """Stop whatever the run left running (on every way out)."""
@@ -465,13 +572,14 @@ class ReplayBench:
             self.restored = None
 
 
-def count_keys(config: Any, revision: int) -> int:
+def count_keys(config: EtcdConfig, revision: int) -> int:
+    """The live keys at a revision, on a session of its own."""
     with EtcdSession(config) as session:
         return session.count_keys(revision)
 
 
-def wait_until(condition: Any, timeout: float | None, process: subprocess.Popen[bytes],
-               log: Path, failure: str) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float | None,
+               process: subprocess.Popen[bytes], log: Path, failure: str) -> None:
     """Poll condition() until true; ChildFailed (with the log's tail) if the process exits or
     the timeout passes first."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -482,6 +590,7 @@ def wait_until(condition: Any, timeout: float | None, process: subprocess.Popen[
 
 
 def tail(log: Path) -> str:
+    """A log's last lines, for a failure's message."""
     return " | ".join(log.read_text(errors="replace").splitlines()[-5:])
 
 
@@ -524,48 +633,76 @@ def steps_of(lines: list[tuple[float, str]], durations: dict[str, float],
     return {name: round(took, 2) for name, took in steps.items()}
 
 
-def print_result(r: Result) -> None:
+def print_restore(r: Restore) -> None:
+    """One restore's figures, as it finishes."""
     rss = ", ".join(f"{name} {mib:.0f}" for name, mib in r.programs_rss_mib.items())
     anon = ", ".join(f"{name} {mib:.0f}" for name, mib in r.anon_rss_mib.items())
-    hour = "projected" if r.replayed_revisions < HOUR_REVISIONS else "measured"
+    print(f"  restore to revision {r.revision} (base {r.base}): {r.wall_s:.1f} s wall "
+          f"({format_duration(r.wall_s)}), {r.cpu_s:.1f} s CPU (tree), others "
+          f"{r.others_cores:.2f} cores, load {r.load_1m:.2f}"
+          + ("  [BESIDE ANOTHER BENCHMARK OR TESTS]" if r.beside else ""))
+    print("    steps: " + ", ".join(f"{name} {took:.1f} s" for name, took in r.steps.items()))
+    print(f"    replay: {r.replayed_revisions:,} revisions, {r.replayed_events:,} events in "
+          f"{r.durations['replay']:.1f} s: {r.replay_rate:,.0f} revisions/s, "
+          f"{r.events_rate:,.0f} events/s")
+    print(f"    peak RSS: etcdops {r.peak_rss_mib:.1f} MiB (its own), programs under it {rss} "
+          f"MiB (anonymous: {anon}); tree {r.tree_rss_mib:.0f} MiB")
+    print(f"    restored etcd: revision {r.restored_revision}, {r.restored_keys} keys (as the "
+          "original at that revision)", flush=True)
+
+
+def print_result(r: Result) -> None:
+    """The summary bench/README.md quotes."""
     print(f"\n== base {format_size(r.db_size)} (etcd dbSize {r.db_size} bytes, {r.base_keys} "
           f"keys, revision {r.base_revision}; backup {format_size(r.snapshot_bytes)} -> "
           f"{format_size(r.stored_bytes)})")
     print(f"  journal: {r.written:,} revisions written in {r.write_s:.1f} s "
-          f"({r.write_rate:,.0f}/s: the hour compressed), {r.segments} segments; etcd after: "
-          f"{format_size(r.db_size_after)}")
-    print(f"  restore to revision {r.last_revision}: {r.restore_wall_s:.1f} s wall "
-          f"({format_duration(r.restore_wall_s)}), {r.restore_cpu_s:.1f} s CPU (tree), others "
-          f"{r.others_cores:.2f} cores, load {r.load_1m:.2f}"
-          + ("  [BESIDE ANOTHER BENCHMARK OR TESTS]" if r.beside else ""))
-    print("  steps: " + ", ".join(f"{name} {took:.1f} s" for name, took in r.steps.items()))
-    print(f"  replay: {r.replayed_revisions:,} revisions, {r.replayed_events:,} events in "
-          f"{r.durations['replay']:.1f} s: {r.replay_rate:,.0f} revisions/s, "
-          f"{r.events_rate:,.0f} events/s")
-    print(f"  peak RSS: etcdops {r.peak_rss_mib:.1f} MiB (its own), programs under it {rss} MiB "
-          f"(anonymous: {anon}); tree {r.tree_rss_mib:.0f} MiB")
-    print(f"  restored etcd: revision {r.restored_revision}, {r.restored_keys} keys (as the "
-          "original at that revision)")
-    print(f"  with the hour ({HOUR_REVISIONS:,} revisions): {r.hour_s:.0f} s "
-          f"({format_duration(r.hour_s)}), {hour}")
-    for warning in r.warnings:
+          f"({r.write_rate:,.0f}/s: the hour compressed); etcd after: "
+          f"{format_size(r.db_size_after)}; {len(r.chains)} chain(s) "
+          f"([journal] max_chain_revisions {r.max_chain_revisions:,}):")
+    for chain in r.chains:
+        print(f"    {chain}")
+    for restore in r.restores:
+        print_restore(restore)
+    for warning in sorted({w for restore in r.restores for w in restore.warnings}):
         print(f"  restore warning: {warning}")
 
 
 def verdict(r: Result) -> tuple[bool, list[str]]:
-    ok = r.hour_s <= TARGET_S
-    how = ("measured" if r.replayed_revisions >= HOUR_REVISIONS else
-           f"projected from {r.replayed_revisions:,} at {r.replay_rate:,.0f}/s")
-    return ok, [
-        f"restore of a {format_size(r.db_size)} base plus {HOUR_REVISIONS:,} revisions of "
-        f"journal: {r.hour_s:.0f} s ({how}) (target <= {TARGET_S:.0f} s): "
-        + ("PASS" if ok else "FAIL"),
-        f"replay {r.events_rate:,.0f} events/s ({r.replay_rate:,.0f} revisions/s; quoted)",
-        f"etcdops restore peak RSS {r.peak_rss_mib:.1f} MiB (quoted)",
+    """The hour's restores against 300 s: measured (its end, and its deepest point) when the
+    run wrote the hour, else the deepest point the chain bound allows, projected from the
+    restore that replayed the most; and what is quoted."""
+    def met(seconds: float) -> str:
+        return "PASS" if seconds <= TARGET_S else "FAIL"
+
+    ok, lines = True, []
+    slowest = r.slowest
+    if r.hour_written:
+        for restore in r.restores:
+            ok &= restore.wall_s <= TARGET_S
+            lines.append(f"restore to revision {restore.revision} (base {restore.base}, "
+                         f"{restore.replayed_revisions:,} revisions replayed): "
+                         f"{restore.wall_s:.0f} s, measured (target <= {TARGET_S:.0f} s): "
+                         + met(restore.wall_s))
+    else:
+        worst = slowest.projected_s(r.worst_replay)
+        ok = worst <= TARGET_S
+        lines.append(f"the deepest point in the hour ({r.worst_replay:,} revisions: the chain "
+                     f"bound): {worst:.0f} s, projected at {slowest.replay_rate:,.0f}/s "
+                     f"(target <= {TARGET_S:.0f} s): " + met(worst))
+    lines += [
+        f"the hour in one chain ({HOUR_REVISIONS:,} revisions, as before max_chain_revisions): "
+        f"{slowest.projected_s(HOUR_REVISIONS):.0f} s, projected at "
+        f"{slowest.replay_rate:,.0f}/s (for the record)",
+        "replay " + ", ".join(f"{x.events_rate:,.0f}" for x in r.restores)
+        + " events/s (quoted)",
+        f"etcdops restore peak RSS {max(x.peak_rss_mib for x in r.restores):.1f} MiB (quoted)",
     ]
+    return ok, lines
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """This benchmark's options; a bad combination exits 2."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--size", type=parse_size, default=parse_size("1GiB"),
                         help="the base's etcd dbSize (units as in etcdops.toml; default 1GiB)")
@@ -576,6 +713,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="threads writing them, each a session of its own (default 4)")
     parser.add_argument("--value-size", type=parse_size, default=DEFAULT_VALUE_SIZE,
                         help="bytes per object in the base (the journal's are their own size)")
+    parser.add_argument("--max-chain-revisions", type=int, default=None, metavar="N",
+                        help="the journal's [journal] max_chain_revisions (default: its own)")
     parser.add_argument("--s3", action="store_true",
                         help="the base and journal also in moto's two regions; restore from "
                         "the primary")
@@ -610,9 +749,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = bench.run()
         print_result(result)
         ok, lines = verdict(result)
-        if result.code != code:
-            lines.append(f"WARNING: etcdops' sources changed during the benchmark ({code} at "
-                         f"the start; {result.code})")
+        lines += sources_changed([result.code, *(x.code for x in result.restores)], code)
         return conclude(ok, lines, load_before, args.json, {
             "etcdops": {"commit": commit, "sources": code, "at_end": git_state()},
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
