@@ -2,12 +2,15 @@
 rounds, for a lead deciding what to change in etcdops (this benchmark changes nothing there).
 
 - One more restore under cProfile (the main thread; where it waits for etcdutl, the staging
-  etcd or the background fsync shows as that wait).
+  etcd or the background fsync shows as that wait). The decode runs on three threads and only
+  the first (reading, the object's sha256, age) is profiled: its waits for zstd's thread show
+  as `acquire` of a lock (the hand-off's full queue).
 - Probes, each one process, measured as the rounds are:
   - `get`: the object in one GET read in 1 MiB blocks and thrown away, by botocore as etcdops
     reads it: the download alone, and moto's share of it;
   - `etcdops fetch --from local`: etcdops' decode chain alone (object sha256, age, zstd, etcd's
-    trailer, the fsynced file), reading the local store's copy instead of the network;
+    trailer, the fsynced file), reading the local store's copy instead of the network; its CPU
+    above its wall is the decode's threads overlapping;
   - `age | zstd (local)`: the shell's decode alone from the same file;
   - `etcdutl` and `etcdutl --skip-hash-check` on the same plain snapshot, alternated: what
     etcdutl's own sha256 check of a snapshot etcdops has already checked costs.
