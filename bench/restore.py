@@ -370,8 +370,11 @@ class Bench:
             config = write_config(workdir, etcdops, etcd.endpoint, self.children, identity=True)
             add_s3_sections(config, self.moto.url)
             out = workdir / "save.json"
+            # --force: every size saves the same cluster to the same buckets, so without it the
+            # second size finds the first one's backup in the period and saves nothing
             save = self.children.run(
-                [*env, etcdops, "snapshot", "save", "--config", str(config), "--output", "json"],
+                [*env, etcdops, "snapshot", "save", "--force", "--config", str(config),
+                 "--output", "json"],
                 out, workdir / "save.err",
             )
             manifest = json.loads(out.read_text())
