@@ -32,7 +32,7 @@ from etcdops.stores.base import Store
 from etcdops.stores.configured import Stores, open_stores
 from etcdops.stores.local import AtomicFile
 from etcdops.stream.pipeline import SnapshotDecoder
-from etcdops.stream.writers import Digest, Discard, SnapshotTrailerCheck, Writer
+from etcdops.stream.writers import Digest, Discard, Search, SnapshotTrailerCheck, Writer
 
 if TYPE_CHECKING:
     from etcdops.crypto.age import Identity
@@ -390,25 +390,26 @@ def fetch_snapshot(
 
 def decode_snapshot(
     config: Config, ref: str, out: Path, reporter: Reporter, *, store: str | None = None,
-    stores: Stores | None = None,
+    stores: Stores | None = None, search: Search | None = None,
 ) -> SnapshotStatus:
     """Write the checked plain snapshot of a backup, or of a snapshot file (encrypted or plain),
     to out: what a restore or a drill hands to etcdutl. Copies are tried as for status, and out
-    appears only once every check has passed."""
+    appears only once every check has passed. search, when given, looks at the plain bytes as
+    they are written (search.found: whether the copy written holds its needle)."""
     # a scratch file that etcdutl reads at once and that goes with its directory: not synced
     return _decode_into(
         config, locate(config, ref, reporter, store=store, stores=stores), out, reporter,
-        durable=False,
+        durable=False, search=search,
     )
 
 
 def _decode_into(
     config: Config, located: tuple[list[BackupSource], list[str]], out: Path, reporter: Reporter,
-    *, durable: bool = True,
+    *, durable: bool = True, search: Search | None = None,
 ) -> SnapshotStatus:
     def attempt(source: BackupSource) -> _Decoded:
         with AtomicFile(out, durable=durable) as target:
-            return _read(config, source, target, reporter)
+            return _read(config, source, search.over(target) if search else target, reporter)
 
     source, decoded, fallbacks = first_good(located, attempt, reporter)
     return _status(config, source, decoded, fallbacks)

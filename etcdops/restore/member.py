@@ -39,6 +39,7 @@ from etcdops.restore.revision import (
 )
 from etcdops.restore.staging import (
     ETCDUTL_TIMEOUT,
+    samples_search,
     save_checked,
     stage_bump,
     trusted_hash_flags,
@@ -188,8 +189,12 @@ def prepared_snapshot(
             if stdin is None:
                 raise UsageError("REF '-' reads a plain snapshot from standard input: none given")
             status = _read_stdin(stdin, plain, reporter)
+            may_hold = None
         else:
-            status = decode_snapshot(config, ref, plain, reporter, store=store, stores=stores)
+            search = samples_search(config)  # as it decodes: the staging's first question
+            status = decode_snapshot(config, ref, plain, reporter, store=store, stores=stores,
+                                     search=search)
+            may_hold = search.found
         revision = _revision(plain, status, config)
         durations = {"download_decode": round(time.monotonic() - reading, 3)}
         if bump_flags:
@@ -204,7 +209,7 @@ def prepared_snapshot(
             ))
         else:
             plain, plan, staged_for = _stage(
-                config, etcdutl, plain, status, revision, work, reporter, clock
+                config, etcdutl, plain, status, revision, work, reporter, clock, may_hold
             )
             if staged_for is not None:
                 durations["staging"] = round(staged_for, 3)
@@ -254,10 +259,10 @@ def _point_plan(
 
 def _stage(
     config: Config, etcdutl: Path, plain: Path, status: SnapshotStatus, revision: int,
-    work: Path, reporter: Reporter, clock: Callable[[], float],
+    work: Path, reporter: Reporter, clock: Callable[[], float], may_hold: bool | None,
 ) -> tuple[Path, RevisionPlan, float | None]:
     """The snapshot advanced on a staging etcd, or the plain one and the reason it was not;
-    and how long the staging took, None when none was tried."""
+    and how long the staging took, None when none was tried. may_hold: stage_bump's."""
     why = no_flags(etcdutl)
     if status.created_at is None:
         return plain, unbumped_plan(restart_warning(
@@ -271,7 +276,8 @@ def _stage(
     created = datetime.fromisoformat(status.created_at).timestamp()
     started = time.monotonic()
     outcome = stage_bump(
-        config, etcdutl, plain, status.source, revision, created, work, reporter, clock=clock
+        config, etcdutl, plain, status.source, revision, created, work, reporter, clock=clock,
+        may_hold=may_hold,
     )
     took = time.monotonic() - started
     if outcome.staged is None:

@@ -34,7 +34,7 @@ from etcdops.etcd.session import EtcdSession
 from etcdops.report import Reporter
 from etcdops.restore.revision import RevisionPlan, over_budget, staged_plan, write_rate
 from etcdops.stores.local import AtomicFile
-from etcdops.stream.writers import SnapshotTrailerCheck
+from etcdops.stream.writers import Search, SnapshotTrailerCheck
 from etcdops.units import format_duration
 
 STAGING_NAME = "etcdops-staging"
@@ -154,17 +154,20 @@ def _too_few_samples(count: int, config: Config) -> str:
     )
 
 
-def may_hold_samples(snapshot: Path, prefix: bytes) -> bool:
-    """Whether the snapshot's bytes hold the samples' key prefix anywhere. bbolt stores every
-    key whole, so False means no sample for certain, and the staging etcd need not be restored
-    and booted to find that out (7 s at 1 GiB); True may be a stale page, and etcd decides."""
-    tail = b""
+def samples_search(config: Config) -> Search:
+    """A search of a snapshot's bytes for the compaction samples' key prefix. bbolt stores every
+    key whole, so not found means no sample for certain, and the staging etcd need not be
+    restored and booted to find that out (7 s at 1 GiB); found may be a stale page, and etcd
+    decides. A restore searches as it decodes, and reads nothing again."""
+    return Search(config.compaction.prefix.encode())
+
+
+def may_hold_samples(snapshot: Path, search: Search) -> bool:
+    """Whether the snapshot file's bytes hold the search's needle, read a MiB at a time."""
     with snapshot.open("rb") as file:
-        while chunk := file.read(_SCAN_CHUNK):
-            if prefix in tail + chunk[:len(prefix)] or prefix in chunk:
-                return True
-            tail = chunk[-len(prefix):]
-    return False
+        while not search.found and (chunk := file.read(_SCAN_CHUNK)):
+            search.write(chunk)
+    return search.found
 
 
 def stage_bump(
@@ -178,15 +181,19 @@ def stage_bump(
     reporter: Reporter,
     *,
     clock: Callable[[], float] = time.time,
+    may_hold: bool | None = None,
 ) -> StagingOutcome:
     """Advance the plain snapshot's revision (the backup's `revision`, taken at `created`) on a
     staging etcd under work, by what the backup's age and the cluster's write rate call for;
-    the staged snapshot lands in work, or the reason it was not made."""
+    the staged snapshot lands in work, or the reason it was not made. may_hold: whether the
+    snapshot may hold samples, when a search as it was decoded said; None: it is read here."""
     try:
         find_binary("etcd")
     except ToolError as exc:  # etcd runs in a container on many hosts: etcdutl is all there is
         return StagingOutcome(None, f"no etcd binary here for a staging etcd ({exc.message})")
-    if not may_hold_samples(plain, config.compaction.prefix.encode()):
+    if may_hold is None:
+        may_hold = may_hold_samples(plain, samples_search(config))
+    if not may_hold:
         return StagingOutcome(None, _too_few_samples(0, config))
     member = throwaway_member(work / "staging", config, STAGING_NAME)
     member.data_dir.parent.mkdir()

@@ -38,6 +38,32 @@ class Discard:
         return len(data)
 
 
+class Search:
+    """Whether a byte string occurs in a stream (across writes too), found as the stream passes
+    on to another writer, so that nothing has to read it again."""
+
+    def __init__(self, needle: bytes) -> None:
+        self.needle = needle
+        self.found = False
+        self._tail = b""
+        self._downstream: Writer = Discard()
+
+    def over(self, downstream: Writer) -> Search:
+        """This search started anew, passing every byte on to downstream: one per attempt of a
+        read that may be tried again from another copy."""
+        self.found, self._tail, self._downstream = False, b"", downstream
+        return self
+
+    def write(self, data: bytes, /) -> int:
+        if not self.found:
+            keep = len(self.needle) - 1  # the needle's start may end one write
+            self.found = self.needle in self._tail + data[:keep] or self.needle in data
+            if keep:
+                self._tail = data[-keep:] if len(data) >= keep else (self._tail + data)[-keep:]
+        self._downstream.write(data)
+        return len(data)
+
+
 class Digest:
     """Counts and hashes what passes, to compare a stored object with its manifest."""
 

@@ -14,7 +14,7 @@ import etcd3
 import etcd3.exceptions
 import pytest
 
-from etcdops.backup.readback import fetch_snapshot
+from etcdops.backup.readback import decode_snapshot, fetch_snapshot
 from etcdops.backup.save import save_snapshot
 from etcdops.config.settings import RestoreConfig
 from etcdops.etcd.local import LocalCluster
@@ -22,6 +22,7 @@ from etcdops.etcd.session import EtcdSession
 from etcdops.maintenance.compaction import compact
 from etcdops.report import LogReporter
 from etcdops.restore.member import RestoreRequest, prepared_snapshot, restore_prepared
+from etcdops.stream.writers import Search
 
 LEASE_TTL = 3  # seconds: the staging etcd runs longer than this (the test sees to it)
 LEASED_KEY = b"/registry/events/default/leased"
@@ -184,6 +185,21 @@ def test_without_samples_there_is_no_rate_and_the_warning_says_so(
     assert not any(e.startswith("starting a staging etcd") for e in events.events)
 
 
+def test_the_decode_searches_for_samples_as_it_writes_the_plaintext(
+    backup_config, saved, sampled, tmp_path
+):
+    # saved before sampled: a backup of the same etcd before compaction wrote its samples
+    from etcdops.restore import staging
+
+    manifest, _, _ = sampled
+    for backup_id, holds in ((manifest.id, True), (saved.id, False)):
+        search = staging.samples_search(backup_config)
+        plain = tmp_path / f"{backup_id}.db"
+        decode_snapshot(backup_config, backup_id, plain, Events(), search=search)
+        assert search.found is holds, backup_id
+        assert staging.may_hold_samples(plain, staging.samples_search(backup_config)) is holds
+
+
 def test_the_sample_scan_finds_the_prefix_anywhere_even_across_its_reads(tmp_path):
     from etcdops.restore import staging
 
@@ -194,9 +210,9 @@ def test_the_sample_scan_finds_the_prefix_anywhere_even_across_its_reads(tmp_pat
         data = bytearray(3 * chunk)
         data[at:at + len(prefix)] = prefix
         snapshot.write_bytes(bytes(data))
-        assert staging.may_hold_samples(snapshot, prefix), at
+        assert staging.may_hold_samples(snapshot, Search(prefix)), at
     snapshot.write_bytes(bytes(3 * chunk) + prefix[:-1])
-    assert not staging.may_hold_samples(snapshot, prefix)
+    assert not staging.may_hold_samples(snapshot, Search(prefix))
 
 
 @pytest.mark.parametrize("case", ["no manifest", "budget 0s"])

@@ -15,6 +15,7 @@ from etcdops.stream.writers import (
     AgeEncrypt,
     Digest,
     Discard,
+    Search,
     SnapshotTrailerCheck,
     ZstdCompress,
     ZstdDecompress,
@@ -157,3 +158,30 @@ def test_corrupt_compressed_data_is_an_integrity_error():
     decompress = ZstdDecompress(Discard())
     with pytest.raises(IntegrityError, match="corrupt"):
         decompress.write(b"\x28\xb5\x2f\xfd" + b"\xff" * 64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(max_size=200),
+    needle=st.binary(min_size=1, max_size=6),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+)
+def test_search_finds_the_needle_however_the_stream_is_cut_and_passes_every_byte(
+    data, needle, cuts
+):
+    passed = io.BytesIO()
+    search = Search(needle).over(passed)
+    start = 0
+    for cut in sorted(cuts) + [len(data)]:
+        search.write(data[start:max(start, cut)])
+        start = max(start, cut)
+    assert search.found == (needle in data)
+    assert passed.getvalue() == data
+
+
+def test_search_starts_anew_over_another_attempt():
+    search = Search(b"needle")
+    search.over(io.BytesIO()).write(b"a needle here")
+    assert search.found
+    search.over(io.BytesIO()).write(b"nothing")
+    assert not search.found
