@@ -44,7 +44,6 @@ class Candidate:
     detail: str | None = None  # what is wrong with it, or how it was confirmed
 
 
-
 @dataclass(frozen=True)
 class Decision:
     candidate: Candidate
@@ -79,11 +78,15 @@ def worth_confirming(
 def _covering_base(
     oldest_first: Sequence[Candidate], reaches: Reaches, window_start: datetime
 ) -> Candidate | None:
-    """The newest of these taken before the window started, when its chain reaches into the
-    window: without it, the window's first moments could not be restored."""
-    before = [c for c in oldest_first if c.created_at < window_start]
-    if before and (reach := reaches.get(before[-1].id)) is not None and reach >= window_start:
-        return before[-1]
+    """The newest of these taken before the window started whose chain reaches into the window:
+    without it, the window's first moments could not be restored. A newer one before the start
+    whose chain does not reach it (no chain: a backup the journal never switched to, or one its
+    chain ended before) restores none of those moments, so it does not stand in."""
+    for candidate in reversed(oldest_first):
+        if candidate.created_at >= window_start:
+            continue
+        if (reach := reaches.get(candidate.id)) is not None and reach >= window_start:
+            return candidate
     return None
 
 

@@ -133,8 +133,12 @@ def reaching(*spec):
         ([(50, V), (30, V), (20, V)], reaching(("b30", 23)), {"b30", "b20"}),
         # its chain ends before the window starts: it restores nothing the window needs
         ([(50, V), (30, V), (20, V)], reaching(("b30", 25)), {"b20"}),
-        # only the newest one before the start counts, even when an older chain reaches further
-        ([(50, V), (30, V), (20, V)], reaching(("b50", 10), ("b30", 25)), {"b20"}),
+        # a newer one before the start whose chain ends before it (or that has no chain) does
+        # not stand in for an older base whose chain reaches into the window
+        ([(50, V), (30, V), (20, V)], reaching(("b50", 10), ("b30", 25)), {"b50", "b20"}),
+        ([(24.5, V), (24.05, V), (23, V)], reaching(("b24.5", 23.9)), {"b24.5", "b23"}),
+        # the newest one whose chain reaches in is enough: it covers the start
+        ([(50, V), (30, V), (20, V)], reaching(("b50", 10), ("b30", 23)), {"b30", "b20"}),
         # an unchecked or damaged one is not a base retention relies on: the newest verified one
         # before it is, if its own chain reaches
         ([(50, V), (30, U), (20, V)], reaching(("b50", 23), ("b30", 10)), {"b50", "b20"}),
@@ -176,10 +180,11 @@ def test_chains_only_ever_keep_the_one_base_more(ages, keep_min, keep_hours):
     added = kept(with_chains) - without
     assert without <= kept(with_chains) and len(added) <= 1
     start = NOW - timedelta(hours=keep_hours)
-    verified = sorted((c for c in candidates if c.condition is V and c.created_at < start),
+    covering = sorted((c for c in candidates if c.condition is V and c.created_at < start
+                       and reaches.get(c.id, start - timedelta(1)) >= start),
                       key=lambda c: (c.created_at, c.id))
-    if verified and reaches.get(verified[-1].id, start - timedelta(1)) >= start:
-        assert verified[-1].id in kept(with_chains)
+    if covering:  # every point from the window's start is restorable from a kept base
+        assert covering[-1].id in kept(with_chains)
     for d in with_chains:
         if d.candidate.id in added:
             assert d.reasons[-1].startswith("base of the chain that covers the window's start")
