@@ -222,7 +222,7 @@ class Chain:
 
     def __str__(self) -> str:
         return (f"base {self.backup_id} at revision {self.base_revision}: {self.segments} "
-                f"segments to {self.last_revision} "
+                f"segment(s) to {self.last_revision} "
                 f"({self.last_revision - self.base_revision:,} revisions)")
 
 
