@@ -57,7 +57,7 @@ from etcdops.crypto.keys import configured_recipients
 from etcdops.errors import EtcdopsError, EtcdUnavailableError, IntegrityError
 from etcdops.etcd.election import Holder, Taken, Term, election_key
 from etcdops.etcd.watch import HistoryChanged, Revision, WatchCompacted
-from etcdops.journal.base import Base, base_of, newest_base, resume_point
+from etcdops.journal.base import BASE_STORES, Base, base_of, newest_base, resume_point
 from etcdops.journal.publish import Publisher, StoreCounts
 from etcdops.journal.segment import SegmentBuffer
 from etcdops.journal.store import seal
@@ -123,20 +123,31 @@ class _Chain:
 
 
 class _BackgroundSave:
-    """A full backup taken on a thread of its own while the watch goes on."""
+    """A full backup taken on a thread of its own while the watch goes on, for the chain of one
+    base: its result is that chain's alone, whatever ended the chain meanwhile."""
 
-    def __init__(self, config: Config, reporter: Reporter, stores: Stores) -> None:
+    def __init__(self, config: Config, reporter: Reporter, stores: Stores, chain: Base) -> None:
+        self.chain = chain
         self.base: Base | None = None
-        self.error: EtcdopsError | None = None
+        self.problem: str | None = None
         self._thread = threading.Thread(target=self._save, args=(config, reporter, stores),
                                         name="journal-long-chain-backup", daemon=True)
         self._thread.start()
 
     def _save(self, config: Config, reporter: Reporter, stores: Stores) -> None:
         try:
-            self.base = base_of(save_snapshot(config, reporter, stores=stores).manifest)
-        except EtcdopsError as exc:
-            self.error = exc
+            saved = save_snapshot(config, reporter, stores=stores)
+        except Exception as exc:  # said by the chain that waits for it, never a thread's trace
+            self.problem = exc.message if isinstance(exc, EtcdopsError) else repr(exc)
+            return
+        shared = next((name for name in BASE_STORES if name in stores), None)
+        if shared is not None and shared not in saved.stored:
+            # a base only this host holds: a node taking the journal over (which looks for its
+            # base in the shared store) would not find it, nor extend its chain
+            self.problem = (f"backup {saved.manifest.id} is not in the {shared} store "
+                            f"({saved.failures.get(shared, 'not stored')})")
+            return
+        self.base = base_of(saved.manifest)
 
     @property
     def running(self) -> bool:
@@ -244,6 +255,10 @@ class _Journal:
             if self.long_backup is not None and self.long_backup.running:
                 log.info("journal: waiting for the full backup of the long chain to finish")
                 self.long_backup.wait(self.config.schedule.stop_timeout)
+                if self.long_backup.running:
+                    log.warning("journal: the full backup of the long chain did not finish "
+                                "within [schedule] stop_timeout and is abandoned: what it "
+                                "wrote is left to 'etcdops snapshot prune'")
             left = self.publisher.drain(self.config.schedule.stop_timeout)
             self.publisher.close()
             self.report.unpublished = left
@@ -385,7 +400,10 @@ class _Journal:
             return self._new_chain("compacted")
         except HistoryChanged as exc:
             self._cut(chain, buffer)
-            log.warning("journal: %s", exc.message)
+            log.warning("journal: %s; watching again in %s", exc.message,
+                        format_duration(RETRY_PAUSE))
+            # endpoints of two clusters would otherwise turn this into a loop of watches
+            self.stop.wait(RETRY_PAUSE)
             return chain  # the next watch finds the new history's chain
         except EtcdUnavailableError as exc:
             self._cut(chain, buffer)
@@ -449,22 +467,29 @@ class _Journal:
         if reached - chain.base.revision < self.journal.max_chain_revisions:
             return None
         job = self.long_backup
+        if job is not None and job.chain != chain.base:
+            if job.running:
+                return None  # an earlier chain's, still saving: one full backup at a time
+            job = self.long_backup = None  # an earlier chain's result: not this chain's base
         if job is None:
             if now < self.long_backup_after:
                 return None
             log.info("journal: chain %s holds %d revisions ([journal] max_chain_revisions "
                      "%d): taking a full backup for the next chain", chain.base.backup_id,
                      reached - chain.base.revision, self.journal.max_chain_revisions)
-            self.long_backup = _BackgroundSave(self.config, self.reporter, self.stores)
+            self.long_backup = _BackgroundSave(self.config, self.reporter, self.stores,
+                                               chain.base)
             return None
         if job.running:
             return None
         self.long_backup = None
-        if job.base is None:
-            message = job.error.message if job.error else "it ended without a backup"
+        if (job.base is None or job.base.cluster_id != chain.base.cluster_id
+                or job.base.revision <= chain.base.revision):
             log.warning("journal: the full backup for the next chain failed; trying again in "
-                        "%s: %s", format_duration(self.catalogue_every), message)
+                        "%s: %s", format_duration(self.catalogue_every),
+                        job.problem or "it holds no revision past the chain's base")
             self.long_backup_after = now + self.catalogue_every
+            return None
         return job.base
 
     def _summary(self, *, final: bool = False) -> None:

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import etcd3
 import pytest
@@ -18,6 +19,7 @@ from etcdops.config.settings import MetricsConfig
 from etcdops.crypto.age import Identity
 from etcdops.etcd.local import LocalCluster
 from etcdops.journal.base import newest_base
+from etcdops.journal.run import JournalReport, _Chain, _Journal
 from etcdops.metrics.textfile import read_samples, textfile_path
 from etcdops.report import LogReporter
 from etcdops.stores.configured import open_stores
@@ -217,6 +219,32 @@ def test_a_chain_of_max_chain_revisions_takes_a_backup_and_the_chains_meet(
     assert after.path[0].first_revision == new.revision + 1
     assert replayed(store, after, identity) == history(
         config, new.revision + 1, after.last_revision)
+
+
+def test_a_long_chains_backup_serves_only_the_chain_that_asked_for_it(
+    etcd3_cluster, identity, client, tmp_path
+):
+    # a chain that ended another way (the hourly backup) while its long backup was saving must
+    # not hand that backup to the next chain: it would end at once, behind its own base
+    config = journal_config(etcd3_cluster, identity, tmp_path, max_chain_revisions=1000)
+    save_snapshot(config, LogReporter())
+    first = base_of(config)
+    journal = _Journal(config, LogReporter(), None, open_stores(config), [], threading.Event(),
+                       JournalReport(), lambda: datetime.now(UTC), 60.0, 60.0)
+    long = first.revision + 1000
+    assert journal._long_chain_base(_Chain(first, long), long, 0.0) is None  # saving now
+    wait_for(lambda: not journal.long_backup.running, "the first chain's backup")
+    client.put("/registry/configmaps/journal/after", b"x")
+    save_snapshot(config, LogReporter())  # the hourly one, which the first chain ended at
+    hourly = base_of(config)
+    assert hourly.revision > first.revision
+    reached = hourly.revision + 1000
+    client.put("/registry/configmaps/journal/later", b"y")  # a base past the hourly one's
+    assert journal._long_chain_base(_Chain(hourly, reached), reached, 0.0) is None
+    assert journal.long_backup.chain == hourly  # the stale one dropped, one of its own begun
+    wait_for(lambda: not journal.long_backup.running, "the second chain's backup")
+    own = journal._long_chain_base(_Chain(hourly, reached), reached, 0.0)
+    assert own is not None and own.revision > hourly.revision
 
 
 def test_a_failing_primary_is_caught_up_later_and_the_local_store_never_stops(
