@@ -152,12 +152,22 @@ def plan_point(
                      for name in stores if name not in unreachable})
     newest_history = [v for v in views if v.good_in][-1].manifest.etcd.cluster_id
     view, history_note = _choose(candidates, journal.chains, target, newest_history)
-    base = view.manifest
-    found, chain_notes = chain_copies(config, listed, base.id)
     notes += [history_note] if history_note else []
+    found, chain_notes = chain_copies(config, listed, view.manifest.id)
+    wanted = _wanted(view.manifest, [c.manifest for c in found.values()], target)
+    earlier = _earlier(view, candidates)
+    if target.at is not None and wanted == view.manifest.etcd.revision and earlier is not None:
+        # no segment of this base's chain ended by TIME: the journal switched to the base a
+        # catalogue read after it was taken, and re-read the revisions since with the moment
+        # it saw them again; the chain it switched from holds them with the moment they came
+        found_earlier, notes_earlier = chain_copies(config, listed, earlier.manifest.id)
+        reached = _wanted(earlier.manifest, [c.manifest for c in found_earlier.values()],
+                          target)
+        if reached > wanted:
+            view, found, chain_notes, wanted = earlier, found_earlier, notes_earlier, reached
+    base = view.manifest
     manifests = [copies.manifest for copies in found.values()]
     proven = window(base.id, base.etcd.revision, manifests)
-    wanted = _wanted(base, manifests, target)
     warnings = []
     if wanted > proven.last_revision:
         hole = proven.holes[0].reason if proven.holes else "a segment is missing"
@@ -223,6 +233,13 @@ def _choose(
         f"history of cluster ID {used}"
         + (f", not the newest backup's ({newest_history}), whose chains do not reach revision "
            f"{target.revision}" if other else ""))
+
+
+def _earlier(view: BackupView, candidates: list[BackupView]) -> BackupView | None:
+    """The candidate taken just before view, of the same history (candidates: newest first)."""
+    older = candidates[candidates.index(view) + 1:]
+    same = [c for c in older if c.manifest.etcd.cluster_id == view.manifest.etcd.cluster_id]
+    return same[0] if same else None
 
 
 def _reach(view: BackupView, chains: dict[str, ChainView]) -> int:
