@@ -178,7 +178,9 @@ def test_dry_run_then_defragment_followers_first_leader_last(
     after = sizes(etcd_churned3)
     for done in report.done:
         assert done.size_before == before[done.member]
-        assert done.size_after == after[done.member] < before[done.member] / 2
+        # the run's own writes after a member's defrag (its election key let go) may grow that
+        # member's file by a page or so: never shrink it
+        assert done.size_after <= after[done.member] < before[done.member] / 2
         assert done.seconds > 0
     assert report.disarmed == [] and report.alarm_kept is None
 
