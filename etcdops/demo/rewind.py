@@ -47,7 +47,8 @@ from etcdops.errors import IntegrityError, StorageError
 from etcdops.etcd.local import LocalEtcd
 from etcdops.etcd.session import EtcdSession
 from etcdops.journal.chain import window
-from etcdops.journal.run import JournalReport, run_journal
+from etcdops.journal.report import JournalReport
+from etcdops.journal.run import run_journal
 from etcdops.journal.store import chain_manifests
 from etcdops.report import Reporter
 from etcdops.restore.inventory import Inventory, classify

@@ -10,21 +10,28 @@ A base is of one history: the etcd cluster ID its manifest records. A restore of
 (a new cluster token) starts a new history under a new ID, usually at a lower revision than the
 old history's backups and chains: revisions of two histories are not comparable, so a journal
 extends only a base of the cluster ID it watches (newest_base's cluster_id).
+
+A long chain's next base is taken beside the watch (BackgroundSave), and counts as one only once
+the shared store holds it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from etcdops.backup.catalog import Catalog, CatalogEntry
 from etcdops.backup.manifest import Manifest
-from etcdops.errors import StorageError
+from etcdops.backup.save import save_snapshot
+from etcdops.config import Config
+from etcdops.errors import EtcdopsError, StorageError
 from etcdops.journal.chain import window
 from etcdops.journal.manifest import SegmentManifest
 from etcdops.journal.store import chain_manifests
+from etcdops.report import Reporter
 from etcdops.stores.configured import LOCAL, PRIMARY, Stores
 
 log = logging.getLogger("etcdops.journal")
@@ -117,3 +124,38 @@ def resume_point(stores: Stores, cluster: str, base: Base) -> Resume:
         for name in stores if name != best
     }
     return Resume(reaches[best], len(path), {name: m for name, m in owed.items() if m})
+
+
+class BackgroundSave:
+    """A full backup taken on a thread of its own while the watch goes on, for the chain of one
+    base: its result is that chain's alone, whatever ended the chain meanwhile."""
+
+    def __init__(self, config: Config, reporter: Reporter, stores: Stores, chain: Base) -> None:
+        self.chain = chain
+        self.base: Base | None = None
+        self.problem: str | None = None
+        self._thread = threading.Thread(target=self._save, args=(config, reporter, stores),
+                                        name="journal-long-chain-backup", daemon=True)
+        self._thread.start()
+
+    def _save(self, config: Config, reporter: Reporter, stores: Stores) -> None:
+        try:
+            saved = save_snapshot(config, reporter, stores=stores)
+        except Exception as exc:  # said by the chain that waits for it, never a thread's trace
+            self.problem = exc.message if isinstance(exc, EtcdopsError) else repr(exc)
+            return
+        shared = next((name for name in BASE_STORES if name in stores), None)
+        if shared is not None and shared not in saved.stored:
+            # a base only this host holds: a node taking the journal over (which looks for its
+            # base in the shared store) would not find it, nor extend its chain
+            self.problem = (f"backup {saved.manifest.id} is not in the {shared} store "
+                            f"({saved.failures.get(shared, 'not stored')})")
+            return
+        self.base = base_of(saved.manifest)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(timeout)

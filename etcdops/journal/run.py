@@ -46,7 +46,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -57,8 +57,9 @@ from etcdops.crypto.keys import configured_recipients
 from etcdops.errors import EtcdopsError, EtcdUnavailableError, IntegrityError
 from etcdops.etcd.election import Holder, Taken, Term, election_key
 from etcdops.etcd.watch import HistoryChanged, Revision, WatchCompacted
-from etcdops.journal.base import BASE_STORES, Base, base_of, newest_base, resume_point
+from etcdops.journal.base import BackgroundSave, Base, base_of, newest_base, resume_point
 from etcdops.journal.publish import Publisher, StoreCounts
+from etcdops.journal.report import ChainStart, JournalReport
 from etcdops.journal.segment import SegmentBuffer
 from etcdops.journal.store import seal
 from etcdops.metrics import job_metrics
@@ -81,80 +82,10 @@ SUMMARY_EVERY = 60.0
 RETRY_PAUSE = 5.0
 
 
-@dataclass(frozen=True)
-class ChainStart:
-    """One chain the run started or resumed, and why."""
-
-    base_backup_id: str
-    base_revision: int
-    from_revision: int  # the first revision this run watched for it
-    reason: str  # resumed, base, no-backup, compacted, lag, new-backup, long, restored
-    started_at: datetime
-    cluster_id: str  # the etcd cluster ID of the base: the history the chain is of
-
-
-@dataclass
-class JournalReport:
-    """What a run journaled, per chain and per store, and how it ended."""
-
-    chains: list[ChainStart] = field(default_factory=list)
-    segments: int = 0
-    revisions: int = 0
-    events: int = 0
-    last_revision: int | None = None  # the newest revision sealed into a segment
-    stores: dict[str, StoreCounts] = field(default_factory=dict)
-    unpublished: dict[str, int] = field(default_factory=dict)  # per store, segments it lacks
-    waited_for: str | None = None  # the holder of the key this run waited for
-    released: str | None = None  # why the key could not be released; None when it was
-
-    def as_dict(self) -> dict[str, object]:
-        """The report as `--output json` prints it."""
-        doc = asdict(self)
-        doc["chains"] = [asdict(c) | {"started_at": c.started_at.isoformat()}
-                         for c in self.chains]
-        doc["stores"] = {name: counts.as_dict() for name, counts in self.stores.items()}
-        return doc
-
-
 @dataclass
 class _Chain:
     base: Base
     follows: int  # the last revision stored: the next segment's previous_revision
-
-
-class _BackgroundSave:
-    """A full backup taken on a thread of its own while the watch goes on, for the chain of one
-    base: its result is that chain's alone, whatever ended the chain meanwhile."""
-
-    def __init__(self, config: Config, reporter: Reporter, stores: Stores, chain: Base) -> None:
-        self.chain = chain
-        self.base: Base | None = None
-        self.problem: str | None = None
-        self._thread = threading.Thread(target=self._save, args=(config, reporter, stores),
-                                        name="journal-long-chain-backup", daemon=True)
-        self._thread.start()
-
-    def _save(self, config: Config, reporter: Reporter, stores: Stores) -> None:
-        try:
-            saved = save_snapshot(config, reporter, stores=stores)
-        except Exception as exc:  # said by the chain that waits for it, never a thread's trace
-            self.problem = exc.message if isinstance(exc, EtcdopsError) else repr(exc)
-            return
-        shared = next((name for name in BASE_STORES if name in stores), None)
-        if shared is not None and shared not in saved.stored:
-            # a base only this host holds: a node taking the journal over (which looks for its
-            # base in the shared store) would not find it, nor extend its chain
-            self.problem = (f"backup {saved.manifest.id} is not in the {shared} store "
-                            f"({saved.failures.get(shared, 'not stored')})")
-            return
-        self.base = base_of(saved.manifest)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def wait(self, timeout: float) -> None:
-        self._thread.join(timeout)
 
 
 class _Ended(Exception):
@@ -239,7 +170,7 @@ class _Journal:
         self.summarized: dict[str, StoreCounts] = {}
         self.lag = 0.0
         self.current_at = time.monotonic()  # when the watch last confirmed it had everything
-        self.long_backup: _BackgroundSave | None = None
+        self.long_backup: BackgroundSave | None = None
         self.long_backup_after = 0.0  # a failed one is tried again from then on
 
     def run(self, term: Term) -> None:
@@ -477,7 +408,7 @@ class _Journal:
             log.info("journal: chain %s holds %d revisions ([journal] max_chain_revisions "
                      "%d): taking a full backup for the next chain", chain.base.backup_id,
                      reached - chain.base.revision, self.journal.max_chain_revisions)
-            self.long_backup = _BackgroundSave(self.config, self.reporter, self.stores,
+            self.long_backup = BackgroundSave(self.config, self.reporter, self.stores,
                                                chain.base)
             return None
         if job.running:

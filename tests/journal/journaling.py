@@ -18,7 +18,8 @@ from etcdops.etcd.local import LocalCluster
 from etcdops.etcd.session import EtcdSession
 from etcdops.etcd.watch import Revision
 from etcdops.journal.chain import ChainWindow, window
-from etcdops.journal.run import JournalReport, run_journal
+from etcdops.journal.report import JournalReport
+from etcdops.journal.run import run_journal
 from etcdops.journal.store import chain_manifests, read_segment
 from etcdops.report import LogReporter
 from etcdops.stores.base import Store

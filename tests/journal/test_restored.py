@@ -19,7 +19,7 @@ from etcdops.crypto.age import Identity
 from etcdops.errors import IntegrityError
 from etcdops.etcd.local import LocalCluster, LocalEtcd
 from etcdops.journal.base import Base, newest_base
-from etcdops.journal.run import JournalReport
+from etcdops.journal.report import JournalReport
 from etcdops.report import LogReporter
 from etcdops.stores.configured import open_stores
 from tests.fixtures.waiting import wait_for

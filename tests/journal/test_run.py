@@ -19,7 +19,8 @@ from etcdops.config.settings import MetricsConfig
 from etcdops.crypto.age import Identity
 from etcdops.etcd.local import LocalCluster
 from etcdops.journal.base import newest_base
-from etcdops.journal.run import JournalReport, _Chain, _Journal
+from etcdops.journal.report import JournalReport
+from etcdops.journal.run import _Chain, _Journal
 from etcdops.metrics.textfile import read_samples, textfile_path
 from etcdops.report import LogReporter
 from etcdops.stores.configured import open_stores
