@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from etcdops.cli import exitcodes
+from etcdops.cli.chains import CHAIN_COLUMNS, WINDOW_COLUMNS, chain_cells, window_rows
 from etcdops.cli.common import Invocation, command
 from etcdops.cli.render import key_values, table
 from etcdops.errors import UsageError
@@ -164,8 +165,8 @@ def list_backups(
             console.print(table(f"backups of {config.cluster}", columns, rows))
         if journaled.chains:
             console.print(table(
-                "journal: what each chain can restore", _WINDOW_COLUMNS,
-                _window_rows(journaled, since),
+                "journal: what each chain can restore", WINDOW_COLUMNS,
+                window_rows(journaled, since),
             ))
         orphans: dict[str, list[str]] = {}
         for name, bases in journaled.orphans.items():
@@ -205,29 +206,6 @@ def list_backups(
     for warning in listing.warnings:
         run.warn(warning)
     return exitcodes.for_stores(journaled.failures, stores)
-
-
-_WINDOW_COLUMNS = ["base", "restores (ago)", "revisions", "segments", "note"]
-
-
-def _window_rows(journaled: Any, since: Any) -> list[list[Any]]:
-    """One row per chain (oldest first), and one per gap where it lies between them."""
-    gaps = {gap.after: gap for gap in journaled.gaps}
-    rows = []
-    for base, chain in sorted(journaled.chains.items(),
-                              key=lambda item: item[1].base_created_at):
-        found = chain.window
-        holes = found.holes
-        note = (f"hole: revisions {holes[0].first_revision}-{holes[0].last_revision} in no "
-                "store" if holes else "")
-        until = since(chain.last_change_at) if chain.last_change_at else "the base only"
-        rows.append([base, f"{since(chain.base_created_at)} to {until}",
-                     f"{found.base_revision}-{found.last_revision}", len(found.path), note])
-        if gap := gaps.get(base):
-            rows.append(["(gap)", f"{since(gap.since)} to {since(gap.until)}",
-                         f"{gap.first_revision}-{gap.last_revision}", "",
-                         "in no chain: not restorable"])
-    return rows
 
 
 def _copy_line(name: str, entry: Any, ago: Any) -> str:
@@ -465,8 +443,8 @@ def prune(
             console.print(table(f"{r.store} store", ["id", "condition", "action", "why"], rows))
             if r.chains:
                 console.print(table(
-                    f"{r.store} store: journal chains", _CHAIN_COLUMNS,
-                    [[*_chain_cells(d.chain, report.now), action(d.keep), "; ".join(d.reasons)]
+                    f"{r.store} store: journal chains", CHAIN_COLUMNS,
+                    [[*chain_cells(d.chain, report.now), action(d.keep), "; ".join(d.reasons)]
                      for d in r.chains],
                 ))
             if r.deleted_chains:
@@ -484,23 +462,3 @@ def prune(
     for store_name, error in report.failures.items():
         run.warn(f"pruning the {store_name} store failed: {error}")
     return exitcodes.for_stores(report.failures, stores)
-
-
-_CHAIN_COLUMNS = ["chain", "segments", "revisions", "changes", "action", "why"]
-
-
-def _chain_cells(chain: Any, now: datetime) -> list[Any]:
-    """A chain in one line, however many segments: its base, count, revisions, and how old its
-    changes are (as of prune's 'now')."""
-    segments = chain.segments
-    if not segments:
-        return [chain.base_backup_id, 0, "", ""]
-    revisions = f"{segments[0].first_revision}-{max(s.last_revision for s in segments)}"
-    if chain.holes:
-        revisions += f" (hole after {chain.window.last_revision})"
-
-    def age(moment: datetime | None) -> str:
-        return format_duration((now - moment).total_seconds()) if moment else "?"
-
-    return [chain.base_backup_id, len(segments), revisions,
-            f"{age(chain.first_change_at)} to {age(chain.last_change_at)} old"]
