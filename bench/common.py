@@ -403,7 +403,9 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
             signal.signal(signum, old)
 
 
-def bench_arguments(doc: str | None, runs_of: str) -> argparse.ArgumentParser:
+def bench_arguments(
+    doc: str | None, runs_of: str, *, wait_quiet: float | None = 1200.0
+) -> argparse.ArgumentParser:
     """The options every benchmark here takes; sizes use the same units as etcdops.toml."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated db sizes")
@@ -415,6 +417,21 @@ def bench_arguments(doc: str | None, runs_of: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--value-size", type=parse_size, default=DEFAULT_VALUE_SIZE, help="bytes per object"
     )
+    return run_arguments(parser, wait_quiet=wait_quiet)
+
+
+def run_arguments(
+    parser: argparse.ArgumentParser, *, wait_quiet: float | None = 1200.0,
+    before: str = "each run",
+) -> argparse.ArgumentParser:
+    """The options of how a benchmark runs, which every one here takes: how long to wait for a
+    quiet machine (None: it does not wait), where its files go, and a JSON copy of its
+    results."""
+    if wait_quiet is not None:
+        parser.add_argument(
+            "--wait-quiet", type=float, default=wait_quiet, metavar="SECONDS",
+            help=f"before {before}, wait up to this long while another benchmark or pytest runs",
+        )
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()),
         help="where the temporary directory goes (must be a real disk, not tmpfs)",

@@ -785,10 +785,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="make the primary region unreachable after the backup: dr run falls back to the "
         "replica",
     )
-    parser.add_argument(
-        "--wait-quiet", type=float, default=1200.0, metavar="SECONDS",
-        help="before each run, wait up to this long while another benchmark or pytest runs",
-    )
     args = parse_bench_args(parser, argv)
     args.sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     if not args.sides or set(args.sides) - set(SIDES):

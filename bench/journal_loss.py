@@ -72,6 +72,7 @@ from common import (
     conclude,
     etcdops_binary,
     in_thread,
+    run_arguments,
     run_bench,
     write_config,
 )
@@ -628,13 +629,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the store `restore latest` reads (any: local, primary, replica)")
     parser.add_argument("--seed", type=int, default=None,
                         help="for the load times (default: random, printed)")
-    parser.add_argument("--wait-quiet", type=float, default=120.0, metavar="SECONDS",
-                        help="before each round, wait up to this long while another benchmark "
-                        "or pytest runs")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()),
-                        help="where the temporary directory goes")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args(argv)
+    args = run_arguments(parser, wait_quiet=120.0, before="each round").parse_args(argv)
     if args.rounds < 1 or args.rate <= 0 or args.writers < 1 or not (
             0 < args.min_seconds <= args.max_seconds):
         parser.error("need a round, a positive rate, a writer and 0 < min <= max seconds")

@@ -84,6 +84,7 @@ from common import (
     filled_etcd,
     in_thread,
     measured_run,
+    run_arguments,
     run_bench,
     sources_changed,
     write_config,
@@ -718,13 +719,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--s3", action="store_true",
                         help="the base and journal also in moto's two regions; restore from "
                         "the primary")
-    parser.add_argument("--wait-quiet", type=float, default=120.0, metavar="SECONDS",
-                        help="before the restore, wait up to this long while another "
-                        "benchmark or pytest runs")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()),
-                        help="where the temporary directory goes (a real disk, not tmpfs)")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args(argv)
+    args = run_arguments(parser, wait_quiet=120.0, before="the restore").parse_args(argv)
     if args.revisions < args.writers or args.writers < 1 or args.size <= 0:
         parser.error("need a size, a writer and at least one revision per writer")
     return args

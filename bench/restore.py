@@ -537,10 +537,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true",
         help="after the rounds, one more etcdops restore under cProfile: where its time goes",
     )
-    parser.add_argument(
-        "--wait-quiet", type=float, default=1200.0, metavar="SECONDS",
-        help="before each run, wait up to this long while another benchmark or pytest runs",
-    )
     return parse_bench_args(parser, argv)
 
 

@@ -220,7 +220,7 @@ def verdict(results: list[SizeResult], startup: float) -> tuple[bool, list[str]]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every size, print the tables and the verdict; exit 0 only if every target is met."""
-    args = parse_bench_args(bench_arguments(__doc__, "tool"), argv)
+    args = parse_bench_args(bench_arguments(__doc__, "tool", wait_quiet=None), argv)
     children = Children()
     workdir = Path(tempfile.mkdtemp(prefix="etcdops-bench-", dir=args.workdir))
 

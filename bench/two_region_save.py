@@ -358,10 +358,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """snapshot_save's options, and the aws CLI and how long to wait for a quiet machine."""
     parser = bench_arguments(__doc__, "side")
     parser.add_argument("--aws", help="the aws CLI to run (default: aws on PATH)")
-    parser.add_argument(
-        "--wait-quiet", type=float, default=1200.0, metavar="SECONDS",
-        help="before each run, wait up to this long while another benchmark or pytest runs",
-    )
     return parse_bench_args(parser, argv)
 
 
