@@ -172,10 +172,12 @@ def test_demo_keep_leaves_the_plan_the_state_and_the_restored_members_stopped():
         shutil.rmtree(workdir)
 
 
-def test_sigterm_during_the_recovery_stops_every_member_and_removes_everything(tmp_path):
+def sigterm_at(tmp_path, objects: str, line_starting: str, *, check=None, timeout=60) -> None:
+    """Run the demo with TMPDIR in tmp_path, SIGTERM it once it logs a line holding
+    line_starting (after check(), if given, passes): it exits 130 and leaves nothing behind."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     demo = subprocess.Popen(
-        [*etcdops_command(), "demo", "--objects", "300"],
+        [*etcdops_command(), "demo", "--objects", objects],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
     )
     seen = []
@@ -183,44 +185,33 @@ def test_sigterm_during_the_recovery_stops_every_member_and_removes_everything(t
         assert demo.stderr is not None
         for line in demo.stderr:
             seen.append(line)
-            # the members run detached from here on: only the demo's cleanup stops them
-            if "step 2 (Start control plane components): ok" in line:
-                assert processes_under(tmp_path), "the restored members should be running"
+            if line_starting in line:
+                if check is not None:
+                    check()
                 demo.send_signal(signal.SIGTERM)
                 break
         else:
-            raise AssertionError("the demo never finished step 2:\n" + "".join(seen))
+            raise AssertionError(f"the demo never logged {line_starting!r}:\n" + "".join(seen))
         demo.stderr.read()
-        assert demo.wait(timeout=60) == 130
+        assert demo.wait(timeout=timeout) == 130
     finally:
         demo.kill()
         demo.wait()
     assert processes_under(tmp_path) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_during_the_recovery_stops_every_member_and_removes_everything(tmp_path):
+    def members_running() -> None:
+        # the members run detached from here on: only the demo's cleanup stops them
+        assert processes_under(tmp_path), "the restored members should be running"
+
+    sigterm_at(tmp_path, "300", "step 2 (Start control plane components): ok",
+               check=members_running)
 
 
 def test_sigterm_while_the_journal_follows_the_workload_stops_it_and_removes_everything(
     tmp_path,
 ):
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    demo = subprocess.Popen(
-        [*etcdops_command(), "demo", "--objects", "100"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    seen = []
-    try:
-        assert demo.stderr is not None
-        for line in demo.stderr:
-            seen.append(line)
-            if "a workload writes for" in line:  # the journal runs on its thread
-                demo.send_signal(signal.SIGTERM)
-                break
-        else:
-            raise AssertionError("the demo's workload never started:\n" + "".join(seen))
-        demo.stderr.read()
-        assert demo.wait(timeout=90) == 130
-    finally:
-        demo.kill()
-        demo.wait()
-    assert processes_under(tmp_path) == []
-    assert list(tmp_path.iterdir()) == []
+    # the journal runs on its thread while the workload writes
+    sigterm_at(tmp_path, "100", "a workload writes for", timeout=90)
