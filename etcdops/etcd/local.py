@@ -16,7 +16,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +35,10 @@ _LOG_TAIL_LINES = 15
 _STOP_GRACE = 10.0
 _ERROR_LINE = re.compile(r'"level":"(error|fatal|panic)"')
 _RUNNING: set[LocalEtcd] = set()
+# The kernel may hand the port it just gave out to the next bind(0) as well; a cluster whose
+# members were given one port twice fails with "has duplicate url", which no retry mends.
+_RECENT_PORTS: deque[int] = deque(maxlen=4096)
+_PORTS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,16 @@ class _PortTaken(ToolError):
 
 
 def free_port() -> int:
-    """A loopback TCP port that is free right now (another process may still take it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    """A loopback TCP port that is free right now and that this process has not handed out
+    lately (another process may still take it)."""
+    with _PORTS_LOCK:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((LOOPBACK, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _RECENT_PORTS:
+                _RECENT_PORTS.append(port)
+                return port
 
 
 class LocalEtcd:

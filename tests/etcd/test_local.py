@@ -13,7 +13,7 @@ import pytest
 
 from etcdops.errors import ToolError
 from etcdops.etcd.binaries import etcdutl_supports, find_binary
-from etcdops.etcd.local import LocalCluster, LocalEtcd, TLSFiles
+from etcdops.etcd.local import LocalCluster, LocalEtcd, TLSFiles, free_port
 from etcdops.etcd.session import EtcdSession
 
 # --- processes ---------------------------------------------------------------------------------
@@ -127,6 +127,13 @@ def test_a_taken_peer_port_restarts_a_new_cluster_on_new_ports(tmp_path: Path) -
         assert cluster.initial_cluster == f"etcd-1={cluster.members[0].peer_url}"
         with EtcdSession(cluster.etcd_config()) as session:
             assert session.count_keys() == 0
+
+
+def test_free_port_never_hands_out_one_port_twice() -> None:
+    # Plain bind(0) repeats a port within a few hundred calls (about 130 repeats in 2,000 here);
+    # two members on one port is a fatal "duplicate url", not a port that a retry can replace.
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
 
 
 def test_extra_flags_and_tls_become_etcd_flags(tmp_path: Path) -> None:
