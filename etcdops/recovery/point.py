@@ -74,7 +74,8 @@ def planned_record(planned: PointPlan, target: str) -> dict[str, Any]:
 def staged_record(
     record: dict[str, Any], planned: PointPlan, prepared: Prepared
 ) -> dict[str, Any]:
-    """The record once step 1 staged the point: the revision reached, what was replayed."""
+    """The record once step 1 staged the point: the base and segments staged from (planned
+    holds the plan as staged), the revision reached, what was replayed."""
     reached = int(prepared.revision if prepared.revision is not None else planned.revision)
     replayed = prepared.replayed
     gap = record["gap"]
@@ -83,6 +84,9 @@ def staged_record(
             f"a journal segment could not be read from any store: restored to revision "
             f"{reached}, not {planned.revision} (--allow-gap)")]))
     return record | {
+        "base": planned.base.id,
+        "base_revision": planned.base.etcd.revision,
+        "segments": len(planned.segments),
         "reached": reached,
         "as_of": as_of(planned, reached).isoformat(),
         "gap": gap,

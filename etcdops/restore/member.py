@@ -47,7 +47,7 @@ from etcdops.restore.staging import (
 from etcdops.stores.configured import Stores, open_stores
 
 if TYPE_CHECKING:
-    from etcdops.restore.point import PointTarget, StagedPoint
+    from etcdops.restore.point import PointPlan, PointTarget, StagedPoint
     from etcdops.restore.replay import Replayed
 
 BUILT_NAME = "data"
@@ -85,6 +85,9 @@ class Prepared:
     plan: RevisionPlan  # the flags every member's etcdutl gets, the method, the bump, a warning
     durations: dict[str, float]  # download_decode, and staging when a staging etcd was tried
     replayed: Replayed | None = None  # a point in time: what the journal's replay wrote
+    # and the base and segments it was staged from (etcdops.restore.point.stage_point may
+    # have taken the backup before the one planned)
+    point_plan: PointPlan | None = None
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -183,7 +186,7 @@ def prepared_snapshot(
                          "replay": round(replaying, 3)}
             yield Prepared(plain, status, status.revision, _point_plan(
                 etcdutl, status, bump_flags, bump_revision, config), durations,
-                staged.replayed)
+                staged.replayed, staged.plan)
             return
         if ref == STDIN_REF:
             if stdin is None:

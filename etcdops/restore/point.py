@@ -11,6 +11,12 @@ the journal holds:
   newest point, and a revision N names a different state in each history. `--revision N` with
   backups of several cluster IDs looks first among those of the newest backup's history, then
   the others, newest first; the plan's notes say which history was used;
+- a save records the revision of the status it takes just before its stream begins, and the
+  writes made while it streams are in its snapshot too: a base may restore past its recorded
+  revision, which is known only once its snapshot runs on the staging etcd. A replay target
+  it passed is staged from the backup before it instead (of the same history; its chain ran
+  on until the journal switched, past the base's snapshot). A target at a base's own recorded
+  revision is restored from that base as it is;
 - a moment maps to a revision through the segments' time spans: the journal records when it saw
   each segment's first and last change, not each revision's, so TIME restores to the last
   revision of the last segment whose span ends at or before it (the base's revision if none
@@ -109,6 +115,9 @@ class PointPlan:
     seen: tuple[datetime, datetime]
     notes: tuple[str, ...]  # what the chain's listing found that did not stop it
     warnings: tuple[str, ...]  # a gap the restore stops before (allow_gap)
+    # the backup of the same history taken before the base: its chain holds the revisions
+    # that went into the base's snapshot after the base's save recorded its revision
+    earlier: str | None = None
 
     @property
     def replays(self) -> bool:
@@ -120,6 +129,7 @@ class StagedPoint:
     path: Path  # the staging etcd's checked snapshot at the target revision
     status: SnapshotStatus  # the base's read, with the point's revision, keys and warnings
     replayed: Replayed
+    plan: PointPlan  # as staged: the plan given, or the earlier base's that served it
 
 
 def plan_point(
@@ -135,12 +145,12 @@ def plan_point(
     notes = [f"{name} store could not be listed ({e.message})" for name, e in unreachable.items()]
     notes += [f"the {name} store's journal could not be listed ({why})"
               for name, why in journal.unreadable.items()]
-    good = [view for view in views if view.good_in]
+    every = [view for view in reversed(views) if view.good_in and _before(view, target)]
+    candidates = every
     if base_ref != "latest":
         where = " or ".join(f"{name} store" for name in stores)
         chosen = resolve_ref([(v.manifest.id, bool(v.good_in)) for v in views], base_ref, where)
-        good = [view for view in good if view.manifest.id == chosen]
-    candidates = [view for view in reversed(good) if _before(view, target)]
+        candidates = [view for view in every if view.manifest.id == chosen]
     if not candidates:
         raise NotFoundError(
             f"no backup with a good copy at or before {target.describe()}",
@@ -155,7 +165,7 @@ def plan_point(
     notes += [history_note] if history_note else []
     found, chain_notes = chain_copies(config, listed, view.manifest.id)
     wanted = _wanted(view.manifest, [c.manifest for c in found.values()], target)
-    earlier = _earlier(view, candidates)
+    earlier = _earlier(view, every)
     if target.at is not None and wanted == view.manifest.etcd.revision and earlier is not None:
         # no segment of this base's chain ended by TIME: the journal switched to the base a
         # catalogue read after it was taken, and re-read the revisions since with the moment
@@ -182,7 +192,9 @@ def plan_point(
             else (base.created_at, base.created_at))
     notes += chain_notes + [finding.reason for finding in proven.findings
                             if finding not in proven.holes]
-    return PointPlan(base, proven, path, wanted, seen, tuple(notes), tuple(warnings))
+    before = _earlier(view, every)
+    return PointPlan(base, proven, path, wanted, seen, tuple(notes), tuple(warnings),
+                     before.manifest.id if before else None)
 
 
 def _before(view: BackupView, target: PointTarget) -> bool:
@@ -299,7 +311,27 @@ def stage_point(
 ) -> StagedPoint:
     """The cluster at the plan's revision as a checked plain snapshot in work: the base decoded,
     booted on a staging etcd, the segments replayed, the final revision checked, a snapshot
-    taken; the staging etcd and its data dir are gone when this returns, however it returns."""
+    taken; the staging etcd and its data dir are gone when this returns, however it returns.
+    A base whose snapshot passed the revision gives way to the backup before it, whose chain
+    holds the revisions the base's save could not name (the StagedPoint's plan says so)."""
+    try:
+        return _stage(config, plan, stores, work, reporter, allow_gap)
+    except BaseAfterTarget as late:
+        if plan.earlier is None:
+            raise
+        try:
+            earlier = plan_point(config, PointTarget(revision=plan.revision), stores, reporter,
+                                 base_ref=plan.earlier, allow_gap=allow_gap)
+        except (UsageError, IntegrityError):
+            raise late from None
+        reporter.event(f"{late.message}: restoring from backup {plan.earlier} and its chain")
+    return _stage(config, earlier, stores, work, reporter, allow_gap)
+
+
+def _stage(
+    config: Config, plan: PointPlan, stores: Stores, work: Path, reporter: Reporter,
+    allow_gap: bool,
+) -> StagedPoint:
     etcdutl = find_binary("etcdutl", config.etcd.etcdutl)
     find_binary("etcd")
     base = plan.base
@@ -319,13 +351,13 @@ def stage_point(
             # a save records the revision of the status it took just before the stream began:
             # under writes the snapshot holds a few revisions more, which the chain (from the
             # recorded revision + 1) holds too, and which the replay skips
-            if not base.etcd.revision <= at <= plan.revision:
+            if at < base.etcd.revision:
                 raise IntegrityError(
-                    f"backup {base.id} restores at revision {at}, its manifest says "
-                    f"{base.etcd.revision} and the target is revision {plan.revision}",
-                    "use another backup" if at < base.etcd.revision
-                    else "give a later target, or restore the backup itself",
+                    f"backup {base.id} restores at revision {at}, below the {base.etcd.revision} "
+                    "its manifest says", "use another backup",
                 )
+            if at > plan.revision:
+                raise BaseAfterTarget(base.id, at, plan)
             segments = _Segments(config, stores, plan, reporter, allow_gap)
             after_base = (r for r in segments.revisions() if r.revision > at)
             done = replay(session, url, after_base, reporter=reporter,
@@ -362,7 +394,21 @@ def stage_point(
         warnings=status.warnings + plan.warnings + tuple(segments.warnings)
         + ((lease,) if lease else ()),
     )
-    return StagedPoint(staged, point, done)
+    return StagedPoint(staged, point, done, plan)
+
+
+class BaseAfterTarget(IntegrityError):
+    """The base's snapshot holds revisions past the target: they were written while its save
+    streamed it, after the status it recorded its revision from."""
+
+    def __init__(self, backup_id: str, at: int, plan: PointPlan) -> None:
+        super().__init__(
+            f"backup {backup_id} restores at revision {at}, past the target's {plan.revision} "
+            f"(its save recorded revision {plan.base.etcd.revision}; the writes made while it "
+            "streamed are in its snapshot)",
+            "give a later target, or a revision that an earlier backup's chain holds "
+            "(`etcdops snapshot list` shows each chain's window)",
+        )
 
 
 class _Segments:

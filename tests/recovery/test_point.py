@@ -11,7 +11,7 @@ import json
 import signal
 import subprocess
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,6 +19,7 @@ import etcd3
 import pytest
 from typer.testing import CliRunner
 
+from etcdops.backup.manifest import Manifest
 from etcdops.backup.save import save_snapshot
 from etcdops.cli.main import app
 from etcdops.config import Config, EncryptionConfig, LocalConfig, S3Config, S3Location
@@ -44,7 +45,15 @@ from tests.recovery.conftest import (
     rebuilt_hosts,
     waiting_command,
 )
-from tests.restore.history import State, record, state_at, state_header, write_after, write_before
+from tests.restore.history import (
+    State,
+    record,
+    save_with_writes,
+    state_at,
+    state_header,
+    write_after,
+    write_before,
+)
 
 PRIMARY, REPLICA = "drpoint-primary", "drpoint-replica"  # apart from test_run's backups
 PER_SEGMENT = 4  # revisions per segment
@@ -55,15 +64,31 @@ class Journaled(NamedTuple):
     saved: SavedBackup  # the base backup in every store; its cluster stopped
     segments: list[SegmentManifest]  # the chain after it, as the stores hold it
     marks: dict[str, int]  # revisions of interest in the history
-    states: dict[int, State]  # etcd's own state at each revision from the base's to the last
+    states: dict[int, State]  # etcd's own state at each revision from the first backup's on
+    earlier: Manifest | None = None  # a backup before the base, its chain in every store too
 
 
 @pytest.fixture(scope="module")
 def journaled(moto_server, tmp_path_factory) -> Iterator[Journaled]:
-    base = tmp_path_factory.mktemp("journaled")
+    yield from _journaled(moto_server, tmp_path_factory.mktemp("journaled"), "drpoint",
+                          (PRIMARY, REPLICA))
+
+
+@pytest.fixture(scope="module")
+def journaled_twice(moto_server, tmp_path_factory) -> Iterator[Journaled]:
+    """An earlier backup before the base, whose save saw three writes land in its snapshot
+    after the status it recorded its revision from; each backup's chain in every store."""
+    yield from _journaled(moto_server, tmp_path_factory.mktemp("twice"), "drtwice",
+                          ("drtwice-primary", "drtwice-replica"), earlier=True)
+
+
+def _journaled(
+    moto_server: str, base: Path, name: str, buckets: tuple[str, str], *, earlier: bool = False
+) -> Iterator[Journaled]:
+    primary, replica = buckets
     with pytest.MonkeyPatch.context() as patch:
         fake_aws(patch, base)
-        _buckets(moto_server, PRIMARY, REPLICA)
+        _buckets(moto_server, primary, replica)
         identity = base / "identity.txt"
         recipient = generate_identity_file(identity)
         cluster = LocalCluster.three(base / "cluster")
@@ -74,36 +99,51 @@ def journaled(moto_server, tmp_path_factory) -> Iterator[Journaled]:
             s3 = {"region": "us-east-1", "endpoint_url": moto_server, "max_attempts": 1,
                   "connect_timeout": 1.0}
             config = Config(
-                cluster="drpoint", etcd=cluster.etcd_config(),
+                cluster=name, etcd=cluster.etcd_config(),
                 encryption=EncryptionConfig(recipients=(str(recipient),), identity_file=identity),
                 local=LocalConfig(dir=base / "backups"),
-                s3=S3Config(bucket=PRIMARY, **s3, replica=S3Location(
-                    bucket=REPLICA, **(s3 | {"region": "us-west-2"}))),
+                s3=S3Config(bucket=primary, **s3, replica=S3Location(
+                    bucket=replica, **(s3 | {"region": "us-west-2"}))),
             )
             stores = open_stores(config)
-            manifest = save_snapshot(config, LogReporter(), stores=stores).manifest
+            backups = []
+            if earlier:
+                backups.append(save_snapshot(
+                    config, LogReporter(), stores=stores,
+                    clock=lambda: datetime.now(UTC) - timedelta(minutes=1)).manifest)
+                client.put("/registry/pods/default/between", "b")
+            backups.append(save_with_writes(config, client, 3 if earlier else 0, stores=stores))
             marks, _late = write_after(client)
             with EtcdSession(cluster.etcd_config()) as session:
-                revisions = record(session, manifest.etcd.revision + 1, marks["end"])
+                chains = [(backup, record(session, backup.etcd.revision + 1, marks["end"]))
+                          for backup in backups]
             states = {revision: state_at(client, revision)
-                      for revision in range(manifest.etcd.revision, marks["end"] + 1)}
+                      for revision in range(backups[0].etcd.revision, marks["end"] + 1)}
             client.close()
-        moments = iter(manifest.created_at + STEP * n for n in range(1, len(revisions) + 1))
-        follows = manifest.etcd.revision
-        for index in range(0, len(revisions), PER_SEGMENT):
-            buffer = SegmentBuffer(clock=lambda: next(moments))
-            for revision in revisions[index:index + PER_SEGMENT]:
-                buffer.add(revision)
-            sealed = seal(buffer, cluster=config.cluster, base_backup_id=manifest.id,
-                          follows=follows, recipients=configured_recipients(config.encryption),
-                          level=3)
-            for name in stores:
-                publish(stores[name], sealed)
-            follows = sealed.manifest.last_revision
+        for backup, revisions in chains:
+            _publish(config, stores, backup, revisions)
+        manifest = backups[-1]
         segments, damaged = chain_manifests(stores["local"], config.cluster, manifest.id)
         assert not damaged and len(segments) > 4
         saved = SavedBackup(cluster, config, manifest, {}, identity, identity, moto_server)
-        yield Journaled(saved, segments, marks, states)
+        yield Journaled(saved, segments, marks, states, backups[0] if earlier else None)
+
+
+def _publish(config: Config, stores, base: Manifest, revisions) -> None:
+    """revisions sealed as base's chain, PER_SEGMENT to a segment, STEP apart from base's time,
+    in every store."""
+    moments = iter(base.created_at + STEP * n for n in range(1, len(revisions) + 1))
+    follows = base.etcd.revision
+    for index in range(0, len(revisions), PER_SEGMENT):
+        buffer = SegmentBuffer(clock=lambda: next(moments))
+        for revision in revisions[index:index + PER_SEGMENT]:
+            buffer.add(revision)
+        sealed = seal(buffer, cluster=config.cluster, base_backup_id=base.id,
+                      follows=follows, recipients=configured_recipients(config.encryption),
+                      level=3)
+        for name in stores:
+            publish(stores[name], sealed)
+        follows = sealed.manifest.last_revision
 
 
 @pytest.fixture
@@ -172,6 +212,33 @@ def test_dr_run_revision_gives_every_member_etcds_own_state_at_that_revision(
         "members" in report["steps"][1]["detail"]
     assert all(step["verdict"] == "ok" for step in report["steps"])
     assert not [p for m in cluster.members for p in m.data_dir.parent.glob(".etcdops-*")]
+
+
+def test_a_revision_inside_the_bases_snapshot_is_restored_from_the_backup_before_it(
+    journaled_twice, monkeypatch, tmp_path, launcher
+):
+    fake_aws(monkeypatch, tmp_path)
+    saved, earlier = journaled_twice.saved, journaled_twice.earlier
+    assert earlier is not None
+    # the base's save recorded revision R; three writes landed in its snapshot after it
+    target = saved.manifest.etcd.revision + 2
+    cluster = rebuilt_hosts(tmp_path / "hosts")
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=launcher.commands(cluster), checks_command="true")
+    result = dr_run(config, plan, "--revision", str(target), "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert member_states(cluster) == [(target, journaled_twice.states[target])] * 3
+    report = json.loads(result.stdout)
+    point = report["point"]
+    assert point["base"] == report["backup"]["id"] == earlier.id != saved.manifest.id
+    assert point["base_revision"] == earlier.etcd.revision
+    assert point["reached"] == target
+    assert point["replayed"]["revisions"] == target - earlier.etcd.revision
+    # a resume restores from the backup that served, not the one first planned
+    state = json.loads((tmp_path / "plan.toml.state.json").read_text())
+    assert state["backup_id"] == earlier.id and state["point"]["base"] == earlier.id
+    assert f"past the target's {target}" in result.stderr
 
 
 def test_an_interrupted_run_resumes_to_the_same_point_and_a_changed_point_is_refused(

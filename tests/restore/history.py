@@ -7,12 +7,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import etcd3
+import pytest
 
-from etcdops.config import EtcdConfig
+from etcdops.backup.manifest import Manifest
+from etcdops.backup.save import save_snapshot
+from etcdops.config import Config, EtcdConfig
+from etcdops.etcd.maintenance import MaintenanceCalls
 from etcdops.etcd.session import EtcdSession
 from etcdops.etcd.watch import Revision
+from etcdops.report import LogReporter
 from etcdops.restore.staging import save_checked
 
 # key -> (value, create revision, mod revision, version, lease)
@@ -116,3 +122,21 @@ def history(client: etcd3.Etcd3Client, url: str, snapshot: Path) -> History:
 
 def etcd_config(url: str) -> EtcdConfig:
     return EtcdConfig(endpoints=(url,), dial_timeout=2.0, command_timeout=10.0)
+
+
+def save_with_writes(
+    config: Config, client: etcd3.Etcd3Client, writes: int, **save: Any
+) -> Manifest:
+    """A backup's manifest, that many puts landing between the status its save records its
+    revision from and the snapshot it streams, as writes do under load."""
+    status = MaintenanceCalls.status
+
+    def status_then_writes(self, endpoint):
+        answer = status(self, endpoint)
+        for number in range(writes):
+            client.put(f"/registry/configmaps/default/during-save-{number}", "x")
+        return answer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MaintenanceCalls, "status", status_then_writes)
+        return save_snapshot(config, LogReporter(), **save).manifest

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import etcd3
 import pytest
@@ -26,10 +26,17 @@ from etcdops.etcd.session import EtcdSession
 from etcdops.journal.segment import SegmentBuffer
 from etcdops.journal.store import chain_manifests, publish, seal
 from etcdops.report import LogReporter
-from etcdops.restore.point import PointTarget, plan_point, stage_point
+from etcdops.restore.point import BaseAfterTarget, PointTarget, plan_point, stage_point
 from etcdops.stores.configured import open_stores
 from tests.backup.two_regions import toml_for, with_s3
-from tests.restore.history import record, state_at, write_after, write_before
+from tests.restore.history import (
+    POD,
+    record,
+    save_with_writes,
+    state_at,
+    write_after,
+    write_before,
+)
 
 PER_SEGMENT = 4  # revisions per segment
 SPAN = timedelta(seconds=5)  # each segment's time span, one after the other
@@ -45,46 +52,42 @@ def journaled(backup_config, s3, tmp_path):
 def journal_history(backup_config, s3, tmp_path, *, writes_in_the_save: int = 0):
     """journaled's history; with writes_in_the_save, that many puts land between the status a
     save records its revision from and the snapshot it streams, as writes do under load."""
-    from etcdops.etcd.maintenance import MaintenanceCalls
-
     with LocalCluster.single(tmp_path / "original") as cluster:
         config = with_s3(dataclasses.replace(backup_config, etcd=cluster.etcd_config()), s3)
         url = cluster.client_urls[0]
         client = etcd3.client(host="127.0.0.1", port=int(url.rsplit(":", 1)[1]), timeout=10)
         write_before(client)
-        status = MaintenanceCalls.status
-
-        def status_then_writes(self, endpoint):
-            answer = status(self, endpoint)
-            for number in range(writes_in_the_save):
-                client.put(f"/registry/configmaps/default/during-save-{number}", "x")
-            return answer
-
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(MaintenanceCalls, "status", status_then_writes)
-            base = save_snapshot(config, LogReporter()).manifest
+        base = save_with_writes(config, client, writes_in_the_save)
         marks, late = write_after(client)
         with EtcdSession(cluster.etcd_config()) as session:
-            revisions = record(session, base.etcd.revision + 1, marks["end"])
-        stores = open_stores(config)
-        recipients = configured_recipients(config.encryption)
-        follows = base.etcd.revision
-        for index in range(0, len(revisions), PER_SEGMENT):
-            start = base.created_at + index // PER_SEGMENT * SPAN
-            moments = iter([start + timedelta(seconds=s / 10) for s in range(PER_SEGMENT)])
-            buffer = SegmentBuffer(clock=lambda moments=moments: next(moments))
-            for revision in revisions[index:index + PER_SEGMENT]:
-                buffer.add(revision)
-            sealed = seal(buffer, cluster=config.cluster, base_backup_id=base.id,
-                          follows=follows, recipients=recipients, level=3)
-            for name in stores:
-                publish(stores[name], sealed)
-            follows = sealed.manifest.last_revision
-        # as the stores have them (their moments to the millisecond)
-        manifests, damaged = chain_manifests(stores["local"], config.cluster, base.id)
-        assert not damaged and len(manifests) > 3
+            manifests = publish_chain(
+                config, base, record(session, base.etcd.revision + 1, marks["end"]))
+        assert len(manifests) > 3
         yield config, client, base, manifests, marks
         client.close()
+
+
+def publish_chain(config, base, revisions):
+    """revisions sealed as base's chain, PER_SEGMENT to a segment, each SPAN after the one
+    before from base's time, in every store; the manifests as the stores have them (their
+    moments to the millisecond)."""
+    stores = open_stores(config)
+    recipients = configured_recipients(config.encryption)
+    follows = base.etcd.revision
+    for index in range(0, len(revisions), PER_SEGMENT):
+        start = base.created_at + index // PER_SEGMENT * SPAN
+        moments = iter([start + timedelta(seconds=s / 10) for s in range(PER_SEGMENT)])
+        buffer = SegmentBuffer(clock=lambda moments=moments: next(moments))
+        for revision in revisions[index:index + PER_SEGMENT]:
+            buffer.add(revision)
+        sealed = seal(buffer, cluster=config.cluster, base_backup_id=base.id,
+                      follows=follows, recipients=recipients, level=3)
+        for name in stores:
+            publish(stores[name], sealed)
+        follows = sealed.manifest.last_revision
+    manifests, damaged = chain_manifests(stores["local"], config.cluster, base.id)
+    assert not damaged
+    return manifests
 
 
 def staged_state(config, target, tmp_path, allow_gap=False):
@@ -143,10 +146,39 @@ def test_a_base_holding_revisions_past_its_manifests_is_replayed_from_past_them(
         plan, staged, state = staged_state(config, PointTarget(), tmp_path / "a")
         assert state == state_at(client, marks["end"])
         assert staged.replayed.revisions == marks["end"] - base.etcd.revision - 3
-        with pytest.raises(IntegrityError, match="give a later target"):
+        # no backup before it: a revision inside its snapshot is refused, as such
+        with pytest.raises(BaseAfterTarget, match=f"past the target's {base.etcd.revision + 1}"):
             staged_state(config, PointTarget(revision=base.etcd.revision + 1), tmp_path / "b")
     finally:
         history.close()
+
+
+def test_a_revision_the_bases_snapshot_passed_is_replayed_from_the_backup_before_it(
+    backup_config, s3, tmp_path
+):
+    with LocalCluster.single(tmp_path / "original") as cluster:
+        config = with_s3(dataclasses.replace(backup_config, etcd=cluster.etcd_config()), s3)
+        client = etcd3.client(host="127.0.0.1", port=cluster.members[0].client_port, timeout=10)
+        write_before(client)
+        earlier = save_snapshot(config, LogReporter(),
+                                clock=lambda: datetime.now(UTC) - timedelta(minutes=1)).manifest
+        client.put(f"{POD}between", "b")
+        base = save_with_writes(config, client, 3)
+        marks, late = write_after(client)
+        with EtcdSession(cluster.etcd_config()) as session:
+            for backup in (earlier, base):
+                publish_chain(config, backup,
+                              record(session, backup.etcd.revision + 1, marks["end"]))
+        inside = base.etcd.revision + 2  # in base's snapshot, past the revision its save named
+        plan, staged, state = staged_state(config, PointTarget(revision=inside), tmp_path / "a")
+        assert (plan.base.id, plan.earlier) == (base.id, earlier.id)
+        assert staged.plan.base.id == earlier.id and staged.status.backup_id == earlier.id
+        assert staged.status.revision == inside and state == state_at(client, inside)
+        # past the base's snapshot, the base serves it with the least replay
+        after = base.etcd.revision + 4
+        plan, staged, state = staged_state(config, PointTarget(revision=after), tmp_path / "b")
+        assert staged.plan.base.id == base.id and state == state_at(client, after)
+        client.close()
 
 
 def test_a_corrupt_segment_in_the_primary_is_read_from_the_replica(journaled, s3, tmp_path):
