@@ -8,6 +8,7 @@ import typer
 
 from etcdops.cli import exitcodes
 from etcdops.cli.common import Invocation, command
+from etcdops.cli.points import allow_gap_option, at_option, point_target, revision_option
 from etcdops.cli.render import key_values, table
 from etcdops.units import format_duration
 
@@ -54,19 +55,11 @@ def run_plan(
     state: Annotated[Path | None, typer.Option(
         "--state", help="The state file a rerun resumes from [default: PLAN.state.json].",
         show_default=False)] = None,
-    at: Annotated[str | None, typer.Option(
-        "--at", help="Restore the cluster as it was at TIME (ISO 8601 with a zone, e.g. "
-        "2026-11-25T09:13:00Z): the newest backup before it and the journal replayed up to "
-        "the last segment that ended by then [default: the plan's at or revision; else its "
-        "backup, where 'latest' is the newest journaled point].", show_default=False)] = None,
-    revision: Annotated[int | None, typer.Option(
-        "--revision", min=1, help="Restore the cluster as it was at etcd revision N: the "
-        "newest backup at or below it and the journal replayed up to N.",
-        show_default=False)] = None,
-    allow_gap: Annotated[bool, typer.Option(
-        "--allow-gap", help="A hole in the journal (a segment in no store, or unreadable in "
-        "every one): restore to the last revision before it, with a warning, instead of "
-        "refusing [default: the plan's allow_gap].")] = False,
+    at: Annotated[str | None, at_option(
+        "[default: the plan's at or revision; else its backup, where 'latest' is the newest "
+        "journaled point]")] = None,
+    revision: Annotated[int | None, revision_option()] = None,
+    allow_gap: Annotated[bool, allow_gap_option("[default: the plan's allow_gap]")] = False,
 ) -> int:
     """Run the recovery a plan describes: stop, then 1 restore etcd, 2 start the control plane,
     3 nodes reconnect, 4 kubelets reconcile pods, 5 controllers recreate what is missing.
@@ -77,7 +70,6 @@ def run_plan(
     finishes, then exits 16. With --at/--revision (or the plan's at/revision) step 1 replays
     the journal once on a staging etcd and restores every member from its snapshot.
     """
-    from etcdops.cli.restore import point_target
     from etcdops.recovery.run import run_recovery
 
     point = point_target(at, revision)  # both: a usage error before anything is read

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from etcdops.cli.common import Invocation, command
+from etcdops.cli.points import allow_gap_option, at_option, point_target, revision_option
 from etcdops.cli.render import key_values
 from etcdops.cli.snapshot import ReadStore
 from etcdops.units import format_duration, format_size
@@ -63,19 +64,9 @@ def restore(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check every prerequisite and say what a restore would do, reading "
         "no backup (manifests only) and no standard input, and changing nothing.")] = False,
-    at: Annotated[str | None, typer.Option(
-        "--at", help="Restore the cluster as it was at TIME (ISO 8601 with a zone, e.g. "
-        "2026-11-25T09:13:00Z): the newest backup before it and the journal replayed up to "
-        "the last segment that ended by then (precision: one [journal] interval).",
-        show_default=False)] = None,
-    revision: Annotated[int | None, typer.Option(
-        "--revision", min=1, help="Restore the cluster as it was at etcd revision N: the "
-        "newest backup at or below it and the journal replayed up to N.",
-        show_default=False)] = None,
-    allow_gap: Annotated[bool, typer.Option(
-        "--allow-gap", help="A hole in the journal (a segment in no store, or unreadable in "
-        "every one): restore to the last revision before it, with a warning, instead of "
-        "refusing.")] = False,
+    at: Annotated[str | None, at_option()] = None,
+    revision: Annotated[int | None, revision_option()] = None,
+    allow_gap: Annotated[bool, allow_gap_option()] = False,
 ) -> None:
     """Restore one member of a new cluster from a backup, with etcdutl.
 
@@ -149,25 +140,6 @@ def restore(
         warnings = result.warnings
     for warning in warnings:
         run.warn(warning)
-
-
-def point_target(at: str | None, revision: int | None) -> Any:
-    """The point in time --at/--revision name, or None; UsageError for a TIME that is none."""
-    if at is None and revision is None:
-        return None
-    from datetime import datetime
-
-    from etcdops.errors import UsageError
-    from etcdops.restore.point import PointTarget
-
-    moment = None
-    if at is not None:
-        try:
-            moment = datetime.fromisoformat(at)
-        except ValueError:
-            raise UsageError(f"--at {at!r} is not a time",
-                             "give ISO 8601 with a zone, e.g. 2026-11-25T09:13:00Z") from None
-    return PointTarget(revision=revision, at=moment)
 
 
 def _report(result: Any, files: Any) -> Any:

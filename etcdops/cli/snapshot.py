@@ -305,7 +305,7 @@ def verify(
 
     if scratch_dir is not None and not drill:
         raise UsageError("--scratch-dir is where a drill works", "add --drill, or leave it out")
-    from etcdops.cli.restore import point_target
+    from etcdops.cli.points import point_target
 
     result = verify_backup(
         run.config(), ref, run.reporter(), drill=drill,
