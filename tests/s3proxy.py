@@ -66,6 +66,16 @@ def put_object(r: Request) -> bool:
             and "x-amz-copy-source" not in r.headers)
 
 
+def delete_objects(r: Request) -> bool:
+    """Matches DeleteObjects (POST /bucket?delete)."""
+    return r.method == "POST" and r.param("delete") is not None
+
+
+def delete_object(r: Request) -> bool:
+    """Matches DeleteObject."""
+    return r.method == "DELETE" and r.param("uploadId") is None
+
+
 def carries_checksum(r: Request) -> bool:
     """Matches any request with an S3 flexible-checksum header (x-amz-checksum-*, including
     x-amz-checksum-mode on reads, or x-amz-sdk-checksum-algorithm)."""

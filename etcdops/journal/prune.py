@@ -7,9 +7,10 @@ In each store on its own (one failing spares the rest):
   that covers keep_within's start;
 - each backup retention deletes takes its chain with it, chain first: the chain's manifests
   newest first, its other files, then the backup's manifest, check record and object. A prune
-  interrupted anywhere leaves a base with the start of its chain (restorable as far as that
-  goes, and deleted with it next time), never a chain whose base is gone but that looks
-  restorable, and never a deleted base whose segments were still wanted;
+  interrupted anywhere leaves a base with what is left of its chain (locally its start; in S3,
+  whose batch deletes keep no order, maybe with a hole that no restore crosses), deleted with
+  it next time; never a chain whose base is gone but that looks restorable, and never a
+  deleted base whose segments were still wanted;
 - then the orphan chains retention deletes (their base is not in this store).
 """
 

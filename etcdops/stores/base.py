@@ -7,7 +7,7 @@ decides what the keys mean.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -96,6 +96,12 @@ class Store(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
 
     def delete(self, key: str) -> None: ...
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove objects (missing ones are not an error), in as few requests as the backend
+        allows. The local store removes them in the order given; S3 promises no order within
+        one request of up to 1,000 keys, so callers must not rely on it."""
+        ...
 
     def unfinished(self, prefix: str) -> list[ObjectInfo]:
         """Writes begun and never committed nor aborted (a process killed mid-write), by the key

@@ -11,7 +11,7 @@ import errno
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -274,11 +274,20 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing one is not an error."""
-        path = self._path(key)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise _storage_error("delete", path, exc) from exc
-        fsync_dir(path.parent)
+        self.delete_many([key])
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove objects in the order given (missing ones are not an error), each directory
+        synced once after its last removal."""
+        synced: dict[Path, None] = {}
+        for key in keys:
+            path = self._path(key)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _storage_error("delete", path, exc) from exc
+            synced[path.parent] = None
+        for directory in synced:
+            fsync_dir(directory)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from etcdops.config import S3Location
@@ -40,6 +40,7 @@ from etcdops.stores.s3_client import make_client
 from etcdops.stores.s3_copy import copy_by_ranges
 from etcdops.stores.s3_errors import (
     PERMISSIONS,
+    batch_delete_error,
     checksums_refused,
     refusal,
     s3_error,
@@ -60,6 +61,7 @@ COPY_PART_SIZE = 256 * MiB  # copies move no bytes through us: big parts mean fe
 # long at most, and never longer than one reply may take (read_timeout): an interrupted save
 # must end promptly, and what an unanswered abort leaves, unfinished() finds.
 ABORT_WAIT = 10.0
+DELETE_BATCH = 1000  # the most keys S3 takes in one DeleteObjects request
 log = logging.getLogger("etcdops.stores.s3")
 
 
@@ -96,6 +98,7 @@ class S3Store:
         self._client = make_client(location, self.max_concurrency)
         # a server that refuses S3's checksum headers is sent none from then on (see _send)
         self.checksums = True
+        self.batch_deletes = True  # until the server refuses DeleteObjects (see delete_many)
         self._switching = threading.Lock()
         self.region: str = location.region or self._client.meta.region_name or "us-east-1"
         self.endpoint: str = location.endpoint_url or self._client.meta.endpoint_url
@@ -257,6 +260,41 @@ class S3Store:
         """Remove an object; removing a missing one is not an error (S3 says 204 either way)."""
         with self._calling("delete", self.describe(key)):
             self._client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove objects, DELETE_BATCH to a DeleteObjects request (missing ones are not an
+        error; S3 promises no order within a request). A server without DeleteObjects, or
+        one that refuses the checksum header S3 requires on it, gets one DELETE per key from
+        then on, said once in a warning."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start:start + DELETE_BATCH]
+            if not self.batch_deletes:
+                for key in batch:
+                    self.delete(key)
+                continue
+            where = f"s3://{self.bucket}/{self.prefix} ({self.region})"
+            objects = [{"Key": self.full_key(key)} for key in batch]
+            try:
+                answer = self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+            except ClientError as exc:
+                refused = refusal(exc)
+                why = checksums_refused(exc) or (refused[1] if refused and refused[0] else None)
+                if why is None:
+                    raise self.error(exc, f"delete {len(batch)} objects in", where) from exc
+                self.batch_deletes = False
+                log.warning("%s: the server at %s refuses DeleteObjects (%s): objects are "
+                            "deleted one request each from now on", self.name, self.endpoint,
+                            why)
+                for key in batch:
+                    self.delete(key)
+                continue
+            except BotoCoreError as exc:
+                raise self.error(exc, f"delete {len(batch)} objects in", where) from exc
+            if answer.get("Errors"):
+                raise batch_delete_error(self, answer["Errors"], len(batch), where)
 
     def unfinished(self, prefix: str = "") -> list[ObjectInfo]:
         """Multipart uploads in progress: their parts cost money and no listing shows them. The

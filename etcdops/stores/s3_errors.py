@@ -43,6 +43,7 @@ PERMISSIONS = {
     "HeadObject": "s3:GetObject",
     "ListObjectsV2": "s3:ListBucket",
     "DeleteObject": "s3:DeleteObject",
+    "DeleteObjects": "s3:DeleteObject",
     "ListMultipartUploads": "s3:ListBucketMultipartUploads",
     "AbortMultipartUpload": "s3:AbortMultipartUpload",
     "CreateBucket": "s3:CreateBucket",
@@ -159,6 +160,22 @@ def checksums_refused(exc: BaseException) -> str | None:
     if code not in _CHECKSUM_REFUSALS or "checksum" not in named.lower():
         return None
     return f"{code}: {detail}"
+
+
+def batch_delete_error(
+    store: S3Store, errors: list[dict[str, str]], count: int, where: str
+) -> StorageError:
+    """The error for the keys a DeleteObjects request could not delete (S3 answers 200 and
+    names each one with its code): how many, and the first."""
+    first = errors[0]
+    code, detail = first.get("Code", ""), _one_line(first.get("Message") or first.get("Code"))
+    key = first.get("Key", "")[len(store.prefix):]
+    message = (f"{store.name}: cannot delete {len(errors)} of {count} objects in {where}, "
+               f"{key} first ({code}: {detail})")
+    if code in _DENIED:
+        return StorageError(message, denied_hint(store, "DeleteObjects"))
+    return StorageError(message, "retry; if it recurs, check the bucket's policy and object "
+                        "lock settings", retryable=code in _TRANSIENT)
 
 
 def denied_hint(store: S3Store, operation: str) -> str:

@@ -242,6 +242,10 @@ class InterruptedStore:
         self._allowed -= 1
         self._store.delete(key)
 
+    def delete_many(self, keys) -> None:  # in order, as the local store does
+        for key in keys:
+            self.delete(key)
+
 
 def test_an_interrupted_prune_never_leaves_a_chain_that_lies(timeline, tmp_path):
     t = timeline

@@ -106,6 +106,16 @@ def test_delete(store):
     assert store.head("c/gone") is None
 
 
+def test_delete_many(store):
+    keys = [f"c/{folder}/{name}" for folder in ("a", "b") for name in ("1", "2", "3")]
+    for key in keys:
+        store.put_bytes(key, key.encode())
+    store.delete_many(["c/b/3", "c/a/1", "c/none", "c/a/3"])  # a missing key is no error
+    assert [info.key for info in store.list("c/")] == ["c/a/2", "c/b/1", "c/b/2"]
+    store.delete_many([])
+    assert len(list(store.list("c/"))) == 3
+
+
 @pytest.mark.parametrize("key", ["../escape", "/abs", "a//b", "a/./b", "", "a/b/", "sp ace"])
 def test_keys_cannot_escape(store, key):
     with pytest.raises(UsageError):

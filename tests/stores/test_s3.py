@@ -17,6 +17,7 @@ import pytest
 from etcdops.errors import ConfigError, FeatureUnavailable, NotFoundError, StorageError
 from etcdops.stores import s3_writer
 from etcdops.stores.s3 import S3Store
+from etcdops.stores.s3_errors import batch_delete_error
 from etcdops.stores.s3_parts import (
     MAX_PARTS,
     MIN_PART_SIZE,
@@ -31,6 +32,8 @@ from tests.s3proxy import (
     NOT_IMPLEMENTED,
     carries_checksum,
     complete_upload,
+    delete_object,
+    delete_objects,
     list_uploads,
     put_object,
     upload_part,
@@ -531,3 +534,72 @@ def test_create_bucket_in_the_stores_region(s3, region):
     store.put_bytes(KEY, b"x")
     answer = s3.client(region).get_bucket_location(Bucket="etcdops-new")["LocationConstraint"]
     assert (answer or "us-east-1") == region
+
+
+# --- deleting many objects ---------------------------------------------------------------------
+
+
+def keys_put(store, count):
+    keys = [f"c/journal/{number:04d}" for number in range(count)]
+    for key in keys:
+        store.put_bytes(key, b"segment")
+    return keys
+
+
+def test_delete_many_sends_one_request_per_batch(s3, s3_proxy, monkeypatch):
+    monkeypatch.setattr("etcdops.stores.s3.DELETE_BATCH", 2)
+    proxy = s3_proxy()
+    store = primary(through(proxy, s3.primary))
+    keys = keys_put(store, 5)
+    store.delete_many(keys)
+    assert list(store.list("c/")) == []
+    assert proxy.count(delete_objects) == 3 and proxy.count(delete_object) == 0
+
+
+@pytest.mark.parametrize("status, code, message", [
+    (501, "NotImplemented", NOT_IMPLEMENTED),
+    (400, "InvalidArgument", B2_REFUSAL),  # the checksum header S3 requires on DeleteObjects
+])
+def test_a_server_without_delete_objects_gets_one_delete_per_key(
+    s3, s3_proxy, caplog, status, code, message
+):
+    proxy = s3_proxy()
+    proxy.refuse(delete_objects, status, code, message)
+    store = primary(through(proxy, s3.primary))
+    keys = keys_put(store, 4)
+    with caplog.at_level("WARNING", logger="etcdops"):
+        store.delete_many(keys[:2])
+        store.delete_many(keys[2:])
+    assert list(store.list("c/")) == []
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"refuses DeleteObjects ({code}: {message})" in warning
+    assert proxy.count(delete_objects) == 1 and proxy.count(delete_object) == 4
+
+
+def test_a_denied_delete_objects_is_an_error_naming_the_permission(s3, s3_proxy):
+    proxy = s3_proxy()
+    proxy.refuse(delete_objects, 403, "AccessDenied", ACCESS_DENIED)
+    store = primary(through(proxy, s3.primary))
+    keys = keys_put(store, 2)
+    with pytest.raises(StorageError) as caught:
+        store.delete_many(keys)
+    assert "cannot delete 2 objects in s3://etcdops-primary/" in caught.value.message
+    assert "s3:DeleteObject" in caught.value.hint and not caught.value.retryable
+    assert len(list(store.list("c/"))) == 2 and proxy.count(delete_object) == 0
+
+
+@pytest.mark.parametrize("code, words, retryable", [
+    ("AccessDenied", "allowed s3:DeleteObject on arn:aws:s3:::etcdops-primary/", False),
+    ("InternalError", "retry", True),
+])
+def test_keys_a_delete_objects_request_kept_are_counted_and_the_first_named(
+    s3, code, words, retryable
+):
+    # S3 answers 200 and lists each key it could not delete, with its own code
+    store = primary(s3.primary)
+    errors = [{"Key": store.full_key(f"c/journal/{n}"), "Code": code, "Message": "no"}
+              for n in (7, 8)]
+    error = batch_delete_error(store, errors, 5, "s3://etcdops-primary/ (us-east-1)")
+    assert error.message == (f"primary: cannot delete 2 of 5 objects in s3://etcdops-primary/ "
+                             f"(us-east-1), c/journal/7 first ({code}: no)")
+    assert words in error.hint and error.retryable is retryable
