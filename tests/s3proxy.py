@@ -91,13 +91,16 @@ ACCESS_DENIED = "Access Denied"
 @dataclass
 class _Rule:
     match: Match
-    action: str  # fail, reset, drop (forward, then reset instead of replying), delay or hang
+    # fail, answer (a body of the test's own, not forwarded), reset, drop (forward, then reset
+    # instead of replying), delay or hang
+    action: str
     nth: int
     times: int
     status: int = 500
     code: str = "InternalError"
     message: str = "injected by S3FaultProxy"
     seconds: float = 0.0
+    body: bytes = b""
     seen: int = 0
 
     def fires(self, request: Request) -> bool:
@@ -137,6 +140,11 @@ class S3FaultProxy:
         """Answer every matching request with an S3 error, as a server that does not implement
         the call (501 NotImplemented) or credentials that may not make it (403 AccessDenied)."""
         self.fail(match, times=1 << 62, status=status, code=code, message=message)
+
+    def answer(self, match: Match, body: str, *, nth: int = 1) -> None:
+        """Answer the nth matching request with 200 and this XML body instead of forwarding it,
+        as S3 answers what moto never does (a DeleteObjects result that names keys it kept)."""
+        self._add(_Rule(match, "answer", nth, 1, status=200, body=body.encode()))
 
     def reset(self, match: Match, *, nth: int = 1, times: int = 1,
               after_forward: bool = False) -> None:
@@ -237,6 +245,10 @@ class _Handler(BaseHTTPRequestHandler):
             assert rule is not None
             self._drain(length)
             return self._send_error(rule.status, rule.code, rule.message)
+        if action == "answer":
+            assert rule is not None
+            self._drain(length)
+            return self._send_body(rule.status, rule.body)
         with self.proxy._forwarding():
             if rule is not None and action == "delay":
                 time.sleep(rule.seconds)
@@ -297,6 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
         # a HEAD's answer has no body, as S3's (botocore then knows the status alone)
         if self.command == "HEAD":
             body = b""
+        self._send_body(status, body)
+
+    def _send_body(self, status: int, body: bytes) -> None:
         self.send_response_only(status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))

@@ -1,5 +1,5 @@
-"""The options that name a point in time (`restore`, `dr run`, `snapshot verify --drill`), and
-the PointTarget they make: one wording of each, whatever command offers it."""
+"""The options that name a point in time (`restore`, `dr run`: one wording of each), and the
+PointTarget they make (`snapshot verify --drill --at` too)."""
 
 from typing import Any
 

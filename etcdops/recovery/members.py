@@ -57,11 +57,10 @@ def prepared_backup(
         state.store, state.fallbacks = status.store, list(status.fallbacks)
         state.revision = prepared.plan.as_dict(prepared.revision)
         if state.point is not None and point is not None:
-            staged = prepared.point_plan or point
-            if staged.base.id != state.backup_id:  # the planned base's snapshot passed the point
-                state.backup_id = staged.base.id
-                state.backup_created_at = staged.base.created_at.isoformat()
-            state.point = staged_record(state.point, staged, prepared)
+            # the planned backup stays the recovery's (its files are restored, as checked
+            # before the stop step); the point names the one replayed from, when its snapshot
+            # had passed the point and the backup before it served (restore.point.stage_point)
+            state.point = staged_record(state.point, prepared.point_plan or point, prepared)
         state.warnings = list(dict.fromkeys(state.warnings + list(prepared.warnings)))
         state.save()
         yield prepared

@@ -57,11 +57,8 @@ def planned_record(planned: PointPlan, target: str) -> dict[str, Any]:
     """The state's record of a point as planned (before anything is staged)."""
     return {
         "target": target,
-        "base": planned.base.id,
-        "base_revision": planned.base.etcd.revision,
+        **_staged_from(planned),
         "revision": planned.revision,
-        "segments": len(planned.segments),
-        "seen": [planned.seen[0].isoformat(), planned.seen[1].isoformat()],
         "as_of": as_of(planned, planned.revision).isoformat(),
         "gap": "; ".join(planned.warnings) or None,
         # once step 1 staged it: the revision the staging etcd reached, what it replayed
@@ -83,15 +80,22 @@ def staged_record(
         gap = "; ".join(filter(None, [gap, (
             f"a journal segment could not be read from any store: restored to revision "
             f"{reached}, not {planned.revision} (--allow-gap)")]))
-    return record | {
-        "base": planned.base.id,
-        "base_revision": planned.base.etcd.revision,
-        "segments": len(planned.segments),
+    return record | _staged_from(planned) | {
         "reached": reached,
         "as_of": as_of(planned, reached).isoformat(),
         "gap": gap,
         "replayed": None if replayed is None else replayed.as_dict(),
         "lease_warning": None if replayed is None else replayed.lease_warning(),
+    }
+
+
+def _staged_from(planned: PointPlan) -> dict[str, Any]:
+    """The base and segments a point is (to be) staged from."""
+    return {
+        "base": planned.base.id,
+        "base_revision": planned.base.etcd.revision,
+        "segments": len(planned.segments),
+        "seen": [planned.seen[0].isoformat(), planned.seen[1].isoformat()],
     }
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from etcdops.backup.readback import READ_SIZE, SnapshotStatus, decode_snapshot, is_file_ref
 from etcdops.config import Config
@@ -176,17 +176,12 @@ def prepared_snapshot(
     with scratch_directory(under, "prepare", reporter) as work:
         reading = time.monotonic()
         plain = work / SNAPSHOT_NAME
-        staged = None
+        chosen = _PointChoice(None, ref)
         if ref == "latest" or point is not None:
-            staged, ref = _point(config, ref, point, allow_gap, store, stores, work, reporter)
-        if staged is not None:
-            plain, status = staged.path, staged.status
-            replaying = staged.replayed.seconds
-            durations = {"download_decode": round(time.monotonic() - reading - replaying, 3),
-                         "replay": round(replaying, 3)}
-            yield Prepared(plain, status, status.revision, _point_plan(
-                etcdutl, status, bump_flags, bump_revision, config), durations,
-                staged.replayed, staged.plan)
+            chosen = _point(config, ref, point, allow_gap, store, stores, work, reporter)
+            ref = chosen.ref
+        if chosen.staged is not None:
+            yield _from_point(chosen.staged, reading, etcdutl, bump_flags, bump_revision, config)
             return
         if ref == STDIN_REF:
             if stdin is None:
@@ -198,6 +193,15 @@ def prepared_snapshot(
             status = decode_snapshot(config, ref, plain, reporter, store=store, stores=stores,
                                      search=search)
             may_hold = search.found
+            if chosen.exact is not None:
+                from etcdops.restore.point import check_exact
+
+                assert chosen.stores is not None
+                staged = check_exact(config, chosen.exact, plain, chosen.stores, work, reporter,
+                                     allow_gap)
+                if staged is not None:
+                    yield _from_point(staged, reading, etcdutl, bump_flags, bump_revision, config)
+                    return
         revision = _revision(plain, status, config)
         durations = {"download_decode": round(time.monotonic() - reading, 3)}
         if bump_flags:
@@ -219,12 +223,21 @@ def prepared_snapshot(
         yield Prepared(plain, status, revision, plan, durations)
 
 
+class _PointChoice(NamedTuple):
+    staged: StagedPoint | None  # the point in time, staged
+    ref: str  # else the backup to restore as it is
+    # a revision target at that backup's recorded revision: its snapshot, once decoded, must
+    # be at it (etcdops.restore.point.check_exact), read again from these stores if not
+    exact: PointPlan | None = None
+    stores: Stores | None = None
+
+
 def _point(
     config: Config, ref: str, point: PointTarget | None, allow_gap: bool, store: str | None,
     stores: Stores | None, work: Path, reporter: Reporter,
-) -> tuple[StagedPoint | None, str]:
-    """The point in time staged in work when the journal has revisions to replay, else None
-    and the backup id to restore as it is."""
+) -> _PointChoice:
+    """The point in time staged in work when the journal has revisions to replay, else the
+    backup id to restore as it is."""
     from etcdops.restore.point import PointTarget, plan_point, stage_point
 
     stores = stores or open_stores(config)
@@ -236,12 +249,28 @@ def _point(
     except NotFoundError:
         if point is not None:
             raise
-        return None, ref  # no backup at all: the plain read says so in its own words
+        return _PointChoice(None, ref)  # no backup at all: the plain read says so in its words
     for note in plan.notes:
         reporter.event(note)
     if not plan.replays:
-        return None, plan.base.id
-    return stage_point(config, plan, stores, work, reporter, allow_gap=allow_gap), ref
+        exact = point is not None and point.revision is not None
+        return _PointChoice(None, plan.base.id, plan if exact else None, stores)
+    return _PointChoice(stage_point(config, plan, stores, work, reporter, allow_gap=allow_gap),
+                        ref)
+
+
+def _from_point(
+    staged: StagedPoint, reading: float, etcdutl: Path, bump_flags: bool,
+    bump_revision: int | None, config: Config,
+) -> Prepared:
+    """What prepared_snapshot yields for a point in time staged (reading: when it began)."""
+    status = staged.status
+    replaying = staged.replayed.seconds
+    durations = {"download_decode": round(time.monotonic() - reading - replaying, 3),
+                 "replay": round(replaying, 3)}
+    return Prepared(staged.path, status, status.revision, _point_plan(
+        etcdutl, status, bump_flags, bump_revision, config), durations, staged.replayed,
+        staged.plan)
 
 
 def _point_plan(

@@ -13,10 +13,11 @@ the journal holds:
   the others, newest first; the plan's notes say which history was used;
 - a save records the revision of the status it takes just before its stream begins, and the
   writes made while it streams are in its snapshot too: a base may restore past its recorded
-  revision, which is known only once its snapshot runs on the staging etcd. A replay target
-  it passed is staged from the backup before it instead (of the same history; its chain ran
-  on until the journal switched, past the base's snapshot). A target at a base's own recorded
-  revision is restored from that base as it is;
+  revision, which is known only once its snapshot is decoded. A `--revision N` it passed
+  (N at or after its recorded revision) is staged from the backup before it instead, of the
+  same history, whose chain ran on until the journal switched, past the base's snapshot; with
+  none, it is refused. A moment or `latest` whose replay the base's snapshot passed is
+  refused too;
 - a moment maps to a revision through the segments' time spans: the journal records when it saw
   each segment's first and last change, not each revision's, so TIME restores to the last
   revision of the last segment whose span ends at or before it (the base's revision if none
@@ -115,6 +116,7 @@ class PointPlan:
     seen: tuple[datetime, datetime]
     notes: tuple[str, ...]  # what the chain's listing found that did not stop it
     warnings: tuple[str, ...]  # a gap the restore stops before (allow_gap)
+    target: PointTarget  # what was asked for
     # the backup of the same history taken before the base: its chain holds the revisions
     # that went into the base's snapshot after the base's save recorded its revision
     earlier: str | None = None
@@ -165,7 +167,7 @@ def plan_point(
     notes += [history_note] if history_note else []
     found, chain_notes = chain_copies(config, listed, view.manifest.id)
     wanted = _wanted(view.manifest, [c.manifest for c in found.values()], target)
-    earlier = _earlier(view, every)
+    earlier = _earlier(view, candidates)
     if target.at is not None and wanted == view.manifest.etcd.revision and earlier is not None:
         # no segment of this base's chain ended by TIME: the journal switched to the base a
         # catalogue read after it was taken, and re-read the revisions since with the moment
@@ -192,8 +194,9 @@ def plan_point(
             else (base.created_at, base.created_at))
     notes += chain_notes + [finding.reason for finding in proven.findings
                             if finding not in proven.holes]
+    # from every backup, whichever REF named: the base's snapshot may have passed the target
     before = _earlier(view, every)
-    return PointPlan(base, proven, path, wanted, seen, tuple(notes), tuple(warnings),
+    return PointPlan(base, proven, path, wanted, seen, tuple(notes), tuple(warnings), target,
                      before.manifest.id if before else None)
 
 
@@ -312,19 +315,50 @@ def stage_point(
     """The cluster at the plan's revision as a checked plain snapshot in work: the base decoded,
     booted on a staging etcd, the segments replayed, the final revision checked, a snapshot
     taken; the staging etcd and its data dir are gone when this returns, however it returns.
-    A base whose snapshot passed the revision gives way to the backup before it, whose chain
-    holds the revisions the base's save could not name (the StagedPoint's plan says so)."""
+    A base whose snapshot passed a revision target gives way to the backup before it
+    (stage_earlier; the StagedPoint's plan says so)."""
     try:
         return _stage(config, plan, stores, work, reporter, allow_gap)
     except BaseAfterTarget as late:
-        if plan.earlier is None:
-            raise
-        try:
-            earlier = plan_point(config, PointTarget(revision=plan.revision), stores, reporter,
-                                 base_ref=plan.earlier, allow_gap=allow_gap)
-        except (UsageError, IntegrityError):
-            raise late from None
-        reporter.event(f"{late.message}: restoring from backup {plan.earlier} and its chain")
+        return stage_earlier(config, plan, late, stores, work, reporter, allow_gap)
+
+
+def check_exact(
+    config: Config, plan: PointPlan, plain: Path, stores: Stores, work: Path,
+    reporter: Reporter, allow_gap: bool,
+) -> StagedPoint | None:
+    """For a revision target at its base's recorded revision (nothing to replay), with the
+    base decoded in plain: None when the snapshot is at that revision, so that it is restored
+    as it is; else the target staged from the backup before it (stage_earlier), plain removed
+    first."""
+    from etcdops.etcd.etcdutl import snapshot_status
+
+    at = snapshot_status(plain, config.etcd.etcdutl).revision
+    if at <= plan.revision:
+        return None
+    plain.unlink()
+    return stage_earlier(config, plan, BaseAfterTarget(plan.base.id, at, plan), stores, work,
+                         reporter, allow_gap)
+
+
+def stage_earlier(
+    config: Config, plan: PointPlan, late: BaseAfterTarget, stores: Stores, work: Path,
+    reporter: Reporter, allow_gap: bool,
+) -> StagedPoint:
+    """A revision target that the base's snapshot passed (late), staged from the backup before
+    it: that backup's chain ran on until the journal switched, past the base's snapshot. late
+    itself when the target is a moment or the newest point (the base's own snapshot is then the
+    newer state; nothing older should stand in for it), or when no earlier chain serves it."""
+    if plan.earlier is None or plan.target.revision is None:
+        raise late
+    try:
+        earlier = plan_point(config, plan.target, stores, reporter, base_ref=plan.earlier,
+                             allow_gap=allow_gap)
+    except (UsageError, IntegrityError, NotFoundError):
+        raise late from None
+    reporter.event(f"{late.message}: restoring from backup {plan.earlier} and its chain")
+    for note in earlier.notes:
+        reporter.event(note)
     return _stage(config, earlier, stores, work, reporter, allow_gap)
 
 
@@ -403,9 +437,9 @@ class BaseAfterTarget(IntegrityError):
 
     def __init__(self, backup_id: str, at: int, plan: PointPlan) -> None:
         super().__init__(
-            f"backup {backup_id} restores at revision {at}, past the target's {plan.revision} "
-            f"(its save recorded revision {plan.base.etcd.revision}; the writes made while it "
-            "streamed are in its snapshot)",
+            f"backup {backup_id} restores at revision {at}, past revision {plan.revision} "
+            f"planned for {plan.target.describe()} (its save recorded revision "
+            f"{plan.base.etcd.revision}; the writes made while it streamed are in its snapshot)",
             "give a later target, or a revision that an earlier backup's chain holds "
             "(`etcdops snapshot list` shows each chain's window)",
         )

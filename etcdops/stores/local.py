@@ -279,15 +279,17 @@ class LocalStore:
     def delete_many(self, keys: Sequence[str]) -> None:
         """Remove objects in the order given (missing ones are not an error), each directory
         synced once after its last removal."""
-        synced: dict[Path, None] = {}
-        for key in keys:
-            path = self._path(key)
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise _storage_error("delete", path, exc) from exc
-            synced[path.parent] = None
-        for directory in synced:
-            fsync_dir(directory)
+        changed: dict[Path, None] = {}
+        try:
+            for key in keys:
+                path = self._path(key)
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise _storage_error("delete", path, exc) from exc
+                changed[path.parent] = None
+        finally:  # what was removed before a failure stays removed
+            for directory in changed:
+                fsync_dir(directory)

@@ -40,7 +40,7 @@ from etcdops.stores.s3_client import make_client
 from etcdops.stores.s3_copy import copy_by_ranges
 from etcdops.stores.s3_errors import (
     PERMISSIONS,
-    batch_delete_error,
+    batch_delete_refused,
     checksums_refused,
     refusal,
     s3_error,
@@ -263,9 +263,11 @@ class S3Store:
 
     def delete_many(self, keys: Sequence[str]) -> None:
         """Remove objects, DELETE_BATCH to a DeleteObjects request (missing ones are not an
-        error; S3 promises no order within a request). A server without DeleteObjects, or
-        one that refuses the checksum header S3 requires on it, gets one DELETE per key from
-        then on, said once in a warning."""
+        error; S3 promises no order within a request). The keys S3's answer names as not
+        deleted (it answers 200 and names each) get a DELETE of their own, with botocore's
+        retries. A server that refuses DeleteObjects itself (not implemented, or the checksum
+        or Content-MD5 header it wants) gets one DELETE per key from then on, said once in a
+        warning."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         for start in range(0, len(keys), DELETE_BATCH):
@@ -280,8 +282,7 @@ class S3Store:
                 answer = self._client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
             except ClientError as exc:
-                refused = refusal(exc)
-                why = checksums_refused(exc) or (refused[1] if refused and refused[0] else None)
+                why = batch_delete_refused(exc)
                 if why is None:
                     raise self.error(exc, f"delete {len(batch)} objects in", where) from exc
                 self.batch_deletes = False
@@ -293,8 +294,8 @@ class S3Store:
                 continue
             except BotoCoreError as exc:
                 raise self.error(exc, f"delete {len(batch)} objects in", where) from exc
-            if answer.get("Errors"):
-                raise batch_delete_error(self, answer["Errors"], len(batch), where)
+            for kept in answer.get("Errors", []):
+                self.delete(kept["Key"][len(self.prefix):])
 
     def unfinished(self, prefix: str = "") -> list[ObjectInfo]:
         """Multipart uploads in progress: their parts cost money and no listing shows them. The

@@ -162,20 +162,21 @@ def checksums_refused(exc: BaseException) -> str | None:
     return f"{code}: {detail}"
 
 
-def batch_delete_error(
-    store: S3Store, errors: list[dict[str, str]], count: int, where: str
-) -> StorageError:
-    """The error for the keys a DeleteObjects request could not delete (S3 answers 200 and
-    names each one with its code): how many, and the first."""
-    first = errors[0]
-    code, detail = first.get("Code", ""), _one_line(first.get("Message") or first.get("Code"))
-    key = first.get("Key", "")[len(store.prefix):]
-    message = (f"{store.name}: cannot delete {len(errors)} of {count} objects in {where}, "
-               f"{key} first ({code}: {detail})")
-    if code in _DENIED:
-        return StorageError(message, denied_hint(store, "DeleteObjects"))
-    return StorageError(message, "retry; if it recurs, check the bucket's policy and object "
-                        "lock settings", retryable=code in _TRANSIENT)
+def batch_delete_refused(exc: BaseException) -> str | None:
+    """S3's answer as "Code: message" when a server refused a DeleteObjects request as such:
+    not implemented, or any other 4xx but a denial or a missing bucket (servers that want
+    Content-MD5 answer MissingContentMD5 or InvalidRequest; others refuse the checksum header
+    S3 requires on it). None for what one DELETE per key would meet too."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return None
+    code, status, detail = _answer(exc)
+    if code in _DENIED or code == "NoSuchBucket" or status == 403:
+        return None
+    if code in _NOT_IMPLEMENTED or status in (405, 501) or 400 <= status < 500:
+        return f"{code}: {detail}"
+    return None
 
 
 def denied_hint(store: S3Store, operation: str) -> str:

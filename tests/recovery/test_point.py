@@ -230,15 +230,16 @@ def test_a_revision_inside_the_bases_snapshot_is_restored_from_the_backup_before
     assert result.exit_code == 0, result.output
     assert member_states(cluster) == [(target, journaled_twice.states[target])] * 3
     report = json.loads(result.stdout)
+    # the recovery's backup is the one planned (its files, checked before the stop step);
+    # the point says which backup it was replayed from
     point = report["point"]
-    assert point["base"] == report["backup"]["id"] == earlier.id != saved.manifest.id
-    assert point["base_revision"] == earlier.etcd.revision
+    assert report["backup"]["id"] == saved.manifest.id
+    assert point["base"] == earlier.id and point["base_revision"] == earlier.etcd.revision
     assert point["reached"] == target
     assert point["replayed"]["revisions"] == target - earlier.etcd.revision
-    # a resume restores from the backup that served, not the one first planned
     state = json.loads((tmp_path / "plan.toml.state.json").read_text())
-    assert state["backup_id"] == earlier.id and state["point"]["base"] == earlier.id
-    assert f"past the target's {target}" in result.stderr
+    assert state["backup_id"] == saved.manifest.id and state["point"]["base"] == earlier.id
+    assert f"past revision {target} planned for revision {target}" in result.stderr
 
 
 def test_an_interrupted_run_resumes_to_the_same_point_and_a_changed_point_is_refused(

@@ -26,6 +26,7 @@ from etcdops.etcd.session import EtcdSession
 from etcdops.journal.segment import SegmentBuffer
 from etcdops.journal.store import chain_manifests, publish, seal
 from etcdops.report import LogReporter
+from etcdops.restore.member import prepared_snapshot
 from etcdops.restore.point import BaseAfterTarget, PointTarget, plan_point, stage_point
 from etcdops.stores.configured import open_stores
 from tests.backup.two_regions import toml_for, with_s3
@@ -97,12 +98,19 @@ def staged_state(config, target, tmp_path, allow_gap=False):
     work = tmp_path / "work"
     work.mkdir(parents=True)
     staged = stage_point(config, plan, stores, work, LogReporter(), allow_gap=allow_gap)
+    state = booted_state(config, staged.path, tmp_path / "check")
+    staged.path.unlink()
+    return plan, staged, state
+
+
+def booted_state(config, snapshot, directory):
+    """Every key of a plain snapshot, booted on an etcd of its own in directory."""
     from etcdops.etcd.binaries import find_binary
     from etcdops.restore.staging import restore_into, start_throwaway, throwaway_member
 
-    member = throwaway_member(tmp_path / "check", config, "check")
+    member = throwaway_member(directory, config, "check")
     member.data_dir.parent.mkdir()
-    restore_into(find_binary("etcdutl"), staged.path, "staged", member, LogReporter())
+    restore_into(find_binary("etcdutl"), snapshot, "staged", member, LogReporter())
     start_throwaway(member)
     try:
         client = etcd3.client(host="127.0.0.1", port=member.client_port, timeout=10)
@@ -110,8 +118,7 @@ def staged_state(config, target, tmp_path, allow_gap=False):
         client.close()
     finally:
         member.stop()
-    staged.path.unlink()
-    return plan, staged, state
+    return state
 
 
 def test_every_key_at_a_revision_a_moment_and_the_newest_point(journaled, tmp_path):
@@ -146,9 +153,14 @@ def test_a_base_holding_revisions_past_its_manifests_is_replayed_from_past_them(
         plan, staged, state = staged_state(config, PointTarget(), tmp_path / "a")
         assert state == state_at(client, marks["end"])
         assert staged.replayed.revisions == marks["end"] - base.etcd.revision - 3
-        # no backup before it: a revision inside its snapshot is refused, as such
-        with pytest.raises(BaseAfterTarget, match=f"past the target's {base.etcd.revision + 1}"):
-            staged_state(config, PointTarget(revision=base.etcd.revision + 1), tmp_path / "b")
+        # no backup before it: a revision inside its snapshot is refused, as such, and so is
+        # its recorded revision itself, which its snapshot has passed too
+        for target in (base.etcd.revision + 1, base.etcd.revision):
+            prepared = prepared_snapshot(config, "latest", LogReporter(), bump_flags=False,
+                                         bump_revision=0, point=PointTarget(revision=target),
+                                         under=tmp_path)
+            with pytest.raises(BaseAfterTarget, match=f"past revision {target} planned for "):
+                prepared.__enter__()
     finally:
         history.close()
 
@@ -178,6 +190,27 @@ def test_a_revision_the_bases_snapshot_passed_is_replayed_from_the_backup_before
         after = base.etcd.revision + 4
         plan, staged, state = staged_state(config, PointTarget(revision=after), tmp_path / "b")
         assert staged.plan.base.id == base.id and state == state_at(client, after)
+        # the base's recorded revision itself: nothing to replay from the base, but its
+        # snapshot is past it, so the earlier backup's chain gives exactly that revision
+        own = base.etcd.revision
+        with prepared_snapshot(config, "latest", LogReporter(), bump_flags=False,
+                               bump_revision=0, point=PointTarget(revision=own),
+                               under=tmp_path) as prepared:
+            assert prepared.point_plan is not None
+            assert prepared.point_plan.base.id == earlier.id and prepared.revision == own
+            assert booted_state(config, prepared.path, tmp_path / "c") == state_at(client, own)
+        # a hole in the base's chain, which --allow-gap would stop before, inside its
+        # snapshot: the earlier chain, whole, serves the target asked for, not the short one
+        [first] = [m for m in chain_manifests(open_stores(config)["local"], config.cluster,
+                                              base.id)[0] if m.first_revision == own + 1]
+        for store in open_stores(config).values():
+            store.delete(first.manifest_key)
+        plan, staged, state = staged_state(config, PointTarget(revision=marks["end"]),
+                                           tmp_path / "d", allow_gap=True)
+        assert plan.base.id == base.id and plan.warnings  # the base's plan: short, with a gap
+        assert staged.plan.base.id == earlier.id and staged.status.revision == marks["end"]
+        assert state == state_at(client, marks["end"])
+        assert not any("--allow-gap" in warning for warning in staged.status.warnings)
         client.close()
 
 
