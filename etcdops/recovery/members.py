@@ -92,8 +92,12 @@ def restore_members(
     bumped = (f"revision {prepared.revision} -> {revision} ({prepared.plan.method})"
               if prepared.plan.bump else f"revision {revision}, not bumped")
     replayed = (state.point or {}).get("replayed")
-    point = (f" with {replayed['revisions']:,} journal revisions replayed to "
-             f"{state.point['target']}" if state.point and replayed else "")
+    point = ""
+    if state.point and replayed:
+        base = state.point["base"]
+        source = f" from backup {base}'s chain" if base != state.backup_id else ""
+        point = (f" with {replayed['revisions']:,} journal revisions{source} replayed to "
+                 f"{state.point['target']}")
     return (
         f"backup {state.backup_id}{where}{point} restored on {len(plan.members)} members "
         f"({bumped})" + files

@@ -173,8 +173,8 @@ def _point(
     except EtcdopsError as exc:
         found.fail("point", "", exc)
         return None
-    if not planned.replays and not request.named:
-        return None
+    if not planned.replays and not request.named and not planned.warnings:
+        return None  # 'latest' is the backup itself (a gap before any revision is a point)
     base = planned.base
     if planned.replays:
         detail = (f"revision {planned.revision} ({request.target.describe()}): backup {base.id} "

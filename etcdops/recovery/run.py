@@ -120,7 +120,9 @@ def _choose_backup(
         manifest = found.backup.manifest
         state.backup_id = manifest.id
         state.backup_created_at = manifest.created_at.isoformat()
-    if found.point is not None and request is not None:
+    staged = state.point is not None and state.point["reached"] is not None
+    if found.point is not None and request is not None and not staged:
+        # once step 1 staged it, the record says what was done (and from which backup)
         target = state.point["target"] if state.point else request.target.describe()
         state.point = planned_record(found.point, target)
 

@@ -13,6 +13,7 @@ goes on every way out.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -193,6 +194,7 @@ def prepared_snapshot(
             status = decode_snapshot(config, ref, plain, reporter, store=store, stores=stores,
                                      search=search)
             may_hold = search.found
+            status = dataclasses.replace(status, warnings=status.warnings + chosen.warnings)
             if chosen.exact is not None:
                 from etcdops.restore.point import check_exact
 
@@ -230,6 +232,7 @@ class _PointChoice(NamedTuple):
     # be at it (etcdops.restore.point.check_exact), read again from these stores if not
     exact: PointPlan | None = None
     stores: Stores | None = None
+    warnings: tuple[str, ...] = ()  # the plan's (a gap --allow-gap stopped before)
 
 
 def _point(
@@ -254,7 +257,7 @@ def _point(
         reporter.event(note)
     if not plan.replays:
         exact = point is not None and point.revision is not None
-        return _PointChoice(None, plan.base.id, plan if exact else None, stores)
+        return _PointChoice(None, plan.base.id, plan if exact else None, stores, plan.warnings)
     return _PointChoice(stage_point(config, plan, stores, work, reporter, allow_gap=allow_gap),
                         ref)
 

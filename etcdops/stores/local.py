@@ -290,6 +290,11 @@ class LocalStore:
                 except OSError as exc:
                     raise _storage_error("delete", path, exc) from exc
                 changed[path.parent] = None
-        finally:  # what was removed before a failure stays removed
-            for directory in changed:
-                fsync_dir(directory)
+        except BaseException:
+            # what was removed before the failure stays removed; the failure is what is told
+            with contextlib.suppress(OSError):
+                for directory in changed:
+                    fsync_dir(directory)
+            raise
+        for directory in changed:
+            fsync_dir(directory)

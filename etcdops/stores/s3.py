@@ -294,8 +294,15 @@ class S3Store:
                 continue
             except BotoCoreError as exc:
                 raise self.error(exc, f"delete {len(batch)} objects in", where) from exc
+            asked = dict(zip((o["Key"] for o in objects), batch, strict=True))
             for kept in answer.get("Errors", []):
-                self.delete(kept["Key"][len(self.prefix):])
+                key = asked.get(kept.get("Key", ""))
+                if key is None:  # never asked for: nothing of ours to delete again
+                    raise StorageError(
+                        f"{self.name}: DeleteObjects in {where} answered for key "
+                        f"{kept.get('Key')!r}, which was not asked for ({kept.get('Code')})",
+                        "check the S3 endpoint: it does not answer as S3 does")
+                self.delete(key)
 
     def unfinished(self, prefix: str = "") -> list[ObjectInfo]:
         """Multipart uploads in progress: their parts cost money and no listing shows them. The

@@ -174,6 +174,10 @@ def batch_delete_refused(exc: BaseException) -> str | None:
     code, status, detail = _answer(exc)
     if code in _DENIED or code == "NoSuchBucket" or status == 403:
         return None
+    # a 4xx that says "later" (RequestTimeout, OperationAborted, too many requests) is no
+    # refusal: this prune fails and the next one batches again
+    if code in _TRANSIENT or code == "OperationAborted" or status in (408, 409, 429):
+        return None
     if code in _NOT_IMPLEMENTED or status in (405, 501) or 400 <= status < 500:
         return f"{code}: {detail}"
     return None

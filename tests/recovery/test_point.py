@@ -159,6 +159,18 @@ def dr_run(config: Path, plan: Path, *args: str):
     )
 
 
+def dr_run_to_revision(saved: SavedBackup, target: int, tmp_path: Path, launcher):
+    """`dr run --revision target -o json` of three rebuilt hosts from saved's stores, which
+    must succeed: the hosts' cluster and the CLI's result."""
+    cluster = rebuilt_hosts(tmp_path / "hosts")
+    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
+    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
+                     start=launcher.commands(cluster), checks_command="true")
+    result = dr_run(config, plan, "--revision", str(target), "-o", "json")
+    assert result.exit_code == 0, result.output
+    return cluster, result
+
+
 def member_states(cluster: LocalCluster) -> list[tuple[int, State]]:
     """Each member's own revision and every key it serves, with its revisions and lease."""
     found = []
@@ -180,12 +192,7 @@ def test_dr_run_revision_gives_every_member_etcds_own_state_at_that_revision(
 ):
     saved, marks = journal.saved, journal.marks
     target = marks["txn"]  # a transaction of several keys, inside a segment
-    cluster = rebuilt_hosts(tmp_path / "hosts")
-    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
-    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
-                     start=launcher.commands(cluster), checks_command="true")
-    result = dr_run(config, plan, "--revision", str(target), "-o", "json")
-    assert result.exit_code == 0, result.output
+    cluster, result = dr_run_to_revision(saved, target, tmp_path, launcher)
     report = json.loads(result.stdout)
 
     # every member: exactly etcd's own state at the revision (values, create and mod
@@ -222,12 +229,7 @@ def test_a_revision_inside_the_bases_snapshot_is_restored_from_the_backup_before
     assert earlier is not None
     # the base's save recorded revision R; three writes landed in its snapshot after it
     target = saved.manifest.etcd.revision + 2
-    cluster = rebuilt_hosts(tmp_path / "hosts")
-    config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk")
-    plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
-                     start=launcher.commands(cluster), checks_command="true")
-    result = dr_run(config, plan, "--revision", str(target), "-o", "json")
-    assert result.exit_code == 0, result.output
+    cluster, result = dr_run_to_revision(saved, target, tmp_path, launcher)
     assert member_states(cluster) == [(target, journaled_twice.states[target])] * 3
     report = json.loads(result.stdout)
     # the recovery's backup is the one planned (its files, checked before the stop step);
@@ -237,6 +239,7 @@ def test_a_revision_inside_the_bases_snapshot_is_restored_from_the_backup_before
     assert point["base"] == earlier.id and point["base_revision"] == earlier.etcd.revision
     assert point["reached"] == target
     assert point["replayed"]["revisions"] == target - earlier.etcd.revision
+    assert f"revisions from backup {earlier.id}'s chain replayed" in report["steps"][1]["detail"]
     state = json.loads((tmp_path / "plan.toml.state.json").read_text())
     assert state["backup_id"] == saved.manifest.id and state["point"]["base"] == earlier.id
     assert f"past revision {target} planned for revision {target}" in result.stderr
@@ -272,6 +275,9 @@ def test_an_interrupted_run_resumes_to_the_same_point_and_a_changed_point_is_ref
     assert set(state["steps"]) == {"stop", "restore"}
     assert state["point"]["reached"] == chosen.last_revision
     assert json.loads(out)["point"] == state["point"]  # the report so far says it too
+    # and a dry run of the resume reports what step 1 did, not a fresh plan
+    dry = dr_run(config, plan, "--dry-run", "-o", "json")
+    assert json.loads(dry.stdout)["point"] == state["point"], dry.output
 
     # another moment on the command line: refused, nothing touched
     before = listing(tmp_path / "hosts")

@@ -251,6 +251,20 @@ def test_a_hole_in_every_store_stops_the_restore_or_restores_before_it(journaled
                    LogReporter())
 
 
+def test_a_hole_right_after_the_base_restores_the_base_itself_and_says_so(journaled, tmp_path):
+    config, client, base, manifests, marks = journaled
+    for store in open_stores(config).values():
+        store.delete(manifests[0].manifest_key)
+    # nothing left to replay: the base as it is, but never without the gap's warning
+    for target in (PointTarget(), PointTarget(revision=marks["end"])):
+        with prepared_snapshot(config, "latest", LogReporter(), bump_flags=False,
+                               bump_revision=0, point=target, allow_gap=True,
+                               under=tmp_path) as prepared:
+            assert prepared.revision == base.etcd.revision and prepared.replayed is None
+            [gap] = [w for w in prepared.warnings if "(--allow-gap)" in w]
+            assert f"proves revisions only up to {base.etcd.revision}" in gap
+
+
 def test_restore_at_via_the_cli(journaled, tmp_path):
     config, client, base, manifests, marks = journaled
     toml = toml_for(config, tmp_path / "etcdops.toml")

@@ -604,3 +604,31 @@ def test_keys_delete_objects_kept_are_deleted_again_one_by_one(s3, s3_proxy):
     assert [r.path for r in proxy.requests if delete_object(r)] == [
         f"/etcdops-primary/{store.full_key(keys[1])}"]
     assert [info.key for info in store.list("c/")] == [keys[0], keys[2]]
+
+
+@pytest.mark.parametrize("status, code", [(400, "RequestTimeout"), (409, "OperationAborted"),
+                                          (429, "SlowDown")])
+def test_a_delete_objects_that_says_later_fails_and_batches_again(s3, s3_proxy, status, code):
+    proxy = s3_proxy()
+    location = dataclasses.replace(through(proxy, s3.primary), max_attempts=1)
+    store = primary(location)
+    keys = keys_put(store, 2)
+    proxy.fail(delete_objects, status=status, code=code)
+    with pytest.raises(StorageError, match="cannot delete 2 objects in"):
+        store.delete_many(keys)
+    assert store.batch_deletes and proxy.count(delete_object) == 0
+    store.delete_many(keys)  # the next prune: one DeleteObjects again
+    assert list(store.list("c/")) == [] and proxy.count(delete_objects) == 2
+
+
+def test_an_answer_naming_a_key_never_asked_for_deletes_nothing_more(s3, s3_proxy):
+    proxy = s3_proxy()
+    store = primary(through(proxy, s3.primary))
+    keys = keys_put(store, 2)
+    proxy.answer(delete_objects, (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult><Error>'
+        "<Key>elsewhere/c/journal/0000</Key><Code>InternalError</Code><Message>no</Message>"
+        "</Error></DeleteResult>"))
+    with pytest.raises(StorageError, match="which was not asked for"):
+        store.delete_many(keys)
+    assert proxy.count(delete_object) == 0
