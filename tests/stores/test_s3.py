@@ -545,6 +545,14 @@ def keys_put(store, count):
     return keys
 
 
+def delete_result_keeping(key):
+    """A DeleteObjects answer (200) that names key as not deleted, as S3 names each it kept."""
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult><Error>'
+            f"<Key>{key}</Key><Code>InternalError</Code>"
+            "<Message>We encountered an internal error. Please try again.</Message>"
+            "</Error></DeleteResult>")
+
+
 def test_delete_many_sends_one_request_per_batch(s3, s3_proxy, monkeypatch):
     monkeypatch.setattr("etcdops.stores.s3.DELETE_BATCH", 2)
     proxy = s3_proxy()
@@ -593,11 +601,7 @@ def test_keys_delete_objects_kept_are_deleted_again_one_by_one(s3, s3_proxy):
     proxy = s3_proxy()
     store = primary(through(proxy, s3.primary))
     keys = keys_put(store, 3)
-    proxy.answer(delete_objects, (
-        '<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult><Error>'
-        f"<Key>{store.full_key(keys[1])}</Key><Code>InternalError</Code>"
-        "<Message>We encountered an internal error. Please try again.</Message>"
-        "</Error></DeleteResult>"))
+    proxy.answer(delete_objects, delete_result_keeping(store.full_key(keys[1])))
     store.delete_many(keys)
     # the key named went in a DELETE of its own; the others S3 said it deleted (this answer
     # was the proxy's, so moto still holds them)
@@ -625,10 +629,7 @@ def test_an_answer_naming_a_key_never_asked_for_deletes_nothing_more(s3, s3_prox
     proxy = s3_proxy()
     store = primary(through(proxy, s3.primary))
     keys = keys_put(store, 2)
-    proxy.answer(delete_objects, (
-        '<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult><Error>'
-        "<Key>elsewhere/c/journal/0000</Key><Code>InternalError</Code><Message>no</Message>"
-        "</Error></DeleteResult>"))
+    proxy.answer(delete_objects, delete_result_keeping("elsewhere/c/journal/0000"))
     with pytest.raises(StorageError, match="which was not asked for"):
         store.delete_many(keys)
     assert proxy.count(delete_object) == 0
