@@ -178,15 +178,22 @@ class Connections:
     def _wait_ready(self, connection: Connection, url: str) -> None:
         grpc, etcdrpc = import_grpc(), import_etcdrpc()
         dial = self.config.dial_timeout
+        status = connection.stub("Maintenance").Status
+        # A call that waits for the channel, not grpc.channel_ready_future: that subscribes to
+        # the channel's connectivity, polled on a thread of grpc's own, which raises "Cannot
+        # monitor channel state: Channel closed!" into stderr when the channel is closed at
+        # the wrong moment (grpc/grpc#18995): a traceback an operator must never see.
         try:
-            grpc.channel_ready_future(connection.channel).result(timeout=dial)
+            status(etcdrpc.StatusRequest(), timeout=dial, wait_for_ready=True)
             return
-        except grpc.FutureTimeoutError:
-            pass
-        # the ready future only says "not ready"; a fail-fast call returns grpc's last connect
-        # error, which tells a refused connection from a TLS or DNS problem
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                  grpc.StatusCode.DEADLINE_EXCEEDED):
+                return  # the member answered (a refusal is for the calls to say): connected
+        # waiting only says "not ready"; a fail-fast call returns grpc's last connect error,
+        # which tells a refused connection from a TLS or DNS problem
         try:
-            connection.stub("Maintenance").Status(etcdrpc.StatusRequest(), timeout=_PROBE_TIMEOUT)
+            status(etcdrpc.StatusRequest(), timeout=_PROBE_TIMEOUT)
             return
         except grpc.RpcError as exc:
             details = exc.details() or ""
