@@ -14,9 +14,9 @@ connect and read timeouts and max_attempts tries, every wait of a writer ends at
 and requests run on daemon threads, so that one stuck in a socket read never holds the process
 at exit.
 
-Only this module and its parts (s3_client, s3_writer, s3_copy, s3_reader, s3_errors, s3_parts,
-s3_requests) import botocore, and only when a store is created, so that `etcdops --help` and
-local-only runs never pay for importing it.
+Only this module and its parts (s3_client, s3_writer, s3_copy, s3_delete, s3_reader,
+s3_errors, s3_parts, s3_requests) import botocore, and only when a store is created, so that
+`etcdops --help` and local-only runs never pay for importing it.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from etcdops.errors import (
 from etcdops.stores.base import ObjectInfo, check_key
 from etcdops.stores.s3_client import make_client
 from etcdops.stores.s3_copy import copy_by_ranges
+from etcdops.stores.s3_delete import delete_in_batches
 from etcdops.stores.s3_errors import (
     PERMISSIONS,
-    batch_delete_refused,
     checksums_refused,
     refusal,
     s3_error,
@@ -61,7 +61,6 @@ COPY_PART_SIZE = 256 * MiB  # copies move no bytes through us: big parts mean fe
 # long at most, and never longer than one reply may take (read_timeout): an interrupted save
 # must end promptly, and what an unanswered abort leaves, unfinished() finds.
 ABORT_WAIT = 10.0
-DELETE_BATCH = 1000  # the most keys S3 takes in one DeleteObjects request
 log = logging.getLogger("etcdops.stores.s3")
 
 
@@ -262,47 +261,9 @@ class S3Store:
             self._client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
 
     def delete_many(self, keys: Sequence[str]) -> None:
-        """Remove objects, DELETE_BATCH to a DeleteObjects request (missing ones are not an
-        error; S3 promises no order within a request). The keys S3's answer names as not
-        deleted (it answers 200 and names each) get a DELETE of their own, with botocore's
-        retries. A server that refuses DeleteObjects itself (not implemented, or the checksum
-        or Content-MD5 header it wants) gets one DELETE per key from then on, said once in a
-        warning."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start:start + DELETE_BATCH]
-            if not self.batch_deletes:
-                for key in batch:
-                    self.delete(key)
-                continue
-            where = f"s3://{self.bucket}/{self.prefix} ({self.region})"
-            objects = [{"Key": self.full_key(key)} for key in batch]
-            try:
-                answer = self._client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
-            except ClientError as exc:
-                why = batch_delete_refused(exc)
-                if why is None:
-                    raise self.error(exc, f"delete {len(batch)} objects in", where) from exc
-                self.batch_deletes = False
-                log.warning("%s: the server at %s refuses DeleteObjects (%s): objects are "
-                            "deleted one request each from now on", self.name, self.endpoint,
-                            why)
-                for key in batch:
-                    self.delete(key)
-                continue
-            except BotoCoreError as exc:
-                raise self.error(exc, f"delete {len(batch)} objects in", where) from exc
-            asked = dict(zip((o["Key"] for o in objects), batch, strict=True))
-            for kept in answer.get("Errors", []):
-                key = asked.get(kept.get("Key", ""))
-                if key is None:  # never asked for: nothing of ours to delete again
-                    raise StorageError(
-                        f"{self.name}: DeleteObjects in {where} answered for key "
-                        f"{kept.get('Key')!r}, which was not asked for ({kept.get('Code')})",
-                        "check the S3 endpoint: it does not answer as S3 does")
-                self.delete(key)
+        """Remove objects, DELETE_BATCH to a DeleteObjects request (etcdops.stores.s3_delete);
+        missing ones are not an error, and S3 promises no order within a request."""
+        delete_in_batches(self, self._client, keys)
 
     def unfinished(self, prefix: str = "") -> list[ObjectInfo]:
         """Multipart uploads in progress: their parts cost money and no listing shows them. The

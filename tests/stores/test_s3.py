@@ -554,7 +554,7 @@ def delete_result_keeping(key):
 
 
 def test_delete_many_sends_one_request_per_batch(s3, s3_proxy, monkeypatch):
-    monkeypatch.setattr("etcdops.stores.s3.DELETE_BATCH", 2)
+    monkeypatch.setattr("etcdops.stores.s3_delete.DELETE_BATCH", 2)
     proxy = s3_proxy()
     store = primary(through(proxy, s3.primary))
     keys = keys_put(store, 5)
