@@ -17,5 +17,6 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.proxies",
     "tests.fixtures.backups",
+    "tests.fixtures.journal",
     "tests.fixtures.sshd",
 ]

@@ -38,11 +38,6 @@ def cluster_a(tmp_path) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def identity() -> Identity:
-    return Identity.generate()
-
-
-@pytest.fixture
 def journaled(cluster_a, identity, tmp_path, etcd3_client):
     """Cluster A's backup, a plain snapshot of the same revision beside it, and a journal's
     chain of writes after it, the journal stopped: (config, base, snapshot, the chain's reach)."""

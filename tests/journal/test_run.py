@@ -8,15 +8,13 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import etcd3
 import pytest
 
 from etcdops.backup.save import save_snapshot
 from etcdops.config.settings import MetricsConfig
-from etcdops.crypto.age import Identity
 from etcdops.etcd.local import LocalCluster
 from etcdops.journal.base import newest_base
 from etcdops.journal.report import JournalReport
@@ -30,25 +28,16 @@ from tests.journal.journaling import Journal, Writer, chain_in, history, journal
 
 
 @pytest.fixture(scope="module")
-def etcd3_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One three-member cluster for the module: each test journals a cluster name of its own."""
+def journal_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Three members for this module (tests.fixtures.journal's has one): each test journals a
+    cluster name of its own."""
     with LocalCluster.three(tmp_path_factory.mktemp("etcd3")) as cluster:
         yield cluster
 
 
-@pytest.fixture(scope="module")
-def identity() -> Identity:
-    return Identity.generate()
-
-
 @pytest.fixture
-def client(etcd3_cluster, etcd3_client: Callable[[str], etcd3.Etcd3Client]) -> etcd3.Etcd3Client:
-    return etcd3_client(etcd3_cluster.client_urls[0])
-
-
-@pytest.fixture
-def config(etcd3_cluster, identity, tmp_path):
-    return journal_config(etcd3_cluster, identity, tmp_path)
+def config(journal_etcd, identity, tmp_path):
+    return journal_config(journal_etcd, identity, tmp_path)
 
 
 def base_of(config):
@@ -193,9 +182,9 @@ def test_a_newer_full_backup_starts_a_new_chain_where_the_old_one_reaches(
 
 
 def test_a_chain_of_max_chain_revisions_takes_a_backup_and_the_chains_meet(
-    etcd3_cluster, identity, client, tmp_path
+    journal_etcd, identity, client, tmp_path
 ):
-    config = journal_config(etcd3_cluster, identity, tmp_path, max_chain_revisions=1000)
+    config = journal_config(journal_etcd, identity, tmp_path, max_chain_revisions=1000)
     save_snapshot(config, LogReporter())
     old = base_of(config)
     store = open_stores(config)["local"]
@@ -223,11 +212,11 @@ def test_a_chain_of_max_chain_revisions_takes_a_backup_and_the_chains_meet(
 
 
 def test_a_long_chains_backup_serves_only_the_chain_that_asked_for_it(
-    etcd3_cluster, identity, client, tmp_path
+    journal_etcd, identity, client, tmp_path
 ):
     # a chain that ended another way (the hourly backup) while its long backup was saving must
     # not hand that backup to the next chain: it would end at once, behind its own base
-    config = journal_config(etcd3_cluster, identity, tmp_path, max_chain_revisions=1000)
+    config = journal_config(journal_etcd, identity, tmp_path, max_chain_revisions=1000)
     save_snapshot(config, LogReporter())
     first = base_of(config)
     journal = _Journal(config, LogReporter(), None, open_stores(config), [], threading.Event(),

@@ -10,34 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import etcd3
 import pytest
 
-from etcdops.crypto.age import Identity
-from etcdops.etcd.local import LocalCluster
 from etcdops.journal.base import newest_base
 from etcdops.stores.configured import open_stores
 from tests.fixtures.waiting import wait_for
 from tests.journal.journaling import Writer, chain_in, history, journal_config, replayed
-
-
-@pytest.fixture(scope="module")
-def etcd1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster.single(tmp_path_factory.mktemp("etcd")) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def identity() -> Identity:
-    return Identity.generate()
-
-
-@pytest.fixture
-def client(etcd1, etcd3_client: Callable[[str], etcd3.Etcd3Client]) -> etcd3.Etcd3Client:
-    return etcd3_client(etcd1.client_urls[0])
 
 
 class Process:
@@ -77,11 +58,11 @@ class Process:
 
 
 @pytest.fixture
-def setup(etcd1, identity, tmp_path) -> Iterator[tuple]:
-    config = journal_config(etcd1, identity, tmp_path)
+def setup(journal_etcd, identity, tmp_path) -> Iterator[tuple]:
+    config = journal_config(journal_etcd, identity, tmp_path)
     toml = tmp_path / "etcdops.toml"
     toml.write_text(
-        f'cluster = "{config.cluster}"\n[etcd]\nendpoints = ["{etcd1.client_urls[0]}"]\n'
+        f'cluster = "{config.cluster}"\n[etcd]\nendpoints = ["{journal_etcd.client_urls[0]}"]\n'
         f'[encryption]\nrecipients = ["{identity.recipient()}"]\n'
         f'[local]\ndir = "{config.local.dir}"\n[schedule]\nelection_ttl = "5s"\n'
         '[journal]\ninterval = "200ms"\n'

@@ -32,11 +32,6 @@ from tests.journal.samples import BASE, EVERY_KIND, put
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def identity() -> Identity:
-    return Identity.generate()
-
-
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path) -> Store:
     if request.param == "local":

@@ -7,19 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import etcd3
-import pytest
 from typer.testing import CliRunner
 
 from etcdops.backup.save import save_snapshot
 from etcdops.cli.main import app
 from etcdops.config import Config
 from etcdops.crypto.age import Identity
-from etcdops.etcd.local import LocalCluster
 from etcdops.journal.base import newest_base
 from etcdops.journal.segment import SegmentBuffer
 from etcdops.journal.store import publish, seal
@@ -29,23 +25,6 @@ from etcdops.stores.configured import open_stores
 from tests.fixtures.waiting import wait_for
 from tests.journal.journaling import Journal, Writer, chain_in, history, journal_config
 from tests.maintenance.test_health import GENEROUS
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One member for the module: each test journals a cluster name of its own."""
-    with LocalCluster.single(tmp_path_factory.mktemp("etcd")) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def identity() -> Identity:
-    return Identity.generate()
-
-
-@pytest.fixture
-def client(etcd, etcd3_client: Callable[[str], etcd3.Etcd3Client]) -> etcd3.Etcd3Client:
-    return etcd3_client(etcd.client_urls[0])
 
 
 def journal_rows(config: Config, **options: object) -> dict[str, object]:
@@ -65,16 +44,16 @@ def seconds_since(moment: datetime | None) -> float:
     return (datetime.now(UTC) - moment).total_seconds()
 
 
-def test_no_journal_no_rows(etcd, identity, tmp_path):
-    config = journal_config(etcd, identity, tmp_path)
+def test_no_journal_no_rows(journal_etcd, identity, tmp_path):
+    config = journal_config(journal_etcd, identity, tmp_path)
     save_snapshot(config, LogReporter())
     assert journal_rows(config) == {}
 
 
 def test_a_journal_keeping_up_passes_and_once_stopped_under_writes_fails(
-    etcd, identity, client, tmp_path
+    journal_etcd, identity, client, tmp_path
 ):
-    config = journal_config(etcd, identity, tmp_path, rpo_target=1.0)
+    config = journal_config(journal_etcd, identity, tmp_path, rpo_target=1.0)
     save_snapshot(config, LogReporter())
     journal = Journal(config)
     writer = Writer(client).start()
@@ -103,11 +82,11 @@ def test_a_journal_keeping_up_passes_and_once_stopped_under_writes_fails(
 
 
 def test_an_idle_cluster_has_no_lag_and_its_first_write_is_waited_for(
-    etcd, identity, client, tmp_path
+    journal_etcd, identity, client, tmp_path
 ):
     # the target is what health waits for the first write after idling: one a busy machine's
     # journal (a segment every 0.2 s) meets, so the test does not time the machine
-    config = journal_config(etcd, identity, tmp_path, rpo_target=4.0)
+    config = journal_config(journal_etcd, identity, tmp_path, rpo_target=4.0)
     save_snapshot(config, LogReporter())
     journal = Journal(config)
     try:
@@ -128,9 +107,9 @@ def test_an_idle_cluster_has_no_lag_and_its_first_write_is_waited_for(
 
 
 def test_a_gap_between_chains_warns_and_a_hole_in_the_newest_fails(
-    etcd, identity, client, tmp_path
+    journal_etcd, identity, client, tmp_path
 ):
-    config = journal_config(etcd, identity, tmp_path)
+    config = journal_config(journal_etcd, identity, tmp_path)
     store = open_stores(config)["local"]
     first = save_snapshot(config, LogReporter()).manifest
     for number in range(10):
@@ -185,14 +164,14 @@ def config_file(config: Config, tmp_path: Path) -> Path:
 
 
 def test_after_a_restore_of_the_cluster_the_lag_is_judged_on_the_new_history(
-    etcd, identity, client, tmp_path, etcd3_client
+    journal_etcd, identity, client, tmp_path, etcd3_client
 ):
     from tests.journal.restoring import plain_snapshot, restored
 
-    config = journal_config(etcd, identity, tmp_path, rpo_target=1.0)
+    config = journal_config(journal_etcd, identity, tmp_path, rpo_target=1.0)
     old = save_snapshot(config, LogReporter()).manifest
     snapshot = tmp_path / "old.db"
-    assert plain_snapshot(etcd.members[0], snapshot) == old.etcd.revision
+    assert plain_snapshot(journal_etcd.members[0], snapshot) == old.etcd.revision
     for number in range(20):
         reach = client.put(f"/registry/pods/old/{number}", "x").header.revision
     store = open_stores(config)["local"]
