@@ -74,6 +74,7 @@ from common import (
     in_thread,
     run_arguments,
     run_bench,
+    sources_changed,
     write_config,
 )
 from machine import code_fingerprint, git_state, process_cpu, wait_for_quiet
@@ -667,8 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"    (beside {len(beside)} processes of other benchmarks or tests)")
             print_round(rounds[-1])
         ok, lines = verdict(rounds, args.rate)
-        if len({r.code for r in rounds} | {code}) > 1:
-            lines.append("WARNING: etcdops' sources changed during the benchmark")
+        lines += sources_changed((r.code for r in rounds), code)
         return conclude(ok, lines, load_before, args.json, {
             "etcdops": {"commit": commit, "sources": code, "at_end": git_state()},
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
