@@ -130,6 +130,16 @@ class PeriodOutcome:
     def skipped(self) -> bool:
         return self.result is None
 
+    @property
+    def backup_id(self) -> str | None:
+        """The period's backup: the one this run saved, or the one it found the period done
+        with; None while another node's save still runs."""
+        if self.result is not None:
+            return self.result.manifest.id
+        if self.existing is not None:
+            return self.existing.id
+        return self.holder.backup_id if self.holder is not None else None
+
     def summary(self) -> str:
         """Why a skipped run did nothing, in one line for the operator or the daemon's log."""
         where = f"period {self.period.label} of cluster {self.period.cluster}"

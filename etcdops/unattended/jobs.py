@@ -91,16 +91,17 @@ def snapshot(config: Config, reporter: Reporter) -> Outcome:
     # pruned even when a store missed the backup or the period was another node's: retention
     # must not stall behind an outage, and each node's local store is its own to prune
     problems, deleted = _prune(config, stores, reporter)
-    result = outcome.result
+    result, backup_id = outcome.result, outcome.backup_id
     if result is None:
-        summary, backup_id = outcome.summary(), None
+        summary = outcome.summary()
     else:
-        backup_id = result.manifest.id
         summary = f"backup {backup_id} stored in {', '.join(result.stored)}"
         problems[:0] = [f"backup {backup_id} is not in the {name} store: {why}"
                         for name, why in result.failures.items()]
     if problems:
         raise StorageError("; ".join(problems), "fix the stores named; the next run retries")
+    # the period's backup in the log line whether this run took it or found it taken, so that
+    # a log search for a backup finds every run that relied on it
     return Outcome(f"{summary}; pruned {deleted}", {"backup_id": backup_id} if backup_id else {})
 
 

@@ -140,7 +140,18 @@ def test_a_period_already_saved_by_another_node_is_not_looked_at_again(
         "already has backup 20260101T000000Z-0a0b0c by cp-test (pid 4242): nothing to do; "
         "pruned 1"
     )
+    assert outcome.fields == {"backup_id": "20260101T000000Z-0a0b0c"}
     assert host.backups() == host.old[1:]
+
+
+def test_a_period_whose_backup_is_in_the_catalogue_names_that_backup(host: Host) -> None:
+    # as when the last period's save ran past the boundary: its backup was created in this one
+    taken = save_snapshot(host.config, LogReporter()).manifest.id
+    outcome = snapshot(host.config, LogReporter())
+    assert outcome.again_in is None
+    assert f"already has backup {taken}, verified in local: nothing to do" in outcome.summary
+    assert outcome.fields == {"backup_id": taken}
+    assert host.backups() == [taken]
 
 
 def test_a_failed_save_is_the_jobs_error_and_retention_is_applied_all_the_same(
