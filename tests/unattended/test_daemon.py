@@ -372,7 +372,9 @@ def test_sigterm_when_idle_exits_at_once(start: Callable[..., DaemonProcess]) ->
     daemon.wait_messages("drill: done")
     code, took = daemon.stop(timeout=10)
     assert code == 0
-    assert took < 2.0
+    # at once: not after the next job's period (an hour), nor stop_timeout (60 s); the margin
+    # is for the interpreter's exit on a loaded machine
+    assert took < 5.0
     assert daemon.messages("daemon stopped: snapshot 1 runs, 0 failed")
 
 
@@ -431,7 +433,8 @@ def test_a_period_missed_behind_a_long_job_runs_once_after_it(
                             lambda: (s := maintain_starts_after()) and len(s) >= 2 and s)
     # three periods or more were missed during the drill: one run at its end, the next a
     # period later (not one run per missed period)
-    assert after[0] - ended < timedelta(seconds=0.5)
+    # at its end, not the next period's (a second later); the margin is a loaded machine's
+    assert after[0] - ended < timedelta(seconds=0.9)
     assert after[1] - after[0] >= timedelta(seconds=1)
     code, _ = daemon.stop(timeout=20)
     assert code == 0
