@@ -25,7 +25,7 @@ from datetime import datetime
 
 from etcdops.backup.catalog import Catalog, CatalogEntry
 from etcdops.backup.manifest import Manifest
-from etcdops.backup.save import save_snapshot
+from etcdops.backup.save import SaveResult, save_snapshot
 from etcdops.config import Config
 from etcdops.errors import EtcdopsError, StorageError
 from etcdops.journal.chain import window
@@ -126,6 +126,17 @@ def resume_point(stores: Stores, cluster: str, base: Base) -> Resume:
     return Resume(reaches[best], len(path), {name: m for name, m in owed.items() if m})
 
 
+def not_shared(saved: SaveResult, stores: Stores) -> str | None:
+    """Why a new backup is not fit to be a chain's base, or None: it is not in the shared
+    store. A node taking the journal over looks for its base there and would not find it, nor
+    extend its chain, and a replay from that store would find no base under the chain."""
+    shared = next((name for name in BASE_STORES if name in stores), None)
+    if shared is None or shared in saved.stored:
+        return None
+    return (f"backup {saved.manifest.id} is not in the {shared} store "
+            f"({saved.failures.get(shared, 'not stored')})")
+
+
 class BackgroundSave:
     """A full backup taken on a thread of its own while the watch goes on, for the chain of one
     base: its result is that chain's alone, whatever ended the chain meanwhile."""
@@ -144,14 +155,10 @@ class BackgroundSave:
         except Exception as exc:  # said by the chain that waits for it, never a thread's trace
             self.problem = exc.message if isinstance(exc, EtcdopsError) else repr(exc)
             return
-        shared = next((name for name in BASE_STORES if name in stores), None)
-        if shared is not None and shared not in saved.stored:
-            # a base only this host holds: a node taking the journal over (which looks for its
-            # base in the shared store) would not find it, nor extend its chain
-            self.problem = (f"backup {saved.manifest.id} is not in the {shared} store "
-                            f"({saved.failures.get(shared, 'not stored')})")
-            return
-        self.base = base_of(saved.manifest)
+        # the chain this one would go on to can wait for the next backup: this chain goes on
+        self.problem = not_shared(saved, stores)
+        if self.problem is None:
+            self.base = base_of(saved.manifest)
 
     @property
     def running(self) -> bool:

@@ -57,7 +57,14 @@ from etcdops.crypto.keys import configured_recipients
 from etcdops.errors import EtcdopsError, EtcdUnavailableError, IntegrityError
 from etcdops.etcd.election import Holder, Taken, Term, election_key
 from etcdops.etcd.watch import HistoryChanged, Revision, WatchCompacted
-from etcdops.journal.base import BackgroundSave, Base, base_of, newest_base, resume_point
+from etcdops.journal.base import (
+    BackgroundSave,
+    Base,
+    base_of,
+    newest_base,
+    not_shared,
+    resume_point,
+)
 from etcdops.journal.publish import Publisher, StoreCounts
 from etcdops.journal.report import ChainStart, JournalReport
 from etcdops.journal.segment import SegmentBuffer
@@ -253,6 +260,13 @@ class _Journal:
                 self.stop.wait(RETRY_PAUSE)
                 continue
             base = base_of(saved.manifest)
+            problem = not_shared(saved, self.stores)
+            if problem is not None:
+                # not taken again until the shared store has it: retried every few seconds, a
+                # full backup each time would fill this host's disk while that store is down
+                log.warning("journal: the new chain's base %s: until a newer backup reaches "
+                            "that store, the chain can be replayed only from the stores that "
+                            "hold its base", problem)
         return self._started(base, base.revision, reason)
 
     def _started(self, base: Base, follows: int, reason: str) -> _Chain:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from etcdops.backup.catalog import Catalog
 from etcdops.backup.save import save_snapshot
 from etcdops.config.settings import MetricsConfig
 from etcdops.etcd.local import LocalCluster
@@ -283,3 +284,32 @@ def test_a_failing_primary_is_caught_up_later_and_the_local_store_never_stops(
     # every reason is there from the start, so that the alert sees the first new chain
     assert samples[("etcdops_journal_chains_total", labels + (("reason", "compacted"),))] == 0
     assert samples[("etcdops_journal_rpo_target_seconds", labels)] == 30
+
+
+def test_a_base_the_primary_missed_is_journaled_on_with_a_warning_and_not_taken_again(
+    config, s3, s3_proxy, client, caplog
+):
+    from tests.s3proxy import put_object
+
+    proxy = s3_proxy()
+    config = with_s3(config, s3, primary_url=proxy.url)
+    proxy.fail(put_object, times=1 << 62)
+    caplog.set_level(logging.WARNING, logger="etcdops.journal")
+    journal = Journal(config)
+    writer = Writer(client).start()
+    store = open_stores(config)["local"]
+    wait_for(lambda: newest_base(open_stores(config), config.cluster), "a full backup")
+    base = base_of(config)
+    # the changes are journaled all the same: a chain only this host can replay beats none
+    wait_for(lambda: len(chain_in(store, config, base.backup_id, base.revision).path) >= 3,
+             "three segments in the local store")
+    writer.finish()
+    report = journal.finish()
+    assert [(c.base_backup_id, c.reason) for c in report.chains] == [
+        (base.backup_id, "no-backup")]
+    [warning] = [r.getMessage() for r in caplog.records if "the new chain's base" in r.getMessage()]
+    assert warning.startswith(
+        f"journal: the new chain's base backup {base.backup_id} is not in the primary store (")
+    # one full backup: not one every retry while the primary is down
+    assert [e.id for e in Catalog(store, config.cluster).entries()] == [base.backup_id]
+    assert Catalog(open_stores(config)["primary"], config.cluster).entries() == []
