@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from etcdops.cli.main import app
 from etcdops.lock import job_lock
+from tests.fixtures.waiting import wait_for
 
 
 @pytest.fixture
@@ -172,8 +173,7 @@ def test_sigterm_during_save_exits_130_and_leaves_no_partial_object(
     while said[-1] and "streaming snapshot" not in said[-1]:
         said.append(process.stderr.readline())
     assert "streaming snapshot" in said[-1], said
-    time.sleep(0.3)
-    assert list(backup_config.local.dir.rglob(".tmp-*")), "no partial object to clean up"
+    wait_for(lambda: list(backup_config.local.dir.rglob(".tmp-*")), "a partial object to clean up")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=20)
     assert process.returncode == 130, stderr

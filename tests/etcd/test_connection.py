@@ -27,7 +27,8 @@ def test_unreachable_endpoint_fails_within_the_dial_timeout(unreachable_endpoint
     started = time.monotonic()
     with EtcdSession(config) as session, pytest.raises(EtcdUnavailableError) as caught:
         session.status(unreachable_endpoint)
-    assert time.monotonic() - started < config.dial_timeout + 1.0
+    # not the command timeout (30 s); the margin a loaded machine's
+    assert time.monotonic() - started < config.dial_timeout + 3.0
     assert caught.value.message == (
         f"etcd at {unreachable_endpoint} is unreachable: connection refused within 1s"
     )
@@ -36,12 +37,13 @@ def test_unreachable_endpoint_fails_within_the_dial_timeout(unreachable_endpoint
 
 def test_statuses_name_every_unreachable_endpoint_in_one_dial_timeout() -> None:
     endpoints = tuple(f"http://127.0.0.1:{free_port()}" for _ in range(3))
-    config = EtcdConfig(endpoints=endpoints, dial_timeout=0.5)
+    config = EtcdConfig(endpoints=endpoints, dial_timeout=2.0)
     with EtcdSession(config) as session:
         started = time.monotonic()
         with pytest.raises(EtcdUnavailableError) as caught:
             session.statuses()
-        assert time.monotonic() - started < config.dial_timeout + 1.0  # asked in parallel
+        # asked in parallel: one after the other would take three dial timeouts
+        assert time.monotonic() - started < config.dial_timeout + 2.0
         with pytest.raises(EtcdUnavailableError, match="no etcd endpoint answered MemberList"):
             session.members()
     assert caught.value.message.startswith("3 of 3 etcd endpoints did not answer")

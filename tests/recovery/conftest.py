@@ -20,7 +20,7 @@ from etcdops.backup.save import save_snapshot
 from etcdops.config import Config, EncryptionConfig, LocalConfig, S3Config, S3Location
 from etcdops.config.settings import BackupConfig
 from etcdops.demo.sample import kubernetes_objects, load_kubernetes_objects
-from etcdops.etcd.local import LocalCluster, LocalEtcd, free_port, stop_launched
+from etcdops.etcd.local import LocalCluster, LocalEtcd, stop_launched
 from etcdops.etcd.session import EtcdSession
 from etcdops.report import LogReporter
 from etcdops.stores.configured import open_stores
@@ -139,11 +139,6 @@ def config_toml(
         extra, "",
     ]))
     return path
-
-
-def unreachable_url() -> str:
-    """An http:// URL on a loopback port where nothing listens: the lost region."""
-    return f"http://127.0.0.1:{free_port()}"
 
 
 @dataclasses.dataclass

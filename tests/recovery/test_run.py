@@ -29,7 +29,6 @@ from tests.recovery.conftest import (
     listing,
     plan_toml,
     rebuilt_hosts,
-    unreachable_url,
     waiting_command,
 )
 
@@ -46,7 +45,7 @@ def every_key(cluster: LocalCluster) -> dict[bytes, bytes]:
 
 
 def test_a_full_recovery_from_the_replica_brings_every_key_back_in_five_timed_steps(
-    aws, tmp_path, launcher
+    aws, tmp_path, launcher, unreachable_endpoint
 ):
     saved = aws
     cluster = saved.cluster  # dead; its data dirs are still there, to be moved aside
@@ -54,7 +53,7 @@ def test_a_full_recovery_from_the_replica_brings_every_key_back_in_five_timed_st
            for member in cluster.members}
     assert all("member" in names for names in old.values())
     config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk",
-                         primary_url=unreachable_url())
+                         primary_url=unreachable_endpoint)
     files = tmp_path / "files"
     plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
                      start=launcher.commands(cluster), files_to=files)
@@ -195,11 +194,11 @@ def test_sigterm_during_step_2_then_a_rerun_resumes_there_and_a_third_run_is_ref
     assert f"remove {state_file}" in again.stderr
 
 
-def closed_ssh() -> str:
-    """An exec prefix to a host where nothing answers ssh."""
+def closed_ssh(unreachable_endpoint: str) -> str:
+    """An exec prefix to a host where nothing answers ssh (on unreachable_endpoint's port)."""
     return ("ssh -p {} -o BatchMode=yes -o StrictHostKeyChecking=no "
             "-o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@127.0.0.1").format(
-                unreachable_url().rsplit(":", 1)[1])
+                unreachable_endpoint.rsplit(":", 1)[1])
 
 
 @pytest.fixture
@@ -250,7 +249,7 @@ def put_back(saved, originals: dict[str, bytes]) -> None:
     ("included file in the way", 2, "set force = true in [files]"),
 ])
 def test_each_refusal_is_one_clear_line_its_exit_code_and_no_data_dir_changed(
-    aws, tmp_path, old_hosts, launcher, case, code, words
+    aws, tmp_path, old_hosts, launcher, case, code, words, unreachable_endpoint
 ):
     saved, cluster = aws, old_hosts
     members = [Member.of(m) for m in cluster.members]
@@ -264,7 +263,7 @@ def test_each_refusal_is_one_clear_line_its_exit_code_and_no_data_dir_changed(
         members[1].data_dir = tmp_path / "hosts" / "a-file"
         members[1].data_dir.write_text("not a data dir")
     elif case == "host unreachable":
-        members[2].exec, members[2].etcdops = closed_ssh(), ETCDOPS
+        members[2].exec, members[2].etcdops = closed_ssh(unreachable_endpoint), ETCDOPS
     elif case == "included file in the way":  # found before the stop step, not in step 1
         files_to = tmp_path / "hosts" / "files"
         there = files_to / saved.included.relative_to("/")
@@ -295,11 +294,12 @@ def test_each_refusal_is_one_clear_line_its_exit_code_and_no_data_dir_changed(
         assert not state_file.exists()
 
 
-def test_the_dry_run_passes_on_a_good_setup_and_touches_nothing(aws, tmp_path, old_hosts,
-                                                                 launcher):
+def test_the_dry_run_passes_on_a_good_setup_and_touches_nothing(
+    aws, tmp_path, old_hosts, launcher, unreachable_endpoint
+):
     saved, cluster = aws, old_hosts
     config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk",
-                         primary_url=unreachable_url())
+                         primary_url=unreachable_endpoint)
     plan = plan_toml(tmp_path / "plan.toml", [Member.of(m) for m in cluster.members],
                      start=launcher.commands(cluster), files_to=tmp_path / "files")
     before = listing(tmp_path)
@@ -322,13 +322,13 @@ def test_the_dry_run_passes_on_a_good_setup_and_touches_nothing(aws, tmp_path, o
 
 
 def test_the_dry_run_lists_every_failed_prerequisite_and_exits_with_the_first(
-    aws, tmp_path, old_hosts, launcher
+    aws, tmp_path, old_hosts, launcher, unreachable_endpoint
 ):
     saved, cluster = aws, old_hosts
     members = [Member.of(m) for m in cluster.members]
     members[1].data_dir = tmp_path / "hosts" / "a-file"
     members[1].data_dir.write_text("not a data dir")
-    members[2].exec, members[2].etcdops = closed_ssh(), ETCDOPS
+    members[2].exec, members[2].etcdops = closed_ssh(unreachable_endpoint), ETCDOPS
     config = config_toml(tmp_path / "etcdops.toml", saved, local_dir=tmp_path / "lost-disk",
                          extra=f'[etcd]\netcdutl = "{tmp_path / "no-etcdutl"}"')
     plan = plan_toml(tmp_path / "plan.toml", members, start=launcher.commands(cluster))

@@ -237,15 +237,16 @@ def test_a_hung_endpoint_ends_a_write_at_the_deadline_and_says_what_it_waited_fo
 ):
     proxy = s3_proxy()
     proxy.hang(nth=2)  # the upload starts; no part is ever answered
-    location = dataclasses.replace(through(proxy, s3.primary), read_timeout=3.0, deadline=2.0)
+    location = dataclasses.replace(through(proxy, s3.primary), read_timeout=5.0, deadline=2.0)
     said = []
     writer = primary(location).open_writer(KEY, waiting=said.append)
     started = time.monotonic()
     with pytest.raises(StorageError, match=r"did not finish within s3\.deadline \(2\.0s\)"):
         for _ in range(6):
             writer.write(os.urandom(PART))
-    # the deadline, then the abort's wait of read_timeout at most
-    assert time.monotonic() - started < 2.0 + 3.0 + 1.5
+    # the deadline, then the abort's wait of read_timeout at most (less than a retried abort's
+    # two), with a loaded machine's margin
+    assert time.monotonic() - started < 2.0 + 5.0 + 3.0
     assert any(line.startswith("waiting for the primary upload (s3://etcdops-primary/")
                and "2 parts in flight" in line for line in said), said
     assert writer.abort() is False  # S3 never answered the abort either
