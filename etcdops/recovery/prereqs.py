@@ -115,8 +115,7 @@ def check_prerequisites(
     found.bump_flags = bool(supports) and all(supports)
     _judge_disks(disks, found)
     if not found.failures:
-        replays = found.point is not None and found.point.replays
-        found.add("revision", "", _revision_plan(config, found.bump_flags, replays))
+        found.add("revision", "", _revision_plan(config, found.bump_flags))
     _files(plan, view, found)
     return found
 
@@ -188,15 +187,12 @@ def _point(
     return planned
 
 
-def _revision_plan(config: Config, bump_flags: bool, replays: bool) -> str:
-    """How the restored cluster's revision will be kept past what clients saw."""
+def _revision_plan(config: Config, bump_flags: bool) -> str:
+    """How the restored cluster's revision will be kept past what clients saw (a point in time
+    past the newest revision its history's journal and backups hold)."""
     if bump_flags:
         return (f"every member's etcdutl bumps the revision by {config.restore.bump_revision:,} "
                 "and marks it compacted")
-    if replays:
-        return ("not every member's etcdutl has --bump-revision: the point in time is restored "
-                "at its own revision (the staging etcd that replays it does not advance it); "
-                "the report says what to restart")
     return (
         "not every member's etcdutl has --bump-revision: a staging etcd on this host advances "
         f"the revision first, if that fits in [restore] bump_budget "

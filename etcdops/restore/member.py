@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ from etcdops.restore.revision import (
 )
 from etcdops.restore.staging import (
     ETCDUTL_TIMEOUT,
+    Seen,
     samples_search,
     save_checked,
     stage_bump,
@@ -181,8 +182,10 @@ def prepared_snapshot(
         if ref == "latest" or point is not None:
             chosen = _point(config, ref, point, allow_gap, store, stores, work, reporter)
             ref = chosen.ref
+        revision_rule = _RevisionRule(config, etcdutl, work, reporter, clock, bump_flags,
+                                      bump_revision, shared)
         if chosen.staged is not None:
-            yield _from_point(chosen.staged, reading, etcdutl, bump_flags, bump_revision, config)
+            yield _from_point(chosen.staged, reading, revision_rule)
             return
         if ref == STDIN_REF:
             if stdin is None:
@@ -202,26 +205,16 @@ def prepared_snapshot(
                 staged = check_exact(config, chosen.exact, plain, chosen.stores, work, reporter,
                                      allow_gap)
                 if staged is not None:
-                    yield _from_point(staged, reading, etcdutl, bump_flags, bump_revision, config)
+                    yield _from_point(staged, reading, revision_rule)
                     return
         revision = _revision(plain, status, config)
         durations = {"download_decode": round(time.monotonic() - reading, 3)}
-        if bump_flags:
-            plan = flags_plan(bump_revision or config.restore.bump_revision)
-        elif bump_revision == 0:
-            plan = unbumped_plan(None)
-        elif not shared:
-            plan = unbumped_plan(restart_warning(
-                f"{no_flags(etcdutl)}; a staging etcd advances one snapshot for every member, "
-                "and members restored one by one would each get their own revisions: restore "
-                "them all with `etcdops dr run` for a bumped snapshot"
-            ))
-        else:
-            plain, plan, staged_for = _stage(
-                config, etcdutl, plain, status, revision, work, reporter, clock, may_hold
-            )
-            if staged_for is not None:
-                durations["staging"] = round(staged_for, 3)
+        seen = None if status.created_at is None else Seen(
+            datetime.fromisoformat(status.created_at).timestamp(), revision)
+        plain, plan, staged_for = revision_rule.apply(plain, status.source, revision, seen,
+                                                      may_hold)
+        if staged_for is not None:
+            durations["staging"] = round(staged_for, 3)
         yield Prepared(plain, status, revision, plan, durations)
 
 
@@ -262,63 +255,77 @@ def _point(
                         ref)
 
 
-def _from_point(
-    staged: StagedPoint, reading: float, etcdutl: Path, bump_flags: bool,
-    bump_revision: int | None, config: Config,
-) -> Prepared:
+def _from_point(staged: StagedPoint, reading: float, rule: _RevisionRule) -> Prepared:
     """What prepared_snapshot yields for a point in time staged (reading: when it began)."""
-    status = staged.status
+    status, plan = staged.status, staged.plan
     replaying = staged.replayed.seconds
     durations = {"download_decode": round(time.monotonic() - reading - replaying, 3),
                  "replay": round(replaying, 3)}
-    return Prepared(staged.path, status, status.revision, _point_plan(
-        etcdutl, status, bump_flags, bump_revision, config), durations, staged.replayed,
-        staged.plan)
+    newest, seen_at = plan.newest
+    base = plan.base
+    # the journal's own points give the write rate, compaction samples or not
+    path, revision_plan, staged_for = rule.apply(
+        staged.path, status.source, status.revision, Seen(seen_at.timestamp(), newest),
+        None, rate_points=[(base.created_at.timestamp(), base.etcd.revision)])
+    if staged_for is not None:
+        durations["staging"] = round(staged_for, 3)
+    return Prepared(path, status, status.revision, revision_plan, durations, staged.replayed,
+                    plan)
 
 
-def _point_plan(
-    etcdutl: Path, status: SnapshotStatus, bump_flags: bool, bump_revision: int | None,
-    config: Config,
-) -> RevisionPlan:
-    """How a point in time leaves the revision: etcdutl's flags when it has them; else the
-    restart warning (no staging etcd advances a replayed point yet)."""
-    if bump_flags:
-        return flags_plan(bump_revision or config.restore.bump_revision)
-    if bump_revision == 0:
-        return unbumped_plan(None)
-    return unbumped_plan(restart_warning(
-        f"{no_flags(etcdutl)}; the point in time takes the cluster back to revision "
-        f"{status.revision}, and the staging etcd that replayed it does not advance it"
-    ))
+@dataclass(frozen=True)
+class _RevisionRule:
+    """How a restore leaves the revision, one rule for a backup and for a point in time:
+    etcdutl's flags when it has them; no bump when told 0; else a staging etcd advances the
+    snapshot past what clients saw, when one snapshot serves every member (shared); else the
+    restart warning."""
 
+    config: Config
+    etcdutl: Path
+    work: Path
+    reporter: Reporter
+    clock: Callable[[], float]
+    bump_flags: bool
+    bump_revision: int | None
+    shared: bool
 
-def _stage(
-    config: Config, etcdutl: Path, plain: Path, status: SnapshotStatus, revision: int,
-    work: Path, reporter: Reporter, clock: Callable[[], float], may_hold: bool | None,
-) -> tuple[Path, RevisionPlan, float | None]:
-    """The snapshot advanced on a staging etcd, or the plain one and the reason it was not;
-    and how long the staging took, None when none was tried. may_hold: stage_bump's."""
-    why = no_flags(etcdutl)
-    if status.created_at is None:
-        return plain, unbumped_plan(restart_warning(
-            f"{why}; a snapshot without a manifest has no age to estimate the revisions clients "
-            "may have seen since, so no staging etcd advanced it"
-        )), None
-    if config.restore.bump_budget <= 0:
-        return plain, unbumped_plan(restart_warning(
-            f"{why}; [restore] bump_budget is 0s, so no staging etcd advanced it"
-        )), None
-    created = datetime.fromisoformat(status.created_at).timestamp()
-    started = time.monotonic()
-    outcome = stage_bump(
-        config, etcdutl, plain, status.source, revision, created, work, reporter, clock=clock,
-        may_hold=may_hold,
-    )
-    took = time.monotonic() - started
-    if outcome.staged is None:
-        return plain, unbumped_plan(restart_warning(f"{why}; {outcome.reason}")), took
-    plain.unlink()  # the staged snapshot replaces it: the disk holds one snapshot, not two
-    return outcome.staged.path, outcome.staged.plan, took
+    def apply(
+        self, plain: Path, source: str, revision: int, seen: Seen | None,
+        may_hold: bool | None, rate_points: Sequence[tuple[float, int]] = (),
+    ) -> tuple[Path, RevisionPlan, float | None]:
+        """The snapshot to restore, its plan, and how long a staging etcd took (None: none
+        was tried). seen: the newest revision clients saw and when (None: a snapshot without
+        a manifest, whose age is unknown); may_hold and rate_points: stage_bump's."""
+        config, etcdutl = self.config, self.etcdutl
+        if self.bump_flags:
+            return plain, flags_plan(self.bump_revision or config.restore.bump_revision), None
+        if self.bump_revision == 0:
+            return plain, unbumped_plan(None), None
+        why = no_flags(etcdutl)
+        if not self.shared:
+            return plain, unbumped_plan(restart_warning(
+                f"{why}; a staging etcd advances one snapshot for every member, and members "
+                "restored one by one would each get their own revisions: restore them all "
+                "with `etcdops dr run` for a bumped snapshot"
+            )), None
+        if seen is None:
+            return plain, unbumped_plan(restart_warning(
+                f"{why}; a snapshot without a manifest has no age to estimate the revisions "
+                "clients may have seen since, so no staging etcd advanced it"
+            )), None
+        if config.restore.bump_budget <= 0:
+            return plain, unbumped_plan(restart_warning(
+                f"{why}; [restore] bump_budget is 0s, so no staging etcd advanced it"
+            )), None
+        started = time.monotonic()
+        outcome = stage_bump(config, etcdutl, plain, source, revision, seen, self.work,
+                             self.reporter, clock=self.clock, may_hold=may_hold,
+                             rate_points=rate_points)
+        took = time.monotonic() - started
+        if outcome.staged is None:
+            return plain, unbumped_plan(restart_warning(f"{why}; {outcome.reason}")), took
+        plain.unlink()  # the staged snapshot replaces it: the disk holds one snapshot, not two
+        return outcome.staged.path, outcome.staged.plan, took
 
 
 def restore_prepared(

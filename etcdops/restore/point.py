@@ -56,7 +56,6 @@ from etcdops.journal.windows import ChainView, list_with_chains
 from etcdops.report import Reporter
 from etcdops.restore.replay import Replayed, replay
 from etcdops.restore.staging import (
-    STAGED_NAME,
     restore_into,
     save_checked,
     start_throwaway,
@@ -65,6 +64,8 @@ from etcdops.restore.staging import (
 from etcdops.stores.configured import Stores
 
 POINT_STAGING_NAME = "etcdops-point"
+# the replayed point's snapshot in the work directory (a staging bump writes its own beside it)
+POINT_NAME = "point.db"
 # the staging etcd is thrown away once its snapshot is taken: an fsync per replayed revision
 # would only slow the replay; its limits are raised so that any transaction the original
 # cluster accepted (its own limits may be above etcd's defaults) is accepted again
@@ -117,6 +118,9 @@ class PointPlan:
     notes: tuple[str, ...]  # what the chain's listing found that did not stop it
     warnings: tuple[str, ...]  # a gap the restore stops before (allow_gap)
     target: PointTarget  # what was asked for
+    # the newest revision of the base's history that a backup or the journal holds, and when
+    # it was seen: clients saw that much at least, so a restore leaves the cluster past it
+    newest: tuple[int, datetime]
     # the backup of the same history taken before the base: its chain holds the revisions
     # that went into the base's snapshot after the base's save recorded its revision
     earlier: str | None = None
@@ -196,8 +200,9 @@ def plan_point(
                             if finding not in proven.holes]
     # from every backup, whichever REF named: the base's snapshot may have passed the target
     before = _earlier(view, every)
+    history = [v for v in views if v.manifest.etcd.cluster_id == base.etcd.cluster_id]
     return PointPlan(base, proven, path, wanted, seen, tuple(notes), tuple(warnings), target,
-                     before.manifest.id if before else None)
+                     _newest(history, journal.chains), before.manifest.id if before else None)
 
 
 def _before(view: BackupView, target: PointTarget) -> bool:
@@ -255,6 +260,17 @@ def _earlier(view: BackupView, candidates: list[BackupView]) -> BackupView | Non
     older = candidates[candidates.index(view) + 1:]
     same = [c for c in older if c.manifest.etcd.cluster_id == view.manifest.etcd.cluster_id]
     return same[0] if same else None
+
+
+def _newest(views: list[BackupView], chains: dict[str, ChainView]) -> tuple[int, datetime]:
+    """The newest revision the backups (of one history) and their chains prove, and when the
+    backup took it or the journal saw its change."""
+    points = [(view.manifest.etcd.revision, view.manifest.created_at) for view in views]
+    for view in views:
+        chain = chains.get(view.manifest.id)
+        if chain is not None and chain.last_change_at is not None:
+            points.append((chain.window.last_revision, chain.last_change_at))
+    return max(points)
 
 
 def _reach(view: BackupView, chains: dict[str, ChainView]) -> int:
@@ -406,7 +422,7 @@ def _stage(
             keys = session.count_keys()
             reporter.event(f"replayed {done.revisions:,} revisions ({done.events:,} changes, "
                            f"{done.events_per_second:,.0f}/s); taking the staging snapshot")
-            staged = work / STAGED_NAME
+            staged = work / POINT_NAME
             save_checked(session.snapshot_stream(url), staged, "the staging etcd's snapshot")
     finally:
         member.stop()

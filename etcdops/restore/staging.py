@@ -5,7 +5,8 @@ The staging etcd does what `--bump-revision N --mark-compacted` does, with etcd'
 writes one scratch key N - 1 times and deletes it (N revisions), compacts at the final revision
 (a watch from any earlier one is then told it was compacted), and its snapshot, checked against
 etcd's trailer, is what every member is restored from. N is the revisions clients may have seen
-since the backup (restore/revision.py); a short calibration burst measures how fast this host
+since the backup (restore/revision.py), and for a point in time the revisions from the point to
+the newest one the journal holds besides; a short calibration burst measures how fast this host
 writes them, and a gap that would take longer than `[restore] bump_budget` is not written. Its
 lessor runs, so every lease is kept alive while it does (a lease that expired would take its
 keys with it), and the key count is compared before and after: a staged snapshot that lost
@@ -18,7 +19,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -134,6 +135,15 @@ def save_checked(chunks: Iterable[bytes], out: Path, source: str) -> Checked:
         return Checked(check.size, check.verify())
 
 
+class Seen(NamedTuple):
+    """The newest revision clients are known to have seen, and when (epoch seconds): for a
+    backup restored as it is, its own; for a point in time, the newest that the journal or a
+    backup of that history holds, past the point restored to."""
+
+    at: float
+    revision: int
+
+
 @dataclass(frozen=True)
 class Staged:
     path: Path  # the staging etcd's snapshot: the backup's keys, the revision advanced
@@ -176,25 +186,29 @@ def stage_bump(
     plain: Path,
     source: str,
     revision: int,
-    created: float,
+    seen: Seen,
     work: Path,
     reporter: Reporter,
     *,
     clock: Callable[[], float] = time.time,
     may_hold: bool | None = None,
+    rate_points: Sequence[tuple[float, int]] = (),
 ) -> StagingOutcome:
-    """Advance the plain snapshot's revision (the backup's `revision`, taken at `created`) on a
-    staging etcd under work, by what the backup's age and the cluster's write rate call for;
-    the staged snapshot lands in work, or the reason it was not made. may_hold: whether the
-    snapshot may hold samples, when a search as it was decoded said; None: it is read here."""
+    """Advance the plain snapshot's `revision` on a staging etcd under work past `seen`, by
+    what the time since and the cluster's write rate call for (the rate from the compaction
+    samples the snapshot holds, `seen` and rate_points: (epoch seconds, revision)); the staged
+    snapshot lands in work, or the reason it was not made. may_hold: whether the snapshot may
+    hold samples, when a search as it was decoded said; None: it is read here if need be."""
     try:
         find_binary("etcd")
     except ToolError as exc:  # etcd runs in a container on many hosts: etcdutl is all there is
         return StagingOutcome(None, f"no etcd binary here for a staging etcd ({exc.message})")
-    if may_hold is None:
-        may_hold = may_hold_samples(plain, samples_search(config))
-    if not may_hold:
-        return StagingOutcome(None, _too_few_samples(0, config))
+    points = [(seen.at, seen.revision), *rate_points]
+    if write_rate(points) is None:  # the samples must give the rate
+        if may_hold is None:
+            may_hold = may_hold_samples(plain, samples_search(config))
+        if not may_hold:
+            return StagingOutcome(None, _too_few_samples(0, config))
     member = throwaway_member(work / "staging", config, STAGING_NAME)
     member.data_dir.parent.mkdir()
     restore_into(etcdutl, plain, source, member, reporter, trusted=True)
@@ -203,7 +217,7 @@ def stage_bump(
         start_throwaway(member)
         with EtcdSession(member.etcd_config(command_timeout=_CALL_TIMEOUT)) as session:
             run = _Run(config, session, member.client_url, reporter)
-            return run.advance(revision, created, clock() - created, work / STAGED_NAME)
+            return run.advance(revision, seen, points, clock() - seen.at, work / STAGED_NAME)
     except EtcdopsError as exc:
         # the plain snapshot is intact: the restore goes on from it, and says what to restart
         return StagingOutcome(None, f"the staging etcd failed: {exc.message.splitlines()[0]}")
@@ -221,7 +235,9 @@ class _Run:
     ) -> None:
         self.config, self.session, self.url, self.reporter = config, session, url, reporter
 
-    def advance(self, revision: int, created: float, age: float, out: Path) -> StagingOutcome:
+    def advance(
+        self, revision: int, seen: Seen, points: list[tuple[float, int]], age: float, out: Path
+    ) -> StagingOutcome:
         session, url = self.session, self.url
         alarms = session.alarms()
         if alarms:
@@ -230,14 +246,20 @@ class _Run:
                                         "staging etcd refuses the writes that advance it")
         prefix = self.config.compaction.prefix.encode()
         samples = [s for s in map(parse_sample, session.get_prefix(prefix)[0]) if s is not None]
-        rate = write_rate([(s.time, s.revision) for s in samples] + [(created, revision)])
+        rate = write_rate([(s.time, s.revision) for s in samples] + points)
         if rate is None:
             return StagingOutcome(None, _too_few_samples(len(samples), self.config))
-        gap = rate.gap(age)
+        # past what clients saw (a point in time is behind it), then what they may have seen since
+        gap = seen.revision - revision + rate.gap(age)
+        if seen.revision == revision:
+            since = f"the backup is {format_duration(age)} old"
+        else:
+            since = (f"the point in time is {seen.revision - revision:,} revisions behind the "
+                     f"newest journaled ({seen.revision:,}, {format_duration(age)} ago)")
         with LeaseKeeper(session, url) as keeper:
             keys = session.count_keys()
             self.reporter.event(
-                f"the backup is {format_duration(age)} old and the cluster wrote "
+                f"{since} and the cluster wrote "
                 f"{rate.per_second:,.1f} revisions/s: advancing the revision by {gap:,} on the "
                 f"staging etcd ({keeper.count} leases kept alive meanwhile)"
             )

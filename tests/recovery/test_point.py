@@ -31,6 +31,7 @@ from etcdops.journal.segment import SegmentBuffer
 from etcdops.journal.store import chain_manifests, publish, seal
 from etcdops.recovery.state import seconds_between
 from etcdops.report import LogReporter
+from etcdops.restore.revision import STAGING
 from etcdops.stores.configured import open_stores
 from tests.fixtures.waiting import wait_for
 from tests.recovery.conftest import (
@@ -196,10 +197,14 @@ def test_dr_run_revision_gives_every_member_etcds_own_state_at_that_revision(
     report = json.loads(result.stdout)
 
     # every member: exactly etcd's own state at the revision (values, create and mod
-    # revisions, versions, leases), and the revision itself (no etcdutl here bumps it)
+    # revisions, versions, leases), advanced on a staging etcd (no etcdutl here bumps it)
+    # past the newest journaled revision, which clients saw
     expected = journal.states[target]
     assert expected != journal.states[target - 1] != journal.states[marks["end"]]
-    assert member_states(cluster) == [(target, expected)] * 3
+    revision = report["revision"]
+    assert revision["method"] == STAGING and revision["restart"] == []
+    assert revision["after_restore"] > marks["end"]
+    assert member_states(cluster) == [(revision["after_restore"], expected)] * 3
 
     point = report["point"]
     assert point["target"] == f"revision {target}"
@@ -230,8 +235,10 @@ def test_a_revision_inside_the_bases_snapshot_is_restored_from_the_backup_before
     # the base's save recorded revision R; three writes landed in its snapshot after it
     target = saved.manifest.etcd.revision + 2
     cluster, result = dr_run_to_revision(saved, target, tmp_path, launcher)
-    assert member_states(cluster) == [(target, journaled_twice.states[target])] * 3
     report = json.loads(result.stdout)
+    after = report["revision"]["after_restore"]
+    assert after > max(journaled_twice.states)
+    assert member_states(cluster) == [(after, journaled_twice.states[target])] * 3
     # the recovery's backup is the one planned (its files, checked before the stop step);
     # the point says which backup it was replayed from
     point = report["point"]
@@ -299,8 +306,9 @@ def test_an_interrupted_run_resumes_to_the_same_point_and_a_changed_point_is_ref
     # keys on a lease granted after the base: the report says what becomes of them
     assert "lease(s)" in report["point"]["lease_warning"]
     assert report["point"]["lease_warning"] in report["warnings"]
-    assert member_states(cluster) == [(chosen.last_revision,
-                                       journal.states[chosen.last_revision])] * 3
+    after = report["revision"]["after_restore"]
+    assert report["revision"]["snapshot"] == chosen.last_revision < after
+    assert member_states(cluster) == [(after, journal.states[chosen.last_revision])] * 3
 
 
 def test_the_dry_run_plans_the_newest_journaled_point_and_refuses_one_out_of_reach(

@@ -28,6 +28,7 @@ from etcdops.journal.store import chain_manifests, publish, seal
 from etcdops.report import LogReporter
 from etcdops.restore.member import prepared_snapshot
 from etcdops.restore.point import BaseAfterTarget, PointTarget, plan_point, stage_point
+from etcdops.restore.revision import STAGING
 from etcdops.stores.configured import open_stores
 from tests.backup.two_regions import toml_for, with_s3
 from tests.restore.history import (
@@ -35,6 +36,7 @@ from tests.restore.history import (
     record,
     save_with_writes,
     state_at,
+    state_header,
     write_after,
     write_before,
 )
@@ -265,6 +267,9 @@ def test_a_hole_right_after_the_base_restores_the_base_itself_and_says_so(journa
             assert f"proves revisions only up to {base.etcd.revision}" in gap
 
 
+# python3-etcd3's watch thread dies on a NameError (six, which the fork dropped) when its
+# client is closed at teardown: its bug, after the assertions
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_restore_at_via_the_cli(journaled, tmp_path):
     config, client, base, manifests, marks = journaled
     toml = toml_for(config, tmp_path / "etcdops.toml")
@@ -281,14 +286,25 @@ def test_restore_at_via_the_cli(journaled, tmp_path):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["backup_id"] == base.id and "2 journal segment(s)" in doc["source"]
-    assert doc["revision"]["snapshot"] == second.last_revision
-    assert doc["durations"]["replay"] > 0
+    # the point, advanced on a staging etcd (no etcdutl here bumps it) past the newest
+    # journaled revision, which clients saw: the point is behind it, not the cluster
+    revision = doc["revision"]
+    assert revision["snapshot"] == second.last_revision
+    assert revision["method"] == STAGING and revision["restart"] == []
+    assert not [warning for warning in doc["warnings"] if "restart" in warning]
+    assert revision["after_restore"] > marks["end"] == manifests[-1].last_revision
+    assert set(doc["durations"]) >= {"replay", "staging"} and doc["durations"]["replay"] > 0
     member = LocalEtcd("cp-1", data_dir, peer_port=peer,
                        initial_cluster=f"cp-1=http://127.0.0.1:{peer}")
     member.start()
     try:
         restored = etcd3.client(host="127.0.0.1", port=member.client_port, timeout=10)
         assert state_at(restored) == state_at(client, second.last_revision)
+        assert state_header(restored) == revision["after_restore"]
+        # a watch cache's resourceVersion from before the disaster is told it was compacted
+        old_events, _ = restored.watch(POD.encode(), start_revision=second.last_revision + 1)
+        with pytest.raises(etcd3.exceptions.RevisionCompactedError):
+            next(old_events)
         restored.close()
     finally:
         member.stop()
