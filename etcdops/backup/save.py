@@ -251,16 +251,23 @@ def _save(
 def _open_writers(stores: Stores, key: str, expected_size: int, reporter: Reporter) -> Fanout:
     # The replica is filled by a server-side copy afterwards, not from this stream.
     writers, failures = {}, {}
-    for name in stores.streamed:
-        try:
-            # an upload that holds the stream or the save says what it waits for
-            writers[name] = stores[name].open_writer(
-                key, expected_size=expected_size, waiting=reporter.event
-            )
-        except EtcdopsError as exc:
-            if name == stores.local:
-                raise  # the local copy is the one this host can always vouch for
-            failures[name] = exc
+    try:
+        for name in stores.streamed:
+            try:
+                # an upload that holds the stream or the save says what it waits for
+                writers[name] = stores[name].open_writer(
+                    key, expected_size=expected_size, waiting=reporter.event
+                )
+            except EtcdopsError as exc:
+                if name == stores.local:
+                    raise  # the local copy is the one this host can always vouch for
+                failures[name] = exc
+    except BaseException:
+        # the local store's error, or an interrupt while the next store opens (its client is
+        # built on first use, which takes a while): no writer opened so far stays behind
+        for writer in writers.values():
+            writer.abort()
+        raise
     fanout = Fanout(writers)
     fanout.failures.update(failures)
     return fanout

@@ -121,9 +121,19 @@ class AtomicFile(CommitOnExit):
             fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         except OSError as exc:
             raise _storage_error("create", path, exc) from exc
-        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
-        self._unsynced = 0
-        self._sync = _BackgroundSync(fd)
+        file = None
+        try:
+            file = self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+            self._unsynced = 0
+            self._sync = _BackgroundSync(fd)
+        except BaseException:
+            # an interrupt before the caller holds the writer: no one else could drop the file
+            if file is None:
+                os.close(fd)
+            else:
+                file.close()
+            self._temp.unlink()
+            raise
 
     def write(self, data: bytes, /) -> int:
         try:

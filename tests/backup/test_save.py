@@ -13,6 +13,8 @@ from etcdops.errors import ConfigError, EtcdUnavailableError, IntegrityError
 from etcdops.etcd.binaries import find_binary
 from etcdops.etcd.local import LocalEtcd
 from etcdops.report import LogReporter
+from etcdops.stores.configured import Stores
+from etcdops.stores.local import LocalStore
 from tests.faultproxy import Faults
 
 
@@ -91,3 +93,42 @@ def test_no_recipients_is_a_configuration_error(backup_config):
     )
     with pytest.raises(ConfigError, match="recipients"):
         save_snapshot(config, LogReporter())
+
+
+class _InterruptedOnOpen:
+    """A primary store that Ctrl-C interrupts as it opens its writer (as while its client is
+    built on first use), once the local writer's file exists."""
+
+    name = "primary"
+
+    def open_writer(self, key, expected_size=None, *, waiting=None):
+        raise KeyboardInterrupt
+
+
+def partial_files(config) -> list[str]:
+    return [p.name for p in config.local.dir.rglob("*")
+            if p.is_file() and not p.name.startswith(".etcdops")]
+
+
+def test_an_interrupt_while_the_next_store_opens_leaves_no_partial_object(
+    backup_config, etcd_loaded
+):
+    local = LocalStore(backup_config.local.dir)
+    stores = Stores({"local": lambda: local, "primary": _InterruptedOnOpen})
+    with pytest.raises(KeyboardInterrupt):
+        save_snapshot(backup_config, LogReporter(), stores=stores)
+    assert partial_files(backup_config) == []
+
+
+def test_an_interrupt_as_the_local_writer_opens_leaves_no_partial_file(
+    backup_config, etcd_loaded, monkeypatch
+):
+    import etcdops.stores.local
+
+    def interrupted(fd):  # the writer's file exists; its fsync thread is being started
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(etcdops.stores.local, "_BackgroundSync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_snapshot(backup_config, LogReporter())
+    assert partial_files(backup_config) == []
