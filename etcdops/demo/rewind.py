@@ -254,15 +254,24 @@ class Rewind:
             member.stop()
         # the objects as they were the moment before the delete, at a revision past every one
         # the cluster reached (the watch caches of its clients go on from theirs)
-        last_delete = self.report.delete_revisions[1]
+        first_delete, last_delete = self.report.delete_revisions
+        restored_from = self.report.restore
+        assert restored_from is not None
+        hint = f"run the demo with --keep and look at {self.scratch}"
         differ = {key for key in after.keys() | self.before.keys()
                   if after.get(key) != self.before.get(key)}
-        if differ or revision <= last_delete:
+        if differ or restored_from.revision != first_delete - 1:
             raise IntegrityError(
-                f"the member restored to the moment before the delete is at revision {revision} "
-                f"(the delete reached {last_delete}), and {len(differ)} Kubernetes objects "
-                "differ from what etcd held then", f"run the demo with --keep and look at "
-                f"{self.scratch}",
+                f"the member was restored from revision {restored_from.revision} (the moment "
+                f"before the delete is {first_delete - 1}), and {len(differ)} Kubernetes "
+                "objects differ from what etcd held then", hint,
+            )
+        if revision <= last_delete:
+            plan = restored_from.revision_plan
+            raise IntegrityError(
+                f"the restored member is at revision {revision}, not past the delete's "
+                f"{last_delete}: revision plan {plan.method}"
+                + (f" ({plan.warning})" if plan.warning else ""), hint,
             )
         assert self.workload is not None
         restored = {key: after[key] for key in _of(namespace, after)}

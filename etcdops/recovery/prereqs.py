@@ -115,7 +115,7 @@ def check_prerequisites(
     found.bump_flags = bool(supports) and all(supports)
     _judge_disks(disks, found)
     if not found.failures:
-        found.add("revision", "", _revision_plan(config, found.bump_flags))
+        found.add("revision", "", _revision_plan(config, found.bump_flags, found.point))
     _files(plan, view, found)
     return found
 
@@ -187,15 +187,19 @@ def _point(
     return planned
 
 
-def _revision_plan(config: Config, bump_flags: bool) -> str:
-    """How the restored cluster's revision will be kept past what clients saw (a point in time
-    past the newest revision its history's journal and backups hold)."""
+def _revision_plan(config: Config, bump_flags: bool, point: PointPlan | None) -> str:
+    """How the restored cluster's revision will be kept past what clients saw."""
     if bump_flags:
         return (f"every member's etcdutl bumps the revision by {config.restore.bump_revision:,} "
                 "and marks it compacted")
+    behind = ""
+    if point is not None and point.newest.revision > point.revision:
+        # written on the staging etcd too: a point far back may not fit the budget
+        behind = (f" past revision {point.newest.revision:,}, the newest its journal and "
+                  f"backups name ({point.newest.revision - point.revision:,} after the point),")
     return (
         "not every member's etcdutl has --bump-revision: a staging etcd on this host advances "
-        f"the revision first, if that fits in [restore] bump_budget "
+        f"the revision first{behind} if that fits in [restore] bump_budget "
         f"({config.restore.bump_budget:g}s); otherwise the report says what to restart"
     )
 

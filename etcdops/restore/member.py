@@ -209,10 +209,13 @@ def prepared_snapshot(
                     return
         revision = _revision(plain, status, config)
         durations = {"download_decode": round(time.monotonic() - reading, 3)}
-        seen = None if status.created_at is None else Seen(
-            datetime.fromisoformat(status.created_at).timestamp(), revision)
-        plain, plan, staged_for = revision_rule.apply(plain, status.source, revision, seen,
-                                                      may_hold)
+        if chosen.plan is not None:  # a point in time at the backup itself
+            plain, plan, staged_for = revision_rule.apply_point(plain, status, chosen.plan)
+        else:
+            seen = None if status.created_at is None else Seen(
+                datetime.fromisoformat(status.created_at).timestamp(), revision)
+            plain, plan, staged_for = revision_rule.apply(plain, status.source, revision,
+                                                          seen, may_hold)
         if staged_for is not None:
             durations["staging"] = round(staged_for, 3)
         yield Prepared(plain, status, revision, plan, durations)
@@ -226,6 +229,9 @@ class _PointChoice(NamedTuple):
     exact: PointPlan | None = None
     stores: Stores | None = None
     warnings: tuple[str, ...] = ()  # the plan's (a gap --allow-gap stopped before)
+    # a point in time with nothing to replay: the backup restored as it is, and its revision
+    # advanced past what the plan's journal names as a replayed point's is
+    plan: PointPlan | None = None
 
 
 def _point(
@@ -250,7 +256,8 @@ def _point(
         reporter.event(note)
     if not plan.replays:
         exact = point is not None and point.revision is not None
-        return _PointChoice(None, plan.base.id, plan if exact else None, stores, plan.warnings)
+        return _PointChoice(None, plan.base.id, plan if exact else None, stores, plan.warnings,
+                            plan)
     return _PointChoice(stage_point(config, plan, stores, work, reporter, allow_gap=allow_gap),
                         ref)
 
@@ -261,12 +268,7 @@ def _from_point(staged: StagedPoint, reading: float, rule: _RevisionRule) -> Pre
     replaying = staged.replayed.seconds
     durations = {"download_decode": round(time.monotonic() - reading - replaying, 3),
                  "replay": round(replaying, 3)}
-    newest, seen_at = plan.newest
-    base = plan.base
-    # the journal's own points give the write rate, compaction samples or not
-    path, revision_plan, staged_for = rule.apply(
-        staged.path, status.source, status.revision, Seen(seen_at.timestamp(), newest),
-        None, rate_points=[(base.created_at.timestamp(), base.etcd.revision)])
+    path, revision_plan, staged_for = rule.apply_point(staged.path, status, plan)
     if staged_for is not None:
         durations["staging"] = round(staged_for, 3)
     return Prepared(path, status, status.revision, revision_plan, durations, staged.replayed,
@@ -289,6 +291,17 @@ class _RevisionRule:
     bump_revision: int | None
     shared: bool
 
+    def apply_point(
+        self, plain: Path, status: SnapshotStatus, plan: PointPlan
+    ) -> tuple[Path, RevisionPlan, float | None]:
+        """apply() for a point in time (plain: at status.revision): past the newest revision
+        the plan's journal and backups name; the base and that newest point give the write
+        rate, compaction samples or not."""
+        assert status.revision is not None  # a point's is the staging etcd's, or the base's
+        base = plan.base
+        return self.apply(plain, status.source, status.revision, plan.newest, None,
+                          rate_points=[(base.created_at.timestamp(), base.etcd.revision)])
+
     def apply(
         self, plain: Path, source: str, revision: int, seen: Seen | None,
         may_hold: bool | None, rate_points: Sequence[tuple[float, int]] = (),
@@ -298,7 +311,13 @@ class _RevisionRule:
         a manifest, whose age is unknown); may_hold and rate_points: stage_bump's."""
         config, etcdutl = self.config, self.etcdutl
         if self.bump_flags:
-            return plain, flags_plan(self.bump_revision or config.restore.bump_revision), None
+            bump = self.bump_revision or config.restore.bump_revision
+            flags = flags_plan(bump)
+            if seen is not None and revision + bump <= seen.revision:
+                flags = dataclasses.replace(flags, warning=restart_warning(
+                    f"--bump-revision {bump:,} takes it to {revision + bump:,}, not past "
+                    f"revision {seen.revision:,} that clients saw"))
+            return plain, flags, None
         if self.bump_revision == 0:
             return plain, unbumped_plan(None), None
         why = no_flags(etcdutl)

@@ -55,6 +55,7 @@ from etcdops.journal.store import chain_manifests, read_segment
 from etcdops.journal.windows import ChainView, list_with_chains
 from etcdops.report import Reporter
 from etcdops.restore.replay import Replayed, replay
+from etcdops.restore.revision import Seen, newest_seen
 from etcdops.restore.staging import (
     restore_into,
     save_checked,
@@ -118,9 +119,10 @@ class PointPlan:
     notes: tuple[str, ...]  # what the chain's listing found that did not stop it
     warnings: tuple[str, ...]  # a gap the restore stops before (allow_gap)
     target: PointTarget  # what was asked for
-    # the newest revision of the base's history that a backup or the journal holds, and when
-    # it was seen: clients saw that much at least, so a restore leaves the cluster past it
-    newest: tuple[int, datetime]
+    # the newest revision that a backup or the journal names, of the base's history and the
+    # newest backup's (the live one, when the base is of an older), and when it was seen:
+    # clients saw that much at least, so a restore leaves the cluster past it
+    newest: Seen
     # the backup of the same history taken before the base: its chain holds the revisions
     # that went into the base's snapshot after the base's save recorded its revision
     earlier: str | None = None
@@ -200,9 +202,11 @@ def plan_point(
                             if finding not in proven.holes]
     # from every backup, whichever REF named: the base's snapshot may have passed the target
     before = _earlier(view, every)
-    history = [v for v in views if v.manifest.etcd.cluster_id == base.etcd.cluster_id]
+    histories = {base.etcd.cluster_id, newest_history}
+    newest = newest_seen([v for v in views if v.manifest.etcd.cluster_id in histories],
+                         journal.chains)
     return PointPlan(base, proven, path, wanted, seen, tuple(notes), tuple(warnings), target,
-                     _newest(history, journal.chains), before.manifest.id if before else None)
+                     newest, before.manifest.id if before else None)
 
 
 def _before(view: BackupView, target: PointTarget) -> bool:
@@ -260,17 +264,6 @@ def _earlier(view: BackupView, candidates: list[BackupView]) -> BackupView | Non
     older = candidates[candidates.index(view) + 1:]
     same = [c for c in older if c.manifest.etcd.cluster_id == view.manifest.etcd.cluster_id]
     return same[0] if same else None
-
-
-def _newest(views: list[BackupView], chains: dict[str, ChainView]) -> tuple[int, datetime]:
-    """The newest revision the backups (of one history) and their chains prove, and when the
-    backup took it or the journal saw its change."""
-    points = [(view.manifest.etcd.revision, view.manifest.created_at) for view in views]
-    for view in views:
-        chain = chains.get(view.manifest.id)
-        if chain is not None and chain.last_change_at is not None:
-            points.append((chain.window.last_revision, chain.last_change_at))
-    return max(points)
 
 
 def _reach(view: BackupView, chains: dict[str, ChainView]) -> int:

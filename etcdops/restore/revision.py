@@ -12,18 +12,25 @@ otherwise every component that watches must be restarted.
 
 How many revisions clients may have seen is estimated from the snapshot: the compaction samples
 it holds (the revision at a wall-clock time) and its own (created_at, revision) give the write
-rate, and the backup's age times that rate, with a margin, is the gap to cover.
+rate, and the backup's age times that rate, with a margin, is the gap to cover. A point in time
+is behind what clients saw by more: the newest revision that its history's backups and journal
+name (newest_seen), and the gap runs from there.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from etcdops.etcd.binaries import etcdutl_supports
 from etcdops.units import format_duration
+
+if TYPE_CHECKING:
+    from etcdops.backup.catalog import BackupView
+    from etcdops.journal.windows import ChainView
 
 BUMP_FLAGS = ("--bump-revision", "--mark-compacted")  # each requires the other
 FLAGS = "etcdutl --bump-revision --mark-compacted"
@@ -93,6 +100,29 @@ def restart_warning(why: str) -> str:
         f"{', '.join(RESTART[:-1])} and {RESTART[-1]}, or their watches and caches keep "
         "resourceVersions from before the restore"
     )
+
+
+class Seen(NamedTuple):
+    """The newest revision clients are known to have seen, and when (epoch seconds)."""
+
+    at: float
+    revision: int
+
+
+def newest_seen(views: Iterable[BackupView], chains: Mapping[str, ChainView]) -> Seen:
+    """The newest revision the backups and their chains name, and when it was seen. Revisions
+    a chain names past a hole were seen all the same; a time not known is the base's (older:
+    the gap since is the larger), and of two equal revisions the older time counts."""
+    points = []
+    for view in views:
+        created = view.manifest.created_at.timestamp()
+        points.append(Seen(created, view.manifest.etcd.revision))
+        chain = chains.get(view.manifest.id)
+        if chain is not None:
+            at = chain.last_change_at.timestamp() if chain.last_change_at else created
+            points.append(Seen(at, max(chain.window.last_revision,
+                                       chain.listed_last_revision or 0)))
+    return max(points, key=lambda seen: (seen.revision, -seen.at))
 
 
 def no_flags(etcdutl: Path) -> str:

@@ -33,7 +33,7 @@ from etcdops.etcd.local import LOOPBACK, LocalEtcd, free_port
 from etcdops.etcd.samples import parse_sample
 from etcdops.etcd.session import EtcdSession
 from etcdops.report import Reporter
-from etcdops.restore.revision import RevisionPlan, over_budget, staged_plan, write_rate
+from etcdops.restore.revision import RevisionPlan, Seen, over_budget, staged_plan, write_rate
 from etcdops.stores.local import AtomicFile
 from etcdops.stream.writers import Search, SnapshotTrailerCheck
 from etcdops.units import format_duration
@@ -133,15 +133,6 @@ def save_checked(chunks: Iterable[bytes], out: Path, source: str) -> Checked:
         for chunk in chunks:
             check.write(chunk)
         return Checked(check.size, check.verify())
-
-
-class Seen(NamedTuple):
-    """The newest revision clients are known to have seen, and when (epoch seconds): for a
-    backup restored as it is, its own; for a point in time, the newest that the journal or a
-    backup of that history holds, past the point restored to."""
-
-    at: float
-    revision: int
 
 
 @dataclass(frozen=True)
@@ -245,12 +236,16 @@ class _Run:
             return StagingOutcome(None, f"the snapshot carries a {kinds} alarm, under which the "
                                         "staging etcd refuses the writes that advance it")
         prefix = self.config.compaction.prefix.encode()
-        samples = [s for s in map(parse_sample, session.get_prefix(prefix)[0]) if s is not None]
+        # a sample past what clients saw is of an older history (restored since without a
+        # bump): its revisions would make the rate look like none
+        samples = [s for s in map(parse_sample, session.get_prefix(prefix)[0])
+                   if s is not None and s.revision <= seen.revision]
         rate = write_rate([(s.time, s.revision) for s in samples] + points)
         if rate is None:
             return StagingOutcome(None, _too_few_samples(len(samples), self.config))
-        # past what clients saw (a point in time is behind it), then what they may have seen since
-        gap = seen.revision - revision + rate.gap(age)
+        # up to what clients saw (a point in time is behind it), then what they may have seen
+        # since
+        gap = max(0, seen.revision - revision) + rate.gap(age)
         if seen.revision == revision:
             since = f"the backup is {format_duration(age)} old"
         else:

@@ -331,6 +331,14 @@ def test_the_dry_run_plans_the_newest_journaled_point_and_refuses_one_out_of_rea
     assert point["replayed"] is None and point["reached"] is None  # planned, not staged
     assert point["segments"] == len(journal.segments)
     assert listing(tmp_path) == before  # no state file, no staging etcd left, nothing moved
+    # a point behind the newest: the revision check says how far the staging etcd goes
+    behind = dr_run(config, plan, "--dry-run", "--revision", str(marks["txn"]), "-o", "json")
+    assert behind.exit_code == 0, behind.output
+    (check,) = [c for c in json.loads(behind.stdout)["prerequisites"]
+                if c["check"] == "revision"]
+    assert (f"advances the revision first past revision {marks['end']:,}, the newest its "
+            f"journal and backups name ({marks['end'] - marks['txn']:,} after the point)"
+            ) in check["detail"]
 
     beyond = dr_run(config, plan, "--dry-run", "--revision", str(marks["end"] + 1))
     assert beyond.exit_code == 2, beyond.output

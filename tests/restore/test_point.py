@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from etcdops.backup.save import save_snapshot
 from etcdops.cli.main import app
+from etcdops.config.settings import RestoreConfig
 from etcdops.crypto.keys import configured_recipients
 from etcdops.errors import IntegrityError, UsageError
 from etcdops.etcd.local import LocalCluster, LocalEtcd, free_port
@@ -28,7 +29,7 @@ from etcdops.journal.store import chain_manifests, publish, seal
 from etcdops.report import LogReporter
 from etcdops.restore.member import prepared_snapshot
 from etcdops.restore.point import BaseAfterTarget, PointTarget, plan_point, stage_point
-from etcdops.restore.revision import STAGING
+from etcdops.restore.revision import GAP_FLOOR, STAGING
 from etcdops.stores.configured import open_stores
 from tests.backup.two_regions import toml_for, with_s3
 from tests.restore.history import (
@@ -426,3 +427,56 @@ def test_a_point_in_time_restore_gives_etcdops_election_keys_election_ttl(
     finally:
         member.stop()
     assert granted == {journal_lease.id: 7, event_lease.id: config.journal.replay_lease_ttl}
+
+
+# --- the revision a point in time is restored at (no etcdutl here bumps it) ----------------
+
+
+def prepared_point(config, tmp_path, target, **options):
+    """prepare_snapshot's plan and snapshot name for a point, its block left at once."""
+    with prepared_snapshot(config, "latest", LogReporter(), under=tmp_path, bump_flags=False,
+                           point=target, **options) as prepared:
+        return prepared.plan, prepared.path.name, prepared.revision
+
+
+def test_a_point_far_behind_the_newest_revision_is_advanced_past_it(journaled, tmp_path):
+    config, client, base, manifests, marks = journaled
+    # written after the chain, then a newer backup: clients saw its revision
+    with EtcdSession(config.etcd) as session:
+        session.put_revisions(config.etcd.endpoints[0], b"/registry/events/late", 3 * GAP_FLOOR)
+    newer = save_snapshot(config, LogReporter()).manifest
+    target = marks["txn"]
+    # restored the moment the newer backup was taken: nothing written since to allow for
+    plan, name, revision = prepared_point(config, tmp_path, PointTarget(revision=target),
+                                          clock=lambda: newer.created_at.timestamp())
+    assert (plan.method, revision, name) == (STAGING, target, "staged.db")
+    # the distance to the newest revision, then the floor (and the few the rate adds for the
+    # manifest's time, which the catalogue reads to the millisecond)
+    behind = newer.etcd.revision - target
+    assert behind + GAP_FLOOR <= plan.bump < behind + 2 * GAP_FLOOR
+
+
+def test_a_point_at_the_base_itself_is_advanced_past_its_journal(journaled, tmp_path):
+    config, client, base, manifests, marks = journaled
+    plan, name, revision = prepared_point(config, tmp_path,
+                                          PointTarget(revision=base.etcd.revision))
+    assert (plan.method, revision) == (STAGING, base.etcd.revision)
+    assert revision + plan.bump > marks["end"]
+
+
+def test_a_point_whose_gap_does_not_fit_the_budget_is_restored_with_the_restart_warning(
+    journaled, tmp_path
+):
+    config, client, base, manifests, marks = journaled
+    config = dataclasses.replace(config, restore=RestoreConfig(bump_budget=0.01))
+    plan, name, revision = prepared_point(config, tmp_path, PointTarget(revision=marks["txn"]))
+    assert (plan.method, plan.bump, revision, name) == ("none", 0, marks["txn"], "point.db")
+    assert "over [restore] bump_budget" in plan.warning and "kube-apiserver" in plan.warning
+
+
+def test_a_point_for_one_member_of_several_gets_no_staging_etcd(journaled, tmp_path):
+    config, client, base, manifests, marks = journaled
+    plan, name, _ = prepared_point(config, tmp_path, PointTarget(revision=marks["txn"]),
+                                   shared=False)
+    assert (plan.method, name) == ("none", "point.db")
+    assert "members restored one by one would each get their own revisions" in plan.warning

@@ -1,5 +1,9 @@
 """The revision plans: what etcdutl's help offers decides the flags, and the write rate that a
-snapshot's samples show decides how far a staging etcd advances the revision."""
+snapshot's samples show decides how far a staging etcd advances the revision, from the newest
+revision that the backups and journal chains name."""
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -7,8 +11,10 @@ from etcdops.etcd.binaries import find_binary
 from etcdops.restore.revision import (
     GAP_FLOOR,
     RESTART,
+    Seen,
     etcdutl_bumps,
     flags_plan,
+    newest_seen,
     no_flags,
     over_budget,
     restart_warning,
@@ -83,3 +89,36 @@ def test_over_budget_says_the_gap_the_estimate_and_the_budget():
         "advancing it by the expected 1,200,000 revisions on a staging etcd would take about "
         "4m00s at 5,000 writes/s, over [restore] bump_budget 60.0s"
     )
+
+
+def _view(backup_id: str, revision: int, created: float) -> SimpleNamespace:
+    """What newest_seen reads of a BackupView."""
+    return SimpleNamespace(manifest=SimpleNamespace(
+        id=backup_id, etcd=SimpleNamespace(revision=revision),
+        created_at=datetime.fromtimestamp(created, UTC)))
+
+
+def _chain(last: int, listed: int | None, seen: float | None) -> SimpleNamespace:
+    """What newest_seen reads of a ChainView."""
+    return SimpleNamespace(
+        window=SimpleNamespace(last_revision=last), listed_last_revision=listed,
+        last_change_at=None if seen is None else datetime.fromtimestamp(seen, UTC))
+
+
+@pytest.mark.parametrize(("chains", "expected"), [
+    ({}, Seen(2000.0, 500)),  # the newest backup
+    ({"a": _chain(400, 400, 1500.0)}, Seen(2000.0, 500)),  # a chain short of the newer backup
+    ({"b": _chain(900, 900, 2600.0)}, Seen(2600.0, 900)),  # the newest backup's chain
+    # past a hole: revisions named were seen all the same, at the time of the last proven
+    ({"b": _chain(700, 950, 2400.0)}, Seen(2400.0, 950)),
+    # the newest change's time unknown (its manifest unreadable): the base's, the older
+    ({"b": _chain(900, 900, None)}, Seen(2000.0, 900)),
+])
+def test_the_newest_seen_is_the_furthest_any_backup_or_chain_names(chains, expected):
+    views = [_view("a", 100, 1000.0), _view("b", 500, 2000.0)]
+    assert newest_seen(views, chains) == expected
+
+
+def test_of_two_points_at_one_revision_the_older_counts():
+    views = [_view("a", 500, 1000.0), _view("b", 500, 2000.0)]
+    assert newest_seen(views, {}) == Seen(1000.0, 500)
