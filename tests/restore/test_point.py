@@ -29,7 +29,7 @@ from etcdops.journal.store import chain_manifests, publish, seal
 from etcdops.report import LogReporter
 from etcdops.restore.member import prepared_snapshot
 from etcdops.restore.point import BaseAfterTarget, PointTarget, plan_point, stage_point
-from etcdops.restore.revision import GAP_FLOOR, STAGING
+from etcdops.restore.revision import FLAGS, GAP_FLOOR, STAGING
 from etcdops.stores.configured import open_stores
 from tests.backup.two_regions import toml_for, with_s3
 from tests.restore.history import (
@@ -432,10 +432,10 @@ def test_a_point_in_time_restore_gives_etcdops_election_keys_election_ttl(
 # --- the revision a point in time is restored at (no etcdutl here bumps it) ----------------
 
 
-def prepared_point(config, tmp_path, target, **options):
+def prepared_point(config, tmp_path, target, bump_flags=False, **options):
     """prepare_snapshot's plan and snapshot name for a point, its block left at once."""
-    with prepared_snapshot(config, "latest", LogReporter(), under=tmp_path, bump_flags=False,
-                           point=target, **options) as prepared:
+    with prepared_snapshot(config, "latest", LogReporter(), under=tmp_path,
+                           bump_flags=bump_flags, point=target, **options) as prepared:
         return prepared.plan, prepared.path.name, prepared.revision
 
 
@@ -480,3 +480,16 @@ def test_a_point_for_one_member_of_several_gets_no_staging_etcd(journaled, tmp_p
                                    shared=False)
     assert (plan.method, name) == ("none", "point.db")
     assert "members restored one by one would each get their own revisions" in plan.warning
+
+
+def test_a_bump_of_etcdutls_that_falls_short_of_the_newest_revision_warns(journaled, tmp_path):
+    config, client, base, manifests, marks = journaled
+    # the etcdutl is not run before a member's restore: the plan is what is looked at
+    plan, _, revision = prepared_point(config, tmp_path, PointTarget(revision=marks["txn"]),
+                                       bump_flags=True, bump_revision=1)
+    assert (plan.method, plan.bump, revision) == (FLAGS, 1, marks["txn"])
+    assert (f"--bump-revision 1 takes it to {marks['txn'] + 1:,}, not past revision "
+            f"{marks['end']:,} that clients saw") in plan.warning
+    plan, _, _ = prepared_point(config, tmp_path, PointTarget(revision=marks["txn"]),
+                                bump_flags=True)
+    assert (plan.method, plan.warning) == (FLAGS, None)  # the default, 1,000,000,000
