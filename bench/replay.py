@@ -35,9 +35,11 @@ What it does, from nothing:
    staging etcd's included). Its stderr is asked for in JSON lines (ETCDOPS_LOG_FORMAT=json),
    so each step is timed from its log lines' timestamps: decode (the plan, the base read and
    checked), staging (etcdutl into the staging etcd, its start), replay, the staging etcd's
-   snapshot, etcdutl (the member). The replay's revisions, changes and rate are the ones it
-   logs. It must have used the newest base at or below N, and an etcd booted on the restored
-   data dir must be at N with the original's live keys.
+   snapshot, the revision bump (a second staging etcd advancing the point past the journal's
+   newest revision, when etcdutl lacks --bump-revision), etcdutl (the member). The replay's
+   revisions, changes and rate are the ones it logs. It must have used the newest base at or
+   below N, and an etcd booted on the restored data dir must be at N with the original's live
+   keys.
 
 The verdict holds the hour against 300 s: when the run wrote it, both restores as measured;
 with fewer revisions, the deepest point the chain bound allows in an hour (min(720,000,
@@ -279,6 +281,7 @@ class Restore:
     anon_rss_mib: dict[str, float] = field(default_factory=dict)
     tree_rss_mib: float = 0.0
     restored_revision: int = 0
+    after_restore: int = 0  # what the restore said the revision is after it
     restored_keys: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -531,6 +534,8 @@ class ReplayBench:
         restore.others_cores = measured.other_cpu_s / run.wall_s
         restore.load_1m, restore.beside = measured.load_1m, measured.beside
         restore.durations, restore.warnings = doc["durations"], doc["warnings"]
+        # the point, or past the journal's newest revision when the revision bump was made
+        restore.after_restore = doc["revision"]["after_restore"]
         restore.peak_rss_mib, restore.tree_rss_mib = peaks.own_mib, run.max_rss_mib
         restore.programs_rss_mib, restore.anon_rss_mib = peaks.programs, peaks.anon
         lines = log_lines(err)
@@ -552,11 +557,11 @@ class ReplayBench:
         self.restored = None
         shutil.rmtree(work)
         if (restore.restored_revision, restore.restored_keys) != (
-                restore.revision, restore.expected_keys):
+                restore.after_restore, restore.expected_keys):
             raise ChildFailed(
                 f"the restored etcd is at revision {restore.restored_revision} with "
                 f"{restore.restored_keys} keys; the original was at {restore.revision} with "
-                f"{restore.expected_keys}")
+                f"{restore.expected_keys}, and the restore said {restore.after_restore}")
         print_restore(restore)
 
     def stop(self) -> None:
@@ -611,24 +616,28 @@ def steps_of(lines: list[tuple[float, str]], durations: dict[str, float],
     """The restore's wall split into its steps, from its JSON durations and the timestamps of
     the lines that end them: decode (the plan, the base read and checked), staging (etcdutl
     into the staging etcd, its start), replay (its own duration), the staging etcd's snapshot,
-    etcdutl (the member), and the rest (start-up, imports, the swap into place, exit)."""
+    the revision bump (a second staging etcd, its own duration, when one was tried), etcdutl
+    (the member), and the rest (start-up, imports, the swap into place, exit)."""
     def first(prefix: str) -> float | None:
         return next((at for at, text in lines if text.startswith(prefix)), None)
 
     staging, member = first(_STAGING_BEGINS), first(_MEMBER_BEGINS)
     # its last line, not the progress lines ("replayed N revisions up to M") every 10 s
     replayed = next((at for at, text in lines if _REPLAYED.search(text)), None)
-    prepare = durations["download_decode"] + durations["replay"]
+    bump = durations.get("staging", 0.0)
+    prepare = durations["download_decode"] + durations["replay"] + bump
     steps: dict[str, float] = {}
     if staging is not None and replayed is not None and member is not None:
         started = member - prepare  # the prepare ends as the member's etcdutl begins
         steps["decode"] = staging - started
         steps["staging"] = replayed - durations["replay"] - staging
         steps["replay"] = durations["replay"]
-        steps["staging snapshot"] = member - replayed
+        steps["staging snapshot"] = member - replayed - bump
     else:  # the lines were reworded: the prepare as the restore's JSON has it
         steps["decode, staging and snapshot"] = durations["download_decode"]
         steps["replay"] = durations["replay"]
+    if bump:
+        steps["revision bump"] = bump
     steps["etcdutl"] = durations["etcdutl"]
     steps["rest"] = wall_s - prepare - durations["etcdutl"]
     return {name: round(took, 2) for name, took in steps.items()}
@@ -648,8 +657,10 @@ def print_restore(r: Restore) -> None:
           f"{r.events_rate:,.0f} events/s")
     print(f"    peak RSS: etcdops {r.peak_rss_mib:.1f} MiB (its own), programs under it {rss} "
           f"MiB (anonymous: {anon}); tree {r.tree_rss_mib:.0f} MiB")
-    print(f"    restored etcd: revision {r.restored_revision}, {r.restored_keys} keys (as the "
-          "original at that revision)", flush=True)
+    bumped = r.restored_revision - r.revision
+    print(f"    restored etcd: revision {r.restored_revision}"
+          + (f" (the point advanced by {bumped:,})" if bumped else "")
+          + f", {r.restored_keys} keys (as the original at the point)", flush=True)
 
 
 def print_result(r: Result) -> None:
