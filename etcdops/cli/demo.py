@@ -65,7 +65,10 @@ def _rewind_summary(rewind: Any) -> list[tuple[str, Any]]:
         pairs.append(("replayed", f"{replay.events:,} changes in {replay.revisions:,} revisions "
                                   f"after the base's {replay.from_revision:,}, "
                                   f"{format_duration(replay.seconds)}"))
-    pairs.append(("revision", f"{restore.revision:,}, the moment before the delete"))
+    plan = restore.revision_plan
+    after = (f" -> {plan.revision_after(restore.revision):,} after the restore (bumped: "
+             f"{plan.method})" if plan.bump else " (not bumped)")
+    pairs.append(("revision", f"{restore.revision:,}, the moment before the delete{after}"))
     if check:
         pairs.append(("namespace", f"{check['restored_keys']} of {check['deleted_keys']} "
                                    f"objects back, each with the value it had before the delete"))
