@@ -37,7 +37,7 @@ def point_target(at: str | None, revision: int | None) -> Any:
     from datetime import datetime
 
     from etcdops.errors import UsageError
-    from etcdops.restore.point import PointTarget
+    from etcdops.restore.point_plan import PointTarget
 
     moment = None
     if at is not None:

@@ -204,7 +204,7 @@ class Rewind:
             prepared_snapshot,
             restore_prepared,
         )
-        from etcdops.restore.point import PointTarget
+        from etcdops.restore.point_plan import PointTarget
         from etcdops.restore.staging import throwaway_member
 
         assert self.report.deleted_at is not None

@@ -28,7 +28,7 @@ from etcdops.stores.configured import Stores
 
 if TYPE_CHECKING:
     from etcdops.restore.member import Prepared
-    from etcdops.restore.point import PointPlan
+    from etcdops.restore.point_plan import PointPlan
 
 
 @contextlib.contextmanager
@@ -42,7 +42,7 @@ def prepared_backup(
     still runs as it did."""
     from etcdops.recovery.point import staged_record
     from etcdops.restore.member import prepared_snapshot
-    from etcdops.restore.point import PointTarget
+    from etcdops.restore.point_plan import PointTarget
 
     assert state.backup_id is not None, "the backup is chosen before step 1"
     assert (state.point is None) == (point is None), "a point is planned by the preflight"

@@ -20,7 +20,7 @@ from etcdops.config.settings import opt
 from etcdops.errors import ConfigError
 
 if TYPE_CHECKING:
-    from etcdops.restore.point import PointTarget
+    from etcdops.restore.point_plan import PointTarget
 
 SOURCES = ("auto", "local", "primary", "replica")
 # step 2 starts etcd and the control plane: on a large database etcd takes a while to open
@@ -143,7 +143,7 @@ class Plan:
     @property
     def point(self) -> PointTarget | None:
         """The point in time the plan names (at or revision), or None."""
-        from etcdops.restore.point import PointTarget
+        from etcdops.restore.point_plan import PointTarget
 
         if self.at is None and self.revision is None:
             return None

@@ -2,7 +2,7 @@
 
 The plan's `at` or `revision` (or dr run's --at/--revision) names a moment or a revision;
 without one, `backup = "latest"` is the newest journaled point, as for `etcdops restore`. The
-point is planned before anything is touched (etcdops.restore.point.plan_point: the base backup,
+point is planned before anything is touched (etcdops.restore.point_plan.plan_point: the base backup,
 the segments, the revision, a hole in the journal), and the revision planned is kept in the
 state file: a resumed run replays the same base to the same revision, not to a newest point
 that has moved on since. Step 1 stages it once (the base restored on a staging etcd on this
@@ -20,7 +20,7 @@ from etcdops.recovery.state import RecoveryState
 
 if TYPE_CHECKING:
     from etcdops.restore.member import Prepared
-    from etcdops.restore.point import PointPlan, PointTarget
+    from etcdops.restore.point_plan import PointPlan, PointTarget
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class PointRequest:
 def point_request(plan: Plan, state: RecoveryState) -> PointRequest | None:
     """What this run asks of the journal; None: the backup alone (a backup id without a point,
     or a resumed run whose first attempt found no journal to replay)."""
-    from etcdops.restore.point import PointTarget
+    from etcdops.restore.point_plan import PointTarget
 
     if state.backup_id is not None:  # resumed: what its first attempt planned, or nothing
         if state.point is None:

@@ -34,7 +34,7 @@ from etcdops.units import format_size
 
 if TYPE_CHECKING:
     from etcdops.recovery.point import PointRequest
-    from etcdops.restore.point import PointPlan
+    from etcdops.restore.point_plan import PointPlan
 
 # a host that takes longer than this to run `etcdops --version` is not one to restore through
 PROBE_TIMEOUT = 30.0
@@ -157,7 +157,7 @@ def _point(
     journal past the backup."""
     from etcdops.errors import NotFoundError
     from etcdops.recovery.point import as_of
-    from etcdops.restore.point import plan_point
+    from etcdops.restore.point_plan import plan_point
 
     if request is None:
         return None

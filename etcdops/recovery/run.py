@@ -44,7 +44,7 @@ from etcdops.units import format_duration
 
 if TYPE_CHECKING:
     from etcdops.restore.member import Prepared
-    from etcdops.restore.point import PointPlan, PointTarget
+    from etcdops.restore.point_plan import PointPlan, PointTarget
 
 # a member that is down must not hold a poll for the whole configured dial timeout
 _POLL_DIAL_TIMEOUT = 2.0

@@ -31,7 +31,7 @@ from etcdops.restore.staging import restore_into, start_throwaway, throwaway_mem
 from etcdops.stores.configured import Stores, open_stores
 
 if TYPE_CHECKING:
-    from etcdops.restore.point import PointTarget
+    from etcdops.restore.point_plan import PointTarget
 
 PHASES = ("decode", "restore", "start", "inventory", "files")
 MEMBER_NAME = "etcdops-drill"
@@ -170,7 +170,8 @@ def _snapshot(
         ) as plain:
             yield plain
         return
-    from etcdops.restore.point import plan_point, stage_point
+    from etcdops.restore.point import stage_point
+    from etcdops.restore.point_plan import plan_point
 
     stores = stores or open_stores(config)
     if store is not None:

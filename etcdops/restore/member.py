@@ -49,7 +49,8 @@ from etcdops.restore.staging import (
 from etcdops.stores.configured import Stores, open_stores
 
 if TYPE_CHECKING:
-    from etcdops.restore.point import PointPlan, PointTarget, StagedPoint
+    from etcdops.restore.point import StagedPoint
+    from etcdops.restore.point_plan import PointPlan, PointTarget
     from etcdops.restore.replay import Replayed
 
 BUILT_NAME = "data"
@@ -240,7 +241,8 @@ def _point(
 ) -> _PointChoice:
     """The point in time staged in work when the journal has revisions to replay, else the
     backup id to restore as it is."""
-    from etcdops.restore.point import PointTarget, plan_point, stage_point
+    from etcdops.restore.point import stage_point
+    from etcdops.restore.point_plan import PointTarget, plan_point
 
     stores = stores or open_stores(config)
     if store is not None:

@@ -1,5 +1,5 @@
 """Replaying journal revisions on a staging etcd booted from the base backup: the heart of a
-point-in-time restore (etcdops.restore.point chooses what to replay).
+point-in-time restore (etcdops.restore.point_plan chooses what to replay).
 
 One transaction per original revision, its puts and deletes together and in order from the
 base's revision + 1, so that etcd gives every revision the number it had and every restored key

@@ -174,7 +174,7 @@ def test_a_bad_plan_names_the_key_its_file_and_line(tmp_path, case):
 def test_a_point_in_time_in_the_plan_and_as_dr_runs_flags_override_it(tmp_path):
     from datetime import UTC, datetime
 
-    from etcdops.restore.point import PointTarget
+    from etcdops.restore.point_plan import PointTarget
 
     plain = load_plan(write(tmp_path, EXAMPLE))
     assert plain.point is None and plain.allow_gap is False

@@ -28,7 +28,8 @@ from etcdops.journal.segment import SegmentBuffer
 from etcdops.journal.store import chain_manifests, publish, seal
 from etcdops.report import LogReporter
 from etcdops.restore.member import prepared_snapshot
-from etcdops.restore.point import BaseAfterTarget, PointTarget, plan_point, stage_point
+from etcdops.restore.point import BaseAfterTarget, stage_point
+from etcdops.restore.point_plan import PointTarget, plan_point
 from etcdops.restore.revision import FLAGS, GAP_FLOOR, STAGING
 from etcdops.stores.configured import open_stores
 from tests.backup.two_regions import toml_for, with_s3

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from etcdops.report import LogReporter
-from etcdops.restore.point import PointTarget, plan_point
+from etcdops.restore.point_plan import PointTarget, plan_point
 from etcdops.stores.configured import open_stores
 from tests.journal.chains import Span, backup_at, chains_config, write_chain
 
