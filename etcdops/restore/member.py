@@ -198,12 +198,14 @@ def prepared_snapshot(
             status = decode_snapshot(config, ref, plain, reporter, store=store, stores=stores,
                                      search=search)
             may_hold = search.found
-            status = dataclasses.replace(status, warnings=status.warnings + chosen.warnings)
-            if chosen.exact is not None:
+            if chosen.plan is not None:  # the plan's (a gap --allow-gap stopped before)
+                status = dataclasses.replace(
+                    status, warnings=status.warnings + chosen.plan.warnings)
+            if chosen.plan is not None and chosen.exact:
                 from etcdops.restore.point import check_exact
 
                 assert chosen.stores is not None
-                staged = check_exact(config, chosen.exact, plain, chosen.stores, work, reporter,
+                staged = check_exact(config, chosen.plan, plain, chosen.stores, work, reporter,
                                      allow_gap)
                 if staged is not None:
                     yield _from_point(staged, reading, revision_rule)
@@ -225,14 +227,13 @@ def prepared_snapshot(
 class _PointChoice(NamedTuple):
     staged: StagedPoint | None  # the point in time, staged
     ref: str  # else the backup to restore as it is
-    # a revision target at that backup's recorded revision: its snapshot, once decoded, must
-    # be at it (etcdops.restore.point.check_exact), read again from these stores if not
-    exact: PointPlan | None = None
-    stores: Stores | None = None
-    warnings: tuple[str, ...] = ()  # the plan's (a gap --allow-gap stopped before)
     # a point in time with nothing to replay: the backup restored as it is, and its revision
     # advanced past what the plan's journal names as a replayed point's is
     plan: PointPlan | None = None
+    # a revision target at that backup's recorded revision: its snapshot, once decoded, must
+    # be at it (etcdops.restore.point.check_exact), read again from these stores if not
+    exact: bool = False
+    stores: Stores | None = None
 
 
 def _point(
@@ -258,8 +259,7 @@ def _point(
         reporter.event(note)
     if not plan.replays:
         exact = point is not None and point.revision is not None
-        return _PointChoice(None, plan.base.id, plan if exact else None, stores, plan.warnings,
-                            plan)
+        return _PointChoice(None, plan.base.id, plan, exact, stores)
     return _PointChoice(stage_point(config, plan, stores, work, reporter, allow_gap=allow_gap),
                         ref)
 
