@@ -2,9 +2,9 @@
 
 The plan's `at` or `revision` (or dr run's --at/--revision) names a moment or a revision;
 without one, `backup = "latest"` is the newest journaled point, as for `etcdops restore`. The
-point is planned before anything is touched (etcdops.restore.point_plan.plan_point: the base backup,
-the segments, the revision, a hole in the journal), and the revision planned is kept in the
-state file: a resumed run replays the same base to the same revision, not to a newest point
+point is planned before anything is touched (etcdops.restore.point_plan.plan_point: the base
+backup, the segments, the revision, a hole in the journal), and the revision planned is kept in
+the state file: a resumed run replays the same base to the same revision, not to a newest point
 that has moved on since. Step 1 stages it once (the base restored on a staging etcd on this
 host, the journal replayed there) and every member is restored from that one snapshot.
 """
